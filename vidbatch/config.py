@@ -1,0 +1,156 @@
+"""The job file: YAML validated into frozen, typed settings before any work starts.
+
+Unknown keys and bad values are refused with a message naming the key path and the
+value, so a typo in a nightly job fails at submit time, not four hours in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vidbatch.errors import JobError
+
+Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+SamplingMode = Literal["fps", "uniform", "keyframes"]
+Task = Literal["embed", "classify", "both"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(_Frozen):
+    mode: SamplingMode = "fps"
+    fps: float = Field(1.0, gt=0, le=240)
+    num_frames: int = Field(16, ge=1, le=100_000)
+    clip_len_s: float = Field(4.0, gt=0)
+
+    def sampling_id(self) -> str:
+        """Stable hash of only the settings that change which frames are used."""
+        relevant: dict[str, Any] = {"mode": self.mode, "clip_len_s": self.clip_len_s}
+        if self.mode == "fps":
+            relevant["fps"] = self.fps
+        elif self.mode == "uniform":
+            relevant["num_frames"] = self.num_frames
+        digest = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+        return f"{self.mode}-{digest[:12]}"
+
+
+class ModelConfig(_Frozen):
+    arch: Arch = "resnet50"
+    # A torchvision weights name (IMAGENET1K_V2, or DEFAULT), a path/URI to a
+    # state_dict file, or "none" for a seeded random init.
+    weights: str = "IMAGENET1K_V2"
+    task: Task = "both"
+    top_k: int = Field(5, ge=1, le=1000)
+    precision: Precision = "auto"
+    seed: int = 0  # only used by weights: none
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _none_is_a_word(cls, value: Any) -> Any:
+        # YAML turns a bare `none`/`null` into None; both mean "random init".
+        return "none" if value is None else value
+
+
+class ResourcesConfig(_Frozen):
+    """How the work is spread. Never changes results."""
+
+    decode_actors: int | None = Field(None, ge=1)  # None: one per free CPU
+    model_actors: int = Field(1, ge=1)
+    decode_cpus: float = Field(1.0, gt=0)  # CPUs reserved by each decode actor
+    model_cpus: float = Field(1.0, ge=0)
+    model_gpus: float | None = Field(None, ge=0)  # None: 1 when the cluster has GPUs
+    batch_frames: int = Field(32, ge=1)  # frames per forward pass
+    batch_clips: int = Field(8, ge=1)  # clips per Ray Data batch into the model
+    decode_threads: int = Field(0, ge=0)  # FFmpeg threads per decode; 0 = FFmpeg picks
+    progress_interval_s: float = Field(5.0, gt=0)
+
+
+class StorageConfig(_Frozen):
+    """Object-store settings. Credentials are never read from the job file."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    anon: bool = False
+
+
+class LimitsConfig(_Frozen):
+    max_pixels: int = Field(8192 * 8192, ge=1)
+    max_duration_s: float = Field(6 * 3600.0, gt=0)
+    max_file_bytes: int = Field(50 * 1024**3, ge=1)
+    max_streams: int = Field(64, ge=1)
+    decode_timeout_s: float = Field(600.0, gt=0)
+
+
+class InputPolicy(_Frozen):
+    allowed_schemes: tuple[str, ...] = ("file", "s3", "gs", "gcs", "az", "abfs", "memory")
+    # Local roots a file:// or plain path must lie under; empty means no restriction.
+    allowed_roots: tuple[str, ...] = ()
+
+
+class JobConfig(_Frozen):
+    name: str = Field(..., min_length=1)
+    manifest: str = Field(..., min_length=1)
+    output: str = Field(..., min_length=1)
+    sampling: SamplingConfig = SamplingConfig()
+    model: ModelConfig = ModelConfig()
+    resources: ResourcesConfig = ResourcesConfig()
+    storage: StorageConfig = StorageConfig()
+    limits: LimitsConfig = LimitsConfig()
+    inputs: InputPolicy = InputPolicy()
+
+
+def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
+    """Read a job file, apply `key.path=value` overrides, validate. Raises JobError."""
+    path = Path(path)
+    if not path.is_file():
+        raise JobError(f"job file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise JobError(f"job file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise JobError(f"job file {str(path)!r} must be a mapping of keys, got {type(raw).__name__}")
+    for override in overrides:
+        _apply_override(raw, override)
+    return parse_job(raw, source=str(path))
+
+
+def parse_job(raw: dict[str, Any], *, source: str = "job") -> JobConfig:
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise JobError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise JobError(f"--set {override!r}: expected key.path=value, e.g. --set model.arch=resnet18")
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise JobError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a section")
+        node = child
+    # YAML parsing gives "2" -> 2, "true" -> True, "[a, b]" -> list, like the job file would.
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+
+
+def _describe(err: Any) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {where!r}"
+    if err["type"] == "missing":
+        return f"missing required key {where!r}"
+    value = err.get("input")
+    return f"{where}={value!r}: {err['msg']}"

@@ -1,0 +1,67 @@
+"""A small sample library generated locally with PyAV (no downloads), for the quick start.
+
+Moving colour patterns in three codec/container pairs, plus rows that show how bad
+input is reported: a file that is not a video, a missing file, a duplicated id.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+_VIDEOS = (
+    ("h264_720p", "mp4", "libx264", (640, 360), 24, 12.0),
+    ("vp9_clip", "webm", "libvpx-vp9", (480, 270), 25, 8.0),
+    ("mpeg4_avi", "avi", "mpeg4", (320, 240), 30, 6.0),
+    ("h264_short", "mp4", "libx264", (320, 180), 30, 2.5),
+)
+
+
+def write_demo_library(directory: str | Path) -> Path:
+    root = Path(directory).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    ids, uris = [], []
+    for seed, (name, ext, codec, size, fps, seconds) in enumerate(_VIDEOS):
+        path = root / f"{name}.{ext}"
+        _write_pattern_video(path, codec=codec, size=size, fps=fps, seconds=seconds, seed=seed)
+        ids.append(name)
+        uris.append(str(path))
+    not_a_video = root / "notes.mp4"
+    not_a_video.write_bytes(b"this is a text file with a video extension\n" * 20)
+    ids += ["not_a_video", "missing_file", "h264_720p"]
+    uris += [str(not_a_video), str(root / "gone.mp4"), str(root / "h264_720p.mp4")]
+    manifest = root / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": ids, "uri": uris}), manifest)
+    return manifest
+
+
+def _write_pattern_video(path: Path, *, codec: str, size: tuple[int, int], fps: int, seconds: float, seed: int) -> None:
+    width, height = size
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(3,))
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(int(seconds * fps)):
+            phase = i / fps
+            frame = np.stack(
+                [
+                    (base[0] + xx * 255 / width + 40 * phase) % 255,
+                    (base[1] + yy * 255 / height + 25 * phase) % 255,
+                    (base[2] + (xx + yy) * 128 / (width + height) * (1 + np.sin(phase))) % 255,
+                ],
+                axis=-1,
+            ).astype(np.uint8)
+            box = int((i * 7) % max(1, width - 40))
+            frame[height // 3 : height // 3 + 40, box : box + 40] = 255
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pict_type = av.video.frame.PictureType.NONE
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

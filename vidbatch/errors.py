@@ -1,0 +1,41 @@
+"""Per-video statuses and the errors that carry them.
+
+A video's failure is data, not an exception that escapes: stages catch `VideoError`
+(and anything unexpected) and turn it into a status row.  `JobError` is the other
+kind: a problem with the job itself (bad config, unwritable output, missing weights)
+that must stop the run before any work starts.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Status = Literal[
+    "ok",
+    "not_found",
+    "access_denied",
+    "invalid_uri",
+    "unreadable",
+    "no_video_stream",
+    "decode_error",
+    "too_short",
+    "too_large",
+    "timeout",
+    "model_error",
+]
+STATUSES: tuple[str, ...] = get_args(Status)
+
+
+class JobError(Exception):
+    """The job cannot run as configured; the message says what to change."""
+
+
+class VideoError(Exception):
+    """One video failed; `status` is its row's status, the message says what to do."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        if status not in STATUSES or status == "ok":
+            raise ValueError(f"VideoError needs a failure status, got {status!r}")
+        super().__init__(message)
+        self.status: Status = status
+        self.message = message

@@ -1,0 +1,109 @@
+"""Read the manifest and plan the run: which rows go to decoding, which are refused.
+
+Every manifest row ends in exactly one of: a planned row (decoded later), a refused
+row (status decided here), or a counted duplicate of an earlier video_id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidbatch.config import InputPolicy, StorageConfig
+from vidbatch.errors import JobError, Status
+from vidbatch.schema import VIDEOS
+from vidbatch.storage import filesystem
+from vidbatch.uri_policy import refusal_reason
+
+REQUIRED = ("video_id", "uri")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    video_id: str
+    uri: str | None
+    status: Status
+    message: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plan:
+    to_process: pa.Table  # video_id, uri: what the decode actors get
+    extras_by_id: dict[str, dict[str, object]]  # carried through to the videos table by the driver
+    refused: tuple[Refusal, ...]
+    duplicates: int
+    manifest_rows: int
+    extra_columns: tuple[str, ...]
+    extra_schema: pa.Schema
+
+
+def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
+    try:
+        fs, path = filesystem(uri, storage)
+        if not fs.exists(path):
+            raise JobError(f"manifest {uri!r} does not exist")
+        return pq.read_table(path, filesystem=fs)
+    except JobError:
+        raise
+    except PermissionError as exc:
+        raise JobError(f"manifest {uri!r}: access denied") from exc
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise JobError(f"manifest {uri!r} is not a readable Parquet file: {str(exc)[:200]}") from exc
+
+
+def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
+    _validate_columns(manifest)
+    extras = tuple(name for name in manifest.column_names if name not in REQUIRED)
+    ids = manifest.column("video_id").to_pylist()
+    uris = manifest.column("uri").to_pylist()
+    seen: set[str] = set()
+    keep_rows: list[int] = []
+    refused: list[Refusal] = []
+    duplicates = 0
+    extra_rows = manifest.select(list(extras)).to_pylist() if extras else [{} for _ in ids]
+    for row, (video_id, uri) in enumerate(zip(ids, uris, strict=True)):
+        if video_id is None or str(video_id).strip() == "":
+            video_id = f"__manifest_row_{row}"
+            refused.append(Refusal(video_id, uri, "invalid_uri", f"row {row} has no video_id; give it a unique id", extra_rows[row]))
+            continue
+        video_id = str(video_id)
+        if video_id in seen:
+            duplicates += 1  # the first row wins; DESIGN: counted, no row of its own
+            continue
+        seen.add(video_id)
+        reason = refusal_reason(uri, policy)
+        if reason is not None:
+            refused.append(Refusal(video_id, uri, "invalid_uri", reason, extra_rows[row]))
+            continue
+        keep_rows.append(row)
+    to_process = pa.table(
+        {
+            "video_id": pa.array([str(ids[row]) for row in keep_rows], pa.string()),
+            "uri": pa.array([uris[row] for row in keep_rows], pa.string()),
+        }
+    )
+    return Plan(
+        to_process=to_process,
+        extras_by_id={str(ids[row]): extra_rows[row] for row in keep_rows} if extras else {},
+        refused=tuple(refused),
+        duplicates=duplicates,
+        manifest_rows=manifest.num_rows,
+        extra_columns=extras,
+        extra_schema=manifest.select(list(extras)).schema if extras else pa.schema([]),
+    )
+
+
+def _validate_columns(manifest: pa.Table) -> None:
+    missing = [name for name in REQUIRED if name not in manifest.column_names]
+    if missing:
+        raise JobError(
+            f"manifest lacks column(s) {', '.join(missing)}; it has {', '.join(manifest.column_names) or 'no columns'}"
+        )
+    clashes = [name for name in manifest.column_names if name in VIDEOS.names and name not in REQUIRED]
+    if clashes:
+        raise JobError(f"manifest column(s) {', '.join(clashes)} clash with output columns of the videos table; rename them")
+    if not pa.types.is_string(manifest.schema.field("uri").type) and not pa.types.is_large_string(manifest.schema.field("uri").type):
+        raise JobError(f"manifest column 'uri' must be strings, got {manifest.schema.field('uri').type}")

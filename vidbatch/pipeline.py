@@ -1,0 +1,218 @@
+"""The one place that knows the order of the stages and the resources they get.
+
+manifest -> plan -> DecodeStage (CPU actors) -> ModelStage (GPU/CPU actors)
+         -> Collector (driver, streaming) -> Delta commit -> summary.json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from vidbatch import __version__
+from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
+from vidbatch.commit import check_writable, commit_tables, write_summary
+from vidbatch.config import JobConfig
+from vidbatch.manifest import plan as make_plan
+from vidbatch.manifest import read_manifest
+from vidbatch.stages import DecodeStage, ModelStage
+
+log = logging.getLogger(__name__)
+
+# One video per block keeps decode actors evenly loaded; past this many videos, blocks
+# hold several so the scheduler's bookkeeping stays small.
+_MAX_BLOCKS = 20_000
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    summary: dict[str, Any]
+    summary_uri: str
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def run_job(
+    config: JobConfig,
+    *,
+    address: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run the whole job; returns once both tables are committed. Raises JobError before any work on bad input."""
+    from vidbatch.model import resolve_weights  # torch is heavy; import only when running
+
+    say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    started = time.monotonic()
+    run_id = new_run_id()
+    identity_sampling = config.sampling.sampling_id()
+
+    manifest = read_manifest(config.manifest, config.storage)
+    plan = make_plan(manifest, config.inputs)
+    weights = resolve_weights(config.model, config.storage)
+    if weights.untrained:
+        say(f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); embeddings and labels are NOT meaningful")
+    check_writable(
+        config.output,
+        run_id,
+        config.storage,
+        {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": _now()},
+    )
+    say(
+        f"run {run_id}: {plan.manifest_rows} manifest rows, {plan.to_process.num_rows} to decode, "
+        f"{len(plan.refused)} refused, {plan.duplicates} duplicate ids; model {weights.model_id}"
+    )
+
+    ray = _ensure_ray(address)
+    identity = Identity(model_id=weights.model_id, sampling_id=identity_sampling, run_id=run_id)
+    printer = ProgressPrinter(config.resources.progress_interval_s, say)
+    with tempfile.TemporaryDirectory(prefix=f"vidbatch-{run_id}-") as spill:
+        collector = Collector(
+            plan=plan,
+            identity=identity,
+            categories=weights.categories,
+            task=config.model.task,
+            top_k=config.model.top_k,
+            spill_dir=Path(spill),
+            on_progress=printer,
+        )
+        if plan.to_process.num_rows:
+            dataset = _build_dataset(ray, config, plan.to_process, weights)
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                collector.add_batch(batch)
+        tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
+        printer(tally, collector.total, force=True)
+        versions = commit_tables(config.output, Path(spill), run_id, config.storage)
+
+    wall = time.monotonic() - started
+    summary = _summary(config, run_id, weights, plan, tally, wall, versions)
+    summary_uri = write_summary(config.output, run_id, summary, config.storage)
+    return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
+
+
+def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: Any) -> Any:
+    import ray.data
+
+    resources = config.resources
+    cluster = ray.cluster_resources()
+    model_gpus = resources.model_gpus if resources.model_gpus is not None else (1.0 if cluster.get("GPU", 0) >= 1 else 0.0)
+    if model_gpus > cluster.get("GPU", 0):
+        from vidbatch.errors import JobError
+
+        raise JobError(
+            f"resources.model_gpus={model_gpus} but the cluster has {cluster.get('GPU', 0):g} GPUs; "
+            "set resources.model_gpus: 0 to run the model on CPUs"
+        )
+    decode_actors = resources.decode_actors or _default_decoders(cluster, resources.model_actors * resources.model_cpus, resources.decode_cpus)
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # our own progress line says videos done/total
+    ctx.print_on_execution_start = False
+
+    n = to_process.num_rows
+    per_block = max(1, -(-n // _MAX_BLOCKS))
+    blocks = [to_process.slice(i, per_block) for i in range(0, n, per_block)]
+    state_dict_ref = ray.put(weights.state_dict_bytes)  # resolved once, shared with every model actor
+    spec = weights.preprocess
+
+    dataset = ray.data.from_arrow(blocks)
+    dataset = dataset.map_batches(
+        DecodeStage,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={
+            "sampling": config.sampling,
+            "limits": config.limits,
+            "storage": config.storage,
+            "resize_size": spec.resize_size,
+            "crop_size": spec.crop_size,
+            "threads": resources.decode_threads,
+        },
+        compute=ray.data.ActorPoolStrategy(size=decode_actors),
+        num_cpus=resources.decode_cpus,
+    )
+    return dataset.map_batches(
+        ModelStage,
+        batch_size=resources.batch_clips,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={
+            "arch": weights.arch,
+            "state_dict_ref": state_dict_ref,
+            "resize_size": spec.resize_size,
+            "crop_size": spec.crop_size,
+            "mean": spec.mean,
+            "std": spec.std,
+            "precision": config.model.precision,
+            "batch_frames": resources.batch_frames,
+            "want_probs": config.model.task != "embed",
+        },
+        compute=ray.data.ActorPoolStrategy(size=resources.model_actors),
+        num_cpus=resources.model_cpus,
+        num_gpus=model_gpus,
+    )
+
+
+def _default_decoders(cluster: dict[str, float], model_cpus: float, decode_cpus: float) -> int:
+    free = cluster.get("CPU", 1) - model_cpus
+    return max(1, int(free // decode_cpus))
+
+
+def _ensure_ray(address: str | None) -> Any:
+    import ray
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+    return ray
+
+
+def _summary(
+    config: JobConfig, run_id: str, weights: Any, plan: Any, tally: Tally, wall: float, versions: dict[str, int]
+) -> dict[str, Any]:
+    import av
+    import ray
+    import torch
+
+    hours = tally.video_seconds / 3600.0
+    return {
+        "run_id": run_id,
+        "job": config.name,
+        "finished_at": _now(),
+        "model_id": weights.model_id,
+        "untrained_weights": weights.untrained,
+        "weights_note": "seeded random init: embeddings and labels are NOT meaningful" if weights.untrained else None,
+        "weights_sha256": weights.sha256,
+        "sampling_id": config.sampling.sampling_id(),
+        "manifest_rows": plan.manifest_rows,
+        "duplicate_ids": plan.duplicates,
+        "videos": tally.videos,
+        "statuses": dict(sorted(tally.statuses.items())),
+        "clips": tally.clips,
+        "frames": tally.frames,
+        "video_hours": round(hours, 6),
+        "wall_time_s": round(wall, 3),
+        "throughput": {
+            "videos_per_s": round(tally.videos / wall, 4) if wall else None,
+            "frames_per_s": round(tally.frames / wall, 3) if wall else None,
+            "video_hours_per_wall_hour": round(hours / (wall / 3600.0), 3) if wall else None,
+        },
+        "table_versions": versions,
+        "versions": {"vidbatch": __version__, "torch": torch.__version__, "ray": ray.__version__, "av": av.__version__},
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,47 @@
+"""Arrow schemas of the two output tables (DESIGN.md). Plain Arrow types only, so any
+Delta reader and any search system can take the embeddings."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+LABELS = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float32())]))
+EMBEDDING = pa.list_(pa.float32())
+
+CLIPS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("clip_index", pa.int32()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("frame_pts_s", pa.list_(pa.float64())),
+        ("embedding", EMBEDDING),
+        ("labels", LABELS),
+        ("model_id", pa.string()),
+        ("sampling_id", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+VIDEOS = pa.schema(
+    [
+        ("video_id", pa.string()),
+        ("uri", pa.string()),
+        ("source_fingerprint", pa.string()),
+        ("status", pa.string()),
+        ("error_type", pa.string()),
+        ("error_message", pa.string()),
+        ("duration_s", pa.float64()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("fps", pa.float64()),
+        ("codec", pa.string()),
+        ("num_clips", pa.int32()),
+        ("embedding", EMBEDDING),
+        ("labels", LABELS),
+        ("model_id", pa.string()),
+        ("sampling_id", pa.string()),
+        ("run_id", pa.string()),
+        ("processed_at", pa.timestamp("us", tz="UTC")),
+    ]
+)

@@ -1,0 +1,122 @@
+"""Where bytes live: local paths and fsspec URIs (s3://, gs://, ...).
+
+Credentials are never handled here: fsspec/botocore and deltalake find them in the
+environment, config files or instance roles, as the AWS SDKs do. Only non-secret
+settings (endpoint, region) come from the job file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from fsspec.core import url_to_fs
+
+from vidbatch.config import StorageConfig
+from vidbatch.errors import VideoError
+
+
+def scheme_of(uri: str) -> str:
+    scheme = urlsplit(uri).scheme
+    # "C:\\videos" or a bare path: local.
+    return "file" if len(scheme) <= 1 else scheme.lower()
+
+
+def is_local(uri: str) -> bool:
+    return scheme_of(uri) == "file"
+
+
+def local_path(uri: str) -> str:
+    return urlsplit(uri).path if uri.startswith("file://") else uri
+
+
+def fsspec_options(uri: str, storage: StorageConfig) -> dict[str, Any]:
+    if scheme_of(uri) not in ("s3", "s3a"):
+        return {}
+    options: dict[str, Any] = {"anon": storage.anon}
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    client_kwargs: dict[str, Any] = {}
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    if storage.region:
+        client_kwargs["region_name"] = storage.region
+    if client_kwargs:
+        options["client_kwargs"] = client_kwargs
+    return options
+
+
+def filesystem(uri: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSystem, str]:
+    if is_local(uri):
+        return fsspec.filesystem("file"), os.path.abspath(local_path(uri))
+    return url_to_fs(uri, **fsspec_options(uri, storage))
+
+
+def source_fingerprint(info: dict[str, Any]) -> str:
+    """ETag where the store has one, else size + mtime: changes when the bytes change."""
+    size = info.get("size")
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return f"etag={str(etag).strip(chr(34))};size={size}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if hasattr(mtime, "timestamp"):
+        mtime = mtime.timestamp()
+    return f"size={size};mtime={mtime}"
+
+
+def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec.AbstractFileSystem, str]:
+    """fs.info() with the errors sorted into statuses."""
+    try:
+        fs, path = filesystem(uri, storage)
+        info = fs.info(path)
+    except FileNotFoundError as exc:
+        raise VideoError("not_found", "no object at this uri; check the manifest or whether it was deleted") from exc
+    except PermissionError as exc:
+        raise VideoError("access_denied", "access denied; grant the job's identity read access to this object") from exc
+    if info.get("type") == "directory":
+        raise VideoError("not_found", "the uri names a directory, not a video file")
+    return info, fs, path
+
+
+@contextmanager
+def open_source(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[str | IO[bytes]]:
+    """A local path for FFmpeg's own file I/O, or a seekable file object that reads by range."""
+    if isinstance(fs, LocalFileSystem):
+        yield path
+        return
+    try:
+        handle = fs.open(path, "rb", block_size=4 * 1024 * 1024, cache_type="readahead")
+    except FileNotFoundError as exc:
+        raise VideoError("not_found", "no object at this uri; check the manifest or whether it was deleted") from exc
+    except PermissionError as exc:
+        raise VideoError("access_denied", "access denied; grant the job's identity read access to this object") from exc
+    with handle:
+        yield handle
+
+
+def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
+    """Options for deltalake's object_store. Credentials stay in the environment."""
+    if scheme_of(uri) not in ("s3", "s3a"):
+        return {}
+    options: dict[str, str] = {}
+    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        options["AWS_ENDPOINT_URL"] = endpoint
+        if endpoint.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+        # S3-compatible stores (MinIO, moto, Ceph) support conditional writes by ETag;
+        # this makes concurrent commits safe without a DynamoDB lock table.
+        options["conditional_put"] = "etag"
+    if storage.region:
+        options["AWS_REGION"] = storage.region
+    if storage.anon:
+        options["AWS_SKIP_SIGNATURE"] = "true"
+    return options
+
+
+def join_uri(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])

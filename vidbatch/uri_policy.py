@@ -1,0 +1,37 @@
+"""Which URIs a job may read: allowed schemes and local roots, no traversal tricks.
+
+Pure function of the string: a refused uri becomes an `invalid_uri` row before any
+I/O happens.
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import unquote, urlsplit
+
+from vidbatch.config import InputPolicy
+from vidbatch.storage import local_path, scheme_of
+
+
+def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
+    """None when the uri may be read, else a message saying what is wrong."""
+    if uri is None:
+        return "the manifest's uri is empty; fill it in or remove the row"
+    if not isinstance(uri, str) or not uri.strip():
+        return "the manifest's uri is empty; fill it in or remove the row"
+    if any(ch in uri for ch in ("\x00", "\n", "\r")):
+        return "the uri contains control characters"
+    scheme = scheme_of(uri)
+    if scheme not in policy.allowed_schemes:
+        allowed = ", ".join(policy.allowed_schemes)
+        return f"scheme {scheme!r} is not allowed (allowed: {allowed}; see inputs.allowed_schemes)"
+    path = urlsplit(uri).path if "://" in uri else uri
+    decoded = unquote(unquote(path))
+    if ".." in decoded.replace("\\", "/").split("/"):
+        return "the uri contains a '..' path segment; give the direct path"
+    if scheme == "file" and policy.allowed_roots:
+        real = os.path.realpath(local_path(uri))
+        roots = [os.path.realpath(root) for root in policy.allowed_roots]
+        if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+            return "the file lies outside inputs.allowed_roots; move it or add its folder there"
+    return None
