@@ -9,7 +9,7 @@ they are complete, so memory does not grow with the video's length.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
@@ -21,7 +21,7 @@ import numpy as np
 from vidbatch.config import LimitsConfig, SamplingConfig
 from vidbatch.errors import VideoError
 from vidbatch.preprocess import PreprocessSpec, to_model_input
-from vidbatch.sampling import OnScreenPicker, clip_windows, fps_times, uniform_times
+from vidbatch.sampling import OnScreenPicker, fps_times_from, uniform_times
 from vidbatch.sampling.clips import clip_index_of, clip_window
 from vidbatch.sampling.keyframes import keyframe_sample_time
 
@@ -97,35 +97,32 @@ def iter_clips(
 # --- sampling --------------------------------------------------------------------------
 
 
-def _targets(info: VideoInfo, sampling: SamplingConfig) -> list[float]:
+def _targets(info: VideoInfo, sampling: SamplingConfig) -> Iterable[float]:
     if sampling.mode == "fps":
-        return fps_times(start_s=info.start_s, duration_s=info.duration_s, fps=sampling.fps)
+        return fps_times_from(start_s=info.start_s, fps=sampling.fps)
     return uniform_times(start_s=info.start_s, duration_s=info.duration_s, num_frames=sampling.num_frames)
 
 
 def _targeted_samples(
     container: Any, stream: Any, info: VideoInfo, sampling: SamplingConfig, deadline: float | None
 ) -> Iterator[tuple[float, float, Any]]:
-    targets = _targets(info, sampling)
-    if not targets:
+    picker: OnScreenPicker[Any] = OnScreenPicker(_targets(info, sampling))
+    if picker.done:
         raise VideoError("too_short", f"the video is {info.duration_s:.3f}s long; no frame to sample")
-    picker: OnScreenPicker[Any] = OnScreenPicker(targets)
-    last_pts: float | None = None
+    last: Any = None
     for frame in _decoded_frames(container, stream, deadline):
         pts = _frame_time(frame, stream)
         if pts is None:
             continue
-        last_pts = pts
+        last = frame
         yield from picker.push(pts, frame)
         if picker.done:
             return
-    if last_pts is None:
+    if last is None:
         raise VideoError("decode_error", "no frame could be decoded; the video stream is damaged")
-    # Metadata may promise more than the file holds (truncated upload): the last frame
-    # only counts as on screen for one more frame interval.
-    interval = 1.0 / info.fps if info.fps else 1.0
-    end = min(info.start_s + info.duration_s, last_pts + interval)
-    yield from picker.finish(end)
+    # The video ends when its last frame stops being shown. Container metadata is not
+    # trusted for this: it overstates truncated files and understates some VFR muxes.
+    yield from picker.finish(_frame_time(last, stream) + _frame_duration(last, stream, info))
 
 
 def _keyframe_samples(
@@ -192,6 +189,12 @@ def _upright_rgb(frame: Any) -> np.ndarray:
     # turns counter-clockwise for positive k.
     quarter_turns = round((frame.rotation or 0) / 90) % 4
     return np.rot90(rgb, k=quarter_turns) if quarter_turns else rgb
+
+
+def _frame_duration(frame: Any, stream: Any, info: VideoInfo) -> float:
+    if frame.duration:
+        return float(frame.duration * (frame.time_base or stream.time_base))
+    return 1.0 / info.fps if info.fps else 1.0 / 30
 
 
 def _frame_time(frame: Any, stream: Any) -> float | None:

@@ -47,9 +47,5 @@ def to_model_input(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     new_w, new_h = resized_size(image.width, image.height, spec.resize_size)
     if (new_w, new_h) != image.size:
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    if min(new_w, new_h) < spec.crop_size:  # tiny frames: torchvision pads; we pad with black too
-        padded = Image.new("RGB", (max(new_w, spec.crop_size), max(new_h, spec.crop_size)))
-        padded.paste(image, ((padded.width - new_w) // 2, (padded.height - new_h) // 2))
-        image = padded
     cropped = image.crop(center_crop_box(image.width, image.height, spec.crop_size))
     return np.ascontiguousarray(np.asarray(cropped, dtype=np.uint8))

@@ -5,8 +5,8 @@ target time t the frame used is the one on screen at t (the last frame whose pts
 """
 
 from vidbatch.sampling.clips import ClipWindow, clip_windows
-from vidbatch.sampling.fps import fps_times
+from vidbatch.sampling.fps import fps_times, fps_times_from
 from vidbatch.sampling.on_screen import OnScreenPicker
 from vidbatch.sampling.uniform import uniform_times
 
-__all__ = ["ClipWindow", "OnScreenPicker", "clip_windows", "fps_times", "uniform_times"]
+__all__ = ["ClipWindow", "OnScreenPicker", "clip_windows", "fps_times", "fps_times_from", "uniform_times"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 
 def fps_times(*, start_s: float, duration_s: float, fps: float) -> list[float]:
     _validate_fps(fps)
@@ -9,6 +12,13 @@ def fps_times(*, start_s: float, duration_s: float, fps: float) -> list[float]:
     count = _count_below(duration_s, 1.0 / fps)
     # k / fps, not a running sum: no drift over an hour of video.
     return [start_s + k / fps for k in range(count)]
+
+
+def fps_times_from(*, start_s: float, fps: float) -> Iterator[float]:
+    """Endless t = start + k/fps: the decoded stream's real end decides where it stops,
+    because container durations lie (truncated uploads, muxers that miscount VFR)."""
+    _validate_fps(fps)
+    return (start_s + k / fps for k in itertools.count())
 
 
 def _count_below(duration_s: float, step_s: float) -> int:

@@ -7,7 +7,7 @@ screen, so nothing but the previous frame is held in memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Generic, TypeVar
 
 Frame = TypeVar("Frame")
@@ -17,32 +17,38 @@ _EPS = 1e-6
 
 
 class OnScreenPicker(Generic[Frame]):
-    def __init__(self, targets: Sequence[float]) -> None:
-        if any(b < a for a, b in zip(targets, targets[1:], strict=False)):
-            raise ValueError("targets must be sorted in increasing order")
-        self._targets = list(targets)
-        self._next = 0
+    """`targets` may be endless (fps mode): the stream's end decides where sampling stops."""
+
+    def __init__(self, targets: Iterable[float]) -> None:
+        self._targets = iter(targets)
+        self._next: float | None = next(self._targets, None)
         self._prev: tuple[float, Frame] | None = None
 
     @property
     def done(self) -> bool:
-        return self._next >= len(self._targets)
+        return self._next is None
 
     @property
     def next_target(self) -> float | None:
-        return None if self.done else self._targets[self._next]
+        return self._next
+
+    def _advance(self) -> None:
+        previous = self._next
+        self._next = next(self._targets, None)
+        if self._next is not None and previous is not None and self._next < previous:
+            raise ValueError(f"targets must increase; {self._next} came after {previous}")
 
     def push(self, pts_s: float, frame: Frame) -> Iterator[tuple[float, float, Frame]]:
         """Feed the next frame; yields (target_t, pts_s, frame) for targets now settled."""
-        while not self.done and pts_s > self._targets[self._next] + _EPS:
+        while self._next is not None and pts_s > self._next + _EPS:
             if self._prev is not None:  # a target before the first frame has no frame on screen
-                yield self._targets[self._next], self._prev[0], self._prev[1]
-            self._next += 1
+                yield self._next, self._prev[0], self._prev[1]
+            self._advance()
         self._prev = (pts_s, frame)
 
     def finish(self, end_s: float) -> Iterator[tuple[float, float, Frame]]:
-        """The stream ended: the last frame stays on screen until `end_s`."""
-        while not self.done and self._prev is not None and self._targets[self._next] < end_s:
-            yield self._targets[self._next], self._prev[0], self._prev[1]
-            self._next += 1
-        self._next = len(self._targets)
+        """The stream ended: the last frame stays on screen until `end_s` (exclusive)."""
+        while self._next is not None and self._prev is not None and self._next < end_s:
+            yield self._next, self._prev[0], self._prev[1]
+            self._advance()
+        self._next = None

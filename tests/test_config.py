@@ -1,0 +1,66 @@
+"""Job files: typed, validated before work starts, errors name key and value."""
+
+import pytest
+
+from vidbatch.config import load_job, parse_job
+from vidbatch.errors import JobError
+
+BASE = "name: t\nmanifest: m.parquet\noutput: out\n"
+
+
+def write(tmp_path, text):
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    job = load_job(write(tmp_path, BASE), ["model.arch=resnet18", "sampling.fps=2", "model.weights=none"])
+    assert job.model.arch == "resnet18"
+    assert job.sampling.fps == 2.0
+    assert job.model.weights == "none"
+    assert job.model.task == "both"
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (BASE + "modle: {}\n", [], "unknown key 'modle'"),
+        (BASE, ["model.arch=resnet51"], "model.arch='resnet51'"),
+        (BASE, ["sampling.mode=random"], "sampling.mode='random'"),
+        (BASE, ["sampling.fps=0"], "sampling.fps=0"),
+        (BASE, ["model.precision=fp8"], "model.precision='fp8'"),
+        (BASE, ["resources.batch_frames=-4"], "resources.batch_frames=-4"),
+        ("name: t\noutput: o\n", [], "missing required key 'manifest'"),
+        (BASE, ["model"], "expected key.path=value"),
+        (BASE, ["name.sub=1"], "name is not a section"),
+    ],
+)
+def test_bad_job_is_refused_with_the_key_named(tmp_path, text, overrides, message):
+    with pytest.raises(JobError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_job(write(tmp_path, text), overrides)
+
+
+def test_missing_job_file(tmp_path):
+    with pytest.raises(JobError, match="does not exist"):
+        load_job(tmp_path / "nope.yaml")
+
+
+def test_yaml_null_weights_mean_random_init():
+    assert parse_job({"name": "t", "manifest": "m", "output": "o", "model": {"weights": None}}).model.weights == "none"
+
+
+def test_sampling_id_ignores_settings_of_other_modes():
+    a = parse_job({"name": "t", "manifest": "m", "output": "o", "sampling": {"mode": "fps", "num_frames": 3}})
+    b = parse_job({"name": "t", "manifest": "m", "output": "o", "sampling": {"mode": "fps", "num_frames": 9}})
+    c = parse_job({"name": "t", "manifest": "m", "output": "o", "sampling": {"mode": "fps", "fps": 2}})
+    assert a.sampling.sampling_id() == b.sampling.sampling_id() != c.sampling.sampling_id()
+
+
+def test_shipped_job_files_are_valid():
+    from pathlib import Path
+
+    jobs = sorted(Path(__file__).resolve().parents[1].joinpath("jobs").glob("*.yaml"))
+    assert {p.name for p in jobs} >= {"demo.yaml", "nightly_tagging.yaml"}
+    for path in jobs:
+        load_job(path)

@@ -1,0 +1,120 @@
+"""Decoding and sampling against media whose frame index is painted into the pixels."""
+
+from __future__ import annotations
+
+import media
+import numpy as np
+import pytest
+
+from vidbatch.config import LimitsConfig, SamplingConfig
+from vidbatch.decode import iter_clips, open_video
+from vidbatch.errors import VideoError
+from vidbatch.preprocess import PreprocessSpec
+
+SPEC = PreprocessSpec()
+
+
+def sample(path, **sampling):
+    with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
+        return info, list(iter_clips(container, stream, info, sampling=SamplingConfig(**sampling), spec=SPEC))
+
+
+def end_of_last_frame(video: media.GeneratedVideo) -> float:
+    """The rule vidbatch documents: a video ends when its last frame stops being shown."""
+    import av
+
+    with av.open(str(video.path)) as container:
+        stream = container.streams.video[0]
+        last = None
+        for last in container.decode(stream):
+            pass
+        assert last is not None
+        if last.duration:
+            return float(last.time + last.duration * last.time_base)
+        return float(last.time + 1 / stream.average_rate)
+
+
+def expected_on_screen(video: media.GeneratedVideo, targets: list[float]) -> list[int]:
+    """Index of the last frame whose pts <= t, straight from the file's own timestamps."""
+    pts = video.frame_pts_s
+    return [max(i for i, p in enumerate(pts) if p <= t + 1e-6) for t in targets]
+
+
+@pytest.mark.parametrize("name", ["h264", "vp9", "mpeg4", "vfr", "rotated"])
+@pytest.mark.parametrize("fps", [1.0, 3.0])
+def test_fps_sampling_picks_the_frame_on_screen(library, name, fps):
+    video = library[name]
+    info, clips = sample(video.path, mode="fps", fps=fps, clip_len_s=2.0)
+    end = end_of_last_frame(video)
+    targets = [k / fps for k in range(10_000) if k / fps < end]
+    want = expected_on_screen(video, targets)
+    got_pts = [p for clip in clips for p in clip.frame_pts_s]
+    got_index = [media.read_frame_index(frame) for clip in clips for frame in clip.frames]
+    assert got_index == want  # the pixels prove which frame was used (and that it is upright)
+    assert got_pts == pytest.approx([video.frame_pts_s[i] for i in want], abs=1e-6)
+    for clip in clips:
+        assert clip.frames.shape[1:] == (224, 224, 3) and clip.frames.dtype == np.uint8
+        assert clip.start_s == pytest.approx(clip.index * 2.0)
+        assert clip.end_s <= clip.start_s + 2.0 + 1e-9
+
+
+def test_uniform_sampling_spreads_over_duration(library):
+    video = library["h264"]  # 50 frames at 10 fps: 5 s
+    info, clips = sample(video.path, mode="uniform", num_frames=4, clip_len_s=10.0)
+    assert info.duration_s == pytest.approx(5.0, abs=0.01)
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [0, 12, 25, 37]
+    assert len(clips) == 1 and clips[0].index == 0
+
+
+def test_keyframes_sampling_returns_exactly_the_key_frames(library):
+    video = library["gop"]
+    _, clips = sample(video.path, mode="keyframes", clip_len_s=2.0)
+    indices = [media.read_frame_index(f) for c in clips for f in c.frames]
+    assert indices == list(video.keyframe_indices) == [0, 15, 30, 45]
+    assert [c.index for c in clips] == [0, 1, 2]  # 0.0 | 1.5 | 3.0 | 4.5 -> windows 0, 0, 1, 2
+    assert [len(c.frame_pts_s) for c in clips] == [2, 1, 1]
+
+
+def test_vfr_clip_membership_follows_sample_time(library):
+    _, clips = sample(library["vfr"].path, mode="fps", fps=1.0, clip_len_s=2.0)
+    # targets 0,1 | 2,3 | 4 -> frames at 0.0, 0.65 | 1.4, 2.9 | 3.5
+    assert [list(c.frame_pts_s) for c in clips] == [[0.0, 0.65], [1.4, 2.9], [3.5]]
+
+
+def test_rotation_is_applied(library):
+    info, clips = sample(library["rotated"].path, mode="fps", fps=1.0, clip_len_s=10.0)
+    assert (info.width, info.height) == (320, 240)  # stored sideways
+    assert media.read_frame_index(clips[0].frames[0]) == 0  # but delivered upright
+
+
+@pytest.mark.parametrize(
+    ("make", "status"),
+    [
+        (lambda d: media.write_garbage(d / "junk.mp4", 5000, seed=3), "unreadable"),
+        (lambda d: media.write_audio_only(d / "audio.m4a"), "no_video_stream"),
+    ],
+)
+def test_bad_files_raise_video_error_with_status(tmp_path, make, status):
+    path = make(tmp_path)
+    with pytest.raises(VideoError) as caught:
+        sample(path, mode="fps")
+    assert caught.value.status == status
+
+
+def test_limits_refuse_before_decoding(library):
+    with pytest.raises(VideoError, match="max_pixels") as caught:
+        with open_video(str(library["h264"].path), limits=LimitsConfig(max_pixels=1000)):
+            pass
+    assert caught.value.status == "too_large"
+
+
+def test_truncated_file_keeps_what_decodes_or_fails_cleanly(tmp_path, library):
+    data = library["h264"].path.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    try:
+        _, clips = sample(cut, mode="fps", fps=1.0)
+    except VideoError as exc:
+        assert exc.status in {"unreadable", "decode_error"}
+    else:
+        assert all(media.read_frame_index(f) >= 0 for c in clips for f in c.frames)

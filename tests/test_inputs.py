@@ -1,0 +1,62 @@
+"""Manifest planning and uri confinement: every row accounted for."""
+
+import pyarrow as pa
+import pytest
+
+from vidbatch.config import InputPolicy
+from vidbatch.errors import JobError
+from vidbatch.manifest import plan
+from vidbatch.uri_policy import refusal_reason
+
+
+def test_plan_keeps_first_duplicate_and_refuses_bad_rows(tmp_path):
+    manifest = pa.table(
+        {
+            "video_id": ["a", "b", "a", None, "c", "d"],
+            "uri": ["/v/a.mp4", None, "/v/other.mp4", "/v/x.mp4", "http://host/c.mp4", "/v/../etc/passwd"],
+            "label": ["cat", "dog", "cow", "eel", "ant", "bee"],
+        }
+    )
+    result = plan(manifest, InputPolicy())
+    assert result.to_process.column("video_id").to_pylist() == ["a"]
+    assert result.to_process.column("uri").to_pylist() == ["/v/a.mp4"]
+    assert result.duplicates == 1
+    refused = {r.video_id: (r.status, r.message) for r in result.refused}
+    assert set(refused) == {"b", "__manifest_row_3", "c", "d"}
+    assert all(status == "invalid_uri" for status, _ in refused.values())
+    assert "empty" in refused["b"][1]
+    assert "scheme 'http' is not allowed" in refused["c"][1]
+    assert "'..'" in refused["d"][1]
+    assert result.extras_by_id["a"] == {"label": "cat"}
+    # every row: processed + refused + duplicates
+    assert result.to_process.num_rows + len(result.refused) + result.duplicates == manifest.num_rows
+
+
+def test_plan_refuses_manifest_without_required_columns():
+    with pytest.raises(JobError, match="lacks column.*uri"):
+        plan(pa.table({"video_id": ["a"]}), InputPolicy())
+
+
+def test_plan_refuses_columns_that_clash_with_outputs():
+    with pytest.raises(JobError, match="status"):
+        plan(pa.table({"video_id": ["a"], "uri": ["/a.mp4"], "status": ["x"]}), InputPolicy())
+
+
+@pytest.mark.parametrize(
+    ("uri", "ok"),
+    [
+        ("/lib/a.mp4", True),
+        ("file:///lib/a.mp4", True),
+        ("s3://bucket/a.mp4", True),
+        ("/lib/%2e%2e/etc/passwd", False),
+        ("/lib/%252e%252e/etc/passwd", False),
+        ("/elsewhere/a.mp4", False),
+        ("https://example.com/a.mp4", False),
+        ("concat:/lib/a.mp4|/lib/b.mp4", False),
+        ("", False),
+    ],
+)
+def test_uri_policy(uri, ok):
+    policy = InputPolicy(allowed_roots=("/lib",))
+    reason = refusal_reason(uri, policy)
+    assert (reason is None) == ok, reason
