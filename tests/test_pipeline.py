@@ -1,0 +1,155 @@
+"""The whole job on a real local Ray: PyAV decoding, the ResNet, Delta tables read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import recompute
+from deltalake import DeltaTable
+
+from vidbatch.config import parse_job
+from vidbatch.pipeline import run_job
+from vidbatch.schema import CLIPS, VIDEOS
+
+pytestmark = pytest.mark.slow
+
+
+def make_job(tmp_path: Path, rows: dict[str, object], weights: Path | str, **sections) -> object:
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": list(rows), "uri": [None if u is None else str(u) for u in rows.values()]}), manifest)
+    raw = {
+        "name": "test",
+        "manifest": str(manifest),
+        "output": str(tmp_path / "out"),
+        "sampling": {"mode": "fps", "fps": 1.0, "clip_len_s": 2.0},
+        "model": {"arch": "resnet18", "weights": str(weights), "precision": "fp32", "top_k": 3},
+        "resources": {"batch_clips": 3, "progress_interval_s": 1},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return parse_job(raw)
+
+
+def read(tmp_path: Path, table: str) -> pa.Table:
+    return DeltaTable(str(tmp_path / "out" / table)).to_pyarrow_table()
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, library, seeded_weights, ray_local):
+    """One run over every codec, the VFR and rotated files, and rows that must fail."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x01garbage" * 500)
+    rows = {name: video.path for name, video in library.items()}
+    rows.update({"junk": junk, "missing": tmp_path / "missing.mp4", "null_uri": None, "escape": "/tmp/../etc/passwd"})
+    job = make_job(tmp_path, rows, seeded_weights)
+    lines: list[str] = []
+    result = run_job(job, progress=lines.append)
+    return tmp_path, result, lines, rows
+
+
+def test_tables_have_the_design_schema(full_run):
+    tmp_path, _, _, _ = full_run
+    clips, videos = read(tmp_path, "clips"), read(tmp_path, "videos")
+    assert clips.schema.equals(CLIPS), clips.schema
+    assert videos.schema.equals(VIDEOS), videos.schema
+    # Plain Arrow lists, no extension types: any reader can take them.
+    assert str(clips.schema.field("embedding").type) == "list<element: float>"
+
+
+def test_every_manifest_row_has_exactly_one_videos_row(full_run):
+    tmp_path, result, _, rows = full_run
+    videos = read(tmp_path, "videos").to_pylist()
+    assert sorted(v["video_id"] for v in videos) == sorted(rows)
+    status = {v["video_id"]: v["status"] for v in videos}
+    assert status == {
+        "h264": "ok", "vp9": "ok", "mpeg4": "ok", "vfr": "ok", "rotated": "ok", "gop": "ok",
+        "junk": "unreadable", "missing": "not_found", "null_uri": "invalid_uri", "escape": "invalid_uri",
+    }  # fmt: skip
+    for v in videos:
+        assert (v["error_message"] is None) == (v["status"] == "ok")
+    assert result.summary["statuses"] == {"ok": 6, "unreadable": 1, "not_found": 1, "invalid_uri": 2}
+
+
+def test_each_clip_embedding_matches_an_independent_recomputation(full_run, library, seeded_weights):
+    tmp_path, _, _, _ = full_run
+    clips = read(tmp_path, "clips").to_pylist()
+    model = recompute.load_backbone(seeded_weights)
+    ours = np.array([c["embedding"] for c in clips], np.float32)
+    theirs = np.array(
+        [recompute.clip_embedding(model, recompute.frames_at(library[c["video_id"]].path, c["frame_pts_s"])) for c in clips]
+    )
+    distances = np.linalg.norm(ours[:, None, :] - theirs[None, :, :], axis=2)
+    own = np.diag(distances).copy()
+    np.fill_diagonal(distances, np.inf)
+    nearest_other = distances.min(axis=1)
+    # Untrained features are nearly parallel, so compare against the nearest *other* clip.
+    assert (own < 1e-4).all(), own.max()
+    assert (own * 100 < nearest_other).all()
+
+
+def test_sampled_times_follow_the_settings(full_run, library):
+    tmp_path, _, _, _ = full_run
+    clips = read(tmp_path, "clips").to_pylist()
+    for name, video in library.items():
+        mine = sorted((c for c in clips if c["video_id"] == name), key=lambda c: c["clip_index"])
+        used = [p for c in mine for p in c["frame_pts_s"]]
+        targets = [float(k) for k in range(len(used))]  # fps 1.0 from t=0
+        expected = [max(p for p in video.frame_pts_s if p <= t + 1e-6) for t in targets]
+        assert used == pytest.approx(expected, abs=1e-6), name
+        assert [c["clip_index"] for c in mine] == list(range(len(mine)))
+        for c in mine:
+            assert c["start_s"] == pytest.approx(2.0 * c["clip_index"])
+            assert c["start_s"] <= min(c["frame_pts_s"]) + 1.0  # on screen within the window's samples
+            assert len(c["labels"]) == 3 and c["labels"][0]["score"] >= c["labels"][-1]["score"]
+            assert abs(np.linalg.norm(c["embedding"]) - 1) < 1e-5
+    assert len(clips) == sum(v["num_clips"] for v in read(tmp_path, "videos").to_pylist())
+
+
+def test_video_rows_aggregate_their_clips(full_run):
+    tmp_path, result, _, _ = full_run
+    clips = read(tmp_path, "clips").to_pylist()
+    for v in read(tmp_path, "videos").to_pylist():
+        if v["status"] != "ok":
+            assert v["embedding"] is None and v["num_clips"] == 0
+            continue
+        mine = np.array([c["embedding"] for c in clips if c["video_id"] == v["video_id"]])
+        mean = mine.mean(axis=0)
+        np.testing.assert_allclose(v["embedding"], mean / np.linalg.norm(mean), atol=1e-6)
+        assert v["model_id"].startswith("resnet18:sha256-") and v["run_id"] == result.run_id
+        assert v["width"] > 0 and v["duration_s"] > 0 and v["codec"]
+
+
+def test_summary_and_progress(full_run):
+    tmp_path, result, lines, _ = full_run
+    summary = json.loads(Path(result.summary_uri).read_text())
+    assert summary["videos"] == 10 and summary["clips"] > 0
+    assert summary["untrained_weights"] is False
+    assert set(summary["versions"]) >= {"vidbatch", "torch", "ray", "av"}
+    assert any(line.startswith("videos 10/10") for line in lines)
+
+
+def test_untrained_run_says_so_and_tasks_shape_outputs(tmp_path, library, ray_local):
+    job = make_job(tmp_path, {"h264": library["h264"].path}, "none", model={"task": "embed"})
+    lines: list[str] = []
+    result = run_job(job, progress=lines.append)
+    clips, videos = read(tmp_path, "clips").to_pylist(), read(tmp_path, "videos").to_pylist()
+    assert "UNTRAINED" in videos[0]["model_id"] and all("UNTRAINED" in c["model_id"] for c in clips)
+    assert result.summary["untrained_weights"] is True
+    assert any("NOT meaningful" in line for line in lines)
+    assert all(c["labels"] is None and len(c["embedding"]) == 512 for c in clips)
+
+
+def test_classify_only_and_keyframes(tmp_path, library, seeded_weights, ray_local):
+    job = make_job(
+        tmp_path, {"gop": library["gop"].path}, seeded_weights, model={"task": "classify"}, sampling={"mode": "keyframes"}
+    )
+    run_job(job, progress=lambda _: None)
+    clips = read(tmp_path, "clips").to_pylist()
+    assert sorted(p for c in clips for p in c["frame_pts_s"]) == pytest.approx([0.0, 1.5, 3.0, 4.5])
+    assert all(c["embedding"] is None and len(c["labels"]) == 3 for c in clips)
