@@ -25,10 +25,8 @@ def end_of_last_frame(video: media.GeneratedVideo) -> float:
 
     with av.open(str(video.path)) as container:
         stream = container.streams.video[0]
-        last = None
-        for last in container.decode(stream):
-            pass
-        assert last is not None
+        frames = list(container.decode(stream))
+        last = frames[-1]
         if last.duration:
             return float(last.time + last.duration * last.time_base)
         return float(last.time + 1 / stream.average_rate)
@@ -102,9 +100,11 @@ def test_bad_files_raise_video_error_with_status(tmp_path, make, status):
 
 
 def test_limits_refuse_before_decoding(library):
-    with pytest.raises(VideoError, match="max_pixels") as caught:
-        with open_video(str(library["h264"].path), limits=LimitsConfig(max_pixels=1000)):
-            pass
+    with (
+        pytest.raises(VideoError, match="max_pixels") as caught,
+        open_video(str(library["h264"].path), limits=LimitsConfig(max_pixels=1000)),
+    ):
+        pass
     assert caught.value.status == "too_large"
 
 

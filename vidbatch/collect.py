@@ -95,7 +95,9 @@ class Collector:
         self.videos_schema = _videos_schema(plan.extra_schema)
         self.clips_out = _Spill(spill_dir / "clips.parquet", CLIPS)
         self.videos_out = _Spill(spill_dir / "videos.parquet", self.videos_schema)
-        self.uris = dict(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
+        self.uris = dict(
+            zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True)
+        )
         self.pending: dict[str, dict[str, Any]] = {}
         self.done: set[str] = set()
         self.tally = Tally()
@@ -103,7 +105,12 @@ class Collector:
         self.on_progress = on_progress
         for refusal in plan.refused:
             self._write_video(
-                {"video_id": refusal.video_id, "status": refusal.status, "error_type": refusal.status, "error_message": refusal.message},
+                {
+                    "video_id": refusal.video_id,
+                    "status": refusal.status,
+                    "error_type": refusal.status,
+                    "error_message": refusal.message,
+                },
                 uri=refusal.uri,
                 extra=refusal.extra,
             )
@@ -132,7 +139,11 @@ class Collector:
             self._finish(video_id, {**video, "status": "decode_error", "error_type": "lost", "error_message": lost_message}, {})
         for video_id in self.uris:
             if video_id not in self.done:
-                self._finish(video_id, {"video_id": video_id, "status": "decode_error", "error_type": "lost", "error_message": lost_message}, {})
+                self._finish(
+                    video_id,
+                    {"video_id": video_id, "status": "decode_error", "error_type": "lost", "error_message": lost_message},
+                    {},
+                )
         self.clips_out.close()
         self.videos_out.close()
         return self.tally
@@ -145,7 +156,12 @@ class Collector:
         ordered = [clips[k] for k in sorted(clips)]
         failed = next((c for c in ordered if c["status"] != "ok"), None)
         if failed is not None and video["status"] == "ok":
-            video = {**video, "status": failed["status"], "error_type": failed["error_type"], "error_message": failed["error_message"]}
+            video = {
+                **video,
+                "status": failed["status"],
+                "error_type": failed["error_type"],
+                "error_message": failed["error_message"],
+            }
         if video["status"] != "ok":
             ordered = []
         clip_embeddings, clip_probs = [], []
@@ -199,7 +215,8 @@ class Collector:
             processed_at=datetime.now(timezone.utc),
         )
         out["num_clips"] = out.get("num_clips") or 0
-        if out.get("fps") is not None and not math.isfinite(out["fps"]):
+        fps = out.get("fps")
+        if fps is not None and not math.isfinite(fps):
             out["fps"] = None
         out.update(extra)
         self.videos_out.add(out)

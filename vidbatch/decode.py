@@ -122,12 +122,12 @@ def _targeted_samples(
         raise VideoError("decode_error", "no frame could be decoded; the video stream is damaged")
     # The video ends when its last frame stops being shown. Container metadata is not
     # trusted for this: it overstates truncated files and understates some VFR muxes.
-    yield from picker.finish(_frame_time(last, stream) + _frame_duration(last, stream, info))
+    last_pts = _frame_time(last, stream)
+    assert last_pts is not None  # frames without pts were skipped above
+    yield from picker.finish(last_pts + _frame_duration(last, stream, info))
 
 
-def _keyframe_samples(
-    container: Any, stream: Any, info: VideoInfo, deadline: float | None
-) -> Iterator[tuple[float, float, Any]]:
+def _keyframe_samples(container: Any, stream: Any, info: VideoInfo, deadline: float | None) -> Iterator[tuple[float, float, Any]]:
     # The decoder drops non-key frames itself: no time spent decoding them.
     stream.codec_context.skip_frame = "NONKEY"
     any_frame = False
@@ -173,9 +173,7 @@ def _group(
         yield _clip(current, pts_list, frames, info, clip_len_s, end_of_video)
 
 
-def _clip(
-    index: int, pts: list[float], frames: list[np.ndarray], info: VideoInfo, clip_len_s: float, end: float
-) -> SampledClip:
+def _clip(index: int, pts: list[float], frames: list[np.ndarray], info: VideoInfo, clip_len_s: float, end: float) -> SampledClip:
     window = clip_window(index, start_s=info.start_s, clip_len_s=clip_len_s, end_of_video_s=end)
     return SampledClip(index, window.start_s, window.end_s, tuple(pts), np.stack(frames))
 
@@ -255,11 +253,13 @@ def _check_limits(info: VideoInfo, limits: LimitsConfig) -> None:
     pixels = info.width * info.height
     if pixels > limits.max_pixels:
         raise VideoError(
-            "too_large", f"{info.width}x{info.height} is above limits.max_pixels={limits.max_pixels}; raise it to process this video"
+            "too_large",
+            f"{info.width}x{info.height} is above limits.max_pixels={limits.max_pixels}; raise it to process this video",
         )
     if info.duration_s > limits.max_duration_s:
         raise VideoError(
-            "too_large", f"{info.duration_s:.0f}s is above limits.max_duration_s={limits.max_duration_s:.0f}; raise it to process this video"
+            "too_large",
+            f"{info.duration_s:.0f}s is above limits.max_duration_s={limits.max_duration_s:.0f}; raise it to process this video",
         )
 
 

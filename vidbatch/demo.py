@@ -46,6 +46,7 @@ def _write_pattern_video(path: Path, *, codec: str, size: tuple[int, int], fps: 
     yy, xx = np.mgrid[0:height, 0:width]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
+        assert isinstance(stream, av.VideoStream)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for i in range(int(seconds * fps)):
             phase = i / fps

@@ -67,7 +67,9 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
     for row, (video_id, uri) in enumerate(zip(ids, uris, strict=True)):
         if video_id is None or str(video_id).strip() == "":
             video_id = f"__manifest_row_{row}"
-            refused.append(Refusal(video_id, uri, "invalid_uri", f"row {row} has no video_id; give it a unique id", extra_rows[row]))
+            refused.append(
+                Refusal(video_id, uri, "invalid_uri", f"row {row} has no video_id; give it a unique id", extra_rows[row])
+            )
             continue
         video_id = str(video_id)
         if video_id in seen:
@@ -105,5 +107,7 @@ def _validate_columns(manifest: pa.Table) -> None:
     clashes = [name for name in manifest.column_names if name in VIDEOS.names and name not in REQUIRED]
     if clashes:
         raise JobError(f"manifest column(s) {', '.join(clashes)} clash with output columns of the videos table; rename them")
-    if not pa.types.is_string(manifest.schema.field("uri").type) and not pa.types.is_large_string(manifest.schema.field("uri").type):
+    if not pa.types.is_string(manifest.schema.field("uri").type) and not pa.types.is_large_string(
+        manifest.schema.field("uri").type
+    ):
         raise JobError(f"manifest column 'uri' must be strings, got {manifest.schema.field('uri').type}")

@@ -64,7 +64,10 @@ def run_job(
     plan = make_plan(manifest, config.inputs)
     weights = resolve_weights(config.model, config.storage)
     if weights.untrained:
-        say(f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); embeddings and labels are NOT meaningful")
+        say(
+            f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); "
+            "embeddings and labels are NOT meaningful"
+        )
     check_writable(
         config.output,
         run_id,
@@ -116,7 +119,9 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
             f"resources.model_gpus={model_gpus} but the cluster has {cluster.get('GPU', 0):g} GPUs; "
             "set resources.model_gpus: 0 to run the model on CPUs"
         )
-    decode_actors = resources.decode_actors or _default_decoders(cluster, resources.model_actors * resources.model_cpus, resources.decode_cpus)
+    decode_actors = resources.decode_actors or _default_decoders(
+        cluster, resources.model_actors * resources.model_cpus, resources.decode_cpus
+    )
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line says videos done/total

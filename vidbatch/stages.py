@@ -89,9 +89,7 @@ class DecodeStage:
             deadline = time.monotonic() + self.limits.decode_timeout_s
             with open_source(fs, path) as source, open_video(source, limits=self.limits, threads=self.threads) as opened:
                 container, stream, info = opened
-                video.update(
-                    duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps, codec=info.codec
-                )
+                video.update(duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps, codec=info.codec)
                 for clip in iter_clips(container, stream, info, sampling=self.sampling, spec=self.spec, deadline=deadline):
                     num_clips += 1
                     yield _table(
@@ -114,7 +112,11 @@ class DecodeStage:
             video.update(status=exc.status, error_type=exc.status, error_message=exc.message)
         except Exception as exc:  # a bug or an unexpected library error: still only this row
             log.exception("unexpected error decoding %s", video_id)
-            video.update(status="decode_error", error_type=type(exc).__name__, error_message=f"unexpected decoder failure: {str(exc)[:200]}")
+            video.update(
+                status="decode_error",
+                error_type=type(exc).__name__,
+                error_message=f"unexpected decoder failure: {str(exc)[:200]}",
+            )
         video["num_clips"] = num_clips if video["status"] == "ok" else 0
         yield _table(DECODED, video)
 

@@ -35,8 +35,7 @@ def clip_windows(
     for position, t in enumerate(sample_times_s):
         groups.setdefault(clip_index_of(t, start_s=start_s, clip_len_s=clip_len_s), []).append(position)
     return [
-        (clip_window(k, start_s=start_s, clip_len_s=clip_len_s, end_of_video_s=end_of_video_s), groups[k])
-        for k in sorted(groups)
+        (clip_window(k, start_s=start_s, clip_len_s=clip_len_s, end_of_video_s=end_of_video_s), groups[k]) for k in sorted(groups)
     ]
 
 
