@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from vidbatch.errors import JobError
+
+if TYPE_CHECKING:
+    from vidbatch.config import StorageConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +45,64 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-library", help="generate a small sample library and its manifest (no downloads)")
     demo.add_argument("directory", help="where to write the videos and manifest.parquet")
     demo.set_defaults(func=_demo_library)
+
+    manifest = sub.add_parser("manifest", help="manifest tools")
+    manifest_sub = manifest.add_subparsers(dest="manifest_command", required=True)
+    build = manifest_sub.add_parser(
+        "build", help="list a folder or prefix of videos (local or s3://...) into a manifest (Parquet)"
+    )
+    build.add_argument("source", metavar="SOURCE_URI", help="folder or prefix to list, e.g. s3://media/library/")
+    build.add_argument("-o", "--output", required=True, metavar="MANIFEST", help="where to write the manifest (.parquet)")
+    _storage_arguments(build)
+    build.set_defaults(func=_manifest_build)
+
+    weights = sub.add_parser("weights", help="model weights tools")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
+    stage = weights_sub.add_parser(
+        "stage", help="copy torchvision weights (local torch cache, or downloaded) into object storage for offline clusters"
+    )
+    stage.add_argument("name", metavar="NAME", help="e.g. IMAGENET1K_V2, or ResNet50_Weights.IMAGENET1K_V2")
+    stage.add_argument("--to", required=True, metavar="URI", help="a .pth file URI, or a prefix to put it under")
+    stage.add_argument("--arch", default=None, help="resnet18 ... resnet152 (default: from NAME, else resnet50)")
+    _storage_arguments(stage)
+    stage.set_defaults(func=_weights_stage)
     return parser
+
+
+def _storage_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-url", default=None, help="S3-compatible endpoint (default: AWS_ENDPOINT_URL)")
+    parser.add_argument("--region", default=None, help="object-store region")
+
+
+def _storage_config(args: argparse.Namespace) -> StorageConfig:
+    from vidbatch.config import StorageConfig
+
+    return StorageConfig(endpoint_url=args.endpoint_url, region=args.region)
+
+
+def _manifest_build(args: argparse.Namespace) -> int:
+    from vidbatch.manifest_build import build_manifest
+
+    result = build_manifest(args.source, args.output, _storage_config(args))
+    print(
+        f"wrote {result.manifest_uri}: {result.videos} videos ({result.total_bytes / 1e9:.3f} GB), "
+        f"{result.skipped} other objects skipped"
+    )
+    return 0
+
+
+def _weights_stage(args: argparse.Namespace) -> int:
+    from vidbatch.model import stage_torchvision_weights
+
+    arch = args.arch
+    if arch is None:
+        prefix = args.name.split("_Weights.", 1)[0] if "_Weights." in args.name else ""
+        arch = prefix.lower() if prefix else "resnet50"
+    staged = stage_torchvision_weights(arch, args.name, args.to, _storage_config(args))
+    print(staged.uri)
+    print(f"sha256 {staged.sha256}  ({staged.size} bytes, copied from {staged.source})")
+    print(f"use it with: --set model.arch={arch} --set model.weights={staged.uri}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from deltalake import CommitProperties, write_deltalake
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
-from vidbatch.storage import delta_storage_options, filesystem, join_uri
+from vidbatch.storage import delta_storage_options, filesystem, is_local, join_uri
 
 
 def check_writable(output: str, run_id: str, storage: StorageConfig, started: dict[str, Any]) -> None:
@@ -24,7 +24,9 @@ def check_writable(output: str, run_id: str, storage: StorageConfig, started: di
     try:
         _write_json(uri, started, storage)
     except Exception as exc:
-        raise JobError(f"output {output!r} cannot be written ({type(exc).__name__}: {str(exc)[:200]}); fix its permissions or path") from exc
+        raise JobError(
+            f"output {output!r} cannot be written ({type(exc).__name__}: {str(exc)[:200]}); fix its permissions or path"
+        ) from exc
 
 
 def commit_tables(output: str, spill_dir: Path, run_id: str, storage: StorageConfig) -> dict[str, int]:
@@ -67,7 +69,9 @@ def write_summary(output: str, run_id: str, summary: dict[str, Any], storage: St
 
 def _write_json(uri: str, payload: dict[str, Any], storage: StorageConfig) -> None:
     fs, path = filesystem(uri, storage)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
+    if is_local(uri):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    # Object stores have no directories to make; s3fs's makedirs would even create a
+    # missing bucket, turning a typo in `output` into a new bucket instead of an error.
     with fs.open(path, "w") as handle:
         json.dump(payload, handle, indent=2, default=str)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,27 @@ class ResolvedWeights:
     categories: tuple[str, ...]
     preprocess: PreprocessSpec
     untrained: bool
-    sha256: str
+    sha256: str  # of the weights file as stored (torchvision's checkpoint or the given file)
+    note: str | None = None  # e.g. "a copy of torchvision's resnet50 IMAGENET1K_V2"
+
+
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+# A download attempt on a machine without internet may hang instead of failing (dropped
+# packets); torch.hub's urlopen has no timeout of its own.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def ways_to_provide(arch: str, name: str = "IMAGENET1K_V2") -> str:
+    """The ways to get weights onto a machine without internet; every weights error ends with this."""
+    return (
+        "Provide the weights one of these ways: "
+        f"(1) copy torchvision's checkpoint file for {arch} {name} into $TORCH_HOME/hub/checkpoints/ "
+        "(default ~/.cache/torch/hub/checkpoints/; torchvision fills it on any machine with internet); "
+        f"(2) on a machine with internet run `vidbatch weights stage {name} --arch {arch} --to s3://BUCKET/PREFIX/` "
+        "and set model.weights to the URI it prints; "
+        "(3) set model.weights to a state_dict file (.pt/.pth/.safetensors) at a local path or a URI such as s3://...; "
+        "(4) model.weights: none for a seeded random init (embeddings and labels are then not meaningful)"
+    )
 
 
 def resolve_weights(config: ModelConfig, storage: StorageConfig) -> ResolvedWeights:
@@ -46,15 +68,16 @@ def resolve_weights(config: ModelConfig, storage: StorageConfig) -> ResolvedWeig
     if name.lower() == "none":
         return _random_init(config)
     weights_enum = get_model_weights(config.arch)
-    enum_name = "DEFAULT" if name.upper() == "DEFAULT" else name
+    enum_name = name.split(".", 1)[1] if name.startswith(weights_enum.__name__ + ".") else name
+    enum_name = "DEFAULT" if enum_name.upper() == "DEFAULT" else enum_name
     if enum_name in weights_enum.__members__:
         return _torchvision_weights(config.arch, weights_enum[enum_name])
-    if any(name.endswith(suffix) for suffix in (".pt", ".pth", ".bin", ".safetensors")) or "/" in name:
+    if name.lower().endswith(STATE_DICT_SUFFIXES) or "/" in name or "\\" in name:
         return _state_dict_file(config, name, storage)
     known = ", ".join(weights_enum.__members__)
     raise JobError(
         f"model.weights={name!r}: not a torchvision weights name for {config.arch} ({known}), "
-        "not a state_dict path (.pt/.pth/.safetensors), and not 'none'"
+        "not a state_dict path (.pt/.pth/.safetensors), and not 'none'. " + ways_to_provide(config.arch)
     )
 
 
@@ -76,73 +99,150 @@ def _random_init(config: ModelConfig) -> ResolvedWeights:
     )
 
 
-def _torchvision_weights(arch: str, weights: WeightsEnum) -> ResolvedWeights:
-    try:
-        state_dict = weights.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # URLError, OSError, hash mismatch: all mean "not available here"
+# --- torchvision's checkpoints -----------------------------------------------------------
+
+
+def checkpoint_file(weights: WeightsEnum) -> Path:
+    """Where torchvision keeps this checkpoint: $TORCH_HOME/hub/checkpoints/<file name of the url>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+
+
+def _hash_prefix(url_or_name: str) -> str | None:
+    """torchvision names its files `<arch>-<first hex digits of the sha256>.pth`."""
+    match = torch.hub.HASH_REGEX.search(url_or_name.rsplit("/", 1)[-1])
+    return match.group(1) if match and match.group(1) else None
+
+
+def fetch_checkpoint(arch: str, weights: WeightsEnum) -> tuple[bytes, str]:
+    """The checkpoint's bytes and sha256: from the local torch cache, else downloaded into it.
+
+    The hash is checked against the prefix in torchvision's file name for cached files too
+    (torch.hub checks only what it downloads). Raises JobError listing the ways.
+    """
+    path = checkpoint_file(weights)
+    name = weights._name_
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=_hash_prefix(weights.url), progress=False)
+        except Exception as exc:  # URLError, timeout, hash mismatch: all mean "not available here"
+            raise JobError(
+                f"model.weights={name} for {arch}: not in the local torch cache ({path}) and could not be downloaded "
+                f"({type(exc).__name__}: {str(exc)[:160]}). " + ways_to_provide(arch, name)
+            ) from exc
+        finally:
+            socket.setdefaulttimeout(previous)
+    raw = path.read_bytes()
+    sha = hashlib.sha256(raw).hexdigest()
+    prefix = _hash_prefix(weights.url)
+    if prefix and not sha.startswith(prefix):
         raise JobError(
-            f"model.weights={weights}: could not load them ({type(exc).__name__}: {str(exc)[:200]}). "
-            "Provide them one of these ways: (1) run where the internet is reachable once so torchvision "
-            f"caches {weights.url.rsplit('/', 1)[-1]} under $TORCH_HOME/hub/checkpoints; "
-            "(2) `vidbatch weights stage NAME --to URI` from a machine with internet, then set "
-            "model.weights to that URI; (3) set model.weights to a local .pt/.pth state_dict file"
-        ) from exc
+            f"model.weights={name} for {arch}: the cached file {path} is damaged (sha256 {sha[:12]}..., "
+            f"expected {prefix}...); delete it. " + ways_to_provide(arch, name)
+        )
+    return raw, sha
+
+
+def _torchvision_preprocess(weights: WeightsEnum) -> PreprocessSpec:
     transform = weights.transforms()
-    blob = _serialize(state_dict)
-    return ResolvedWeights(
-        arch=arch,
-        model_id=f"{arch}:{weights._name_}",
-        state_dict_bytes=blob,
-        categories=tuple(weights.meta["categories"]),
-        preprocess=PreprocessSpec(
-            resize_size=int(transform.resize_size[0]),
-            crop_size=int(transform.crop_size[0]),
-            mean=tuple(transform.mean),  # type: ignore[arg-type]
-            std=tuple(transform.std),  # type: ignore[arg-type]
-        ),
-        untrained=False,
-        sha256=hashlib.sha256(blob).hexdigest(),
+    return PreprocessSpec(
+        resize_size=int(transform.resize_size[0]),
+        crop_size=int(transform.crop_size[0]),
+        mean=tuple(transform.mean),  # type: ignore[arg-type]
+        std=tuple(transform.std),  # type: ignore[arg-type]
     )
 
 
-def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> ResolvedWeights:
-    from vidbatch.storage import filesystem  # storage is light; keeps this module's import graph small
-
-    try:
-        fs, path = filesystem(uri, storage)
-        with fs.open(path, "rb") as handle:
-            raw = handle.read()
-    except FileNotFoundError as exc:
-        raise JobError(f"model.weights={uri!r}: no such file") from exc
-    except PermissionError as exc:
-        raise JobError(f"model.weights={uri!r}: access denied") from exc
-    sha = hashlib.sha256(raw).hexdigest()
-    state_dict = _load_state_dict(raw, uri)
-    try:
-        model = get_model_builder(config.arch)(weights=None, num_classes=_num_classes(state_dict))
-        model.load_state_dict(state_dict)
-    except (RuntimeError, KeyError) as exc:
-        raise JobError(f"model.weights={uri!r} does not fit {config.arch}: {str(exc)[:300]}") from exc
-    num_classes = _num_classes(state_dict)
-    categories = _IMAGENET_CATEGORIES if num_classes == 1000 else tuple(f"class_{i}" for i in range(num_classes))
+def _torchvision_weights(arch: str, weights: WeightsEnum) -> ResolvedWeights:
+    raw, sha = fetch_checkpoint(arch, weights)
+    state_dict = _load_state_dict(raw, str(checkpoint_file(weights)))
+    _check_fits(arch, state_dict, weights._name_)
     return ResolvedWeights(
-        arch=config.arch,
-        model_id=f"{config.arch}:sha256-{sha}",
+        arch=arch,
+        model_id=f"{arch}:{weights._name_}",
         state_dict_bytes=_serialize(state_dict),
-        categories=categories,
-        preprocess=PreprocessSpec(),
+        categories=tuple(weights.meta["categories"]),
+        preprocess=_torchvision_preprocess(weights),
         untrained=False,
         sha256=sha,
     )
 
 
+def _known_torchvision(arch: str, sha: str) -> WeightsEnum | None:
+    """The torchvision weights this file is a copy of (e.g. made by `vidbatch weights stage`), if any."""
+    for member in get_model_weights(arch):
+        prefix = _hash_prefix(member.url)
+        if prefix and len(prefix) >= 8 and sha.startswith(prefix):
+            return member
+    return None
+
+
+# --- state_dict files ----------------------------------------------------------------------
+
+
+def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> ResolvedWeights:
+    raw = _read_weights_file(uri, config.arch, storage)
+    sha = hashlib.sha256(raw).hexdigest()
+    state_dict = _load_state_dict(raw, uri)
+    _check_fits(config.arch, state_dict, uri)
+    num_classes = _num_classes(state_dict)
+    known = _known_torchvision(config.arch, sha)
+    if known is not None:
+        # A byte-identical copy of torchvision's checkpoint: use its own preprocessing and names.
+        categories: tuple[str, ...] = tuple(known.meta["categories"])
+        preprocess = _torchvision_preprocess(known)
+        note: str | None = f"a copy of torchvision's {config.arch} {known._name_}"
+    else:
+        categories = _IMAGENET_CATEGORIES if num_classes == 1000 else tuple(f"class_{i}" for i in range(num_classes))
+        preprocess = PreprocessSpec()
+        note = None
+    return ResolvedWeights(
+        arch=config.arch,
+        model_id=f"{config.arch}:sha256-{sha}",
+        state_dict_bytes=_serialize(state_dict),
+        categories=categories,
+        preprocess=preprocess,
+        untrained=False,
+        sha256=sha,
+        note=note,
+    )
+
+
+def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
+    from vidbatch.storage import filesystem  # storage is light; keeps this module's import graph small
+
+    where = f"model.weights={uri!r}"
+    try:
+        fs, path = filesystem(uri, storage)
+        return bytes(fs.cat_file(path))  # one GET; read once, on the driver
+    except FileNotFoundError as exc:
+        raise JobError(f"{where}: no such file. " + ways_to_provide(arch)) from exc
+    except PermissionError as exc:
+        raise JobError(f"{where}: access denied; grant the job's identity read access. " + ways_to_provide(arch)) from exc
+    except (OSError, ValueError) as exc:
+        raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]}). " + ways_to_provide(arch)) from exc
+
+
+def _check_fits(arch: str, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    try:
+        model = get_model_builder(arch)(weights=None, num_classes=_num_classes(state_dict))
+        model.load_state_dict(state_dict)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise JobError(f"model.weights={what!r} does not fit {arch}: {str(exc)[:300]}") from exc
+
+
 def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
-    if uri.endswith(".safetensors"):
+    if uri.lower().endswith(".safetensors"):
         try:
             from safetensors.torch import load as load_safetensors
         except ImportError as exc:
-            raise JobError(f"model.weights={uri!r}: install the 'safetensors' package to read it") from exc
-        return dict(load_safetensors(raw))
+            raise JobError(f"model.weights={uri!r}: install the 'safetensors' package to read .safetensors files") from exc
+        try:
+            return dict(load_safetensors(raw))
+        except Exception as exc:
+            raise JobError(f"model.weights={uri!r} is not a readable .safetensors file: {str(exc)[:200]}") from exc
     try:
         loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -152,6 +252,50 @@ def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, dict):
         raise JobError(f"model.weights={uri!r} holds a {type(loaded).__name__}, not a state_dict")
     return loaded
+
+
+# --- staging torchvision weights into object storage ---------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedWeights:
+    uri: str
+    sha256: str
+    size: int
+    source: str  # the torch cache file it was copied from
+
+
+def stage_torchvision_weights(arch: str, name: str, to: str, storage: StorageConfig) -> StagedWeights:
+    """Copy torchvision's checkpoint (from the torch cache, or downloaded) byte for byte to `to`.
+
+    `to` is a file URI ending in .pth/.pt, or a prefix: then torchvision's own file name is
+    appended (its hash prefix lets later runs recognise the copy and use its preprocessing).
+    """
+    from vidbatch.storage import filesystem, is_local, join_uri
+
+    try:
+        weights_enum = get_model_weights(arch)
+    except ValueError as exc:
+        raise JobError(f"--arch {arch!r}: not a torchvision model name") from exc
+    enum_name = name.split(".", 1)[1] if "." in name else name
+    if enum_name.upper() == "DEFAULT":
+        enum_name = "DEFAULT"
+    if name.startswith("ResNet") and not name.startswith(weights_enum.__name__ + "."):
+        raise JobError(f"weights {name!r} are not {arch}'s; give --arch to match (e.g. --arch resnet18 for ResNet18_Weights)")
+    if enum_name not in weights_enum.__members__:
+        raise JobError(f"weights {name!r}: not a torchvision weights name for {arch} ({', '.join(weights_enum.__members__)})")
+    weights = weights_enum[enum_name]
+    raw, sha = fetch_checkpoint(arch, weights)
+    _check_fits(arch, _load_state_dict(raw, weights.url), weights._name_)
+    target = to if to.lower().endswith((".pth", ".pt")) else join_uri(to, weights.url.rsplit("/", 1)[-1])
+    try:
+        fs, path = filesystem(target, storage)
+        if is_local(target):
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, raw)
+    except Exception as exc:
+        raise JobError(f"--to {target!r} cannot be written ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return StagedWeights(uri=target, sha256=sha, size=len(raw), source=str(checkpoint_file(weights)))
 
 
 def _num_classes(state_dict: dict[str, torch.Tensor]) -> int:

@@ -14,8 +14,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import VideoError
@@ -35,11 +35,39 @@ def local_path(uri: str) -> str:
     return urlsplit(uri).path if uri.startswith("file://") else uri
 
 
+# Throttling (503 SlowDown), 5xx answers and dropped connections are retried by botocore
+# with exponential backoff and jitter; "adaptive" also slows this process's request rate
+# while the store keeps throttling. s3fs adds its own few retries (S3FileSystem.retries)
+# for timeouts and truncated bodies around that.
+S3_RETRY = {"mode": "adaptive", "max_attempts": 8}
+S3_CONNECT_TIMEOUT_S = 10
+S3_READ_TIMEOUT_S = 60
+
+# Videos are read through a file object by range requests of this size; a few blocks
+# are kept so that a demuxer going back to the header (mp4 `moov` at the end) does not
+# fetch them again. Memory per open video: at most VIDEO_MAX_BLOCKS * VIDEO_BLOCK_SIZE.
+VIDEO_BLOCK_SIZE = 4 * 1024 * 1024
+VIDEO_MAX_BLOCKS = 4
+
+
+def s3_endpoint(storage: StorageConfig) -> str | None:
+    """The job file's storage.endpoint_url wins; else the standard AWS variables."""
+    return storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 def fsspec_options(uri: str, storage: StorageConfig) -> dict[str, Any]:
+    """s3fs settings: endpoint, region, retries, timeouts. Never credentials."""
     if scheme_of(uri) not in ("s3", "s3a"):
         return {}
-    options: dict[str, Any] = {"anon": storage.anon}
-    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    options: dict[str, Any] = {
+        "anon": storage.anon,
+        "config_kwargs": {
+            "retries": dict(S3_RETRY),
+            "connect_timeout": S3_CONNECT_TIMEOUT_S,
+            "read_timeout": S3_READ_TIMEOUT_S,
+        },
+    }
+    endpoint = s3_endpoint(storage)
     client_kwargs: dict[str, Any] = {}
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
@@ -62,10 +90,20 @@ def source_fingerprint(info: dict[str, Any]) -> str:
     etag = info.get("ETag") or info.get("etag")
     if etag:
         return f"etag={str(etag).strip(chr(34))};size={size}"
-    mtime = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
-    if hasattr(mtime, "timestamp"):
-        mtime = mtime.timestamp()
-    return f"size={size};mtime={mtime}"
+    return f"size={size};mtime={modified_time(info)}"
+
+
+def modified_time(info: dict[str, Any]) -> float | None:
+    """Last-modified time as POSIX seconds, from local (mtime) or object-store (LastModified) info."""
+    value: Any = info.get("mtime") or info.get("LastModified") or info.get("last_modified")
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec.AbstractFileSystem, str]:
@@ -83,13 +121,21 @@ def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec
 
 
 @contextmanager
-def open_source(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[str | IO[bytes]]:
-    """A local path for FFmpeg's own file I/O, or a seekable file object that reads by range."""
+def open_source(
+    fs: fsspec.AbstractFileSystem, path: str, *, block_size: int = VIDEO_BLOCK_SIZE
+) -> Iterator[str | IO[bytes]]:
+    """A local path for FFmpeg's own file I/O, or a seekable file object that reads by range.
+
+    Only the blocks the demuxer touches are fetched (one ranged GET each), and at most
+    VIDEO_MAX_BLOCKS of them are held: a video is never downloaded whole into memory.
+    """
     if isinstance(fs, LocalFileSystem):
         yield path
         return
     try:
-        handle = fs.open(path, "rb", block_size=4 * 1024 * 1024, cache_type="readahead")
+        handle = fs.open(
+            path, "rb", block_size=block_size, cache_type="blockcache", cache_options={"maxblocks": VIDEO_MAX_BLOCKS}
+        )
     except FileNotFoundError as exc:
         raise VideoError("not_found", "no object at this uri; check the manifest or whether it was deleted") from exc
     except PermissionError as exc:
@@ -103,7 +149,7 @@ def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
     if scheme_of(uri) not in ("s3", "s3a"):
         return {}
     options: dict[str, str] = {}
-    endpoint = storage.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint(storage)
     if endpoint:
         options["AWS_ENDPOINT_URL"] = endpoint
         if endpoint.startswith("http://"):
