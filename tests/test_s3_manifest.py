@@ -1,0 +1,96 @@
+"""`vidbatch manifest build` over an S3 prefix and a local folder."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+import pyarrow.parquet as pq
+import pytest
+
+from vidbatch.cli import main
+from vidbatch.config import StorageConfig
+from vidbatch.manifest import plan, read_manifest
+from vidbatch.manifest_build import build_manifest, list_videos
+
+pytest_plugins = ["conftest_s3"]
+
+_OBJECTS = {
+    "library/a.mp4": b"a" * 10,
+    "library/B.MOV": b"b" * 11,
+    "library/sub/dir/c.webm": b"c" * 12,
+    "library/sub/d.mkv": b"d" * 13,
+    "library/readme.txt": b"notes",
+    "library/thumbs/a.jpg": b"jpeg",
+    "library/sub/._d.mkv": b"resource fork",
+    "library/noext": b"?",
+    "libraryX/outside.mp4": b"not under the prefix",
+}
+_VIDEO_IDS = ["B.MOV", "a.mp4", "sub/d.mkv", "sub/dir/c.webm"]
+
+
+@pytest.fixture(scope="module")
+def library_bucket(s3):
+    bucket = s3.new_bucket("lib")
+    for key, body in _OBJECTS.items():
+        s3.client.put_object(Bucket=bucket, Key=key, Body=body)
+    s3.client.put_object(Bucket=bucket, Key="library/empty-folder/", Body=b"")  # a console-made folder marker
+    return bucket
+
+
+def test_s3_prefix_lists_videos_with_stable_ids(s3, library_bucket):
+    before = datetime.now(timezone.utc)
+    table, skipped = list_videos(f"s3://{library_bucket}/library/", StorageConfig())
+    rows = table.to_pylist()
+    assert [r["video_id"] for r in rows] == _VIDEO_IDS
+    assert skipped == 5  # readme, thumbnail, resource fork, no extension, the folder marker
+    for row in rows:
+        key = "library/" + row["video_id"]
+        head = s3.client.head_object(Bucket=library_bucket, Key=key)
+        assert row["uri"] == f"s3://{library_bucket}/{key}"
+        assert row["size"] == len(_OBJECTS[key]) == head["ContentLength"]
+        assert row["etag"] == head["ETag"].strip('"')
+        assert abs((row["last_modified"] - head["LastModified"]).total_seconds()) < 1
+        assert row["last_modified"] <= before
+    # Without the trailing slash: the same ids (never "libraryX/...").
+    again, _ = list_videos(f"s3://{library_bucket}/library", StorageConfig())
+    assert again.equals(table)
+
+
+def test_cli_writes_manifest_to_s3_that_the_job_reads(s3, library_bucket, capsys):
+    out = f"s3://{library_bucket}/manifests/library.parquet"
+    assert main(["manifest", "build", f"s3://{library_bucket}/library/", "-o", out]) == 0
+    assert "4 videos" in capsys.readouterr().out
+    manifest = read_manifest(out, StorageConfig())
+    assert manifest.column_names == ["video_id", "uri", "size", "etag", "last_modified"]
+    from vidbatch.config import InputPolicy
+
+    planned = plan(manifest, InputPolicy())
+    assert planned.to_process.column("video_id").to_pylist() == _VIDEO_IDS and not planned.refused
+
+
+def test_endpoint_option_and_errors(s3, library_bucket, tmp_path, capsys):
+    out = tmp_path / "m.parquet"
+    assert main(["manifest", "build", f"s3://{library_bucket}/library/", "-o", str(out), "--endpoint-url", s3.endpoint]) == 0
+    assert pq.read_table(out).num_rows == 4
+    assert main(["manifest", "build", f"s3://{library_bucket}/nothing-here/", "-o", str(out)]) == 2
+    assert "is not a folder or prefix" in capsys.readouterr().err
+
+
+def test_local_folder(tmp_path):
+    root = tmp_path / "lib"
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "y" / "v.mp4").write_bytes(b"v" * 5)
+    (root / "w.avi").write_bytes(b"w" * 6)
+    (root / "cover.png").write_bytes(b"png")
+    result = build_manifest(str(root), str(tmp_path / "out" / "m.parquet"), StorageConfig())
+    assert (result.videos, result.skipped, result.total_bytes) == (2, 1, 11)
+    table = pq.read_table(tmp_path / "out" / "m.parquet")
+    rows = table.to_pylist()
+    assert [r["video_id"] for r in rows] == ["w.avi", "x/y/v.mp4"]
+    assert rows[1]["uri"] == str(root / "x" / "y" / "v.mp4")
+    assert rows[1]["etag"] is None and rows[1]["size"] == 5 and rows[1]["last_modified"] is not None
+    # Stable: the same folder listed again, from another working directory, gives the same table.
+    again, _ = list_videos(str(root) + "/", StorageConfig())
+    assert again.equals(table)
+    assert pq.read_table(io.BytesIO((tmp_path / "out" / "m.parquet").read_bytes())).equals(table)

@@ -1,0 +1,198 @@
+"""Model weights: state_dict files at paths/URIs, torchvision names from the local torch cache,
+`vidbatch weights stage`, and the job stopping before any work when weights cannot be had.
+
+There is no internet here and no real torchvision checkpoint on disk, so torchvision's
+checkpoints are stood in for by seeded state_dicts named the way torchvision names its
+files (`<arch>-<sha256 prefix>.pth`), with the weights entry's URL pointed at that name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+import torch
+import torchvision
+from s3server import free_port
+
+from vidbatch.cli import main
+from vidbatch.config import ModelConfig, StorageConfig, parse_job
+from vidbatch.errors import JobError
+from vidbatch.model import resolve_weights
+from vidbatch.preprocess import PreprocessSpec
+
+pytest_plugins = ["conftest_s3"]
+
+WAYS = ("$TORCH_HOME/hub/checkpoints", "vidbatch weights stage", ".safetensors", "none")
+
+
+def seeded_state_dict(arch: str = "resnet18", seed: int = 1, num_classes: int = 1000) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes).state_dict()
+
+
+def saved(obj: object) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def resnet18_blob() -> bytes:
+    return saved(seeded_state_dict())
+
+
+@pytest.fixture()
+def torch_home(tmp_path, monkeypatch):
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture()
+def fake_v1_checkpoint(torch_home, monkeypatch, resnet18_blob):
+    """torchvision's resnet18 IMAGENET1K_V1, as far as file name, hash and cache location go."""
+    sha = hashlib.sha256(resnet18_blob).hexdigest()
+    name = f"resnet18-{sha[:8]}.pth"
+    path = torch_home / "hub" / "checkpoints" / name
+    path.parent.mkdir(parents=True)
+    path.write_bytes(resnet18_blob)
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url", f"https://download.pytorch.org/models/{name}")
+    return path, sha
+
+
+@pytest.fixture()
+def offline_v1(torch_home, monkeypatch):
+    """Nothing cached, and the download fails (a closed local port: deterministic, no internet needed)."""
+    url = f"http://127.0.0.1:{free_port()}/models/resnet18-f37072fd.pth"
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url", url)
+
+
+def _model(weights: str, arch: str = "resnet18") -> ModelConfig:
+    return ModelConfig(arch=arch, weights=weights)  # type: ignore[arg-type]
+
+
+def test_state_dict_from_s3_uri(s3, resnet18_blob):
+    bucket = s3.new_bucket("weights")
+    s3.client.put_object(Bucket=bucket, Key="models/r18.pt", Body=resnet18_blob)
+    resolved = resolve_weights(_model(f"s3://{bucket}/models/r18.pt"), StorageConfig())
+    sha = hashlib.sha256(resnet18_blob).hexdigest()
+    assert resolved.model_id == f"resnet18:sha256-{sha}" and resolved.sha256 == sha
+    assert resolved.preprocess == PreprocessSpec() and len(resolved.categories) == 1000
+    assert resolved.note is None and not resolved.untrained
+    loaded = torch.load(io.BytesIO(resolved.state_dict_bytes), weights_only=True)
+    assert torch.equal(loaded["fc.weight"], seeded_state_dict()["fc.weight"])
+
+
+def test_training_checkpoint_and_other_class_counts(s3):
+    bucket = s3.new_bucket("weights")
+    blob = saved({"state_dict": seeded_state_dict(num_classes=7), "epoch": 3})
+    s3.client.put_object(Bucket=bucket, Key="ckpt.pth", Body=blob)
+    resolved = resolve_weights(_model(f"s3://{bucket}/ckpt.pth"), StorageConfig())
+    assert resolved.categories == tuple(f"class_{i}" for i in range(7))
+
+
+def test_safetensors_from_s3(s3):
+    safetensors_torch = pytest.importorskip("safetensors.torch", reason="the optional 'safetensors' package is not installed")
+    bucket = s3.new_bucket("weights")
+    blob = safetensors_torch.save(seeded_state_dict())
+    s3.client.put_object(Bucket=bucket, Key="r18.safetensors", Body=blob)
+    resolved = resolve_weights(_model(f"s3://{bucket}/r18.safetensors"), StorageConfig())
+    assert resolved.sha256 == hashlib.sha256(blob).hexdigest()
+    loaded = torch.load(io.BytesIO(resolved.state_dict_bytes), weights_only=True)
+    assert torch.equal(loaded["conv1.weight"], seeded_state_dict()["conv1.weight"])
+
+
+def test_unusable_weight_files_are_refused_with_the_ways(s3, resnet18_blob):
+    bucket = s3.new_bucket("weights")
+    with pytest.raises(JobError, match="no such file") as missing:
+        resolve_weights(_model(f"s3://{bucket}/nope.pth"), StorageConfig())
+    assert all(way in str(missing.value) for way in WAYS)
+    s3.client.put_object(Bucket=bucket, Key="r18.pth", Body=resnet18_blob)
+    with pytest.raises(JobError, match="does not fit resnet50"):
+        resolve_weights(_model(f"s3://{bucket}/r18.pth", arch="resnet50"), StorageConfig())
+    s3.client.put_object(Bucket=bucket, Key="junk.pt", Body=b"not a pickle")
+    with pytest.raises(JobError, match="not a torch state_dict"):
+        resolve_weights(_model(f"s3://{bucket}/junk.pt"), StorageConfig())
+
+
+def test_torchvision_name_from_the_local_cache(fake_v1_checkpoint):
+    path, sha = fake_v1_checkpoint
+    resolved = resolve_weights(_model("IMAGENET1K_V1"), StorageConfig())
+    assert resolved.model_id == "resnet18:IMAGENET1K_V1" and resolved.sha256 == sha
+    assert resolved.categories == tuple(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    assert resolve_weights(_model("ResNet18_Weights.IMAGENET1K_V1"), StorageConfig()).sha256 == sha
+    # A damaged cache file is caught (torch.hub itself checks only what it downloads).
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(JobError, match="damaged"):
+        resolve_weights(_model("IMAGENET1K_V1"), StorageConfig())
+
+
+def test_name_without_cache_or_internet_lists_the_ways(offline_v1):
+    with pytest.raises(JobError) as info:
+        resolve_weights(_model("IMAGENET1K_V1"), StorageConfig())
+    message = str(info.value)
+    assert "not in the local torch cache" in message and "could not be downloaded" in message
+    assert all(way in message for way in WAYS), message
+
+
+def test_job_without_weights_stops_before_any_work(s3, offline_v1, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vidbatch import pipeline
+
+    bucket = s3.new_bucket("job")
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"video_id": ["a"], "uri": [f"s3://{bucket}/a.mp4"]}), buffer)
+    s3.client.put_object(Bucket=bucket, Key="manifest.parquet", Body=buffer.getvalue())
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the job must stop before starting Ray or decoding")
+
+    monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
+    monkeypatch.setattr(pipeline, "_build_dataset", no_work)
+    config = parse_job(
+        {
+            "name": "t",
+            "manifest": f"s3://{bucket}/manifest.parquet",
+            "output": f"s3://{bucket}/out",
+            "model": {"arch": "resnet18", "weights": "IMAGENET1K_V1"},
+        }
+    )
+    with pytest.raises(JobError, match="vidbatch weights stage"):
+        pipeline.run_job(config, progress=lambda line: None)
+    assert "Contents" not in s3.client.list_objects_v2(Bucket=bucket, Prefix="out/")  # nothing written
+
+
+def test_weights_stage_copies_the_checkpoint_and_runs_recognise_it(s3, fake_v1_checkpoint, capsys):
+    path, sha = fake_v1_checkpoint
+    bucket = s3.new_bucket("staged")
+    assert main(["weights", "stage", "ResNet18_Weights.IMAGENET1K_V1", "--to", f"s3://{bucket}/weights/"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    uri = f"s3://{bucket}/weights/{path.name}"
+    assert lines[0] == uri and lines[1].startswith(f"sha256 {sha}")
+    assert "--set model.arch=resnet18" in lines[2]
+    stored = s3.client.get_object(Bucket=bucket, Key=f"weights/{path.name}")["Body"].read()
+    assert stored == path.read_bytes()  # byte for byte: the same sha256 everywhere
+
+    resolved = resolve_weights(_model(uri), StorageConfig())
+    assert resolved.sha256 == sha and resolved.model_id == f"resnet18:sha256-{sha}"
+    assert resolved.note == "a copy of torchvision's resnet18 IMAGENET1K_V1"
+
+    # An explicit file name, and a local destination.
+    assert main(["weights", "stage", "IMAGENET1K_V1", "--arch", "resnet18", "--to", f"s3://{bucket}/w/r18.pth"]) == 0
+    assert capsys.readouterr().out.startswith(f"s3://{bucket}/w/r18.pth\n")
+
+
+def test_weights_stage_without_weights_or_with_wrong_names(s3, offline_v1, capsys, tmp_path):
+    assert main(["weights", "stage", "IMAGENET1K_V1", "--arch", "resnet18", "--to", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "could not be downloaded" in err and "vidbatch weights stage" in err
+    assert not (tmp_path / "w").exists()
+    assert main(["weights", "stage", "IMAGENET1K_V9", "--arch", "resnet18", "--to", str(tmp_path)]) == 2
+    assert "not a torchvision weights name for resnet18" in capsys.readouterr().err
+    assert main(["weights", "stage", "ResNet18_Weights.IMAGENET1K_V1", "--arch", "resnet50", "--to", str(tmp_path)]) == 2
+    assert "give --arch to match" in capsys.readouterr().err
