@@ -56,7 +56,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Env]:
     log = tmp_path_factory.mktemp("moto") / "moto_server.log"
     canary_id = "AKIACANARY" + secrets.token_hex(5).upper()
     canary_secret = "canary/" + secrets.token_urlsafe(30)
-    saved = {key: os.environ.get(key) for key in (*_CLEARED, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_EC2_METADATA_DISABLED")}
+    names = (*_CLEARED, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")
+    saved = {key: os.environ.get(key) for key in (*names, "AWS_EC2_METADATA_DISABLED")}
     with MotoServer(log_path=log) as server:
         for key in _CLEARED:
             os.environ.pop(key, None)

@@ -144,9 +144,8 @@ class FaultProxy:
         return self._control("stats")
 
     def bytes_sent(self, path_contains: str, method: str = "GET") -> int:
-        return sum(
-            r["bytes"] for r in self.stats()["requests"] if r["method"] == method and path_contains in r["path"] and r["status"] < 300
-        )
+        requests = self.stats()["requests"]
+        return sum(r["bytes"] for r in requests if r["method"] == method and path_contains in r["path"] and r["status"] < 300)
 
 
 # --- the proxy process ------------------------------------------------------------------
@@ -335,7 +334,9 @@ def env(**values: str | None) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def write_noise_video(path: str | Path, *, seconds: float, fps: int = 10, width: int = 320, height: int = 240, gop: int = 10) -> Path:
+def write_noise_video(
+    path: str | Path, *, seconds: float, fps: int = 10, width: int = 320, height: int = 240, gop: int = 10
+) -> Path:
     """An H.264 mp4 of random noise: large per second of video, so range reads are measurable."""
     import av
     import numpy as np
@@ -343,7 +344,8 @@ def write_noise_video(path: str | Path, *, seconds: float, fps: int = 10, width:
     rng = np.random.default_rng(0)
     path = Path(path)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "ultrafast", "crf": "20"})
+        options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0", "preset": "ultrafast", "crf": "20"}
+        stream = container.add_stream("libx264", rate=fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for _ in range(int(seconds * fps)):
             frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), format="rgb24")
