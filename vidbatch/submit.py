@@ -1,0 +1,385 @@
+"""Run a job on a Ray cluster through the Ray Jobs API (the head's dashboard, port 8265).
+
+`submit` validates the job file here, ships the vidbatch package and the job file to the
+cluster as the job's `working_dir`, and runs `python -m vidbatch.cli run JOB [--set ...]`
+there, so the job runs on the cluster exactly as `vidbatch run` runs it here.
+
+Exit codes (also for `status`, `logs`, `stop`):
+  0  submitted (without --wait), or the job SUCCEEDED (with --wait)
+  1  the job FAILED or was STOPPED (with --wait: the driver's own exit code when Ray
+     reports one, e.g. 2 when the cluster refused the job), or no such submission
+  2  refused here before anything was submitted (bad job file, bad id)
+  3  the cluster could not be reached, refused our credentials, or the Jobs API failed
+  130 interrupted while following (the job goes on; `vidbatch stop ID` ends it)
+
+Token authentication (Ray >= 2.52 turns it on by default): the token is never put into
+the job's runtime_env. It is taken from RAY_AUTH_TOKEN, or from the file named by
+RAY_AUTH_TOKEN_PATH, and sent as an `Authorization: Bearer` header; with RAY_AUTH_MODE=token
+Ray's own client does the same and also falls back to ~/.ray/auth_token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import vidbatch
+from vidbatch.config import JobConfig, load_job
+from vidbatch.errors import JobError
+from vidbatch.storage import is_local
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_REFUSED = 2
+EXIT_CLUSTER = 3
+EXIT_INTERRUPTED = 130
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Ray puts the submission id into URLs and log file names; keep it to a safe alphabet.
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_WEIGHTS_SUFFIXES = (".pt", ".pth", ".safetensors")
+JOB_DIR = "job"  # where the job file sits inside the shipped working_dir
+
+
+class ClusterError(Exception):
+    """The cluster could not be reached or the Jobs API refused a request; the message says what to do."""
+
+
+@dataclass
+class Submission:
+    """What is sent: the entrypoint and runtime_env, built and checked before any request."""
+
+    job: JobConfig
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    metadata: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+
+def expand_id(template: str | None, job_name: str, now: datetime | None = None) -> str | None:
+    """`{name}` and `{date}` (UTC, YYYY-MM-DD) in --id, e.g. '{name}-{date}' -> 'nightly-tagging-2026-11-22'."""
+    if template is None:
+        return None
+    now = now or datetime.now(timezone.utc)
+    try:
+        value = template.format(name=job_name, date=now.strftime("%Y-%m-%d"))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise JobError(f"--id {template!r}: only {{name}} and {{date}} may be used in braces ({exc})") from None
+    if not _ID_RE.match(value):
+        raise JobError(
+            f"--id {value!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(e.g. nightly-tagging-2026-11-22)"
+        )
+    return value
+
+
+def path_overrides(job: JobConfig, overrides: Sequence[str], cwd: Path | None = None) -> tuple[list[str], list[str]]:
+    """--set overrides that make the job's relative local paths absolute, plus notes about local paths.
+
+    On the cluster the job runs in its working_dir, where a relative path would name nothing;
+    `vidbatch run` resolves relative paths against the current directory, so submit does too.
+    """
+    cwd = cwd or Path.cwd()
+    given = {o.partition("=")[0].strip() for o in overrides}
+    extra: list[str] = []
+    local: list[str] = []
+
+    def visit(key: str, value: str) -> str:
+        if not is_local(value):
+            return value
+        local.append(f"{key}={value}")
+        path = value[len("file://") :] if value.startswith("file://") else value
+        if Path(path).is_absolute():
+            return value
+        return str((cwd / path).resolve())
+
+    for key, value in (("manifest", job.manifest), ("output", job.output)):
+        absolute = visit(key, value)
+        if absolute != value and key not in given:
+            extra.append(f"{key}={absolute}")
+    weights = job.model.weights
+    if weights.lower() != "none" and (weights.lower().endswith(_WEIGHTS_SUFFIXES) or "/" in weights):
+        absolute = visit("model.weights", weights)
+        if absolute != weights and "model.weights" not in given:
+            extra.append(f"model.weights={absolute}")
+    roots = [visit("inputs.allowed_roots", root) for root in job.inputs.allowed_roots]
+    if list(job.inputs.allowed_roots) != roots and "inputs.allowed_roots" not in given:
+        extra.append("inputs.allowed_roots=[" + ", ".join(_yaml_str(r) for r in roots) + "]")
+
+    notes = []
+    if local:
+        notes.append(
+            "local paths in the job (" + ", ".join(local) + ") must exist on the cluster: the driver reads the "
+            "manifest and weights and writes the output; every worker node reads local video paths"
+        )
+    return extra, notes
+
+
+def _yaml_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def build_submission(job_file: str | Path, overrides: Sequence[str], staging: Path) -> Submission:
+    """Validate the job file here and lay out the working_dir in `staging`. Raises JobError."""
+    job_path = Path(job_file)
+    config = load_job(job_path, list(overrides))
+    extra, notes = path_overrides(config, overrides)
+    all_overrides = [*overrides, *extra]
+    if extra:
+        config = load_job(job_path, all_overrides)  # still valid with the absolute paths
+
+    package = Path(vidbatch.__file__).resolve().parent
+    shutil.copytree(package, staging / "vidbatch", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (staging / JOB_DIR).mkdir()
+    shipped = f"{JOB_DIR}/{job_path.name}"
+    shutil.copyfile(job_path, staging / shipped)
+
+    command = ["python", "-m", "vidbatch.cli", "run", shipped]
+    for override in all_overrides:
+        command += ["--set", override]
+    runtime_env = {
+        # The working_dir holds vidbatch/ and job/; Ray puts it on every worker's sys.path and
+        # runs the entrypoint in it, so this copy of vidbatch wins over an installed one.
+        "working_dir": str(staging),
+        # Not a secret; makes the driver's progress lines reach the job log as they happen.
+        "env_vars": {"PYTHONUNBUFFERED": "1"},
+    }
+    metadata = {"vidbatch_job": config.name, "vidbatch_version": vidbatch.__version__, "job_file": job_path.name}
+    return Submission(config, shlex.join(command), runtime_env, metadata, notes)
+
+
+def auth_headers(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The Authorization header from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, unless Ray's own client adds it."""
+    env = os.environ if environ is None else environ
+    if env.get("RAY_AUTH_MODE", "").lower() == "token":
+        return {}  # Ray's client reads RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token itself
+    token = env.get("RAY_AUTH_TOKEN", "").strip()
+    if not token and env.get("RAY_AUTH_TOKEN_PATH"):
+        try:
+            token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+        except OSError as exc:
+            raise ClusterError(f"RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']!r} cannot be read ({exc.strerror})") from None
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+_AUTH_HINT = (
+    "the cluster requires its token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH to a file holding it), "
+    "or RAY_AUTH_MODE=token to use ~/.ray/auth_token; get it on the head with `ray get-auth-token`"
+)
+
+
+def connect(address: str | None) -> Any:
+    """A JobSubmissionClient for ADDRESS (or RAY_ADDRESS / RAY_API_SERVER_ADDRESS). Raises ClusterError."""
+    from ray.job_submission import JobSubmissionClient
+
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise ClusterError("no cluster address: pass --address http://HEAD:8265 (the head's dashboard) or set RAY_ADDRESS")
+    if "://" not in address:
+        address = "http://" + address
+    try:
+        return JobSubmissionClient(address, headers=auth_headers())
+    except Exception as exc:  # ConnectionError, AuthenticationError, version errors...
+        raise ClusterError(_explain(exc, address)) from None
+
+
+def _explain(exc: BaseException, address: str = "") -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = str(exc).lower()
+    if "authentication" in lowered or "401" in lowered or "unauthorized" in lowered:
+        return f"{address or 'the cluster'}: {_AUTH_HINT}"
+    if "403" in lowered or "forbidden" in lowered:
+        return f"{address or 'the cluster'}: the token was refused (it is not this cluster's token)"
+    if "failed to connect" in lowered or "connection" in lowered:
+        return f"cannot reach the Ray Jobs API at {address}: is the head running, and is this its dashboard port (8265)?"
+    return text
+
+
+def _already_exists(exc: BaseException) -> bool:
+    return "already exists" in str(exc)
+
+
+def submit(
+    job_file: str,
+    overrides: Sequence[str],
+    address: str | None,
+    *,
+    submission_id: str | None = None,
+    wait: bool = False,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """`vidbatch submit`. Returns the exit code."""
+    with tempfile.TemporaryDirectory(prefix="vidbatch-submit-") as staging:
+        # Refusals of the job itself (JobError) propagate to the CLI: exit 2, nothing sent.
+        sub = build_submission(job_file, overrides, Path(staging))
+        sid = expand_id(submission_id, sub.job.name)
+        for note in sub.notes:
+            print(f"note: {note}", file=err)
+        try:
+            client = connect(address)
+            try:
+                sid = client.submit_job(
+                    entrypoint=sub.entrypoint, runtime_env=sub.runtime_env, metadata=sub.metadata, submission_id=sid
+                )
+            except RuntimeError as exc:
+                if sid is None or not _already_exists(exc):
+                    raise
+                return _existing(client, sid, sub, wait, out, err)
+        except ClusterError as exc:
+            print(f"vidbatch: {exc}", file=err)
+            return EXIT_CLUSTER
+        except Exception as exc:
+            print(f"vidbatch: submitting failed: {_explain(exc, address or '')}", file=err)
+            return EXIT_CLUSTER
+    print(sid, file=out, flush=True)
+    print(f"submitted {sid}: {sub.entrypoint}", file=err)
+    if not wait:
+        print(f"follow it with: vidbatch logs {sid} --follow --address ...", file=err)
+        return EXIT_OK
+    return follow(client, sid, out, err)
+
+
+def _existing(client: Any, sid: str, sub: Submission, wait: bool, out: TextIO, err: TextIO) -> int:
+    """A submission with this id exists: never run twice; report it (and follow it with --wait)."""
+    info = client.get_job_info(sid)
+    status = str(info.status.value if hasattr(info.status, "value") else info.status)
+    print(sid, file=out, flush=True)
+    print(f"submission {sid} already exists on this cluster (status {status}); not submitting it again", file=err)
+    theirs = (info.metadata or {}).get("vidbatch_job")
+    if theirs != sub.job.name or info.entrypoint != sub.entrypoint:
+        print(f"  note: it was submitted as: {info.entrypoint}", file=err)
+    if status in TERMINAL:
+        if info.message:
+            print(f"  {info.message.strip()}", file=err)
+        if status != "SUCCEEDED":
+            print(f"  to run it again, submit with a new --id (e.g. {sid}-retry1)", file=err)
+        return _exit_for(info)
+    if wait:
+        return follow(client, sid, out, err)
+    return EXIT_OK
+
+
+def _exit_for(info: Any) -> int:
+    status = str(info.status.value if hasattr(info.status, "value") else info.status)
+    if status == "SUCCEEDED":
+        return EXIT_OK
+    code = getattr(info, "driver_exit_code", None)
+    if status == "FAILED" and isinstance(code, int) and 0 < code < 128:
+        return code
+    return EXIT_JOB_FAILED
+
+
+def follow(
+    client: Any,
+    sid: str,
+    out: TextIO,
+    err: TextIO,
+    *,
+    poll_s: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Print the job's log as it grows until the job ends; the exit code says how it ended."""
+    try:
+        try:
+            asyncio.run(_tail(client, sid, out))
+        except Exception as exc:  # the log stream broke (head restart, proxy timeout): poll instead
+            print(f"vidbatch: log stream interrupted ({_explain(exc)}); polling the status", file=err)
+        while True:
+            try:
+                info = client.get_job_info(sid)
+            except Exception as exc:
+                print(f"vidbatch: cannot read the status of {sid}: {_explain(exc)}", file=err)
+                return EXIT_CLUSTER
+            status = str(info.status.value if hasattr(info.status, "value") else info.status)
+            if status in TERMINAL:
+                break
+            sleep(poll_s)
+    except KeyboardInterrupt:
+        print(f"vidbatch: stopped following; {sid} goes on on the cluster (vidbatch stop {sid} ends it)", file=err)
+        return EXIT_INTERRUPTED
+    message = (info.message or "").strip()
+    print(f"{sid}: {status}" + (f" ({message})" if message else ""), file=err)
+    return _exit_for(info)
+
+
+async def _tail(client: Any, sid: str, out: TextIO) -> None:
+    async for chunk in client.tail_job_logs(sid):
+        out.write(chunk)
+        out.flush()
+
+
+def _with_client(address: str | None, err: TextIO, action: Callable[[Any], int]) -> int:
+    try:
+        client = connect(address)
+        return action(client)
+    except ClusterError as exc:
+        print(f"vidbatch: {exc}", file=err)
+        return EXIT_CLUSTER
+    except RuntimeError as exc:
+        if "does not exist" in str(exc) or "404" in str(exc):
+            print("vidbatch: no such submission on this cluster", file=err)
+            return EXIT_JOB_FAILED
+        print(f"vidbatch: {_explain(exc, address or '')}", file=err)
+        return EXIT_CLUSTER
+    except Exception as exc:
+        print(f"vidbatch: {_explain(exc, address or '')}", file=err)
+        return EXIT_CLUSTER
+
+
+def status(sid: str, address: str | None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`vidbatch status ID`: one line per fact; exit 0 when the job is known (whatever its state)."""
+
+    def action(client: Any) -> int:
+        info = client.get_job_info(sid)
+        state = str(info.status.value if hasattr(info.status, "value") else info.status)
+        print(f"{sid}: {state}", file=out)
+        if info.message:
+            print(f"  message: {info.message.strip()}", file=out)
+        print(f"  entrypoint: {info.entrypoint}", file=out)
+        for label, stamp in (("started", info.start_time), ("ended", info.end_time)):
+            if stamp:
+                print(f"  {label}: {datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat(timespec='seconds')}", file=out)
+        if getattr(info, "driver_exit_code", None) is not None:
+            print(f"  driver exit code: {info.driver_exit_code}", file=out)
+        return EXIT_OK
+
+    return _with_client(address, err, action)
+
+
+def logs(sid: str, address: str | None, *, follow_logs: bool = False, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`vidbatch logs ID [--follow]`: the driver's log so far, or followed to the end (then exit as --wait would)."""
+
+    def action(client: Any) -> int:
+        if follow_logs:
+            client.get_job_info(sid)  # "no such submission" before opening the stream
+            return follow(client, sid, out, err)
+        out.write(client.get_job_logs(sid))
+        out.flush()
+        return EXIT_OK
+
+    return _with_client(address, err, action)
+
+
+def stop(sid: str, address: str | None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """`vidbatch stop ID`: ask the job to stop. A stopped run commits nothing (the last commit stays)."""
+
+    def action(client: Any) -> int:
+        stopped = client.stop_job(sid)
+        info = client.get_job_info(sid)
+        state = str(info.status.value if hasattr(info.status, "value") else info.status)
+        print(f"{sid}: {'stop requested' if stopped else 'was not running'} (status {state})", file=out)
+        return EXIT_OK
+
+    return _with_client(address, err, action)
