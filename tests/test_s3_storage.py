@@ -190,3 +190,31 @@ def test_unwritable_output_stops_the_job_before_any_decoding(s3, monkeypatch, tm
     )
     with pytest.raises(JobError, match="cannot be written"):
         pipeline.run_job(config, progress=lambda line: None)
+
+
+def test_credentials_only_in_a_shared_credentials_file_work_for_tables_too(s3, tmp_path):
+    """deltalake's S3 client does not read ~/.aws files or profiles; botocore does, for it."""
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[nightly]\naws_access_key_id = {s3.access_key_id}\naws_secret_access_key = {s3.secret_access_key}\n"
+    )
+    (tmp_path / "config").write_text("[profile nightly]\nregion = us-east-1\n")
+    bucket = s3.new_bucket("profile")
+    uri = f"s3://{bucket}/t"
+    with env(
+        AWS_ACCESS_KEY_ID=None,
+        AWS_SECRET_ACCESS_KEY=None,
+        AWS_DEFAULT_REGION=None,
+        AWS_PROFILE="nightly",
+        AWS_SHARED_CREDENTIALS_FILE=str(credentials),
+        AWS_CONFIG_FILE=str(tmp_path / "config"),
+    ):
+        options = delta_storage_options(uri, StorageConfig())
+        assert options["AWS_ACCESS_KEY_ID"] == s3.access_key_id and options["AWS_REGION"] == "us-east-1"
+        write_deltalake(uri, pa.table({"a": [1, 2]}), storage_options=options)
+    assert DeltaTable(uri, storage_options=s3.delta_options()).to_pyarrow_table().num_rows == 2
+    # With credentials in the environment, object_store reads them itself: none in the options.
+    assert "AWS_SECRET_ACCESS_KEY" not in delta_storage_options(uri, StorageConfig())

@@ -145,7 +145,13 @@ def open_source(
 
 
 def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
-    """Options for deltalake's object_store. Credentials stay in the environment."""
+    """Options for deltalake's object_store, for this process only (never logged, never shipped to Ray).
+
+    object_store finds credentials in the environment and in instance/container roles by
+    itself; credentials that only botocore can find (~/.aws files, AWS_PROFILE, SSO,
+    credential_process) are resolved here, fresh on every call, so output tables work
+    with whatever the job's video reads work with.
+    """
     if scheme_of(uri) not in ("s3", "s3a"):
         return {}
     options: dict[str, str] = {}
@@ -161,7 +167,35 @@ def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
         options["AWS_REGION"] = storage.region
     if storage.anon:
         options["AWS_SKIP_SIGNATURE"] = "true"
+    else:
+        options.update(_credentials_object_store_cannot_find(with_region="AWS_REGION" not in options))
     return options
+
+
+# botocore's names for the sources object_store reads by itself.
+_OBJECT_STORE_NATIVE = frozenset({"env", "iam-role", "container-role", "assume-role-with-web-identity"})
+
+
+def _credentials_object_store_cannot_find(*, with_region: bool) -> dict[str, str]:
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return {}
+    try:
+        import botocore.session
+
+        session = botocore.session.Session()
+        credentials = session.get_credentials()
+        region = session.get_config_variable("region")
+    except Exception:  # a broken profile: let object_store report what it finds
+        return {}
+    found: dict[str, str] = {}
+    if credentials is not None and credentials.method not in _OBJECT_STORE_NATIVE:
+        frozen = credentials.get_frozen_credentials()
+        found = {"AWS_ACCESS_KEY_ID": frozen.access_key, "AWS_SECRET_ACCESS_KEY": frozen.secret_key}
+        if frozen.token:
+            found["AWS_SESSION_TOKEN"] = frozen.token
+    if with_region and region and not (os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")):
+        found["AWS_REGION"] = str(region)
+    return found
 
 
 def join_uri(root: str, *parts: str) -> str:
