@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 import fsspec
@@ -37,9 +37,12 @@ def local_path(uri: str) -> str:
 
 # Throttling (503 SlowDown), 5xx answers and dropped connections are retried by botocore
 # with exponential backoff and jitter; "adaptive" also slows this process's request rate
-# while the store keeps throttling. s3fs adds its own few retries (S3FileSystem.retries)
-# for timeouts and truncated bodies around that.
+# while the store keeps throttling. s3fs adds its own retries for timeouts and truncated
+# bodies around that.
 S3_RETRY = {"mode": "adaptive", "max_attempts": 8}
+# s3fs wraps both the request and the body read in its own retry loop (nested: the counts
+# multiply with botocore's and aiohttp's own retry of a dropped pooled connection).
+S3_FS_RETRIES = 2
 S3_CONNECT_TIMEOUT_S = 10
 S3_READ_TIMEOUT_S = 60
 
@@ -81,7 +84,10 @@ def fsspec_options(uri: str, storage: StorageConfig) -> dict[str, Any]:
 def filesystem(uri: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSystem, str]:
     if is_local(uri):
         return fsspec.filesystem("file"), os.path.abspath(local_path(uri))
-    return url_to_fs(uri, **fsspec_options(uri, storage))
+    fs, path = url_to_fs(uri, **fsspec_options(uri, storage))
+    if scheme_of(uri) in ("s3", "s3a"):
+        fs.retries = S3_FS_RETRIES  # a class attribute in s3fs, not a constructor argument
+    return fs, path
 
 
 def source_fingerprint(info: dict[str, Any]) -> str:
@@ -106,15 +112,41 @@ def modified_time(info: dict[str, Any]) -> float | None:
         return None
 
 
+_NOT_FOUND = "no object at this uri; check the manifest or whether it was deleted"
+_DENIED = "access denied; grant the job's identity read access to this object"
+
+
+def storage_failure(exc: BaseException) -> VideoError:
+    """A failure of the store itself (throttling or dropped connections past every retry, timeouts).
+
+    Status `timeout`: transient, so the next run tries the video again. The message names
+    the error's type and HTTP status only: no URL, query string or credential can ride along.
+    """
+    if isinstance(exc, VideoError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return VideoError("not_found", _NOT_FOUND)
+    if isinstance(exc, PermissionError):
+        return VideoError("access_denied", _DENIED)
+    response = getattr(exc, "response", None)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
+    detail = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
+    return VideoError(
+        "timeout",
+        f"the object store failed to serve this video after retries ({detail}); the next run tries it again",
+    )
+
+
 def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec.AbstractFileSystem, str]:
     """fs.info() with the errors sorted into statuses."""
     try:
         fs, path = filesystem(uri, storage)
+    except ValueError as exc:
+        raise VideoError("invalid_uri", f"the uri cannot be opened ({_clean(exc)})") from exc
+    try:
         info = fs.info(path)
-    except FileNotFoundError as exc:
-        raise VideoError("not_found", "no object at this uri; check the manifest or whether it was deleted") from exc
-    except PermissionError as exc:
-        raise VideoError("access_denied", "access denied; grant the job's identity read access to this object") from exc
+    except Exception as exc:
+        raise storage_failure(exc) from exc
     if info.get("type") == "directory":
         raise VideoError("not_found", "the uri names a directory, not a video file")
     return info, fs, path
@@ -128,6 +160,8 @@ def open_source(
 
     Only the blocks the demuxer touches are fetched (one ranged GET each), and at most
     VIDEO_MAX_BLOCKS of them are held: a video is never downloaded whole into memory.
+    A read that fails past every retry raises VideoError (through FFmpeg, which hands a
+    file object's exceptions back unchanged), so the row gets a status, not decode_error.
     """
     if isinstance(fs, LocalFileSystem):
         yield path
@@ -136,12 +170,52 @@ def open_source(
         handle = fs.open(
             path, "rb", block_size=block_size, cache_type="blockcache", cache_options={"maxblocks": VIDEO_MAX_BLOCKS}
         )
-    except FileNotFoundError as exc:
-        raise VideoError("not_found", "no object at this uri; check the manifest or whether it was deleted") from exc
-    except PermissionError as exc:
-        raise VideoError("access_denied", "access denied; grant the job's identity read access to this object") from exc
+    except Exception as exc:
+        raise storage_failure(exc) from exc
     with handle:
-        yield handle
+        yield cast(IO[bytes], _SourceReader(handle))
+
+
+class _SourceReader:
+    """The file object FFmpeg reads through: storage errors become statuses."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self._handle.read(size))
+        except Exception as exc:
+            raise storage_failure(exc) from exc
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        try:
+            return int(self._handle.seek(offset, whence))
+        except Exception as exc:
+            raise storage_failure(exc) from exc
+
+    def tell(self) -> int:
+        return int(self._handle.tell())
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    @property
+    def size(self) -> int:
+        return int(self._handle.size)
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _clean(exc: BaseException) -> str:
+    """An error's text without query strings (signatures, tokens) and at most 160 characters."""
+    import re
+
+    return re.sub(r"\?[^\s\"']*", "?...", str(exc))[:160] or type(exc).__name__
 
 
 def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
