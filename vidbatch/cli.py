@@ -33,8 +33,18 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a job file here (local Ray, or --address / RAY_ADDRESS)")
     run.add_argument("job", help="job file (YAML)")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a job key, e.g. model.arch=resnet18")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a job key, e.g. model.arch=resnet18",
+    )
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
+    run.add_argument(
+        "--retry-failed", action="store_true", help="also redo videos whose last status was a permanent failure (unreadable, ...)"
+    )
     run.set_defaults(func=_run)
 
     check = sub.add_parser("check", help="validate a job file and print the resolved settings")
@@ -45,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-library", help="generate a small sample library and its manifest (no downloads)")
     demo.add_argument("directory", help="where to write the videos and manifest.parquet")
     demo.set_defaults(func=_demo_library)
+
+    from vidbatch.cluster_cli import add_cluster_commands
+
+    add_cluster_commands(sub)  # submit, status, logs, stop (Ray Jobs API)
 
     manifest = sub.add_parser("manifest", help="manifest tools")
     manifest_sub = manifest.add_subparsers(dest="manifest_command", required=True)
@@ -66,7 +80,37 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("--arch", default=None, help="resnet18 ... resnet152 (default: from NAME, else resnet50)")
     _storage_arguments(stage)
     stage.set_defaults(func=_weights_stage)
+    history = sub.add_parser("history", help="list the committed runs of an output (from the table history)")
+    history.add_argument("output", help="the job's output root")
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.set_defaults(func=_history)
+
+    vacuum = sub.add_parser("vacuum", help="delete data files of old table versions (safe while a run is going)")
+    vacuum.add_argument("output", help="the job's output root")
+    vacuum.add_argument("--retention-hours", type=int, default=168, help="keep files younger than this (default 168)")
+    vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    vacuum.set_defaults(func=_vacuum)
     return parser
+
+
+def _history(args: argparse.Namespace) -> int:
+    from vidbatch.config import StorageConfig
+    from vidbatch.history import format_runs, runs
+
+    entries = runs(args.output, StorageConfig())
+    print(json.dumps(entries, indent=2) if args.json else format_runs(entries))
+    return 0
+
+
+def _vacuum(args: argparse.Namespace) -> int:
+    from vidbatch.config import StorageConfig
+    from vidbatch.history import vacuum
+
+    removed = vacuum(args.output, StorageConfig(), retention_hours=args.retention_hours, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for table, files in removed.items():
+        print(f"{table}: {verb} {len(files)} files")
+    return 0
 
 
 def _storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
     from vidbatch.pipeline import run_job
 
     config = load_job(args.job, args.overrides)
-    result = run_job(config, address=args.address)
+    result = run_job(config, address=args.address, retry_failed=args.retry_failed)
     print(_summary_text(result.summary, result.summary_uri))
     return 0
 
@@ -132,13 +176,17 @@ def _demo_library(args: argparse.Namespace) -> int:
 
 
 def _summary_text(summary: dict, uri: str) -> str:
-    statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items())
+    statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
+    changes = summary.get("changes") or {}
     lines = [
         f"run {summary['run_id']} committed ({summary['model_id']})",
-        f"  videos {summary['videos']} ({statuses}); duplicates skipped {summary['duplicate_ids']}",
+        f"  videos written {summary['videos']} ({statuses}); duplicates skipped {summary['duplicate_ids']}",
+        f"  new {changes.get('new', 0)}, changed {changes.get('changed', 0)}, retried {changes.get('retried', 0)}, "
+        f"removed {changes.get('removed', 0)}, unchanged {changes.get('unchanged', 0)}",
         f"  clips {summary['clips']}, frames {summary['frames']}, video hours {summary['video_hours']:.4f}",
         f"  wall {summary['wall_time_s']:.1f}s, {summary['throughput']['videos_per_s']} videos/s, "
-        f"{summary['throughput']['frames_per_s']} frames/s",
+        f"{summary['throughput']['frames_per_s']} frames/s, "
+        f"{summary['throughput']['video_hours_per_wall_hour']} video-hours/wall-hour",
         f"  summary: {uri}",
     ]
     if summary.get("untrained_weights"):

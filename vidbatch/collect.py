@@ -101,7 +101,7 @@ class Collector:
         self.pending: dict[str, dict[str, Any]] = {}
         self.done: set[str] = set()
         self.tally = Tally()
-        self.total = plan.manifest_rows - plan.duplicates
+        self.total = plan.to_process.num_rows + len(plan.refused)
         self.on_progress = on_progress
         for refusal in plan.refused:
             self._write_video(

@@ -6,6 +6,8 @@ manifest -> plan -> DecodeStage (CPU actors) -> ModelStage (GPU/CPU actors)
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import secrets
@@ -24,9 +26,11 @@ from vidbatch import __version__
 from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
+from vidbatch.incremental import decide, refusal_unchanged
 from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
 from vidbatch.stages import DecodeStage, ModelStage
+from vidbatch.state import fingerprints, load_prior
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ def run_job(
     *,
     address: str | None = None,
     progress: Callable[[str], None] | None = None,
+    retry_failed: bool = False,
 ) -> RunResult:
     """Run the whole job; returns once both tables are committed. Raises JobError before any work on bad input."""
     from vidbatch.model import resolve_weights  # torch is heavy; import only when running
@@ -74,17 +79,36 @@ def run_job(
         config.storage,
         {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": _now()},
     )
+    prior = load_prior(config.output, config.storage)
+    candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
+    decision = decide(
+        candidates,
+        prior=prior.videos,
+        fingerprints=fingerprints(candidates, config.storage) if prior.videos else {},
+        model_id=weights.model_id,
+        sampling_id=identity_sampling,
+        consistent=prior.consistent,
+        manifest_ids=[*plan.to_process.column("video_id").to_pylist(), *(r.video_id for r in plan.refused)],
+        retry_failed=retry_failed,
+    )
+    refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
+    todo = set(decision.process)
+    work = dataclasses.replace(
+        plan,
+        to_process=plan.to_process.filter(pa.array([video_id in todo for video_id, _ in candidates], pa.bool_())),
+        refused=refusals,
+    )
     say(
-        f"run {run_id}: {plan.manifest_rows} manifest rows, {plan.to_process.num_rows} to decode, "
-        f"{len(plan.refused)} refused, {plan.duplicates} duplicate ids; model {weights.model_id}"
+        f"run {run_id}: {plan.manifest_rows} manifest rows ({plan.duplicates} duplicate ids); "
+        f"{len(decision.process)} to decode ({decision.new} new, {decision.changed} changed, {decision.retried} retried), "
+        f"{len(decision.skip)} unchanged, {len(decision.removed)} removed, {len(refusals)} refused; model {weights.model_id}"
     )
 
-    ray = _ensure_ray(address)
     identity = Identity(model_id=weights.model_id, sampling_id=identity_sampling, run_id=run_id)
     printer = ProgressPrinter(config.resources.progress_interval_s, say)
     with tempfile.TemporaryDirectory(prefix=f"vidbatch-{run_id}-") as spill:
         collector = Collector(
-            plan=plan,
+            plan=work,
             identity=identity,
             categories=weights.categories,
             task=config.model.task,
@@ -92,16 +116,38 @@ def run_job(
             spill_dir=Path(spill),
             on_progress=printer,
         )
-        if plan.to_process.num_rows:
-            dataset = _build_dataset(ray, config, plan.to_process, weights)
+        if work.to_process.num_rows:
+            ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
+            dataset = _build_dataset(ray, config, work.to_process, weights)
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                 collector.add_batch(batch)
         tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
         printer(tally, collector.total, force=True)
-        versions = commit_tables(config.output, Path(spill), run_id, config.storage)
+        changes = {
+            "new": decision.new,
+            "changed": decision.changed,
+            "retried": decision.retried,
+            "removed": len(decision.removed),
+            "unchanged": len(decision.skip),
+        }
+        versions = commit_tables(
+            config.output,
+            Path(spill),
+            run_id=run_id,
+            replace_ids=todo | set(decision.removed) | {r.video_id for r in refusals},
+            storage=config.storage,
+            metadata={
+                "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
+                "vidbatch.changes": json.dumps(changes),
+                "vidbatch.clips": str(tally.clips),
+                "vidbatch.wall_time_s": f"{time.monotonic() - started:.3f}",
+                "vidbatch.model_id": weights.model_id,
+            },
+        )
 
     wall = time.monotonic() - started
     summary = _summary(config, run_id, weights, plan, tally, wall, versions)
+    summary["changes"] = changes
     summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
 

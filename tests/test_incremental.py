@@ -1,0 +1,238 @@
+"""Nightly reruns: only new or changed work, removals, atomic commits, crash safety."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import media
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from deltalake import DeltaTable
+
+from vidbatch.config import parse_job
+from vidbatch.incremental import PriorVideo, decide
+from vidbatch.pipeline import run_job
+
+# --- the decision, as a pure function ---------------------------------------------------
+
+
+def prior(status="ok", fp="fp1", model="m", sampling="s", uri="u", error_type=None):
+    return PriorVideo(uri, fp, model, sampling, status, error_type, "r0", 1)
+
+
+def decide_one(before, *, fp="fp1", model="m", sampling="s", uri="u", consistent=True, retry_failed=False):
+    prior_map = {"v": before} if before else {}
+    return decide(
+        [("v", uri)],
+        prior=prior_map,
+        fingerprints={"v": fp},
+        model_id=model,
+        sampling_id=sampling,
+        consistent={"v": consistent},
+        manifest_ids=["v"],
+        retry_failed=retry_failed,
+    )
+
+
+@pytest.mark.parametrize(
+    ("before", "kwargs", "processed"),
+    [
+        (None, {}, True),
+        (prior(), {}, False),
+        (prior(), {"fp": "fp2"}, True),
+        (prior(), {"fp": None}, True),
+        (prior(), {"model": "m2"}, True),
+        (prior(), {"sampling": "s2"}, True),
+        (prior(), {"uri": "u2"}, True),
+        (prior(), {"consistent": False}, True),
+        (prior("timeout"), {}, True),
+        (prior("model_error"), {}, True),
+        (prior("decode_error", error_type="lost"), {}, True),
+        (prior("unreadable"), {}, False),
+        (prior("unreadable"), {"retry_failed": True}, True),
+        (prior("no_video_stream"), {"fp": "fp2"}, True),
+        (prior("not_found", fp=None), {"fp": "status:not_found"}, False),
+        (prior("not_found", fp=None), {"fp": "fp9"}, True),
+        (prior("access_denied", fp=None), {"fp": "status:access_denied"}, False),
+        (prior("access_denied", fp=None), {"fp": "fp9"}, True),
+    ],
+)
+def test_decide(before, kwargs, processed):
+    decision = decide_one(before, **kwargs)
+    assert (decision.process == ("v",)) == processed
+    assert (decision.skip == ("v",)) == (not processed)
+
+
+def test_decide_lists_removed_videos():
+    decision = decide([], prior={"gone": prior()}, fingerprints={}, model_id="m", sampling_id="s", consistent={}, manifest_ids=[])
+    assert decision.removed == ("gone",)
+
+
+# --- real runs ---------------------------------------------------------------------------
+
+
+def write_manifest(path: Path, rows: dict[str, Path]) -> None:
+    pq.write_table(pa.table({"video_id": list(rows), "uri": [str(p) for p in rows.values()]}), path)
+
+
+def job_dict(tmp_path: Path, weights: Path | str) -> dict:
+    return {
+        "name": "nightly-test",
+        "manifest": str(tmp_path / "manifest.parquet"),
+        "output": str(tmp_path / "out"),
+        "sampling": {"mode": "fps", "fps": 1.0, "clip_len_s": 2.0},
+        "model": {"arch": "resnet18", "weights": str(weights), "precision": "fp32", "top_k": 2},
+        "resources": {"batch_clips": 4},
+    }
+
+
+def snapshot(tmp_path: Path) -> tuple[list[dict], list[dict]]:
+    videos = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
+    clips = DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table(columns=["video_id", "clip_index", "run_id"]).to_pylist()
+    return videos, clips
+
+
+def assert_exact(tmp_path: Path, manifest_ids: set[str]) -> dict[str, dict]:
+    """The current snapshot is exactly what the manifest says, with no duplicate keys."""
+    videos, clips = snapshot(tmp_path)
+    ids = [v["video_id"] for v in videos]
+    assert len(ids) == len(set(ids)) and set(ids) == manifest_ids
+    by_id = {v["video_id"]: v for v in videos}
+    keys = [(c["video_id"], c["clip_index"]) for c in clips]
+    assert len(keys) == len(set(keys)), "duplicate clip rows"
+    for c in clips:
+        assert c["video_id"] in by_id and c["run_id"] == by_id[c["video_id"]]["run_id"]
+    for v in videos:
+        assert sum(1 for c in clips if c["video_id"] == v["video_id"]) == v["num_clips"]
+    return by_id
+
+
+def run(tmp_path: Path, weights, **overrides):
+    raw = job_dict(tmp_path, weights)
+    for key, value in overrides.items():
+        section, name = key.split("__")
+        raw[section][name] = value
+    return run_job(parse_job(raw), progress=lambda _: None)
+
+
+def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    a = media.write_video(lib / "a.mp4", num_frames=30, fps=10).path
+    b = media.write_video(lib / "b.webm", num_frames=20, fps=10).path
+    c = media.write_video(lib / "c.mp4", num_frames=25, fps=10).path
+    junk = lib / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    write_manifest(tmp_path / "manifest.parquet", {"a": a, "b": b, "c": c, "junk": junk})
+
+    first = run(tmp_path, seeded_weights)
+    assert first.summary["changes"]["new"] == 4
+    v1 = assert_exact(tmp_path, {"a", "b", "c", "junk"})
+    assert v1["junk"]["status"] == "unreadable"
+
+    started = time.monotonic()
+    second = run(tmp_path, seeded_weights)
+    second_wall = time.monotonic() - started
+    assert second.summary["videos"] == 0 and second.summary["changes"]["unchanged"] == 4
+    assert second_wall < first.summary["wall_time_s"] / 2
+    v2 = assert_exact(tmp_path, {"a", "b", "c", "junk"})
+    assert {k: v["run_id"] for k, v in v2.items()} == {k: v["run_id"] for k, v in v1.items()}
+
+    # change a, delete b from the manifest, add d; junk stays a permanent failure
+    media.write_video(a, num_frames=40, fps=10)
+    d = media.write_video(lib / "d.avi", num_frames=12, fps=12).path
+    write_manifest(tmp_path / "manifest.parquet", {"a": a, "c": c, "junk": junk, "d": d})
+    third = run(tmp_path, seeded_weights)
+    assert third.summary["changes"] == {"new": 1, "changed": 1, "retried": 0, "removed": 1, "unchanged": 2}
+    v3 = assert_exact(tmp_path, {"a", "c", "junk", "d"})
+    assert v3["a"]["run_id"] == v3["d"]["run_id"] == third.run_id
+    assert v3["c"]["run_id"] == v3["junk"]["run_id"] == first.run_id
+    assert v3["a"]["num_clips"] == 2  # 4 s now: samples 0..3 -> windows 0, 1
+
+    # --retry-failed redoes the permanent failure only
+    fourth = run_job(parse_job(job_dict(tmp_path, seeded_weights)), progress=lambda _: None, retry_failed=True)
+    assert fourth.summary["changes"]["retried"] == 1 and fourth.summary["videos"] == 1
+
+    # a different model reprocesses everything
+    fifth = run(tmp_path, "none")
+    assert fifth.summary["changes"]["changed"] == 4
+    v5 = assert_exact(tmp_path, {"a", "c", "junk", "d"})
+    assert all("UNTRAINED" in v["model_id"] for v in v5.values())
+
+    # older versions stay reachable through the history
+    old = DeltaTable(str(tmp_path / "out" / "videos"), version=0).to_pyarrow_table().column("video_id").to_pylist()
+    assert sorted(old) == ["a", "b", "c", "junk"]
+
+
+def _cli_run(tmp_path: Path, weights: Path, env_extra: dict[str, str], *, kill_after: str | None = None) -> int:
+    """`vidbatch run` as its own driver process, on the test session's Ray (as on a cluster)."""
+    import ray
+
+    env_extra = {**env_extra, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    job = tmp_path / "job.yaml"
+    raw = job_dict(tmp_path, weights)
+    raw["resources"]["progress_interval_s"] = 0.1
+    job.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, **env_extra}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidbatch.cli", "run", str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:
+        if kill_after and kill_after in line:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+            break
+        assert time.monotonic() < deadline, "run did not finish in time"
+    return proc.wait(timeout=120)
+
+
+def test_crash_between_the_two_commits_is_repaired(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    rows = {name: media.write_video(lib / f"{name}.mp4", num_frames=20, fps=10).path for name in ("a", "b")}
+    write_manifest(tmp_path / "manifest.parquet", rows)
+    run(tmp_path, seeded_weights)
+    before = assert_exact(tmp_path, {"a", "b"})
+
+    media.write_video(rows["a"], num_frames=35, fps=10)  # a changes
+    code = _cli_run(tmp_path, seeded_weights, {"VIDBATCH_FAULT": "after-clips-commit"})
+    assert code == 137
+    videos, clips = snapshot(tmp_path)  # the videos table still shows the last complete run
+    assert {v["video_id"]: v["run_id"] for v in videos} == {k: v["run_id"] for k, v in before.items()}
+
+    repaired = run(tmp_path, seeded_weights)
+    assert repaired.summary["changes"]["changed"] == 1
+    after = assert_exact(tmp_path, {"a", "b"})
+    assert after["a"]["run_id"] == repaired.run_id and after["a"]["num_clips"] == 2
+
+
+def test_sigkill_mid_run_leaves_last_commit_and_rerun_finishes(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    rows = {f"v{i}": media.write_video(lib / f"v{i}.mp4", num_frames=30, fps=10).path for i in range(4)}
+    write_manifest(tmp_path / "manifest.parquet", dict(list(rows.items())[:1]))
+    run(tmp_path, seeded_weights)
+    committed = assert_exact(tmp_path, {"v0"})
+
+    write_manifest(tmp_path / "manifest.parquet", rows)
+    code = _cli_run(tmp_path, seeded_weights, {}, kill_after="videos 1/3")
+    assert code == -signal.SIGKILL
+    assert assert_exact(tmp_path, {"v0"}) == committed  # nothing of the dead run is visible
+
+    rerun = run(tmp_path, seeded_weights)
+    assert rerun.summary["changes"]["new"] == 3
+    final = assert_exact(tmp_path, {"v0", "v1", "v2", "v3"})
+    assert final["v0"]["run_id"] == committed["v0"]["run_id"]

@@ -1,0 +1,121 @@
+"""Nightly reruns: decide which videos need work, from the state kept in the output tables.
+
+A video is skipped when its current `videos` row was made from the same bytes (source
+fingerprint), the same uri, model and sampling, and ended in a status that will not
+change by trying again. Transient failures (throttling, timeouts, lost results) are
+retried every run; permanent ones only when the file, model or sampling changes, or
+with `--retry-failed`. There is no local ledger: the tables are the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+# A retry of these cannot succeed until the file (or the model/sampling) changes.
+# not_found / access_denied are re-checked with a cheap stat every run (see _same_source);
+# timeout and model_error are transient and always retried.
+PERMANENT = frozenset(
+    {"ok", "unreadable", "no_video_stream", "decode_error", "too_short", "too_large", "not_found", "access_denied"}
+)
+
+
+@dataclass(frozen=True)
+class PriorVideo:
+    uri: str | None
+    fingerprint: str | None
+    model_id: str | None
+    sampling_id: str | None
+    status: str
+    error_type: str | None
+    run_id: str | None
+    num_clips: int
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    process: tuple[str, ...]  # to decode, in manifest order
+    skip: tuple[str, ...]  # current row stays as it is
+    removed: tuple[str, ...]  # in the tables, gone from the manifest
+    new: int = 0
+    changed: int = 0
+    retried: int = 0
+    reasons: Mapping[str, str] = field(default_factory=dict)
+
+
+def decide(
+    candidates: Iterable[tuple[str, str]],
+    *,
+    prior: Mapping[str, PriorVideo],
+    fingerprints: Mapping[str, str | None],
+    model_id: str,
+    sampling_id: str,
+    consistent: Mapping[str, bool],
+    manifest_ids: Iterable[str],
+    retry_failed: bool = False,
+) -> Decision:
+    """`candidates` are (video_id, uri) of rows that passed the plan; `manifest_ids` all kept ids."""
+    process, skip = [], []
+    new = changed = retried = 0
+    reasons: dict[str, str] = {}
+    for video_id, uri in candidates:
+        before = prior.get(video_id)
+        reason = _why_process(before, uri, fingerprints.get(video_id), model_id, sampling_id, retry_failed)
+        if reason is None and not consistent.get(video_id, True):
+            reason = "clips table does not match the videos row (an interrupted commit)"
+        if reason is None:
+            skip.append(video_id)
+            continue
+        process.append(video_id)
+        reasons[video_id] = reason
+        if before is None:
+            new += 1
+        elif reason.startswith("retry"):
+            retried += 1
+        else:
+            changed += 1
+    keep = set(manifest_ids)
+    removed = tuple(sorted(video_id for video_id in prior if video_id not in keep))
+    return Decision(tuple(process), tuple(skip), removed, new=new, changed=changed, retried=retried, reasons=reasons)
+
+
+_SETTLED = "status:"
+
+
+def settled_failure(status: str) -> str:
+    """The "fingerprint" of an object that a stat proved missing or denied."""
+    return _SETTLED + status
+
+
+def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
+    if fingerprint is None:
+        return False  # could not tell: decode again
+    if fingerprint.startswith(_SETTLED):
+        return before.status == fingerprint[len(_SETTLED) :]
+    return before.fingerprint == fingerprint
+
+
+def _why_process(
+    before: PriorVideo | None, uri: str, fingerprint: str | None, model_id: str, sampling_id: str, retry_failed: bool
+) -> str | None:
+    if before is None:
+        return "new"
+    if before.uri != uri:
+        return "uri changed"
+    if not _same_source(before, fingerprint):
+        return "source changed"
+    if before.model_id != model_id:
+        return "model changed"
+    if before.sampling_id != sampling_id:
+        return "sampling changed"
+    if before.status not in PERMANENT or before.error_type == "lost":
+        return f"retry after {before.status}"
+    if retry_failed and before.status != "ok":
+        return f"retry after {before.status} (--retry-failed)"
+    return None
+
+
+def refusal_unchanged(before: PriorVideo | None, uri: str | None, status: str, message: str) -> bool:
+    """A refused row whose current row already says the same needs no rewrite."""
+    return before is not None and before.uri == uri and before.status == status and before.error_message == message

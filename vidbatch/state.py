@@ -1,0 +1,88 @@
+"""Read what the output tables already say: the prior state of every video.
+
+Only small columns are read (no embeddings), so this stays cheap for large tables.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from deltalake import DeltaTable
+
+from vidbatch.config import StorageConfig
+from vidbatch.errors import VideoError
+from vidbatch.incremental import PriorVideo, settled_failure
+from vidbatch.storage import delta_storage_options, join_uri, source_fingerprint, stat_video
+
+_VIDEO_COLUMNS = [
+    "video_id", "uri", "source_fingerprint", "model_id", "sampling_id",
+    "status", "error_type", "error_message", "run_id", "num_clips",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PriorState:
+    videos: dict[str, PriorVideo]
+    consistent: dict[str, bool]  # does the clips table hold exactly the clips the videos row promises?
+
+
+def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | None:
+    uri = join_uri(output, name)
+    options = delta_storage_options(uri, storage)
+    if not DeltaTable.is_deltatable(uri, storage_options=options):
+        return None
+    return DeltaTable(uri, storage_options=options)
+
+
+def load_prior(output: str, storage: StorageConfig) -> PriorState:
+    videos_table = open_table(output, "videos", storage)
+    if videos_table is None:
+        return PriorState({}, {})
+    rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS).to_pylist()
+    videos = {
+        row["video_id"]: PriorVideo(
+            uri=row["uri"],
+            fingerprint=row["source_fingerprint"],
+            model_id=row["model_id"],
+            sampling_id=row["sampling_id"],
+            status=row["status"],
+            error_type=row["error_type"],
+            run_id=row["run_id"],
+            num_clips=int(row["num_clips"] or 0),
+            error_message=row["error_message"],
+        )
+        for row in rows
+    }
+    clips_table = open_table(output, "clips", storage)
+    clip_counts: Counter[tuple[str, str]] = Counter()
+    if clips_table is not None:
+        clips = clips_table.to_pyarrow_table(columns=["video_id", "run_id"])
+        clip_counts.update(zip(clips.column("video_id").to_pylist(), clips.column("run_id").to_pylist(), strict=True))
+    per_video: Counter[str] = Counter()
+    for (video_id, _), count in clip_counts.items():
+        per_video[video_id] += count
+    consistent = {
+        video_id: clip_counts.get((video_id, prior.run_id or ""), 0) == prior.num_clips == per_video.get(video_id, 0)
+        for video_id, prior in videos.items()
+    }
+    return PriorState(videos, consistent)
+
+
+def fingerprints(rows: Iterable[tuple[str, str]], storage: StorageConfig, *, threads: int = 32) -> dict[str, str | None]:
+    """Stat every candidate (in parallel: object stores answer HEADs slowly but concurrently)."""
+
+    def one(row: tuple[str, str]) -> tuple[str, str | None]:
+        video_id, uri = row
+        try:
+            info, _, _ = stat_video(uri, storage)
+        except VideoError as exc:  # still missing / still denied: a settled answer, like a fingerprint
+            return video_id, settled_failure(exc.status) if exc.status in ("not_found", "access_denied") else None
+        except Exception:  # a throttled or failed HEAD: unknown, so the video is decoded again
+            return video_id, None
+        return video_id, source_fingerprint(info)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return dict(pool.map(one, rows))
