@@ -93,14 +93,29 @@ def proxy(fault_proxy: FaultProxy) -> FaultProxy:
 
 @pytest.fixture(scope="session")
 def ray_s3(s3: S3Env) -> Iterator[Any]:
-    """A local Ray (2 CPUs) whose workers inherit the S3 environment above."""
+    """A local Ray (2 CPUs) whose workers inherit the S3 environment above.
+
+    Reuses a Ray that is already running if its workers see that environment (a session
+    Ray started after the `s3` fixture); restarts one started before it.
+    """
     import ray
 
-    if ray.is_initialized():
-        # Started before the S3 environment existed: its workers would not see it.
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    started = False
+    if ray.is_initialized() and not _workers_see(ray, s3):
+        ray.shutdown()  # its workers were forked before the S3 environment existed
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        started = True
     try:
         yield ray
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
+
+
+def _workers_see(ray: Any, s3: S3Env) -> bool:
+    @ray.remote(num_cpus=0)
+    def endpoint() -> str | None:
+        return os.environ.get("AWS_ENDPOINT_URL")
+
+    return bool(ray.get(endpoint.remote(), timeout=60) == s3.endpoint)
