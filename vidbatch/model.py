@@ -113,7 +113,7 @@ def _hash_prefix(url_or_name: str) -> str | None:
     return match.group(1) if match and match.group(1) else None
 
 
-def fetch_checkpoint(arch: str, weights: WeightsEnum) -> tuple[bytes, str]:
+def fetch_checkpoint(arch: str, weights: WeightsEnum, *, label: str = "model.weights=") -> tuple[bytes, str]:
     """The checkpoint's bytes and sha256: from the local torch cache, else downloaded into it.
 
     The hash is checked against the prefix in torchvision's file name for cached files too
@@ -121,6 +121,7 @@ def fetch_checkpoint(arch: str, weights: WeightsEnum) -> tuple[bytes, str]:
     """
     path = checkpoint_file(weights)
     name = weights._name_
+    what = f"{label}{name} for {arch}"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = socket.getdefaulttimeout()
@@ -129,7 +130,7 @@ def fetch_checkpoint(arch: str, weights: WeightsEnum) -> tuple[bytes, str]:
             torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=_hash_prefix(weights.url), progress=False)
         except Exception as exc:  # URLError, timeout, hash mismatch: all mean "not available here"
             raise JobError(
-                f"model.weights={name} for {arch}: not in the local torch cache ({path}) and could not be downloaded "
+                f"{what}: not in the local torch cache ({path}) and could not be downloaded "
                 f"({type(exc).__name__}: {str(exc)[:160]}). " + ways_to_provide(arch, name)
             ) from exc
         finally:
@@ -139,7 +140,7 @@ def fetch_checkpoint(arch: str, weights: WeightsEnum) -> tuple[bytes, str]:
     prefix = _hash_prefix(weights.url)
     if prefix and not sha.startswith(prefix):
         raise JobError(
-            f"model.weights={name} for {arch}: the cached file {path} is damaged (sha256 {sha[:12]}..., "
+            f"{what}: the cached file {path} is damaged (sha256 {sha[:12]}..., "
             f"expected {prefix}...); delete it. " + ways_to_provide(arch, name)
         )
     return raw, sha
@@ -285,7 +286,7 @@ def stage_torchvision_weights(arch: str, name: str, to: str, storage: StorageCon
     if enum_name not in weights_enum.__members__:
         raise JobError(f"weights {name!r}: not a torchvision weights name for {arch} ({', '.join(weights_enum.__members__)})")
     weights = weights_enum[enum_name]
-    raw, sha = fetch_checkpoint(arch, weights)
+    raw, sha = fetch_checkpoint(arch, weights, label="weights ")
     _check_fits(arch, _load_state_dict(raw, weights.url), weights._name_)
     target = to if to.lower().endswith((".pth", ".pt")) else join_uri(to, weights.url.rsplit("/", 1)[-1])
     try:
