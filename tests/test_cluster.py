@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -26,13 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import media
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from deltalake import DeltaTable
 
-pytestmark = pytest.mark.slow
+from vidbatch import submit as submit_mod
 
 VENV_BIN = Path(sys.executable).parent
 HEAD_IP = "127.0.0.2"  # loopback range; Ray would turn 127.0.0.1 into the machine's outward address
@@ -194,6 +197,7 @@ def versions(out: Path) -> dict[str, int]:
     return {t: DeltaTable(str(out / t)).version() for t in ("clips", "videos")}
 
 
+@pytest.mark.slow
 def test_submit_wait_commits_on_a_two_node_cluster(cluster, tmp_path, library, seeded_weights):
     job = write_job(tmp_path, {name: v.path for name, v in library.items()} | {"missing": tmp_path / "nope.mp4"}, seeded_weights)
     result = cluster.vidbatch("submit", str(job), "--wait", "--id", "cluster-test-{date}")
@@ -230,6 +234,7 @@ def test_submit_wait_commits_on_a_two_node_cluster(cluster, tmp_path, library, s
     assert log.returncode == 0 and "committed" in log.stdout
 
 
+@pytest.mark.slow
 def test_a_bad_job_is_refused_before_submitting(cluster, tmp_path, seeded_weights):
     job = write_job(tmp_path, {"a": tmp_path / "a.mp4"}, seeded_weights)
     jobs_before = len(cluster.client().list_jobs())
@@ -240,8 +245,173 @@ def test_a_bad_job_is_refused_before_submitting(cluster, tmp_path, seeded_weight
     assert len(cluster.client().list_jobs()) == jobs_before
 
 
+@pytest.mark.slow
 def test_without_the_token_the_cluster_refuses_and_says_how(cluster, tmp_path, seeded_weights):
     job = write_job(tmp_path, {"a": tmp_path / "a.mp4"}, seeded_weights)
     result = cluster.vidbatch("submit", str(job), token=False)
     assert result.returncode == 3, result.stderr
     assert "RAY_AUTH_TOKEN" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, library, seeded_weights):
+    job = write_job(tmp_path, {name: v.path for name, v in library.items()}, seeded_weights)
+    sid = f"timeout-{secrets.token_hex(3)}"
+    started = time.monotonic()
+    result = cluster.vidbatch("submit", str(job), "--wait", "--timeout", "5", "--id", sid)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+    assert "stopping it" in result.stderr and "STOPPED" in result.stderr
+    assert not (tmp_path / "out" / "videos" / "_delta_log").exists()  # a stopped run commits nothing
+
+    shown = cluster.vidbatch("status", sid)
+    assert shown.returncode == 0 and "STOPPED" in shown.stdout
+    again = cluster.vidbatch("stop", sid)
+    assert again.returncode == 0 and "was not running" in again.stdout
+    unknown = cluster.vidbatch("status", "no-such-submission")
+    assert unknown.returncode == 1 and "no such submission" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_run_ends_cleanly(cluster, tmp_path, seeded_weights):
+    """The worker dies mid-run and a replacement joins (as KubeRay or the autoscaler do): never a hang."""
+    videos = {f"v{i:02d}": media.write_video(tmp_path / f"v{i:02d}.mp4", num_frames=80, fps=10).path for i in range(24)}
+    job = write_job(tmp_path, videos, seeded_weights)
+    sid = f"kill-{secrets.token_hex(3)}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_TOKEN": cluster.token}
+    waiting = subprocess.Popen(
+        [str(VENV_BIN / "vidbatch"), "submit", str(job), "--wait", "--timeout", "150", "--id", sid, "--address", cluster.address],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = cluster.client()
+        deadline = time.monotonic() + 150
+        done = 0
+        while time.monotonic() < deadline and done < 2:
+            time.sleep(1)
+            try:
+                progress = re.findall(r"videos (\d+)/24", client.get_job_logs(sid))
+            except RuntimeError:  # not registered yet
+                continue
+            done = int(progress[-1]) if progress else 0
+            assert waiting.poll() is None, waiting.communicate()
+        assert done >= 2, "the run never got going"
+        cluster.kill("worker")
+        cluster.start_worker("worker2")  # the replacement node
+        out, err = waiting.communicate(timeout=200)  # bounded: a hang fails here
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    if waiting.returncode == 0:
+        rows = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
+        assert sorted(r["video_id"] for r in rows) == sorted(videos)  # one row each: retried work not doubled
+        assert {r["status"] for r in rows} == {"ok"}
+        clips = DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table().to_pylist()
+        assert len(clips) == len({(c["video_id"], c["clip_index"]) for c in clips}) == sum(r["num_clips"] for r in rows)
+    else:  # a clean failure: the job ended, said so, and committed nothing
+        assert waiting.returncode == 1, out + err
+        assert "FAILED" in err or "STOPPED" in err
+        assert not (tmp_path / "out" / "videos" / "_delta_log").exists()
+
+
+# --- no cluster needed ---------------------------------------------------------
+
+
+def test_ids_expand_and_are_checked():
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 11, 22, 23, 59, tzinfo=timezone.utc)
+    assert submit_mod.expand_id("{name}-{date}", "nightly-tagging", when) == "nightly-tagging-2026-11-22"
+    assert submit_mod.expand_id(None, "x") is None
+    for bad in ("a b", "../x", "{user}", "-x", "x" * 129):
+        with pytest.raises(submit_mod.JobError):
+            submit_mod.expand_id(bad, "x", when)
+
+
+def test_relative_local_paths_become_absolute_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "job.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "n",
+                "manifest": "lib/manifest.parquet",
+                "output": "s3://bucket/out",
+                "model": {"weights": "w/r18.pt", "arch": "resnet18"},
+                "inputs": {"allowed_roots": ["lib"]},
+            }
+        )
+    )
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    sub = submit_mod.build_submission(tmp_path / "job.yaml", ["sampling.fps=2"], staging)
+    assert sub.entrypoint.startswith("python -m vidbatch.cli run job/job.yaml --set sampling.fps=2")
+    args = shlex.split(sub.entrypoint)
+    assert f"manifest={tmp_path}/lib/manifest.parquet" in args
+    assert f"model.weights={tmp_path}/w/r18.pt" in args
+    assert f"inputs.allowed_roots=['{tmp_path}/lib']" in args
+    assert "output=" not in sub.entrypoint  # not local: left alone
+    assert sub.job.manifest == f"{tmp_path}/lib/manifest.parquet"
+    assert (staging / "vidbatch" / "cli.py").is_file() and (staging / "job" / "job.yaml").is_file()
+    assert not list(staging.rglob("__pycache__"))
+    assert sub.runtime_env["working_dir"] == str(staging)
+    assert set(sub.runtime_env["env_vars"]) == {"PYTHONUNBUFFERED"}  # never credentials
+
+
+def test_bad_job_is_refused_before_any_connection(tmp_path, monkeypatch):
+    (tmp_path / "job.yaml").write_text("name: n\nmanifest: m.parquet\noutput: o\nmodel: {arch: resnet51}\n")
+
+    def no_connection(address):
+        raise AssertionError("must not connect")
+
+    monkeypatch.setattr(submit_mod, "connect", no_connection)
+    with pytest.raises(submit_mod.JobError, match="model.arch='resnet51'"):
+        submit_mod.submit(str(tmp_path / "job.yaml"), [], "http://127.0.0.1:1")
+
+
+def test_token_comes_from_the_environment_as_a_header(tmp_path):
+    assert submit_mod.auth_headers({}) == {}
+    assert submit_mod.auth_headers({"RAY_AUTH_TOKEN": "abc"}) == {"Authorization": "Bearer abc"}
+    token_file = tmp_path / "token"
+    token_file.write_text("xyz\n")
+    assert submit_mod.auth_headers({"RAY_AUTH_TOKEN_PATH": str(token_file)}) == {"Authorization": "Bearer xyz"}
+    # With RAY_AUTH_MODE=token Ray's client adds the header itself.
+    assert submit_mod.auth_headers({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "abc"}) == {}
+
+
+class FakeClient:
+    """Just enough of JobSubmissionClient for follow(): a job that runs until stopped."""
+
+    def __init__(self, statuses: list[str], exit_code: int | None = None) -> None:
+        self.statuses = statuses
+        self.exit_code = exit_code
+        self.stopped = False
+
+    async def tail_job_logs(self, sid):
+        yield "line 1\n"
+
+    def get_job_info(self, sid):
+        from types import SimpleNamespace
+
+        status = "STOPPED" if self.stopped else (self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0])
+        return SimpleNamespace(status=status, message="m", driver_exit_code=self.exit_code if status == "FAILED" else None)
+
+    def stop_job(self, sid):
+        self.stopped = True
+        return True
+
+
+def test_follow_exit_codes_and_timeout():
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    assert submit_mod.follow(FakeClient(["RUNNING", "SUCCEEDED"]), "s", out, err, sleep=lambda s: None) == 0
+    assert out.getvalue() == "line 1\n"
+    assert submit_mod.follow(FakeClient(["FAILED"], exit_code=2), "s", out, err, sleep=lambda s: None) == 2
+    assert submit_mod.follow(FakeClient(["FAILED"]), "s", out, err, sleep=lambda s: None) == 1
+    clock = iter(range(0, 1000, 10))
+    stuck = FakeClient(["RUNNING"])
+    code = submit_mod.follow(stuck, "s", out, err, timeout_s=25, clock=lambda: next(clock), sleep=lambda s: None)
+    assert code == 1 and stuck.stopped and "stopping it" in err.getvalue()

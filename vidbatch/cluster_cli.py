@@ -24,6 +24,13 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
         "a second submit with the same id does not run the job again",
     )
     submit.add_argument("--wait", action="store_true", help="follow the job's log; exit 0 only when it SUCCEEDED")
+    submit.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait: stop the job if it is still running after this long (it then commits nothing; exit 1)",
+    )
     submit.set_defaults(func=_submit)
 
     status = sub.add_parser("status", help="status of a submitted job")
@@ -46,7 +53,9 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
 def _submit(args: argparse.Namespace) -> int:
     from vidbatch.submit import submit
 
-    return submit(args.job, args.overrides, args.address, submission_id=args.submission_id, wait=args.wait)
+    return submit(
+        args.job, args.overrides, args.address, submission_id=args.submission_id, wait=args.wait, timeout_s=args.timeout
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -217,6 +217,7 @@ def submit(
     *,
     submission_id: str | None = None,
     wait: bool = False,
+    timeout_s: float | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -236,7 +237,7 @@ def submit(
             except RuntimeError as exc:
                 if sid is None or not _already_exists(exc):
                     raise
-                return _existing(client, sid, sub, wait, out, err)
+                return _existing(client, sid, sub, wait, timeout_s, out, err)
         except ClusterError as exc:
             print(f"vidbatch: {exc}", file=err)
             return EXIT_CLUSTER
@@ -248,10 +249,10 @@ def submit(
     if not wait:
         print(f"follow it with: vidbatch logs {sid} --follow --address ...", file=err)
         return EXIT_OK
-    return follow(client, sid, out, err)
+    return follow(client, sid, out, err, timeout_s=timeout_s)
 
 
-def _existing(client: Any, sid: str, sub: Submission, wait: bool, out: TextIO, err: TextIO) -> int:
+def _existing(client: Any, sid: str, sub: Submission, wait: bool, timeout_s: float | None, out: TextIO, err: TextIO) -> int:
     """A submission with this id exists: never run twice; report it (and follow it with --wait)."""
     info = client.get_job_info(sid)
     status = str(info.status.value if hasattr(info.status, "value") else info.status)
@@ -267,7 +268,7 @@ def _existing(client: Any, sid: str, sub: Submission, wait: bool, out: TextIO, e
             print(f"  to run it again, submit with a new --id (e.g. {sid}-retry1)", file=err)
         return _exit_for(info)
     if wait:
-        return follow(client, sid, out, err)
+        return follow(client, sid, out, err, timeout_s=timeout_s)
     return EXIT_OK
 
 
@@ -287,24 +288,39 @@ def follow(
     out: TextIO,
     err: TextIO,
     *,
+    timeout_s: float | None = None,
     poll_s: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Print the job's log as it grows until the job ends; the exit code says how it ended."""
+    """Print the job's log as it grows until the job ends; the exit code says how it ended.
+
+    With `timeout_s`, a job still running after that long is stopped (it commits nothing,
+    the last commit stays) and the exit code is 1: a lost node that nothing replaces can
+    leave Ray waiting for resources forever, and a nightly run must end.
+    """
+    deadline = None if timeout_s is None else clock() + timeout_s
     try:
         try:
-            asyncio.run(_tail(client, sid, out))
+            asyncio.run(asyncio.wait_for(_tail(client, sid, out), timeout=timeout_s))
+        except (asyncio.TimeoutError, TimeoutError):
+            pass
         except Exception as exc:  # the log stream broke (head restart, proxy timeout): poll instead
             print(f"vidbatch: log stream interrupted ({_explain(exc)}); polling the status", file=err)
+        stopping = False
         while True:
             try:
                 info = client.get_job_info(sid)
+                status = str(info.status.value if hasattr(info.status, "value") else info.status)
+                if status in TERMINAL:
+                    break
+                if deadline is not None and clock() >= deadline and not stopping:
+                    print(f"vidbatch: {sid} still running after --timeout {timeout_s:g}s; stopping it", file=err)
+                    client.stop_job(sid)
+                    stopping = True
             except Exception as exc:
                 print(f"vidbatch: cannot read the status of {sid}: {_explain(exc)}", file=err)
                 return EXIT_CLUSTER
-            status = str(info.status.value if hasattr(info.status, "value") else info.status)
-            if status in TERMINAL:
-                break
             sleep(poll_s)
     except KeyboardInterrupt:
         print(f"vidbatch: stopped following; {sid} goes on on the cluster (vidbatch stop {sid} ends it)", file=err)
