@@ -87,7 +87,10 @@ class LimitsConfig(_Frozen):
     max_duration_s: float = Field(6 * 3600.0, gt=0)
     max_file_bytes: int = Field(50 * 1024**3, ge=1)
     max_streams: int = Field(64, ge=1)
-    decode_timeout_s: float = Field(600.0, gt=0)
+    decode_timeout_s: float = Field(600.0, gt=0)  # per video, time the decoder spends working
+    decode_memory_mb: int = Field(4096, ge=256)  # address-space cap of the decode sandbox
+    isolate_decode: bool = True  # decode in a sandbox process: a crash or hang costs one row
+    no_progress_timeout_s: float = Field(1800.0, gt=0)  # the run stops waiting when nothing finishes for this long
 
 
 class InputPolicy(_Frozen):

@@ -12,7 +12,6 @@ and probe facts); the driver joins them back together.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,31 +19,9 @@ import numpy as np
 import pyarrow as pa
 
 from vidbatch.config import LimitsConfig, Precision, SamplingConfig, StorageConfig
-from vidbatch.errors import VideoError
+from vidbatch.video_task import EMBEDDED, DecodeSettings, decode_video
 
 log = logging.getLogger(__name__)
-
-_COMMON = [
-    ("video_id", pa.string()),
-    ("kind", pa.string()),  # "clip" | "video"
-    ("clip_index", pa.int32()),
-    ("start_s", pa.float64()),
-    ("end_s", pa.float64()),
-    ("frame_pts_s", pa.list_(pa.float64())),
-    ("num_frames", pa.int32()),
-    ("status", pa.string()),
-    ("error_type", pa.string()),
-    ("error_message", pa.string()),
-    ("duration_s", pa.float64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("fps", pa.float64()),
-    ("codec", pa.string()),
-    ("num_clips", pa.int32()),
-    ("source_fingerprint", pa.string()),
-]
-DECODED = pa.schema([*_COMMON, ("frames", pa.large_binary())])
-EMBEDDED = pa.schema([*_COMMON, ("embedding", pa.list_(pa.float32())), ("probs", pa.list_(pa.float32()))])
 
 
 class DecodeStage:
@@ -60,65 +37,28 @@ class DecodeStage:
         crop_size: int,
         threads: int = 0,
     ) -> None:
+        from vidbatch.isolation import IsolatedDecoder
         from vidbatch.preprocess import PreprocessSpec
 
-        self.sampling = sampling
-        self.limits = limits
-        self.storage = storage
-        self.spec = PreprocessSpec(resize_size=resize_size, crop_size=crop_size)
-        self.threads = threads
+        self.settings = DecodeSettings(
+            sampling=sampling,
+            limits=limits,
+            storage=storage,
+            spec=PreprocessSpec(resize_size=resize_size, crop_size=crop_size),
+            threads=threads,
+        )
+        self.sandbox = IsolatedDecoder(self.settings) if limits.isolate_decode else None
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         for row in batch.to_pylist():
-            yield from self._one_video(row["video_id"], row["uri"])
+            if self.sandbox is not None:
+                yield from self.sandbox.decode(row["video_id"], row["uri"])
+            else:
+                yield from decode_video(row["video_id"], row["uri"], self.settings)
 
-    def _one_video(self, video_id: str, uri: str) -> Iterator[pa.Table]:
-        from vidbatch.decode import iter_clips, open_video
-        from vidbatch.storage import open_source, source_fingerprint, stat_video
-
-        video: dict[str, Any] = {"video_id": video_id, "kind": "video", "status": "ok"}
-        num_clips = 0
-        try:
-            info_dict, fs, path = stat_video(uri, self.storage)
-            video["source_fingerprint"] = source_fingerprint(info_dict)
-            size = info_dict.get("size") or 0
-            if size > self.limits.max_file_bytes:
-                raise VideoError("too_large", f"{size} bytes is above limits.max_file_bytes={self.limits.max_file_bytes}")
-            if size == 0:
-                raise VideoError("unreadable", "the file is empty (0 bytes); re-upload it")
-            deadline = time.monotonic() + self.limits.decode_timeout_s
-            with open_source(fs, path) as source, open_video(source, limits=self.limits, threads=self.threads) as opened:
-                container, stream, info = opened
-                video.update(duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps, codec=info.codec)
-                for clip in iter_clips(container, stream, info, sampling=self.sampling, spec=self.spec, deadline=deadline):
-                    num_clips += 1
-                    yield _table(
-                        DECODED,
-                        {
-                            "video_id": video_id,
-                            "kind": "clip",
-                            "clip_index": clip.index,
-                            "start_s": clip.start_s,
-                            "end_s": clip.end_s,
-                            "frame_pts_s": list(clip.frame_pts_s),
-                            "num_frames": len(clip.frame_pts_s),
-                            "status": "ok",
-                            "frames": clip.frames.tobytes(),
-                        },
-                    )
-            if num_clips == 0:
-                raise VideoError("too_short", "no frame was sampled; the video is shorter than one sample")
-        except VideoError as exc:
-            video.update(status=exc.status, error_type=exc.status, error_message=exc.message)
-        except Exception as exc:  # a bug or an unexpected library error: still only this row
-            log.exception("unexpected error decoding %s", video_id)
-            video.update(
-                status="decode_error",
-                error_type=type(exc).__name__,
-                error_message=f"unexpected decoder failure: {str(exc)[:200]}",
-            )
-        video["num_clips"] = num_clips if video["status"] == "ok" else 0
-        yield _table(DECODED, video)
+    def __del__(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
 
 
 class ModelStage:
@@ -191,7 +131,3 @@ class ModelStage:
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         mean_probs = np.stack([class_probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
         return emb.astype(np.float32), mean_probs.astype(np.float32)
-
-
-def _table(schema: pa.Schema, row: dict[str, Any]) -> pa.Table:
-    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names}], schema=schema)

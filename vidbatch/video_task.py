@@ -1,0 +1,126 @@
+"""Everything that happens to one video between its manifest row and its rows for the
+model stage: stat, limits, decode, sample, preprocess. Runs inside the decode sandbox
+(vidbatch.isolation) or, for tests and debugging, in-process.
+
+Yields one table per clip (frames as raw uint8 bytes) and always exactly one final
+video table with the status.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from vidbatch.config import LimitsConfig, SamplingConfig, StorageConfig
+from vidbatch.errors import Status, VideoError
+from vidbatch.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+_COMMON = [
+    ("video_id", pa.string()),
+    ("kind", pa.string()),  # "clip" | "video"
+    ("clip_index", pa.int32()),
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("frame_pts_s", pa.list_(pa.float64())),
+    ("num_frames", pa.int32()),
+    ("status", pa.string()),
+    ("error_type", pa.string()),
+    ("error_message", pa.string()),
+    ("duration_s", pa.float64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("fps", pa.float64()),
+    ("codec", pa.string()),
+    ("num_clips", pa.int32()),
+    ("source_fingerprint", pa.string()),
+]
+DECODED = pa.schema([*_COMMON, ("frames", pa.large_binary())])
+EMBEDDED = pa.schema([*_COMMON, ("embedding", pa.list_(pa.float32())), ("probs", pa.list_(pa.float32()))])
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    sampling: SamplingConfig
+    limits: LimitsConfig
+    storage: StorageConfig
+    spec: PreprocessSpec
+    threads: int = 0
+
+
+def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
+    from vidbatch.decode import iter_clips, open_video
+    from vidbatch.storage import open_source, source_fingerprint, stat_video
+
+    limits = settings.limits
+    video: dict[str, Any] = {"video_id": video_id, "kind": "video", "status": "ok"}
+    num_clips = 0
+    try:
+        info_dict, fs, path = stat_video(uri, settings.storage)
+        video["source_fingerprint"] = source_fingerprint(info_dict)
+        size = info_dict.get("size") or 0
+        if size > limits.max_file_bytes:
+            raise VideoError("too_large", f"{size} bytes is above limits.max_file_bytes={limits.max_file_bytes}")
+        if size == 0:
+            raise VideoError("unreadable", "the file is empty (0 bytes); re-upload it")
+        deadline = time.monotonic() + limits.decode_timeout_s
+        with open_source(fs, path) as source, open_video(source, limits=limits, threads=settings.threads) as opened:
+            container, stream, info = opened
+            video.update(duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps, codec=info.codec)
+            for clip in iter_clips(container, stream, info, sampling=settings.sampling, spec=settings.spec, deadline=deadline):
+                num_clips += 1
+                yield row_table(
+                    DECODED,
+                    {
+                        "video_id": video_id,
+                        "kind": "clip",
+                        "clip_index": clip.index,
+                        "start_s": clip.start_s,
+                        "end_s": clip.end_s,
+                        "frame_pts_s": list(clip.frame_pts_s),
+                        "num_frames": len(clip.frame_pts_s),
+                        "status": "ok",
+                        "frames": clip.frames.tobytes(),
+                    },
+                )
+        if num_clips == 0:
+            raise VideoError("too_short", "no frame was sampled; the video is shorter than one sample")
+    except VideoError as exc:
+        video.update(status=exc.status, error_type=exc.status, error_message=exc.message)
+    except MemoryError:
+        video.update(
+            status="too_large",
+            error_type="MemoryError",
+            error_message=f"decoding needed more memory than limits.decode_memory_mb={limits.decode_memory_mb}",
+        )
+    except Exception as exc:  # a bug or an unexpected library error: still only this row
+        log.exception("unexpected error decoding %s", video_id)
+        video.update(
+            status="decode_error", error_type=type(exc).__name__, error_message=f"unexpected decoder failure: {str(exc)[:200]}"
+        )
+    video["num_clips"] = num_clips if video["status"] == "ok" else 0
+    yield row_table(DECODED, video)
+
+
+def failure_table(video_id: str, status: Status, error_type: str, message: str) -> pa.Table:
+    return row_table(
+        DECODED,
+        {
+            "video_id": video_id,
+            "kind": "video",
+            "status": status,
+            "error_type": error_type,
+            "error_message": message,
+            "num_clips": 0,
+        },
+    )
+
+
+def row_table(schema: pa.Schema, row: dict[str, Any]) -> pa.Table:
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names}], schema=schema)
