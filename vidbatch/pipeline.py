@@ -156,18 +156,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
     import ray.data
 
     resources = config.resources
-    cluster = ray.cluster_resources()
-    model_gpus = resources.model_gpus if resources.model_gpus is not None else (1.0 if cluster.get("GPU", 0) >= 1 else 0.0)
-    if model_gpus > cluster.get("GPU", 0):
-        from vidbatch.errors import JobError
-
-        raise JobError(
-            f"resources.model_gpus={model_gpus} but the cluster has {cluster.get('GPU', 0):g} GPUs; "
-            "set resources.model_gpus: 0 to run the model on CPUs"
-        )
-    decode_actors = resources.decode_actors or _default_decoders(
-        cluster, resources.model_actors * resources.model_cpus, resources.decode_cpus
-    )
+    model_gpus, decoders_min, decoders_max = _placement(ray, resources)
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line says videos done/total
@@ -192,7 +181,8 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
             "crop_size": spec.crop_size,
             "threads": resources.decode_threads,
         },
-        compute=ray.data.ActorPoolStrategy(size=decode_actors),
+        # Autoscaling pool: what fits now, growing to what the cluster's autoscaler can add.
+        compute=ray.data.ActorPoolStrategy(min_size=decoders_min, max_size=decoders_max),
         num_cpus=resources.decode_cpus,
     )
     return dataset.map_batches(
@@ -214,6 +204,44 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
         num_cpus=resources.model_cpus,
         num_gpus=model_gpus,
     )
+
+
+def _placement(ray: Any, resources: Any) -> tuple[float, int, int]:
+    """GPUs per model actor, and the decode pool's min and max size.
+
+    Model actors ask for GPUs when resources.model_gpus says so (default: 1 when the cluster
+    has, or its autoscaler can add, GPU nodes). Decode actors ask for CPUs: the pool starts with
+    one per CPU left now and grows to one per CPU left at the autoscaler's maximum (or to
+    resources.decode_actors), so GPUs added later are not starved by too few decoders.
+    """
+    now = ray.cluster_resources()
+    most = _autoscaler_max_resources()
+    gpus = max(now.get("GPU", 0), most.get("GPU", 0))
+    model_gpus = resources.model_gpus if resources.model_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+    if model_gpus > gpus:
+        from vidbatch.errors import JobError
+
+        raise JobError(
+            f"resources.model_gpus={model_gpus} but the cluster has {now.get('GPU', 0):g} GPUs and no autoscaler "
+            "configured to add more; set resources.model_gpus: 0 to run the model on CPUs, or keep at least "
+            "one GPU worker running (min replicas 1)"
+        )
+    model_cpus = resources.model_actors * resources.model_cpus
+    fits_now = _default_decoders(now, model_cpus, resources.decode_cpus)
+    fits_max = _default_decoders({"CPU": max(now.get("CPU", 1), most.get("CPU", 0))}, model_cpus, resources.decode_cpus)
+    if resources.decode_actors:
+        return model_gpus, min(resources.decode_actors, fits_now), resources.decode_actors
+    return model_gpus, fits_now, max(fits_now, fits_max)
+
+
+def _autoscaler_max_resources() -> dict[str, float]:
+    """The most CPUs/GPUs the cluster's autoscaler may bring ({} when unknown or not autoscaling)."""
+    try:
+        from ray._private.state import state
+
+        return dict(state.get_max_resources_from_cluster_config() or {})
+    except Exception:  # a private Ray API: absent or changed means "not known"
+        return {}
 
 
 def _default_decoders(cluster: dict[str, float], model_cpus: float, decode_cpus: float) -> int:
