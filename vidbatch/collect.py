@@ -132,18 +132,18 @@ class Collector:
             if video is not None and (video["status"] != "ok" or len(entry["clips"]) >= (video["num_clips"] or 0)):
                 self._finish(video_id, video, entry["clips"])
 
-    def close(self, lost_message: str) -> Tally:
-        """Anything not finished (or never seen) still gets its row: nothing is dropped."""
+    def close(self, lost_message: str, *, lost_status: str = "decode_error", lost_type: str = "lost") -> Tally:
+        """Anything not finished (or never seen) still gets its row: nothing is dropped.
+
+        Such rows are transient failures (error_type `lost` / `no_progress`): the next run retries them.
+        """
+        lost = {"status": lost_status, "error_type": lost_type, "error_message": lost_message}
         for video_id in list(self.pending):
             video = self.pending[video_id]["video"] or {"video_id": video_id}
-            self._finish(video_id, {**video, "status": "decode_error", "error_type": "lost", "error_message": lost_message}, {})
+            self._finish(video_id, {**video, **lost}, {})
         for video_id in self.uris:
             if video_id not in self.done:
-                self._finish(
-                    video_id,
-                    {"video_id": video_id, "status": "decode_error", "error_type": "lost", "error_message": lost_message},
-                    {},
-                )
+                self._finish(video_id, {"video_id": video_id, **lost}, {})
         self.clips_out.close()
         self.videos_out.close()
         return self.tally

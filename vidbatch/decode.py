@@ -69,6 +69,8 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
         raise VideoError("unreadable", f"not a readable media file ({_short(exc)})") from exc
     try:
         stream = _video_stream(container, limits)
+        if stream.codec_context is None:
+            raise VideoError("decode_error", "the video codec is unknown or not supported by this build; transcode the file")
         stream.thread_type = "AUTO"  # frame + slice threading
         stream.codec_context.thread_count = threads
         info = _probe(container, stream)
@@ -264,5 +266,6 @@ def _check_limits(info: VideoInfo, limits: LimitsConfig) -> None:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # FFmpeg's str() names the file (a path, or a URL with a query string): keep only the reason.
+    text = str(getattr(exc, "strerror", None) or exc).strip() or type(exc).__name__
     return text[:200]

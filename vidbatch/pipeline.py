@@ -10,9 +10,11 @@ import dataclasses
 import json
 import logging
 import os
+import queue
 import secrets
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 # One video per block keeps decode actors evenly loaded; past this many videos, blocks
 # hold several so the scheduler's bookkeeping stays small.
 _MAX_BLOCKS = 20_000
+_ACTOR_RESTARTS = 3
+_TASK_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ def run_job(
         f"{len(decision.skip)} unchanged, {len(decision.removed)} removed, {len(refusals)} refused; model {weights.model_id}"
     )
 
+    patience = config.limits.no_progress_timeout_s
     identity = Identity(model_id=weights.model_id, sampling_id=identity_sampling, run_id=run_id)
     printer = ProgressPrinter(config.resources.progress_interval_s, say)
     with tempfile.TemporaryDirectory(prefix=f"vidbatch-{run_id}-") as spill:
@@ -119,9 +124,18 @@ def run_job(
         if work.to_process.num_rows:
             ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
             dataset = _build_dataset(ray, config, work.to_process, weights)
-            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-                collector.add_batch(batch)
-        tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
+            finished = _drain(dataset, collector, no_progress_timeout_s=patience)
+        else:
+            finished = True
+        if finished:
+            tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
+        else:
+            say(f"no video finished for limits.no_progress_timeout_s={patience:g}s: committing what is done")
+            tally = collector.close(
+                f"the run stopped waiting after {patience:g}s without progress; the next run retries it",
+                lost_status="timeout",
+                lost_type="no_progress",
+            )
         printer(tally, collector.total, force=True)
         changes = {
             "new": decision.new,
@@ -184,6 +198,10 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
         # Autoscaling pool: what fits now, growing to what the cluster's autoscaler can add.
         compute=ray.data.ActorPoolStrategy(min_size=decoders_min, max_size=decoders_max),
         num_cpus=resources.decode_cpus,
+        # Poison videos are contained by the decode sandbox; these bound what is left
+        # (a node lost, an actor killed) instead of Ray's default of retrying forever.
+        max_restarts=_ACTOR_RESTARTS,
+        max_task_retries=_TASK_RETRIES,
     )
     return dataset.map_batches(
         ModelStage,
@@ -203,7 +221,39 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
         compute=ray.data.ActorPoolStrategy(size=resources.model_actors),
         num_cpus=resources.model_cpus,
         num_gpus=model_gpus,
+        max_restarts=_ACTOR_RESTARTS,
+        max_task_retries=_TASK_RETRIES,
     )
+
+
+def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float) -> bool:
+    """Feed the collector; False when nothing arrived for `no_progress_timeout_s` (a stuck cluster).
+
+    The dataset is consumed on a daemon thread so the driver itself can never hang:
+    after the timeout it commits what is done and the process may exit.
+    """
+    batches: queue.Queue[Any] = queue.Queue(maxsize=8)
+    end = object()
+
+    def consume() -> None:
+        try:
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                batches.put(batch)
+            batches.put(end)
+        except BaseException as exc:  # handed to the driver thread, which re-raises it
+            batches.put(exc)
+
+    threading.Thread(target=consume, name="vidbatch-consume", daemon=True).start()
+    while True:
+        try:
+            item = batches.get(timeout=no_progress_timeout_s)
+        except queue.Empty:
+            return False
+        if item is end:
+            return True
+        if isinstance(item, BaseException):
+            raise item
+        collector.add_batch(item)
 
 
 def _placement(ray: Any, resources: Any) -> tuple[float, int, int]:
