@@ -19,9 +19,14 @@ import pyarrow as pa
 from vidbatch.config import LimitsConfig, SamplingConfig, StorageConfig
 from vidbatch.errors import Status, VideoError
 from vidbatch.preprocess import PreprocessSpec
+from vidbatch.schema import VIDEOS
 
 log = logging.getLogger(__name__)
 
+# The video facts travel with the same types the videos table gives them.
+_VIDEO_FACTS = (
+    "status", "error_type", "error_message", "duration_s", "width", "height", "fps", "codec", "num_clips", "source_fingerprint",
+)  # fmt: skip
 _COMMON = [
     ("video_id", pa.string()),
     ("kind", pa.string()),  # "clip" | "video"
@@ -30,16 +35,7 @@ _COMMON = [
     ("end_s", pa.float64()),
     ("frame_pts_s", pa.list_(pa.float64())),
     ("num_frames", pa.int32()),
-    ("status", pa.string()),
-    ("error_type", pa.string()),
-    ("error_message", pa.string()),
-    ("duration_s", pa.float64()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("fps", pa.float64()),
-    ("codec", pa.string()),
-    ("num_clips", pa.int32()),
-    ("source_fingerprint", pa.string()),
+    *((name, VIDEOS.field(name).type) for name in _VIDEO_FACTS),
 ]
 DECODED = pa.schema([*_COMMON, ("frames", pa.large_binary())])
 EMBEDDED = pa.schema([*_COMMON, ("embedding", pa.list_(pa.float32())), ("probs", pa.list_(pa.float32()))])
