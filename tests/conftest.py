@@ -8,6 +8,8 @@ from pathlib import Path
 import media
 import pytest
 
+pytest_plugins = ["conftest_s3"]
+
 # Token auth is on by default in Ray 2.60; a fresh local Ray needs nothing, but keep
 # test runs from picking up a developer's RAY_ADDRESS.
 os.environ.pop("RAY_ADDRESS", None)
@@ -42,9 +44,13 @@ def seeded_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(s3):
+    """One local Ray for the session, started after the S3 environment so every test can share it."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
-    ray.shutdown()
+    if started:
+        ray.shutdown()

@@ -322,7 +322,7 @@ def _summary(
         "finished_at": _now(),
         "model_id": weights.model_id,
         "untrained_weights": weights.untrained,
-        "weights_note": "seeded random init: embeddings and labels are NOT meaningful" if weights.untrained else None,
+        "weights_note": "seeded random init: embeddings and labels are NOT meaningful" if weights.untrained else weights.note,
         "weights_sha256": weights.sha256,
         "sampling_id": config.sampling.sampling_id(),
         "manifest_rows": plan.manifest_rows,
