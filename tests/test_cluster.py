@@ -305,6 +305,7 @@ def test_a_worker_node_killed_mid_run_ends_cleanly(cluster, tmp_path, seeded_wei
     finally:
         if waiting.poll() is None:
             waiting.kill()
+    print(f"worker killed at {done}/24 videos; submit --wait exit {waiting.returncode}")  # shown with -s / -rP
     if waiting.returncode == 0:
         rows = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
         assert sorted(r["video_id"] for r in rows) == sorted(videos)  # one row each: retried work not doubled
