@@ -109,7 +109,9 @@ class LocalCluster:
         )
 
     def start_worker(self, name: str = "worker", cpus: int = 1) -> None:
-        self._spawn(name, [*self._common(name, WORKER_IP, cpus), f"--address={HEAD_IP}:{self.gcs_port}"])
+        # A fresh temp dir per start: a replacement must not reuse the dead node's sockets.
+        temp = f"{name}-{secrets.token_hex(2)}"
+        self._spawn(name, [*self._common(temp, WORKER_IP, cpus), f"--address={HEAD_IP}:{self.gcs_port}"])
 
     def alive_nodes(self) -> int:
         """Alive nodes as the Jobs API's head sees them (dashboard /nodes)."""
@@ -123,9 +125,8 @@ class LocalCluster:
     def wait_for_nodes(self, count: int, timeout_s: float = START_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for name, proc in self.nodes.items():
-                if proc.poll() is not None and name != "gone":
-                    pass
+            dead = [name for name, proc in self.nodes.items() if proc.poll() is not None]
+            assert not dead, f"ray start exited: {dead}; logs in {self.root}"
             try:
                 if self.alive_nodes() >= count:
                     return
@@ -273,20 +274,28 @@ def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, libra
 
 
 @pytest.mark.slow
-def test_a_worker_node_killed_mid_run_ends_cleanly(cluster, tmp_path, seeded_weights):
-    """The worker dies mid-run and a replacement joins (as KubeRay or the autoscaler do): never a hang."""
+@pytest.mark.parametrize("replaced", [True, False], ids=["node-replaced", "node-not-replaced"])
+def test_a_worker_node_killed_mid_run_never_hangs(cluster, tmp_path, seeded_weights, replaced):
+    """The worker dies mid-run. Replaced (as KubeRay or the autoscaler do) or not, the run ends
+    within a bound: committed with one row per video, or failed cleanly with nothing committed."""
     videos = {f"v{i:02d}": media.write_video(tmp_path / f"v{i:02d}.mp4", num_frames=80, fps=10).path for i in range(24)}
     job = write_job(tmp_path, videos, seeded_weights)
     sid = f"kill-{secrets.token_hex(3)}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"RAY_AUTH_TOKEN": cluster.token}
+    # The driver's own watchdog (limits.no_progress_timeout_s) ends a run nothing can finish;
+    # --timeout is the submitter's backstop above it.
+    argv = ["submit", str(job), "--set", "limits.no_progress_timeout_s=25", "--wait", "--timeout", "150", "--id", sid]
     waiting = subprocess.Popen(
-        [str(VENV_BIN / "vidbatch"), "submit", str(job), "--wait", "--timeout", "150", "--id", sid, "--address", cluster.address],
+        [str(VENV_BIN / "vidbatch"), *argv, "--address", cluster.address],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
+        if "worker" not in cluster.nodes:
+            cluster.start_worker("worker")
+            cluster.wait_for_nodes(2)
         client = cluster.client()
         deadline = time.monotonic() + 150
         done = 0
@@ -300,19 +309,23 @@ def test_a_worker_node_killed_mid_run_ends_cleanly(cluster, tmp_path, seeded_wei
             assert waiting.poll() is None, waiting.communicate()
         assert done >= 2, "the run never got going"
         cluster.kill("worker")
-        cluster.start_worker("worker2")  # the replacement node
+        if replaced:
+            cluster.start_worker("worker")
         out, err = waiting.communicate(timeout=200)  # bounded: a hang fails here
     finally:
         if waiting.poll() is None:
             waiting.kill()
-    print(f"worker killed at {done}/24 videos; submit --wait exit {waiting.returncode}")  # shown with -s / -rP
+    print(f"worker killed at {done}/24 videos, replaced={replaced}: submit --wait exit {waiting.returncode}")  # -rP shows it
     if waiting.returncode == 0:
         rows = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
         assert sorted(r["video_id"] for r in rows) == sorted(videos)  # one row each: retried work not doubled
-        assert {r["status"] for r in rows} == {"ok"}
+        statuses = {r["status"] for r in rows}
+        # "timeout": videos the watchdog gave up on (their rows say so; the next run retries them).
+        assert statuses <= {"ok", "timeout"} and "ok" in statuses, statuses
         clips = DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table().to_pylist()
         assert len(clips) == len({(c["video_id"], c["clip_index"]) for c in clips}) == sum(r["num_clips"] for r in rows)
     else:  # a clean failure: the job ended, said so, and committed nothing
+        print(out[-3000:], err[-1500:])
         assert waiting.returncode == 1, out + err
         assert "FAILED" in err or "STOPPED" in err
         assert not (tmp_path / "out" / "videos" / "_delta_log").exists()
