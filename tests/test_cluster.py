@@ -146,10 +146,14 @@ class LocalCluster:
         for name in list(self.nodes):
             self.kill(name)
 
-    def vidbatch(self, *args: str, timeout: float = JOB_TIMEOUT_S, token: bool = True) -> subprocess.CompletedProcess:
+    def vidbatch(
+        self, *args: str, timeout: float = JOB_TIMEOUT_S, token: bool = True, home: Path | None = None
+    ) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         if token:
             env["RAY_AUTH_TOKEN"] = self.token  # passthrough: no RAY_AUTH_MODE, no ~/.ray/auth_token
+        if home is not None:
+            env["HOME"] = str(home)  # whose ~/.ray/auth_token a local head falls back to
         return subprocess.run(
             [str(VENV_BIN / "vidbatch"), *args, "--address", self.address],
             env=env,
@@ -249,9 +253,20 @@ def test_a_bad_job_is_refused_before_submitting(cluster, tmp_path, seeded_weight
 @pytest.mark.slow
 def test_without_the_token_the_cluster_refuses_and_says_how(cluster, tmp_path, seeded_weights):
     job = write_job(tmp_path, {"a": tmp_path / "a.mp4"}, seeded_weights)
-    result = cluster.vidbatch("submit", str(job), token=False)
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    result = cluster.vidbatch("submit", str(job), token=False, home=home)
     assert result.returncode == 3, result.stderr
     assert "RAY_AUTH_TOKEN" in result.stderr and "Traceback" not in result.stderr
+
+    (home / ".ray" / "auth_token").write_text("not-this-clusters-token")
+    wrong = cluster.vidbatch("status", "anything", token=False, home=home)
+    assert wrong.returncode == 3 and "token was refused" in wrong.stderr, wrong.stderr
+
+    # A head on this machine: its ~/.ray/auth_token is used without any setting (as `ray start --head` wrote it).
+    (home / ".ray" / "auth_token").write_text(cluster.token)
+    right = cluster.vidbatch("status", "no-such-id", token=False, home=home)
+    assert right.returncode == 1 and "no such submission" in right.stderr, right.stderr
 
 
 @pytest.mark.slow
@@ -393,6 +408,14 @@ def test_token_comes_from_the_environment_as_a_header(tmp_path):
     assert submit_mod.auth_headers({"RAY_AUTH_TOKEN_PATH": str(token_file)}) == {"Authorization": "Bearer xyz"}
     # With RAY_AUTH_MODE=token Ray's client adds the header itself.
     assert submit_mod.auth_headers({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "abc"}) == {}
+    # ~/.ray/auth_token only for a head on this machine, never sent elsewhere.
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("local\n")
+    local = {"Authorization": "Bearer local"}
+    assert submit_mod.auth_headers({}, address="http://127.0.0.1:8265", home=tmp_path) == local
+    assert submit_mod.auth_headers({}, address="localhost:8265", home=tmp_path) == local
+    assert submit_mod.auth_headers({}, address="http://ray-head.example.com:8265", home=tmp_path) == {}
+    assert submit_mod.auth_headers({"RAY_AUTH_MODE": "disabled"}, address="http://127.0.0.1:8265", home=tmp_path) == {}
 
 
 class FakeClient:

@@ -14,17 +14,20 @@ Exit codes (also for `status`, `logs`, `stop`):
 
 Token authentication (Ray >= 2.52 turns it on by default): the token is never put into
 the job's runtime_env. It is taken from RAY_AUTH_TOKEN, or from the file named by
-RAY_AUTH_TOKEN_PATH, and sent as an `Authorization: Bearer` header; with RAY_AUTH_MODE=token
-Ray's own client does the same and also falls back to ~/.ray/auth_token.
+RAY_AUTH_TOKEN_PATH, or (for a head on this machine only) from ~/.ray/auth_token, and sent as an
+`Authorization: Bearer` header; with RAY_AUTH_MODE=token Ray's own client does it instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 import re
 import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import vidbatch
 from vidbatch.config import JobConfig, load_job
@@ -159,10 +163,17 @@ def build_submission(job_file: str | Path, overrides: Sequence[str], staging: Pa
     return Submission(config, shlex.join(command), runtime_env, metadata, notes)
 
 
-def auth_headers(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The Authorization header from RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH, unless Ray's own client adds it."""
+def auth_headers(
+    environ: dict[str, str] | None = None, *, address: str | None = None, home: Path | None = None
+) -> dict[str, str]:
+    """The Authorization header, unless Ray's own client adds it (RAY_AUTH_MODE=token).
+
+    From RAY_AUTH_TOKEN, else the file named by RAY_AUTH_TOKEN_PATH, else, only when the
+    address is this machine (a head started here with `ray start --head`), ~/.ray/auth_token.
+    """
     env = os.environ if environ is None else environ
-    if env.get("RAY_AUTH_MODE", "").lower() == "token":
+    mode = env.get("RAY_AUTH_MODE", "").lower()
+    if mode == "token":
         return {}  # Ray's client reads RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token itself
     token = env.get("RAY_AUTH_TOKEN", "").strip()
     if not token and env.get("RAY_AUTH_TOKEN_PATH"):
@@ -170,12 +181,31 @@ def auth_headers(environ: dict[str, str] | None = None) -> dict[str, str]:
             token = Path(env["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
         except OSError as exc:
             raise ClusterError(f"RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']!r} cannot be read ({exc.strerror})") from None
+    if not token and mode != "disabled" and address and _is_this_machine(address):
+        default = (home or Path.home()) / ".ray" / "auth_token"
+        with contextlib.suppress(OSError):
+            token = default.read_text().strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _is_this_machine(address: str) -> bool:
+    host = urlsplit(address if "://" in address else "http://" + address).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        pass
+    try:
+        return host in {socket.gethostname(), *socket.gethostbyname_ex(socket.gethostname())[2]}
+    except OSError:
+        return False
+
+
 _AUTH_HINT = (
-    "the cluster requires its token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH to a file holding it), "
-    "or RAY_AUTH_MODE=token to use ~/.ray/auth_token; get it on the head with `ray get-auth-token`"
+    "the cluster wants its token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH to a file holding it), "
+    "or RAY_AUTH_MODE=token to use ~/.ray/auth_token; `ray get-auth-token` on the head prints it"
 )
 
 
@@ -189,7 +219,7 @@ def connect(address: str | None) -> Any:
     if "://" not in address:
         address = "http://" + address
     try:
-        return JobSubmissionClient(address, headers=auth_headers())
+        return JobSubmissionClient(address, headers=auth_headers(address=address))
     except Exception as exc:  # ConnectionError, AuthenticationError, version errors...
         raise ClusterError(_explain(exc, address)) from None
 
@@ -197,10 +227,10 @@ def connect(address: str | None) -> Any:
 def _explain(exc: BaseException, address: str = "") -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lowered = str(exc).lower()
+    if "403" in lowered or "forbidden" in lowered or "authentication failed" in lowered:
+        return f"{address or 'the cluster'}: the token was refused (it is not this cluster's token); {_AUTH_HINT}"
     if "authentication" in lowered or "401" in lowered or "unauthorized" in lowered:
         return f"{address or 'the cluster'}: {_AUTH_HINT}"
-    if "403" in lowered or "forbidden" in lowered:
-        return f"{address or 'the cluster'}: the token was refused (it is not this cluster's token)"
     if "failed to connect" in lowered or "connection" in lowered:
         return f"cannot reach the Ray Jobs API at {address}: is the head running, and is this its dashboard port (8265)?"
     return text
