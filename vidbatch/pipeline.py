@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 # One video per block keeps decode actors evenly loaded; past this many videos, blocks
 # hold several so the scheduler's bookkeeping stays small.
 _MAX_BLOCKS = 20_000
-_ACTOR_RESTARTS = 3
-_TASK_RETRIES = 3
+# Poison videos never reach these (the decode sandbox contains them); they are for lost
+# nodes and killed actors, where Ray reports several quick failures before a node is
+# declared dead, so a few retries would be spent in seconds.
+_ACTOR_RESTARTS = 8
+_TASK_RETRIES = 16
 
 
 @dataclass(frozen=True)
