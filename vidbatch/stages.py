@@ -62,7 +62,11 @@ class DecodeStage:
 
 
 class ModelStage:
-    """Clip rows get an embedding (L2-normalised mean of pooled features) and mean class probabilities."""
+    """Clip rows get an embedding (L2-normalised mean of pooled features) and mean class probabilities.
+
+    `threads`: torch's CPU threads in this actor (None: what Ray set, i.e. the actor's CPUs).
+    `compile`: torch.compile the backbone (also VIDBATCH_TORCH_COMPILE=1 in the workers' environment).
+    """
 
     def __init__(
         self,
@@ -76,17 +80,29 @@ class ModelStage:
         precision: Precision,
         batch_frames: int,
         want_probs: bool,
+        threads: int | None = None,
+        compile: bool = False,
     ) -> None:
+        import os
+
         import ray
+        import torch
 
         from vidbatch.model import ResNetRunner
         from vidbatch.preprocess import PreprocessSpec
 
+        if threads:
+            torch.set_num_threads(threads)
         # The weights come from the object store: resolved once on the driver, never fetched here.
         state_dict_bytes = ray.get(state_dict_ref) if isinstance(state_dict_ref, ray.ObjectRef) else state_dict_ref
         spec = PreprocessSpec(resize_size=resize_size, crop_size=crop_size, mean=mean, std=std)
         self.runner = ResNetRunner(
-            arch=arch, state_dict_bytes=state_dict_bytes, preprocess=spec, precision=precision, batch_frames=batch_frames
+            arch=arch,
+            state_dict_bytes=state_dict_bytes,
+            preprocess=spec,
+            precision=precision,
+            batch_frames=batch_frames,
+            compile=compile or os.environ.get("VIDBATCH_TORCH_COMPILE") == "1",
         )
         self.crop = crop_size
         self.want_probs = want_probs
@@ -94,40 +110,66 @@ class ModelStage:
     def __call__(self, batch: pa.Table) -> pa.Table:
         is_clip = np.asarray(batch.column("kind").to_numpy(zero_copy_only=False) == "clip")
         passthrough = batch.drop_columns(["frames"])
-        embeddings: list[list[float] | None] = [None] * batch.num_rows
-        probs: list[list[float] | None] = [None] * batch.num_rows
-        statuses = batch.column("status").to_pylist()
-        messages = batch.column("error_message").to_pylist()
-        error_types = batch.column("error_type").to_pylist()
+        n = batch.num_rows
+        embeddings = probs = pa.nulls(n, pa.list_(pa.float32()))
         rows = np.flatnonzero(is_clip)
         if len(rows):
             try:
                 clip_emb, clip_probs = self._embed(batch, rows)
-                for j, row in enumerate(rows):
-                    embeddings[row] = clip_emb[j].tolist()
-                    probs[row] = clip_probs[j].tolist() if self.want_probs else None
+                embeddings = _list_rows(clip_emb, rows, n)
+                if self.want_probs:
+                    probs = _list_rows(clip_probs, rows, n)
             except Exception as exc:  # one bad batch must not end the run
                 log.exception("model failed on a batch of %d clips", len(rows))
+                statuses = batch.column("status").to_pylist()
+                messages = batch.column("error_message").to_pylist()
+                error_types = batch.column("error_type").to_pylist()
                 for row in rows:
                     statuses[row] = "model_error"
                     error_types[row] = type(exc).__name__
                     messages[row] = f"the model failed on this video's frames: {str(exc)[:200]}"
-        out = passthrough.set_column(passthrough.schema.get_field_index("status"), "status", pa.array(statuses, pa.string()))
-        out = out.set_column(out.schema.get_field_index("error_type"), "error_type", pa.array(error_types, pa.string()))
-        out = out.set_column(out.schema.get_field_index("error_message"), "error_message", pa.array(messages, pa.string()))
-        out = out.append_column("embedding", pa.array(embeddings, pa.list_(pa.float32())))
-        out = out.append_column("probs", pa.array(probs, pa.list_(pa.float32())))
+                passthrough = _set(passthrough, "status", pa.array(statuses, pa.string()))
+                passthrough = _set(passthrough, "error_type", pa.array(error_types, pa.string()))
+                passthrough = _set(passthrough, "error_message", pa.array(messages, pa.string()))
+        out = passthrough.append_column("embedding", embeddings).append_column("probs", probs)
         return out.cast(EMBEDDED)
 
     def _embed(self, batch: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        frames_col = batch.column("frames")
-        counts = batch.column("num_frames").to_numpy(zero_copy_only=False)
-        shape = (self.crop, self.crop, 3)
-        chunks = [np.frombuffer(frames_col[int(r)].as_py(), np.uint8).reshape((-1, *shape)) for r in rows]
-        frames = np.concatenate(chunks)
+        counts = batch.column("num_frames").to_numpy(zero_copy_only=False)[rows].astype(np.int64)
+        frames = _frames_of(batch.column("frames"), rows, (self.crop, self.crop, 3))
+        if len(frames) != int(counts.sum()):
+            raise ValueError(f"{len(frames)} frames for clips that say {int(counts.sum())}")
         pooled, class_probs = self.runner(frames)
-        bounds = np.cumsum([0, *[int(counts[r]) for r in rows]])
-        emb = np.stack([pooled[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        # Per-clip means without a Python loop over frames: reduceat sums each clip's rows.
+        emb = np.add.reduceat(pooled.astype(np.float64), bounds[:-1], axis=0) / counts[:, None]
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-        mean_probs = np.stack([class_probs[a:b].mean(axis=0) for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+        mean_probs = np.add.reduceat(class_probs.astype(np.float64), bounds[:-1], axis=0) / counts[:, None]
         return emb.astype(np.float32), mean_probs.astype(np.float32)
+
+
+def _frames_of(column: pa.ChunkedArray, rows: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The uint8 frames of the given rows, straight from the Arrow buffers into one array (one copy)."""
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    offsets = np.frombuffer(array.buffers()[1], np.int64)[array.offset : array.offset + len(array) + 1]
+    data = np.frombuffer(array.buffers()[2], np.uint8)
+    parts = [data[offsets[r] : offsets[r + 1]] for r in rows]
+    return np.concatenate(parts).reshape((-1, *shape))
+
+
+def _list_rows(values: np.ndarray, rows: np.ndarray, n: int) -> pa.Array:
+    """list<float32> column of n rows: values[j] at rows[j], null elsewhere; built from buffers."""
+    width = values.shape[1]
+    lengths = np.zeros(n, np.int32)
+    lengths[rows] = width
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    valid = np.zeros(n, bool)
+    valid[rows] = True
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(np.ascontiguousarray(values, np.float32).ravel()), mask=pa.array(~valid)
+    )
+
+
+def _set(table: pa.Table, name: str, column: pa.Array) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, column)

@@ -1,0 +1,654 @@
+"""`vidbatch bench`: the pipeline side by side with a plain script and the stage bounds.
+
+Every figure comes from one run on the same generated videos (see vidbatch.bench_workload),
+and each measurement runs in its own fresh process so none inherits another's warm state:
+
+(a) plain script: what a person writes first. PyAV with default settings decoding every
+    frame, the sampled frames through torchvision's PIL transforms, the ResNet in fp32,
+    one video at a time, in one process. Its own start-up (imports, model) is included.
+(b) stage bounds on this machine, start-up excluded: decode-only (vidbatch's decode stage,
+    one process per CPU) and model-only (vidbatch's model runner on all CPUs or the GPU,
+    the pipeline's precision). Stage bound = 1 / (1/decode + 1/model): both stages share
+    the machine, so at best their times add.
+(c) the pipeline: `run_job` on a local Ray, in a fresh process, exactly as `vidbatch run`
+    does it ("start-up included": process start, imports, Ray start, actors, commit).
+    "Steady" excludes start-up: the same process then runs a one-video job, and the
+    steady rate is the marginal one, (video_s(big) - video_s(tiny)) / (wall(big) - wall(tiny)).
+
+Rates are sampled frames/s, videos/s and video-seconds per wall-second (the same number
+as video-hours per wall-hour). Benchmarks are not tests: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidbatch.bench_workload import Workload, WorkloadSpec, concatenate_copies, ensure_workload
+
+DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "vidbatch-bench"
+
+
+@dataclass
+class BenchOptions:
+    videos: int = 16
+    seconds: float = 60.0
+    arch: str = "resnet50"
+    weights: str = "none"
+    modes: tuple[str, ...] = ("fps", "keyframes")
+    fps: float = 1.0
+    clip_len_s: float = 4.0
+    precision: str = "auto"
+    workdir: Path = DEFAULT_WORKDIR
+    json_path: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    plain: bool = True
+    repeat_tiny_s: float = 3.0
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
+    opts.workdir.mkdir(parents=True, exist_ok=True)
+    workload = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=opts.videos, seconds=opts.seconds), say=say)
+    tiny = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=1, seconds=opts.repeat_tiny_s), say=say)
+    weights_file, resize = _prepare_weights(opts)
+    say(
+        f"workload: {len(workload.paths)} videos x {opts.seconds:g} s, 1280x720 H.264 30 fps, "
+        f"{workload.bitrate_mbps:.2f} Mbit/s; model {opts.arch} ({opts.weights}), precision {opts.precision}; "
+        f"{os.cpu_count()} CPUs"
+    )
+    report: dict[str, Any] = {
+        "machine": _machine(),
+        "workload": {
+            **asdict(workload.spec),
+            "bitrate_mbps": round(workload.bitrate_mbps, 3),
+            "video_seconds": workload.video_seconds,
+            "folder": str(workload.paths[0].parent),
+        },
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()},
+        "modes": {},
+    }
+    for mode in opts.modes:
+        say(f"--- {mode} ---")
+        result: dict[str, Any] = {}
+        job = _job_dict(opts, mode, workload, opts.workdir / f"out-{mode}")
+        if opts.plain:
+            say("(a) plain script ...")
+            result["plain"] = _subprocess("plain", {"paths": [str(p) for p in workload.paths], "ids": _ids(workload),
+                                                    "mode": mode, "fps": opts.fps,
+                                                    "clip_len_s": opts.clip_len_s, "arch": opts.arch,
+                                                    "weights_file": str(weights_file), "resize": resize})
+            say(_line("plain script", result["plain"]))
+        say("(b) decode-only bound ...")
+        result["decode_bound"] = _subprocess("decode", {"job": job, "resize": resize})
+        say(_line("decode only", result["decode_bound"]))
+        say("(b) model-only bound ...")
+        frames_per_clip = max(1, result["decode_bound"]["frames"] / max(1, result["decode_bound"]["clips"]))
+        result["model_bound"] = _subprocess("model", {"job": job, "frames_per_clip": frames_per_clip})
+        model_fps = result["model_bound"]["frames_per_s"]
+        per_video_s = result["decode_bound"]["frames"] / result["decode_bound"]["video_seconds"]
+        result["model_bound"]["video_s_per_s"] = model_fps / per_video_s
+        result["model_bound"]["videos_per_s"] = result["model_bound"]["video_s_per_s"] / opts.seconds
+        say(_line("model only", result["model_bound"]))
+        d, m = result["decode_bound"]["video_s_per_s"], result["model_bound"]["video_s_per_s"]
+        bound = 1.0 / (1.0 / d + 1.0 / m)
+        result["stage_bound"] = {
+            "video_s_per_s": bound,
+            "frames_per_s": bound * per_video_s,
+            "videos_per_s": bound / opts.seconds,
+            "limited_by": "decode" if d < m else "model",
+        }
+        say(_line("stage bound", result["stage_bound"]))
+        say("(c) pipeline (fresh process, local Ray) ...")
+        tiny_job = _job_dict(opts, mode, tiny, opts.workdir / f"out-{mode}-tiny")
+        for out in (job["output"], tiny_job["output"]):
+            shutil.rmtree(out, ignore_errors=True)  # a fresh table: run_job would skip videos it already has
+        result["pipeline"] = _subprocess("pipeline", {"job": job, "tiny_job": tiny_job})
+        if result.get("plain"):
+            result["agreement"] = _agreement(result["plain"], result["pipeline"])
+            say(f"  agreement plain vs pipeline: {result['agreement']}")
+        for r in (result.get("plain"), result["pipeline"]):
+            if r:
+                r.pop("check", None)
+        pipe = result["pipeline"]
+        say(_line("pipeline, start-up incl.", pipe))
+        say(_line("pipeline, steady", pipe["steady"]))
+        result["ratios"] = _ratios(result)
+        say("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v is not None))
+        report["modes"][mode] = result
+    report["table"] = format_table(report)
+    path = opts.json_path or opts.workdir / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(report, indent=1, default=str))
+    say(report["table"])
+    say(f"results: {path}")
+    report["json_path"] = str(path)
+    return report
+
+
+def _ratios(result: dict[str, Any]) -> dict[str, float | None]:
+    pipe = result["pipeline"]
+    plain = result.get("plain")
+    bound = result["stage_bound"]["video_s_per_s"]
+    return {
+        "pipeline/plain (start-up incl.)": pipe["video_s_per_s"] / plain["video_s_per_s"] if plain else None,
+        "pipeline steady/plain": pipe["steady"]["video_s_per_s"] / plain["video_s_per_s"] if plain else None,
+        "pipeline steady/stage bound": pipe["steady"]["video_s_per_s"] / bound,
+        "pipeline (start-up incl.)/stage bound": pipe["video_s_per_s"] / bound,
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    head = f"{'mode':10s} {'run':34s} {'wall s':>8s} {'frames/s':>9s} {'videos/s':>9s} {'video-h/wall-h':>15s}"
+    lines = [head, "-" * len(head)]
+    for mode, r in report["modes"].items():
+        rows = []
+        if r.get("plain"):
+            rows.append(("(a) plain script", r["plain"]))
+        rows += [
+            ("(b) decode only (bound)", r["decode_bound"]),
+            ("(b) model only (bound)", r["model_bound"]),
+            ("(b) stage bound 1/(1/d+1/m)", r["stage_bound"]),
+            ("(c) pipeline, start-up included", r["pipeline"]),
+            ("(c) pipeline, steady (marginal)", r["pipeline"]["steady"]),
+        ]
+        for name, row in rows:
+            wall = row.get("wall_s")
+            lines.append(
+                f"{mode:10s} {name:34s} {wall if wall is None else round(wall, 1)!s:>8s} {row.get('frames_per_s', 0):9.1f} "
+                f"{row.get('videos_per_s', 0):9.3f} {row.get('video_s_per_s', 0):15.1f}"
+            )
+        for k, v in r["ratios"].items():
+            if v is not None:
+                lines.append(f"{mode:10s}   {k:40s} {v:6.2f}x")
+    return "\n".join(lines)
+
+
+def _line(name: str, row: dict[str, Any]) -> str:
+    wall = row.get("wall_s")
+    wall_text = f"{wall:7.1f} s" if wall is not None else "        "
+    return (
+        f"  {name:28s} {wall_text}  {row.get('frames_per_s', 0):8.1f} frames/s  {row.get('videos_per_s', 0):7.3f} videos/s  "
+        f"{row.get('video_s_per_s', 0):7.1f} video-s/s"
+    )
+
+
+def _prepare_weights(opts: BenchOptions) -> tuple[Path, int]:
+    """The weights as a state_dict file both the plain script and the pipeline load; the resize the recipe asks for."""
+    from vidbatch.config import ModelConfig, StorageConfig
+    from vidbatch.model import resolve_weights
+
+    resolved = resolve_weights(ModelConfig(arch=opts.arch, weights=opts.weights), StorageConfig())  # type: ignore[arg-type]
+    path = opts.workdir / f"weights-{resolved.model_id.replace(':', '_').replace('/', '_')[:80]}.pt"
+    if not path.is_file():
+        path.write_bytes(resolved.state_dict_bytes)
+    return path, resolved.preprocess.resize_size
+
+
+def _job_dict(opts: BenchOptions, mode: str, workload: Workload, output: Path) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vidbatch.config import _apply_override
+
+    manifest = output.parent / f"{output.name}-manifest.parquet"
+    ids = _ids(workload)
+    pq.write_table(pa.table({"video_id": ids, "uri": [str(p) for p in workload.paths]}), manifest)
+    raw: dict[str, Any] = {
+        "name": f"bench-{mode}",
+        "manifest": str(manifest),
+        "output": str(output),
+        "sampling": {"mode": mode, "fps": opts.fps, "clip_len_s": opts.clip_len_s},
+        "model": {"arch": opts.arch, "weights": opts.weights, "precision": opts.precision, "task": "both"},
+        "resources": {"progress_interval_s": 3600},
+    }
+    for override in opts.overrides:
+        _apply_override(raw, override)
+    return raw
+
+
+def _ids(workload: Workload) -> list[str]:
+    return [f"v{i:03d}" for i in range(len(workload.paths))]
+
+
+def _agreement(plain: dict[str, Any], pipe: dict[str, Any]) -> dict[str, Any]:
+    """Do the plain script and the pipeline use the same frames and get the same embeddings?"""
+    a, b = plain.get("check") or {}, pipe.get("check") or {}
+    common = sorted(set(a) & set(b))
+    same_pts = sum(1 for k in common if a[k]["pts"] == b[k]["pts"] or _close(a[k]["pts"], b[k]["pts"], 1e-6))
+    diff = max((max(abs(x - y) for x, y in zip(a[k]["emb16"], b[k]["emb16"], strict=False)) for k in common if a[k]["emb16"]),
+               default=None)
+    return {"clips_plain": len(a), "clips_pipeline": len(b), "clips_same_frames": same_pts, "max_abs_embedding_diff_16d": diff}
+
+
+def _close(x: list[float], y: list[float], tol: float) -> bool:
+    return len(x) == len(y) and all(abs(i - j) <= tol for i, j in zip(x, y, strict=True))
+
+
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
+        info["cpu_bf16"] = "avx512_bf16" in flags or "amx_bf16" in flags
+        info["cpu_amx"] = "amx_bf16" in flags
+        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        info["cpu_model"] = model.split(":", 1)[1].strip()
+    except (OSError, StopIteration):
+        pass
+    try:
+        import av
+        import ray
+        import torch
+
+        info["versions"] = {"torch": torch.__version__, "av": av.__version__, "ray": ray.__version__}
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    info["load_average_at_start"] = os.getloadavg()
+    return info
+
+
+def _subprocess(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in a fresh interpreter; its wall time includes the interpreter's start."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)  # the benchmark runs on this machine
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidbatch.bench", "--worker", kind],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench worker {kind!r} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = wall
+    result["load_average_before"] = load_before
+    if kind in ("plain", "pipeline"):
+        # Start-up included: the whole process, as a person running it would wait for it.
+        result["wall_s"] = wall
+        for key in ("frames", "videos", "video_seconds"):
+            result.setdefault(key, 0)
+        result["frames_per_s"] = result["frames"] / wall
+        result["videos_per_s"] = result["videos"] / wall
+        result["video_s_per_s"] = result["video_seconds"] / wall
+    return result
+
+
+# --- workers (each in its own process) -----------------------------------------------------
+
+
+def _worker_plain(p: dict[str, Any]) -> dict[str, Any]:
+    """The plain single-process script of DESIGN.md, written as a person would: no vidbatch code."""
+    import av
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+    from torchvision import transforms
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torchvision.models.get_model(p["arch"], weights=None)
+    model.load_state_dict(torch.load(p["weights_file"], map_location="cpu", weights_only=True))
+    fc = model.fc
+    model.fc = torch.nn.Identity()
+    model = model.eval().to(device)
+    fc = fc.eval().to(device)
+    tf = transforms.Compose(
+        [
+            transforms.Resize(p["resize"]),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
+    mode, fps, clip_len = p["mode"], p["fps"], p["clip_len_s"]
+
+    def image(frame: Any) -> Any:
+        return tf(Image.fromarray(frame.to_ndarray(format="rgb24")))
+
+    started = time.monotonic()
+    frames_total, video_seconds, clips_out = 0, 0.0, {}
+    for video_id, path in zip(p["ids"], p["paths"], strict=True):
+        samples: list[tuple[float, float, Any]] = []  # (target t, pts, tensor)
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            k, prev, last_end = 0, None, 0.0
+            for frame in container.decode(stream):  # every frame, PyAV's default settings
+                t = float(frame.time)
+                last_end = t + (float(frame.duration * frame.time_base) if frame.duration else 1 / 30)
+                if mode == "keyframes":
+                    if frame.key_frame:
+                        samples.append((t, t, image(frame)))
+                    continue
+                while t > k / fps + 1e-6:  # the target k/fps has passed: the previous frame was on screen
+                    if prev is not None:
+                        samples.append((k / fps, prev[0], image(prev[1])))
+                    k += 1
+                prev = (t, frame)
+            while mode != "keyframes" and prev is not None and k / fps < last_end:
+                samples.append((k / fps, prev[0], image(prev[1])))
+                k += 1
+            video_seconds += last_end - float(stream.start_time * stream.time_base if stream.start_time else 0)
+        batch = torch.stack([s[2] for s in samples])
+        feats = []
+        with torch.no_grad():
+            for i in range(0, len(batch), 32):
+                feats.append(model(batch[i : i + 32].to(device)).cpu())
+        pooled = torch.cat(feats)
+        with torch.no_grad():
+            probs = torch.softmax(fc(pooled.to(device)), dim=1).cpu()
+        groups: dict[int, list[int]] = {}
+        for i, sample in enumerate(samples):
+            groups.setdefault(math.floor(sample[0] / clip_len + 1e-9), []).append(i)
+        for clip, rows in groups.items():
+            mean = pooled[rows].mean(0)
+            emb = (mean / mean.norm()).numpy()
+            _ = probs[rows].mean(0)
+            clips_out[f"{video_id}#{clip}"] = {"pts": [samples[r][1] for r in rows], "emb16": emb[:16].tolist()}
+        frames_total += len(samples)
+    wall = time.monotonic() - started
+    return {
+        "frames": frames_total,
+        "videos": len(p["paths"]),
+        "video_seconds": video_seconds,
+        "loop_wall_s": wall,
+        "clips": len(clips_out),
+        "check": clips_out if len(clips_out) <= 20000 else {},
+        "torch_threads": torch.get_num_threads(),
+        "_np": np.__version__,
+    }
+
+
+def _worker_decode(p: dict[str, Any]) -> dict[str, Any]:
+    """vidbatch's decode stage alone: one process per CPU, each decoding whole videos in turn."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vidbatch.config import parse_job
+
+    job = parse_job(p["job"])
+    procs = os.cpu_count() or 1
+    uris = [(f"v{i}", u) for i, u in enumerate(_manifest_uris(job))]
+    with ProcessPoolExecutor(max_workers=procs) as pool:
+        list(pool.map(_decode_warmup, range(procs)))  # imports done before the clock starts
+        started = time.monotonic()
+        results = list(pool.map(_decode_one, [(vid, uri, p["job"], p["resize"]) for vid, uri in uris]))
+        wall = time.monotonic() - started
+    frames = sum(r[0] for r in results)
+    clips = sum(r[1] for r in results)
+    video_seconds = sum(r[2] for r in results)
+    return {
+        "wall_s": wall,
+        "frames": frames,
+        "clips": clips,
+        "videos": len(uris),
+        "video_seconds": video_seconds,
+        "frames_per_s": frames / wall,
+        "videos_per_s": len(uris) / wall,
+        "video_s_per_s": video_seconds / wall,
+        "processes": procs,
+        "cpu_s": sum(r[3] for r in results),
+    }
+
+
+def _decode_warmup(_: int) -> None:
+    import vidbatch.decode  # noqa: F401
+    import vidbatch.video_task  # noqa: F401
+
+    time.sleep(0.2)
+
+
+def _decode_one(args: tuple[str, str, dict[str, Any], int]) -> tuple[int, int, float, float]:
+    import resource
+
+    from vidbatch.config import parse_job
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    video_id, uri, raw, resize = args
+    job = parse_job(raw)
+    spec = PreprocessSpec(resize_size=resize, crop_size=224)
+    settings = DecodeSettings(sampling=job.sampling, limits=job.limits, storage=job.storage, spec=spec, threads=1)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    frames = clips = 0
+    duration = 0.0
+    for table in decode_video(video_id, uri, settings):
+        row = table.to_pylist()[0]
+        if row["kind"] == "clip":
+            frames += row["num_frames"]
+            clips += 1
+        else:
+            if row["status"] != "ok":
+                raise RuntimeError(f"{uri}: {row['status']} {row['error_message']}")
+            duration = row["duration_s"]
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return frames, clips, duration, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def _manifest_uris(job: Any) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [str(u) for u in pq.read_table(job.manifest).column("uri").to_pylist()]
+
+
+def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
+    """vidbatch's model runner alone, on all CPUs (or the GPU), at the pipeline's precision and batch sizes."""
+    import numpy as np
+    import torch
+
+    from vidbatch.config import parse_job
+    from vidbatch.model import ResNetRunner, resolve_weights
+
+    job = parse_job(p["job"])
+    torch.set_num_threads(os.cpu_count() or 1)
+    weights = resolve_weights(job.model, job.storage)
+    runner = ResNetRunner(
+        arch=weights.arch,
+        state_dict_bytes=weights.state_dict_bytes,
+        preprocess=weights.preprocess,
+        precision=job.model.precision,
+        batch_frames=job.resources.batch_frames,
+    )
+    per_batch = max(1, round(job.resources.batch_clips * p["frames_per_clip"]))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(per_batch, 224, 224, 3), dtype=np.uint8)
+    runner(frames)  # warm-up: oneDNN primitives, allocations
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < 8.0 or done < 4 * per_batch:
+        runner(frames)
+        done += per_batch
+    wall = time.monotonic() - started
+    return {
+        "wall_s": None,
+        "frames_per_s": done / wall,
+        "frames_timed": done,
+        "batch": per_batch,
+        "device": str(runner.device),
+        "dtype": str(runner.dtype),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
+    from vidbatch.config import parse_job
+    from vidbatch.pipeline import _ensure_ray, run_job
+
+    started = time.monotonic()
+    _ensure_ray(None)  # what run_job does first; timed apart to show it
+    ray_start = time.monotonic() - started
+    job = parse_job(p["job"])
+    quiet = lambda _line: None  # noqa: E731
+    t0 = time.monotonic()
+    big = run_job(job, progress=quiet)
+    big_wall = time.monotonic() - t0
+    tiny_job = parse_job(p["tiny_job"])
+    t1 = time.monotonic()
+    tiny = run_job(tiny_job, progress=quiet)
+    tiny_wall = time.monotonic() - t1
+    s, ts = big.summary, tiny.summary
+    video_s, tiny_s = s["video_hours"] * 3600, ts["video_hours"] * 3600
+    steady_wall = max(big_wall - tiny_wall, 1e-9)
+    steady_vs = (video_s - tiny_s) / steady_wall
+    clips = _read_check(job.output)
+    return {
+        "frames": s["frames"],
+        "videos": s["videos"],
+        "video_seconds": video_s,
+        "statuses": s["statuses"],
+        "ray_start_s": ray_start,
+        "run_job_wall_s": big_wall,
+        "tiny_run_job_wall_s": tiny_wall,
+        "steady": {
+            "wall_s": steady_wall,
+            "video_s_per_s": steady_vs,
+            "frames_per_s": (s["frames"] - ts["frames"]) / steady_wall,
+            "videos_per_s": (s["videos"] - ts["videos"]) / steady_wall,
+        },
+        "clips": s["clips"],
+        "model_id": s["model_id"],
+        "check": clips,
+    }
+
+
+def _read_check(output: str) -> dict[str, Any]:
+    from deltalake import DeltaTable
+
+    columns = ["video_id", "clip_index", "frame_pts_s", "embedding"]
+    table = DeltaTable(str(Path(output) / "clips")).to_pyarrow_table(columns=columns)
+    return {
+        f"{r['video_id']}#{r['clip_index']}": {"pts": r["frame_pts_s"], "emb16": (r["embedding"] or [])[:16]}
+        for r in table.to_pylist()
+    }
+
+
+def _worker_memory(p: dict[str, Any]) -> dict[str, Any]:
+    """Peak RSS of the decode stage on one video (this process only decodes that one video)."""
+    import resource
+
+    from vidbatch.config import LimitsConfig, SamplingConfig, StorageConfig
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode=p["mode"], fps=1.0, clip_len_s=4.0),
+        limits=LimitsConfig(),
+        storage=StorageConfig(),
+        spec=PreprocessSpec(),
+        threads=p.get("threads", 0),
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    clips = 0
+    started = time.monotonic()
+    for table in decode_video("v", p["path"], settings):
+        clips += table.num_rows
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": before / 1024,
+        "rows": clips,
+        "wall_s": time.monotonic() - started,
+    }
+
+
+def memory_check(opts: BenchOptions, minutes_long: int = 60, say: Any = print) -> dict[str, Any]:
+    """Peak decode memory for a one-minute video and a `minutes_long`-minute one (copies of it)."""
+    short = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=1, seconds=60), say=say).paths[0]
+    long = short.parent / f"long-{minutes_long}min.mp4"
+    if not long.is_file():
+        say(f"writing a {minutes_long}-minute video by concatenation (no re-encoding) ...")
+        concatenate_copies(short, long, minutes_long)
+    out: dict[str, Any] = {}
+    for mode in ("fps", "keyframes"):
+        for name, path in (("1 min", short), (f"{minutes_long} min", long)):
+            r = _subprocess("memory", {"path": str(path), "mode": mode})
+            out[f"{mode} {name}"] = r
+            say(f"  decode peak RSS {mode:9s} {name:7s}: {r['peak_rss_mb']:7.1f} MB ({r['rows']} rows, {r['wall_s']:.1f} s)")
+    return out
+
+
+_WORKERS = {
+    "plain": _worker_plain,
+    "decode": _worker_decode,
+    "model": _worker_model,
+    "pipeline": _worker_pipeline,
+    "memory": _worker_memory,
+}
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--videos", type=int, default=16, help="videos in the generated workload (default 16)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each video (default 60)")
+    parser.add_argument("--arch", default="resnet50", help="resnet18 ... resnet152 (default resnet50)")
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="none (seeded random init, no download; default), a torchvision weights name or a file",
+    )
+    parser.add_argument("--modes", default="fps,keyframes", help="sampling modes to measure (default fps,keyframes)")
+    parser.add_argument("--fps", type=float, default=1.0, help="sampling.fps for the fps mode (default 1)")
+    parser.add_argument("--precision", default="auto", help="model.precision for the pipeline and the model bound")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"videos and outputs (default {DEFAULT_WORKDIR})")
+    parser.add_argument("--json", dest="json_path", type=Path, default=None, help="write the results here (default: in workdir)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the pipeline's job, e.g. resources.batch_frames=16")
+    parser.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain script (a)")
+    parser.add_argument("--memory-check", action="store_true",
+                        help="instead: peak decode memory of a 1-minute vs a 60-minute video")
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    opts = BenchOptions(
+        videos=args.videos,
+        seconds=args.seconds,
+        arch=args.arch,
+        weights=args.weights,
+        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+        fps=args.fps,
+        precision=args.precision,
+        workdir=args.workdir,
+        json_path=args.json_path,
+        overrides=list(args.overrides),
+        plain=args.plain,
+    )
+    if args.memory_check:
+        result = memory_check(opts)
+        path = opts.json_path or opts.workdir / f"memory-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"results: {path}")
+        return 0
+    run_bench(opts)
+    return 0
+
+
+def _worker_main() -> None:
+    kind = sys.argv[2]
+    payload = json.loads(sys.stdin.read())
+    result = _WORKERS[kind](payload)
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+        _worker_main()
+    else:
+        parser = argparse.ArgumentParser(prog="python -m vidbatch.bench")
+        add_arguments(parser)
+        sys.exit(main_from_args(parser.parse_args()))
