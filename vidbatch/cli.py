@@ -90,6 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     vacuum.add_argument("--retention-hours", type=int, default=168, help="keep files younger than this (default 168)")
     vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted")
     vacuum.set_defaults(func=_vacuum)
+
+    bench = sub.add_parser(
+        "bench", help="benchmark: the pipeline vs a plain script and the stage bounds, on generated 720p videos"
+    )
+    _bench_arguments(bench)
+    bench.set_defaults(func=_bench)
+
+    plan = sub.add_parser("plan", help="dry run: probe a few videos, measure decode and model rates, estimate the run")
+    plan.add_argument("job", help="job file (YAML)")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    plan.add_argument("--probe", type=int, default=3, help="videos to time decoding on (default 3)")
+    plan.add_argument("--metadata", type=int, default=30, help="videos to read durations from (default 30)")
+    plan.add_argument("--cpus", type=int, default=None, help="estimate for a cluster with this many CPUs ...")
+    plan.add_argument("--gpus", type=int, default=0, help="... and this many GPUs")
+    plan.add_argument("--json", action="store_true", help="print JSON instead of text")
+    plan.set_defaults(func=_plan)
     return parser
 
 
@@ -172,6 +188,32 @@ def _demo_library(args: argparse.Namespace) -> int:
 
     manifest = write_demo_library(args.directory)
     print(f"wrote {manifest}")
+    return 0
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    from vidbatch.bench import add_arguments
+
+    add_arguments(parser)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from vidbatch.bench import main_from_args
+
+    return main_from_args(args)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from vidbatch.config import load_job
+    from vidbatch.plan_probe import check_args, format_report, make_plan
+
+    check_args(args.probe, args.metadata)
+    config = load_job(args.job, args.overrides)
+    say = (lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
+    report = make_plan(
+        config, probe_videos=args.probe, metadata_videos=args.metadata, cluster_cpus=args.cpus, cluster_gpus=args.gpus, say=say
+    )
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
     return 0
 
 

@@ -201,7 +201,9 @@ class _TargetedReader:
         self.cc = stream.codec_context
         indexed = _indexed_container(container)
         self.skip = skip and indexed and self.cc.name in _SKIP_NONREF_CODECS
-        self.keys: list[int] = _key_frame_ticks(stream) if seek and indexed and self.tb else []
+        # Seeking can only pay when targets are further apart than a seek's minimum gain.
+        sparse = targets.fps is None or 1.0 / targets.fps > _SEEK_MIN_GAIN_S
+        self.keys: list[int] = _key_frame_ticks(stream) if seek and sparse and indexed and self.tb else []
         self.known: list[int] = []  # sorted pts (ticks) of recent packets: successors for the skip proof
         self.skipping = False
         self.position: int | None = None  # dts (or pts) of the last packet read, in ticks

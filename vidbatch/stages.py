@@ -86,13 +86,10 @@ class ModelStage:
         import os
 
         import ray
-        import torch
 
         from vidbatch.model import ResNetRunner
         from vidbatch.preprocess import PreprocessSpec
 
-        if threads:
-            torch.set_num_threads(threads)
         # The weights come from the object store: resolved once on the driver, never fetched here.
         state_dict_bytes = ray.get(state_dict_ref) if isinstance(state_dict_ref, ray.ObjectRef) else state_dict_ref
         spec = PreprocessSpec(resize_size=resize_size, crop_size=crop_size, mean=mean, std=std)
@@ -103,6 +100,7 @@ class ModelStage:
             precision=precision,
             batch_frames=batch_frames,
             compile=compile or os.environ.get("VIDBATCH_TORCH_COMPILE") == "1",
+            threads=threads,
         )
         self.crop = crop_size
         self.want_probs = want_probs

@@ -1,0 +1,34 @@
+"""`vidbatch bench` runs end to end on a tiny workload (a smoke test: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_runs_on_a_tiny_workload(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidbatch.cli", "bench", "--videos", "1", "--seconds", "3", "--arch", "resnet18",
+         "--modes", "fps", "--workdir", str(tmp_path), "--json", str(out), "--model-seconds", "0.5"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    fps = report["modes"]["fps"]
+    assert fps["pipeline"]["statuses"] == {"ok": 1}
+    assert fps["plain"]["frames"] == fps["pipeline"]["frames"] == 3  # t = 0, 1, 2 s
+    # The plain script and the pipeline used the same frames, with the same fp32-or-bf16 model.
+    assert fps["agreement"]["clips_same_frames"] == fps["agreement"]["clips_plain"] == 1
+    assert fps["agreement"]["max_abs_embedding_diff_16d"] < 0.05
+    for key in ("plain", "decode_bound", "model_bound", "stage_bound", "pipeline"):
+        assert fps[key]["video_s_per_s"] > 0
+    assert "pipeline/plain (start-up incl.)" in fps["ratios"]
+    assert "video-h/wall-h" in proc.stdout

@@ -1,0 +1,34 @@
+"""`vidbatch plan`: a dry run that probes the manifest and estimates the run (no timing asserted)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidbatch.config import parse_job
+from vidbatch.plan_probe import format_report, make_plan
+
+
+def test_plan_probes_and_estimates_without_writing(tmp_path, library):
+    manifest = tmp_path / "manifest.parquet"
+    rows = {"h264": library["h264"].path, "gop": library["gop"].path, "missing": tmp_path / "nope.mp4"}
+    pq.write_table(pa.table({"video_id": list(rows), "uri": [str(p) for p in rows.values()]}), manifest)
+    job = parse_job(
+        {
+            "name": "plan",
+            "manifest": str(manifest),
+            "output": str(tmp_path / "out"),
+            "sampling": {"mode": "fps", "fps": 1.0},
+            "model": {"arch": "resnet18", "weights": "IMAGENET1K_V1"},  # never downloaded: the plan times a random init
+        }
+    )
+    report = make_plan(job, probe_videos=2, metadata_videos=10, cluster_cpus=16, cluster_gpus=1, model_seconds=0.2)
+    assert report.manifest_rows == 3 and report.to_process == 3
+    assert {p.status for p in report.probed} == {"ok", "not_found"}
+    assert report.decode_video_s_per_core and report.decode_video_s_per_core > 0
+    assert report.frames_per_video_s and 0.9 < report.frames_per_video_s < 1.1  # fps 1.0
+    assert report.model_frames_per_s and report.model_frames_per_s > 0
+    assert report.cores_per_gpu and report.cluster["wall_s"] > 0
+    text = format_report(report)
+    assert "CPU:GPU" in text and "estimate" in text and "not_found" in text
+    assert not (tmp_path / "out").exists()  # a dry run
