@@ -290,12 +290,12 @@ def _subprocess(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind in ("plain", "pipeline"):
         # Start-up included: from launching the process to the end of the measured run, as a
         # person running it would wait for it (the pipeline's extra one-video run comes after).
-        result["wall_s"] = result["done_at"] - payload["launched_at"]
+        measured = result["wall_s"] = result["done_at"] - payload["launched_at"]
         for key in ("frames", "videos", "video_seconds"):
             result.setdefault(key, 0)
-        result["frames_per_s"] = result["frames"] / wall
-        result["videos_per_s"] = result["videos"] / wall
-        result["video_s_per_s"] = result["video_seconds"] / wall
+        result["frames_per_s"] = result["frames"] / measured
+        result["videos_per_s"] = result["videos"] / measured
+        result["video_s_per_s"] = result["video_seconds"] / measured
     return result
 
 

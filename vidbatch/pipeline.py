@@ -174,7 +174,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
 
     resources = config.resources
     model_gpus, decoders_min, decoders_max = _placement(ray, resources)
-    sizing = _cpu_only_sizing(ray, resources, model_gpus, decoders_min, decoders_max)
+    sizing = _actor_sizing(ray, resources, model_gpus, decoders_min, decoders_max)
     decoders_min, decoders_max = sizing["decoders_min"], sizing["decoders_max"]
 
     ctx = ray.data.DataContext.get_current()
@@ -240,28 +240,32 @@ _CLIP_BLOCK_BYTES = 1024 * 1024
 _CPU_ONLY_MAX_MODEL_THREADS = 4
 
 
-def _cpu_only_sizing(ray: Any, resources: Any, model_gpus: float, decoders_min: int, decoders_max: int) -> dict[str, Any]:
-    """Decode and model actor sizes when the model runs on CPUs too (no GPU).
+def _actor_sizing(ray: Any, resources: Any, model_gpus: float, decoders_min: int, decoders_max: int) -> dict[str, Any]:
+    """Decoder count, CPUs and FFmpeg threads per decoder, and the model actors' CPU threads.
 
-    The two stages then share the cores, and the split that keeps them all busy depends on
-    the sampling (fps 1 on 720p H.264 with resnet50 bf16: ~65% decode, ~35% model). Rather
-    than guess it, oversubscribe and let the OS share: one single-threaded decoder per CPU
-    (reserving, together, the CPUs the model actors leave) and model actors with a thread
-    per CPU of their node (at most 4). Decoders that wait on the model (backpressure) free
-    their cores for it and the other way round. Measured with `vidbatch bench` on 2 cores:
-    1.9 cores busy instead of 1.7 with one decoder + one model actor, and 10-15% less wall
-    time (docs/performance.md). Any explicit resources.decode_* / model_cpus setting, GPUs,
-    or an autoscaling pool keeps the configured sizes.
+    FFmpeg threads: one per CPU a decoder reserves (default 1), unless resources.decode_threads
+    says otherwise. Frame threading costs ~15% more CPU per video (measured: 3.2 vs 2.8 s for
+    a minute of 720p H.264), which only pays when a decoder has idle cores to itself; a pool of
+    one decoder per core has none.
+
+    CPU-only clusters (no GPU for the model): the model shares the cores with decoding, and the
+    split that keeps them all busy depends on the sampling (fps 1 on 720p H.264, resnet50 bf16:
+    ~65% decode, ~35% model). Rather than guess it, oversubscribe and let the OS share: one
+    single-threaded decoder per CPU (together reserving the CPUs the model actors leave) and
+    model actors with a thread per CPU of their node (at most 4). Measured on 2 cores with
+    `vidbatch bench`: 1.9 cores busy instead of 1.7 with one decoder + one model actor, 10-15%
+    less wall time (docs/performance.md). Explicit resources.decode_* / model_cpus settings,
+    GPUs, or an autoscaling pool keep the configured sizes.
     """
+    explicit = resources.model_fields_set
     configured = {
         "decoders_min": decoders_min,
         "decoders_max": decoders_max,
         "decode_cpus": resources.decode_cpus,
-        "decode_threads": resources.decode_threads,
+        "decode_threads": resources.decode_threads if "decode_threads" in explicit else max(1, int(resources.decode_cpus)),
         "model_threads": None,
     }
-    explicit = resources.model_fields_set & {"decode_actors", "decode_cpus", "decode_threads", "model_cpus"}
-    if model_gpus or explicit or decoders_max != decoders_min:
+    if model_gpus or explicit & {"decode_actors", "decode_cpus", "decode_threads", "model_cpus"} or decoders_max != decoders_min:
         return configured
     cpus = ray.cluster_resources().get("CPU", 0)
     node_cpus = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
@@ -273,7 +277,7 @@ def _cpu_only_sizing(ray: Any, resources: Any, model_gpus: float, decoders_min: 
         "decoders_min": decoders,
         "decoders_max": decoders,
         "decode_cpus": int(left / decoders * 100) / 100,  # fractional: all of them fit beside the model
-        "decode_threads": 1,  # one thread per decoder: no frame-threading overhead (~15% CPU)
+        "decode_threads": 1,
         "model_threads": max(1, min(int(node_cpus), _CPU_ONLY_MAX_MODEL_THREADS)),
     }
 
