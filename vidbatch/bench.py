@@ -56,6 +56,7 @@ class BenchOptions:
     plain: bool = True
     repeat_tiny_s: float = 3.0
     model_seconds: float = 8.0  # how long the model-only bound is timed
+    compile: bool = False  # torch.compile in the model-only bound and the pipeline (VIDBATCH_TORCH_COMPILE=1)
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
         say("(b) model-only bound ...")
         frames_per_clip = max(1, result["decode_bound"]["frames"] / max(1, result["decode_bound"]["clips"]))
         result["model_bound"] = _subprocess(
-            "model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds}
+            "model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds}, compile=opts.compile
         )
         model_fps = result["model_bound"]["frames_per_s"]
         per_video_s = result["decode_bound"]["frames"] / result["decode_bound"]["video_seconds"]
@@ -119,7 +120,7 @@ def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
         tiny_job = _job_dict(opts, mode, tiny, opts.workdir / f"out-{mode}-tiny")
         for out in (job["output"], tiny_job["output"]):
             shutil.rmtree(out, ignore_errors=True)  # a fresh table: run_job would skip videos it already has
-        result["pipeline"] = _subprocess("pipeline", {"job": job, "tiny_job": tiny_job})
+        result["pipeline"] = _subprocess("pipeline", {"job": job, "tiny_job": tiny_job}, compile=opts.compile)
         if result.get("plain"):
             result["agreement"] = _agreement(result["plain"], result["pipeline"])
             say(f"  agreement plain vs pipeline: {result['agreement']}")
@@ -266,9 +267,11 @@ def _machine() -> dict[str, Any]:
     return info
 
 
-def _subprocess(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _subprocess(kind: str, payload: dict[str, Any], *, compile: bool = False) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; its wall time includes the interpreter's start."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if compile:
+        env["VIDBATCH_TORCH_COMPILE"] = "1"  # the model stage's switch; Ray workers inherit it
     env.pop("RAY_ADDRESS", None)  # the benchmark runs on this machine
     load_before = os.getloadavg()[0]
     started = time.monotonic()
@@ -467,6 +470,7 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     job = parse_job(p["job"])
     weights = resolve_weights(job.model, job.storage)
     runner = ResNetRunner(
+        compile=os.environ.get("VIDBATCH_TORCH_COMPILE") == "1",
         threads=os.cpu_count() or 1,
         arch=weights.arch,
         state_dict_bytes=weights.state_dict_bytes,
@@ -623,6 +627,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the pipeline's job, e.g. resources.batch_frames=16")
     parser.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain script (a)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (model bound and pipeline)")
     parser.add_argument("--model-seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     parser.add_argument("--memory-check", action="store_true",
                         help="instead: peak decode memory of a 1-minute vs a 60-minute video")
@@ -642,6 +647,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         overrides=list(args.overrides),
         plain=args.plain,
         model_seconds=args.model_seconds,
+        compile=args.compile,
     )
     if args.memory_check:
         result = memory_check(opts)

@@ -386,7 +386,9 @@ class ResNetRunner:
         model.fc = torch.nn.Identity()  # the backbone now returns the pooled feature (fc's input)
         backbone: torch.nn.Module = _fold_batchnorm(model.eval())
         self.backbone = backbone.to(self.device).to(memory_format=torch.channels_last)
+        self.compiled = compile
         if compile:
+            # One static shape: partial batches are padded (see _forward), so it compiles once.
             self.backbone = torch.compile(self.backbone, dynamic=False)  # type: ignore[assignment]
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
@@ -414,12 +416,15 @@ class ResNetRunner:
     def _forward(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # uint8 travels to the device; the float conversion and normalisation happen there.
         # (n, H, W, 3) permuted to (n, 3, H, W) is channels_last in memory already.
+        n = len(chunk)
+        if self.compiled and n < self.per_pass:
+            chunk = torch.cat([chunk, chunk.new_zeros((self.per_pass - n, *chunk.shape[1:]))])
         x = chunk.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             pooled = self.backbone(x)
             logits = self.fc(pooled)
-        return pooled.float(), torch.softmax(logits.float(), dim=1)
+        return pooled[:n].float(), torch.softmax(logits[:n].float(), dim=1)
 
 
 def _fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
