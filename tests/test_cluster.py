@@ -289,7 +289,20 @@ def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, libra
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("replaced", [True, False], ids=["node-replaced", "node-not-replaced"])
+@pytest.mark.parametrize(
+    "replaced",
+    [
+        # ~80 s on 2 cores: in the extended suite only (VIDBATCH_EXTENDED_TESTS=1), so the default
+        # suite stays well inside its 10 minutes. The lost-node-not-replaced case below is the
+        # harder one (nothing can finish the work) and always runs.
+        pytest.param(
+            True,
+            id="node-replaced",
+            marks=pytest.mark.skipif(os.environ.get("VIDBATCH_EXTENDED_TESTS") != "1", reason="VIDBATCH_EXTENDED_TESTS=1"),
+        ),
+        pytest.param(False, id="node-not-replaced"),
+    ],
+)
 def test_a_worker_node_killed_mid_run_never_hangs(cluster, tmp_path, seeded_weights, replaced):
     """The worker dies mid-run. Replaced (as KubeRay or the autoscaler do) or not, the run ends
     within a bound: committed with one row per video, or failed cleanly with nothing committed."""

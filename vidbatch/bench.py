@@ -500,11 +500,8 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
 
 def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     from vidbatch.config import parse_job
-    from vidbatch.pipeline import _ensure_ray, run_job
+    from vidbatch.pipeline import run_job
 
-    started = time.monotonic()
-    _ensure_ray(None)  # what run_job does first; timed apart to show it
-    ray_start = time.monotonic() - started
     job = parse_job(p["job"])
     quiet = lambda _line: None  # noqa: E731
     t0 = time.monotonic()
@@ -528,7 +525,8 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
         "videos": s["videos"],
         "video_seconds": video_s,
         "statuses": s["statuses"],
-        "ray_start_s": ray_start,
+        "ray_start_s": s["timings_s"].get("ray_start_s"),  # inside run_job, overlapping the weights' resolution
+        "timings_s": s["timings_s"],
         "run_job_wall_s": big_wall,
         "tiny_run_job_wall_s": tiny_wall,
         "steady": {

@@ -6,6 +6,7 @@ manifest -> plan -> DecodeStage (CPU actors) -> ModelStage (GPU/CPU actors)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -16,7 +17,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,9 +74,18 @@ def run_job(
     run_id = new_run_id()
     identity_sampling = config.sampling.sampling_id()
 
+    timings: dict[str, float] = {}
     manifest = read_manifest(config.manifest, config.storage)
     plan = make_plan(manifest, config.inputs)
-    weights = resolve_weights(config.model, config.storage)
+    # Resolving the weights imports torch (seconds); a first run (no tables yet) certainly needs
+    # Ray, whose start is mostly waiting for its daemons, so the two overlap.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-weights") as pool:
+        resolving = pool.submit(resolve_weights, config.model, config.storage)
+        if plan.to_process.num_rows and not _has_tables(config.output, config.storage):
+            with _timed(timings, "ray_start_s"):
+                _ensure_ray(address)
+        weights = resolving.result()
+    timings["to_weights_s"] = time.monotonic() - started
     if weights.untrained:
         say(
             f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); "
@@ -125,9 +136,12 @@ def run_job(
             on_progress=printer,
         )
         if work.to_process.num_rows:
-            ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
+            with _timed(timings, "ray_start_s"):
+                ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
+            timings["to_pipeline_s"] = time.monotonic() - started
             dataset = _build_dataset(ray, config, work.to_process, weights)
-            finished = _drain(dataset, collector, no_progress_timeout_s=patience)
+            with _timed(timings, "pipeline_s"):
+                finished = _drain(dataset, collector, no_progress_timeout_s=patience)
         else:
             finished = True
         if finished:
@@ -147,6 +161,7 @@ def run_job(
             "removed": len(decision.removed),
             "unchanged": len(decision.skip),
         }
+        commit_started = time.monotonic()
         versions = commit_tables(
             config.output,
             Path(spill),
@@ -162,9 +177,11 @@ def run_job(
             },
         )
 
+    timings["commit_s"] = time.monotonic() - commit_started
     wall = time.monotonic() - started
     summary = _summary(config, run_id, weights, plan, tally, wall, versions)
     summary["changes"] = changes
+    summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
     summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
 
@@ -353,6 +370,22 @@ def _autoscaler_max_resources() -> dict[str, float]:
 def _default_decoders(cluster: dict[str, float], model_cpus: float, decode_cpus: float) -> int:
     free = cluster.get("CPU", 1) - model_cpus
     return max(1, int(free // decode_cpus))
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Adds the block's wall time to timings[key] (for the summary: where a run's time went)."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.monotonic() - began
+
+
+def _has_tables(output: str, storage: Any) -> bool:
+    from vidbatch.state import open_table
+
+    return open_table(output, "videos", storage) is not None
 
 
 def _ensure_ray(address: str | None) -> Any:
