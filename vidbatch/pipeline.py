@@ -67,8 +67,6 @@ def run_job(
     retry_failed: bool = False,
 ) -> RunResult:
     """Run the whole job; returns once both tables are committed. Raises JobError before any work on bad input."""
-    from vidbatch.model import resolve_weights  # torch is heavy; import only when running
-
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     started = time.monotonic()
     run_id = new_run_id()
@@ -80,7 +78,7 @@ def run_job(
     # Resolving the weights imports torch (seconds); a first run (no tables yet) certainly needs
     # Ray, whose start is mostly waiting for its daemons, so the two overlap.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-weights") as pool:
-        resolving = pool.submit(resolve_weights, config.model, config.storage)
+        resolving = pool.submit(_resolve_weights, config)
         if plan.to_process.num_rows and not _has_tables(config.output, config.storage):
             with _timed(timings, "ray_start_s"):
                 _ensure_ray(address)
@@ -372,6 +370,15 @@ def _default_decoders(cluster: dict[str, float], model_cpus: float, decode_cpus:
     return max(1, int(free // decode_cpus))
 
 
+def _resolve_weights(config: JobConfig) -> Any:
+    from vidbatch.model import resolve_weights  # imports torch (seconds): off the main thread, only when running
+
+    weights = resolve_weights(config.model, config.storage)
+    import ray.data  # noqa: F401  (~1 s of imports the dataset needs next; here they overlap Ray's start)
+
+    return weights
+
+
 @contextlib.contextmanager
 def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
     """Adds the block's wall time to timings[key] (for the summary: where a run's time went)."""
@@ -393,7 +400,11 @@ def _ensure_ray(address: str | None) -> Any:
 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        # A Ray started here lives only as long as this run and our progress line reports it, so
+        # it starts without the dashboard (~1 s less start-up); VIDBATCH_LOCAL_DASHBOARD=1 keeps it.
+        local_dashboard = os.environ.get("VIDBATCH_LOCAL_DASHBOARD") == "1"
+        dashboard = None if address or local_dashboard else False  # None: Ray's default
+        ray.init(address=address, include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=True)
     return ray
 
 
