@@ -373,10 +373,10 @@ def _default_decoders(cluster: dict[str, float], model_cpus: float, decode_cpus:
 def _resolve_weights(config: JobConfig) -> Any:
     from vidbatch.model import resolve_weights  # imports torch (seconds): off the main thread, only when running
 
-    weights = resolve_weights(config.model, config.storage)
-    import ray.data  # noqa: F401  (~1 s of imports the dataset needs next; here they overlap Ray's start)
-
-    return weights
+    # Only the weights' modules (torch, torchvision, fsspec) are imported on this thread, never
+    # Ray's: ray.init imports Ray's own modules on the main thread meanwhile, and two threads
+    # importing one package's mutually dependent modules could deadlock on the import locks.
+    return resolve_weights(config.model, config.storage)
 
 
 @contextlib.contextmanager
