@@ -247,10 +247,13 @@ def _close(x: list[float], y: list[float], tol: float) -> bool:
 def _machine() -> dict[str, Any]:
     info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-        info["cpu_bf16"] = "avx512_bf16" in flags or "amx_bf16" in flags
+        from vidbatch.model import _CPU_BF16_FLAGS
+
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = set(next(line for line in lines if line.startswith("flags")).split())
+        info["cpu_bf16"] = bool(_CPU_BF16_FLAGS & flags)
         info["cpu_amx"] = "amx_bf16" in flags
-        model = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        model = next(line for line in lines if line.startswith("model name"))
         info["cpu_model"] = model.split(":", 1)[1].strip()
     except (OSError, StopIteration):
         pass
@@ -527,8 +530,7 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
         "videos": s["videos"],
         "video_seconds": video_s,
         "statuses": s["statuses"],
-        "ray_start_s": s["timings_s"].get("ray_start_s"),  # inside run_job, overlapping the weights' resolution
-        "timings_s": s["timings_s"],
+        "timings_s": s["timings_s"],  # ray_start_s among them: inside run_job, overlapping the weights
         "run_job_wall_s": big_wall,
         "tiny_run_job_wall_s": tiny_wall,
         "steady": {

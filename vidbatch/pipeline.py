@@ -75,11 +75,13 @@ def run_job(
     timings: dict[str, float] = {}
     manifest = read_manifest(config.manifest, config.storage)
     plan = make_plan(manifest, config.inputs)
-    # Resolving the weights imports torch (seconds); a first run (no tables yet) certainly needs
-    # Ray, whose start is mostly waiting for its daemons, so the two overlap.
+    # Resolving the weights imports torch (seconds) on a thread while the previous runs' state is
+    # read. With no prior rows every candidate is new, so Ray is certainly needed: it starts now,
+    # overlapping the weights, instead of after them.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-weights") as pool:
         resolving = pool.submit(_resolve_weights, config)
-        if plan.to_process.num_rows and not _has_tables(config.output, config.storage):
+        prior = load_prior(config.output, config.storage)
+        if plan.to_process.num_rows and not prior.videos:
             with _timed(timings, "ray_start_s"):
                 _ensure_ray(address)
         weights = resolving.result()
@@ -95,7 +97,6 @@ def run_job(
         config.storage,
         {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": _now()},
     )
-    prior = load_prior(config.output, config.storage)
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
     decision = decide(
         candidates,
@@ -387,12 +388,6 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         timings[key] = timings.get(key, 0.0) + time.monotonic() - began
-
-
-def _has_tables(output: str, storage: Any) -> bool:
-    from vidbatch.state import open_table
-
-    return open_table(output, "videos", storage) is not None
 
 
 def _ensure_ray(address: str | None) -> Any:
