@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,21 @@ def test_decide(before, kwargs, processed):
     decision = decide_one(before, **kwargs)
     assert (decision.process == ("v",)) == processed
     assert (decision.skip == ("v",)) == (not processed)
+
+
+@pytest.mark.parametrize(
+    ("before", "reason"),
+    [
+        (prior("timeout", fp=None, error_type="no_progress"), "retry after timeout"),  # a watchdog row
+        (prior("timeout"), "retry after timeout"),
+        (prior("timeout"), "source changed"),
+        (prior(), "source changed"),
+    ],
+)
+def test_decide_names_why(before, reason):
+    decision = decide_one(before, fp="fp2" if reason == "source changed" else "fp1")
+    assert decision.reasons == {"v": reason}
+    assert (decision.retried, decision.changed) == ((1, 0) if reason.startswith("retry") else (0, 1))
 
 
 def test_decide_lists_removed_videos():
@@ -171,7 +187,15 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     assert sorted(old) == ["a", "b", "c", "junk"]
 
 
-def _cli_run(tmp_path: Path, weights: Path, env_extra: dict[str, str], *, kill_after: str | None = None) -> int:
+def _cli_run(
+    tmp_path: Path,
+    weights: Path,
+    env_extra: dict[str, str],
+    *,
+    kill_after: str | None = None,
+    overrides: tuple[str, ...] = (),
+    output: list[str] | None = None,
+) -> int:
     """`vidbatch run` as its own driver process, on the test session's Ray (as on a cluster)."""
     import ray
 
@@ -181,8 +205,9 @@ def _cli_run(tmp_path: Path, weights: Path, env_extra: dict[str, str], *, kill_a
     raw["resources"]["progress_interval_s"] = 0.1
     job.write_text(yaml.safe_dump(raw))
     env = {**os.environ, **env_extra}
+    sets = [arg for override in overrides for arg in ("--set", override)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vidbatch.cli", "run", str(job)],
+        [sys.executable, "-m", "vidbatch.cli", "run", str(job), *sets],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -192,6 +217,8 @@ def _cli_run(tmp_path: Path, weights: Path, env_extra: dict[str, str], *, kill_a
     assert proc.stdout is not None
     deadline = time.monotonic() + 240
     for line in proc.stdout:
+        if output is not None:
+            output.append(line)
         if kill_after and kill_after in line:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
             break
@@ -236,3 +263,39 @@ def test_sigkill_mid_run_leaves_last_commit_and_rerun_finishes(tmp_path, seeded_
     assert rerun.summary["changes"]["new"] == 3
     final = assert_exact(tmp_path, {"v0", "v1", "v2", "v3"})
     assert final["v0"]["run_id"] == committed["v0"]["run_id"]
+
+
+def test_a_stuck_run_commits_at_the_no_progress_deadline_and_exits_cleanly(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    # The deadline covers the actors' start (torch import, model build) on a busy 2-core machine.
+    rows = {name: media.write_video(lib / f"{name}.mp4", num_frames=20, fps=10).path for name in ("fine", "stuck")}
+    write_manifest(tmp_path / "manifest.parquet", rows)
+    output: list[str] = []
+    started = time.monotonic()
+    # The hang outlasts the decode deadline's reach (600 s), so only the driver's watchdog ends it.
+    code = _cli_run(
+        tmp_path,
+        seeded_weights,
+        # Ray's workers do not inherit the driver's environment: the fault rides in the job's
+        # runtime_env, injected the way the Jobs API hands a driver its job config.
+        {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"VIDBATCH_FAULT": "decode-hang:stuck"}}})},
+        overrides=("limits.no_progress_timeout_s=20",),
+        output=output,
+    )
+    text = "".join(output)
+    assert code == 0, text
+    assert time.monotonic() - started < 120, text
+    assert "committing what is done" in text
+    # The abandoned execution is stopped before the driver exits: no Ray teardown tracebacks.
+    assert "Traceback" not in text, text
+    by_id = assert_exact(tmp_path, {"stuck", "fine"})
+    assert by_id["stuck"]["status"] == "timeout" and by_id["stuck"]["error_type"] == "no_progress"
+    # "fine" may have finished, or still sat in a Ray Data buffer behind the hung task (one decode
+    # actor here); either way it has its row, and a timeout row says why and is retried.
+    fine = by_id["fine"]
+    assert fine["status"] == "ok" or (fine["status"] == "timeout" and fine["error_type"] == "no_progress"), fine
+
+    rerun = run(tmp_path, seeded_weights)  # a watchdog timeout is transient: retried next run
+    assert rerun.summary["changes"]["retried"] == (fine["status"] == "timeout") + 1, rerun.summary["changes"]
+    assert {r["status"] for r in assert_exact(tmp_path, {"stuck", "fine"}).values()} == {"ok"}

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -25,6 +29,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vidbatch: interrupted; nothing was committed by this run", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """The `vidbatch` console script: main(), then an exit that Ray's teardown cannot turn into a crash.
+
+    After a run has committed, its exit code is the result the scheduler sees. Destroying a
+    connected Ray client during interpreter teardown can crash in native code after the
+    cluster lost a node (a SIGSEGV after the commit made a committed nightly run look
+    failed), so the process flushes its output, stops a Ray it started itself, and ends
+    without that teardown, as Ray's own worker processes do.
+    """
+    faulthandler.enable()  # a native crash prints every thread's Python stack
+    try:
+        code = main()
+    except SystemExit as exc:  # argparse: --help, usage errors
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    _leave(code)
+
+
+def _leave(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    logging.shutdown()
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and _started_local_ray(ray):
+        try:
+            ray.shutdown()  # stops the local node's processes (raylet, GCS, workers)
+        except Exception as exc:
+            print(f"vidbatch: Ray's shutdown failed ({exc}); its processes end with this one", file=sys.stderr)
+    # A client of a cluster needs no goodbye: the cluster ends the driver's job when the
+    # process is gone.
+    os._exit(code)
+
+
+def _started_local_ray(ray: object) -> bool:
+    node = getattr(getattr(ray, "_private", None), "worker", None)
+    node = getattr(node, "_global_node", None)
+    return bool(node is not None and getattr(node, "head", False))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -237,4 +282,4 @@ def _summary_text(summary: dict, uri: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -103,6 +103,10 @@ def _why_process(
         return "new"
     if before.uri != uri:
         return "uri changed"
+    if before.fingerprint is None and before.status not in PERMANENT:
+        # Written by the driver (a watchdog or lost-actor row) without reading the file: no
+        # fingerprint to compare, so this is a retry, not a change.
+        return f"retry after {before.status}"
     if not _same_source(before, fingerprint):
         return "source changed"
     if before.model_id != model_id:

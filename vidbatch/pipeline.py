@@ -46,6 +46,8 @@ _MAX_BLOCKS = 20_000
 # declared dead, so a few retries would be spent in seconds.
 _ACTOR_RESTARTS = 8
 _TASK_RETRIES = 16
+# How long the driver waits for an execution it gave up on (no progress) to stop.
+_STOP_JOIN_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -301,31 +303,74 @@ def _actor_sizing(ray: Any, resources: Any, model_gpus: float, decoders_min: int
 def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float) -> bool:
     """Feed the collector; False when nothing arrived for `no_progress_timeout_s` (a stuck cluster).
 
-    The dataset is consumed on a daemon thread so the driver itself can never hang:
-    after the timeout it commits what is done and the process may exit.
+    The dataset is consumed on a daemon thread so the driver itself can never hang: after the
+    timeout the execution is stopped (its actors and tasks cancelled) and the driver commits
+    what is done.
     """
     batches: queue.Queue[Any] = queue.Queue(maxsize=8)
     end = object()
+    abandoned = threading.Event()
 
     def consume() -> None:
         try:
             for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                if abandoned.is_set():
+                    return
                 batches.put(batch)
             batches.put(end)
         except BaseException as exc:  # handed to the driver thread, which re-raises it
-            batches.put(exc)
+            if not abandoned.is_set():
+                batches.put(exc)
 
-    threading.Thread(target=consume, name="vidbatch-consume", daemon=True).start()
+    consumer = threading.Thread(target=consume, name="vidbatch-consume", daemon=True)
+    consumer.start()
     while True:
         try:
             item = batches.get(timeout=no_progress_timeout_s)
         except queue.Empty:
+            abandoned.set()
+            _stop_execution(dataset, consumer, batches)
             return False
         if item is end:
             return True
         if isinstance(item, BaseException):
             raise item
         collector.add_batch(item)
+
+
+def _stop_execution(dataset: Any, consumer: threading.Thread, batches: queue.Queue[Any]) -> None:
+    """Stops an execution the driver gave up on, so no thread is left inside Ray when it exits.
+
+    A consumer thread blocked in Ray's client while the interpreter tears Ray down printed
+    tracebacks after a committed run and, on a cluster that had lost a node, crashed the
+    driver with SIGSEGV after its commit, so the job was reported failed.
+    """
+    for executor in _running_executors(dataset):
+        try:
+            executor.shutdown(force=True)  # cancels its tasks and kills its actors
+        except Exception as exc:  # Ray's internals: a failed stop must not lose the commit
+            log.warning("could not stop the abandoned dataset execution: %s", exc)
+    deadline = time.monotonic() + _STOP_JOIN_S
+    while consumer.is_alive() and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            batches.get_nowait()  # a consumer blocked on a full queue must see `abandoned`
+        consumer.join(timeout=0.2)
+    if consumer.is_alive():
+        log.warning("the abandoned dataset execution did not stop within %gs", _STOP_JOIN_S)
+
+
+def _running_executors(dataset: Any) -> list[Any]:
+    """The Ray Data executors running `dataset` (Ray has no public way to cancel an iteration).
+
+    The dataset records its executor only once the first block is out, which a stuck run may
+    never produce; the executor is also a thread named after the dataset's execution id.
+    """
+    found = [getattr(dataset, "_current_executor", None)]
+    with contextlib.suppress(Exception):
+        name = f"StreamingExecutor-{dataset.get_dataset_id()}"
+        found += [t for t in threading.enumerate() if t.name == name and hasattr(t, "shutdown")]
+    unique = {id(e): e for e in found if e is not None}
+    return list(unique.values())
 
 
 def _placement(ray: Any, resources: Any) -> tuple[float, int, int]:
