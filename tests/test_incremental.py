@@ -75,6 +75,7 @@ def test_decide(before, kwargs, processed):
     ("before", "reason"),
     [
         (prior("timeout", fp=None, error_type="no_progress"), "retry after timeout"),  # a watchdog row
+        (prior("decode_error", fp=None, error_type="lost"), "retry after decode_error"),  # a lost actor's row
         (prior("timeout"), "retry after timeout"),
         (prior("timeout"), "source changed"),
         (prior(), "source changed"),
@@ -268,7 +269,6 @@ def test_sigkill_mid_run_leaves_last_commit_and_rerun_finishes(tmp_path, seeded_
 def test_a_stuck_run_commits_at_the_no_progress_deadline_and_exits_cleanly(tmp_path, seeded_weights, ray_local):
     lib = tmp_path / "lib"
     lib.mkdir()
-    # The deadline covers the actors' start (torch import, model build) on a busy 2-core machine.
     rows = {name: media.write_video(lib / f"{name}.mp4", num_frames=20, fps=10).path for name in ("fine", "stuck")}
     write_manifest(tmp_path / "manifest.parquet", rows)
     output: list[str] = []
@@ -280,6 +280,7 @@ def test_a_stuck_run_commits_at_the_no_progress_deadline_and_exits_cleanly(tmp_p
         # Ray's workers do not inherit the driver's environment: the fault rides in the job's
         # runtime_env, injected the way the Jobs API hands a driver its job config.
         {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": {"env_vars": {"VIDBATCH_FAULT": "decode-hang:stuck"}}})},
+        # The deadline covers the actors' start (torch import, model build) on a busy 2-core machine.
         overrides=("limits.no_progress_timeout_s=20",),
         output=output,
     )

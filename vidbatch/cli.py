@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vidbatch.errors import JobError
 
@@ -43,10 +43,8 @@ def entry() -> None:
     faulthandler.enable()  # a native crash prints every thread's Python stack
     try:
         code = main()
-    except SystemExit as exc:  # argparse: --help, usage errors
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-        if exc.code is not None and not isinstance(exc.code, int):
-            print(exc.code, file=sys.stderr)
+    except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
+        code = exc.code if isinstance(exc.code, int) else 0
     _leave(code)
 
 
@@ -66,10 +64,12 @@ def _leave(code: int) -> None:
     os._exit(code)
 
 
-def _started_local_ray(ray: object) -> bool:
-    node = getattr(getattr(ray, "_private", None), "worker", None)
-    node = getattr(node, "_global_node", None)
-    return bool(node is not None and getattr(node, "head", False))
+def _started_local_ray(ray: Any) -> bool:
+    """True when this process runs the head node itself (a Ray API without a public name)."""
+    try:
+        return bool(ray._private.worker._global_node.head)
+    except AttributeError:  # a client of a cluster has no node of its own
+        return False
 
 
 def _parser() -> argparse.ArgumentParser:

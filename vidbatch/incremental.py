@@ -96,6 +96,11 @@ def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
     return before.fingerprint == fingerprint
 
 
+def _transient(before: PriorVideo) -> bool:
+    """A failure worth retrying every run: a transient status, or a video whose actor was lost."""
+    return before.status not in PERMANENT or before.error_type == "lost"
+
+
 def _why_process(
     before: PriorVideo | None, uri: str, fingerprint: str | None, model_id: str, sampling_id: str, retry_failed: bool
 ) -> str | None:
@@ -103,7 +108,7 @@ def _why_process(
         return "new"
     if before.uri != uri:
         return "uri changed"
-    if before.fingerprint is None and before.status not in PERMANENT:
+    if before.fingerprint is None and _transient(before):
         # Written by the driver (a watchdog or lost-actor row) without reading the file: no
         # fingerprint to compare, so this is a retry, not a change.
         return f"retry after {before.status}"
@@ -113,7 +118,7 @@ def _why_process(
         return "model changed"
     if before.sampling_id != sampling_id:
         return "sampling changed"
-    if before.status not in PERMANENT or before.error_type == "lost":
+    if _transient(before):
         return f"retry after {before.status}"
     if retry_failed and before.status != "ok":
         return f"retry after {before.status} (--retry-failed)"
