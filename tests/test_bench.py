@@ -12,12 +12,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_bench_runs_on_a_tiny_workload(tmp_path):
+def test_bench_runs_on_a_tiny_workload_in_two_rounds(tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
         [sys.executable, "-m", "vidbatch.cli", "bench", "--videos", "1", "--seconds", "3", "--arch", "resnet18",
-         "--modes", "fps", "--workdir", str(tmp_path), "--json", str(out), "--model-seconds", "0.5"],
+         "--modes", "fps", "--workdir", str(tmp_path), "--json", str(out), "--model-seconds", "0.5", "--repeat", "2"],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -32,3 +32,14 @@ def test_bench_runs_on_a_tiny_workload(tmp_path):
         assert fps[key]["video_s_per_s"] > 0
     assert "pipeline/plain (start-up incl.)" in fps["ratios"]
     assert "video-h/wall-h" in proc.stdout
+    # Two rounds, each complete and side by side; the summary is their median with the spread.
+    assert len(fps["rounds"]) == 2
+    for each in fps["rounds"]:
+        assert each["pipeline"]["statuses"] == {"ok": 1}
+        assert each["agreement"]["clips_same_frames"] == 1
+    per_round = sorted(r["ratios"]["pipeline/plain (start-up incl.)"] for r in fps["rounds"])
+    assert fps["ratio_spread"]["pipeline/plain (start-up incl.)"]["values"] == [
+        r["ratios"]["pipeline/plain (start-up incl.)"] for r in fps["rounds"]
+    ]
+    assert per_round[0] <= fps["ratios"]["pipeline/plain (start-up incl.)"] <= per_round[1]
+    assert "medians of 2 rounds" in proc.stdout

@@ -118,6 +118,19 @@ def test_unusable_weight_files_are_refused_with_the_ways(s3, resnet18_blob):
         resolve_weights(_model(f"s3://{bucket}/junk.pt"), StorageConfig())
 
 
+def test_a_tensor_of_the_wrong_shape_is_refused_by_name(tmp_path):
+    # The fit check builds the model on the meta device: shapes must still be compared, tensor by tensor.
+    state_dict = seeded_state_dict()
+    state_dict["layer2.0.conv1.weight"] = torch.zeros(128, 64, 1, 1)
+    path = tmp_path / "r18-bad.pth"
+    path.write_bytes(saved(state_dict))
+    with pytest.raises(JobError, match=r"(?s)does not fit resnet18: .*size mismatch for layer2\.0\.conv1\.weight"):
+        resolve_weights(_model(str(path)), StorageConfig())
+    good = tmp_path / "r18.pth"
+    good.write_bytes(saved(seeded_state_dict()))
+    assert resolve_weights(_model(str(good)), StorageConfig()).arch == "resnet18"
+
+
 def test_torchvision_name_from_the_local_cache(fake_v1_checkpoint):
     path, sha = fake_v1_checkpoint
     resolved = resolve_weights(_model("IMAGENET1K_V1"), StorageConfig())

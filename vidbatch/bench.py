@@ -16,7 +16,9 @@ and each measurement runs in its own fresh process so none inherits another's wa
     steady rate is the marginal one, (video_s(big) - video_s(tiny)) / (wall(big) - wall(tiny)).
 
 Rates are sampled frames/s, videos/s and video-seconds per wall-second (the same number
-as video-hours per wall-hour). Benchmarks are not tests: nothing here asserts a time.
+as video-hours per wall-hour). `--repeat N` measures (a), (b), (c) N times per mode and
+reports the median of each per-round ratio with its spread (vidbatch.bench_stats).
+Benchmarks are not tests: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidbatch.bench_stats import format_spread, summarize_rounds
 from vidbatch.bench_workload import Workload, WorkloadSpec, concatenate_copies, ensure_workload
 
 DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "vidbatch-bench"
@@ -54,9 +57,10 @@ class BenchOptions:
     json_path: Path | None = None
     overrides: list[str] = field(default_factory=list)
     plain: bool = True
-    repeat_tiny_s: float = 3.0
+    tiny_seconds: float = 3.0
     model_seconds: float = 8.0  # how long the model-only bound is timed
     compile: bool = False  # torch.compile in the model-only bound and the pipeline (VIDBATCH_TORCH_COMPILE=1)
+    repeat: int = 1  # rounds of (a), (b), (c) per mode; more than one reports medians and the spread
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -65,7 +69,7 @@ class BenchOptions:
 def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
     opts.workdir.mkdir(parents=True, exist_ok=True)
     workload = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=opts.videos, seconds=opts.seconds), say=say)
-    tiny = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=1, seconds=opts.repeat_tiny_s), say=say)
+    tiny = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=1, seconds=opts.tiny_seconds), say=say)
     weights_file, resize = _prepare_weights(opts)
     say(
         f"workload: {len(workload.paths)} videos x {opts.seconds:g} s, 1280x720 H.264 30 fps, "
@@ -84,55 +88,13 @@ def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
         "modes": {},
     }
     for mode in opts.modes:
-        say(f"--- {mode} ---")
-        result: dict[str, Any] = {}
-        job = _job_dict(opts, mode, workload, opts.workdir / f"out-{mode}")
-        if opts.plain:
-            say("(a) plain script ...")
-            result["plain"] = _subprocess("plain", {"paths": [str(p) for p in workload.paths], "ids": _ids(workload),
-                                                    "mode": mode, "fps": opts.fps,
-                                                    "clip_len_s": opts.clip_len_s, "arch": opts.arch,
-                                                    "weights_file": str(weights_file), "resize": resize})
-            say(_line("plain script", result["plain"]))
-        say("(b) decode-only bound ...")
-        result["decode_bound"] = _subprocess("decode", {"job": job, "resize": resize})
-        say(_line("decode only", result["decode_bound"]))
-        say("(b) model-only bound ...")
-        frames_per_clip = max(1, result["decode_bound"]["frames"] / max(1, result["decode_bound"]["clips"]))
-        result["model_bound"] = _subprocess(
-            "model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds}, compile=opts.compile
-        )
-        model_fps = result["model_bound"]["frames_per_s"]
-        per_video_s = result["decode_bound"]["frames"] / result["decode_bound"]["video_seconds"]
-        result["model_bound"]["video_s_per_s"] = model_fps / per_video_s
-        result["model_bound"]["videos_per_s"] = result["model_bound"]["video_s_per_s"] / opts.seconds
-        say(_line("model only", result["model_bound"]))
-        d, m = result["decode_bound"]["video_s_per_s"], result["model_bound"]["video_s_per_s"]
-        bound = 1.0 / (1.0 / d + 1.0 / m)
-        result["stage_bound"] = {
-            "video_s_per_s": bound,
-            "frames_per_s": bound * per_video_s,
-            "videos_per_s": bound / opts.seconds,
-            "limited_by": "decode" if d < m else "model",
-        }
-        say(_line("stage bound", result["stage_bound"]))
-        say("(c) pipeline (fresh process, local Ray) ...")
-        tiny_job = _job_dict(opts, mode, tiny, opts.workdir / f"out-{mode}-tiny")
-        for out in (job["output"], tiny_job["output"]):
-            shutil.rmtree(out, ignore_errors=True)  # a fresh table: run_job would skip videos it already has
-        result["pipeline"] = _subprocess("pipeline", {"job": job, "tiny_job": tiny_job}, compile=opts.compile)
-        if result.get("plain"):
-            result["agreement"] = _agreement(result["plain"], result["pipeline"])
-            say(f"  agreement plain vs pipeline: {result['agreement']}")
-        for r in (result.get("plain"), result["pipeline"]):
-            if r:
-                r.pop("check", None)
-        pipe = result["pipeline"]
-        say(_line("pipeline, start-up incl.", pipe))
-        say(_line("pipeline, steady", pipe["steady"]))
-        result["ratios"] = _ratios(result)
-        say("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v is not None))
-        report["modes"][mode] = result
+        rounds = []
+        for n in range(1, opts.repeat + 1):
+            say(f"--- {mode}" + (f", round {n} of {opts.repeat}" if opts.repeat > 1 else "") + " ---")
+            rounds.append(_measure_round(opts, mode, workload, tiny, weights_file, resize, say))
+        report["modes"][mode] = rounds[0] if len(rounds) == 1 else summarize_rounds(rounds)
+        if len(rounds) > 1:
+            say(format_spread(mode, report["modes"][mode]))
     report["table"] = format_table(report)
     path = opts.json_path or opts.workdir / f"bench-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
@@ -140,6 +102,60 @@ def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
     say(f"results: {path}")
     report["json_path"] = str(path)
     return report
+
+
+def _measure_round(
+    opts: BenchOptions, mode: str, workload: Workload, tiny: Workload, weights_file: Path, resize: int, say: Any
+) -> dict[str, Any]:
+    """(a), (b) and (c) once, in this order, each in a fresh process."""
+    result: dict[str, Any] = {}
+    job = _job_dict(opts, mode, workload, opts.workdir / f"out-{mode}")
+    if opts.plain:
+        say("(a) plain script ...")
+        result["plain"] = _subprocess("plain", {"paths": [str(p) for p in workload.paths], "ids": _ids(workload),
+                                                "mode": mode, "fps": opts.fps,
+                                                "clip_len_s": opts.clip_len_s, "arch": opts.arch,
+                                                "weights_file": str(weights_file), "resize": resize})
+        say(_line("plain script", result["plain"]))
+    say("(b) decode-only bound ...")
+    result["decode_bound"] = _subprocess("decode", {"job": job, "resize": resize})
+    say(_line("decode only", result["decode_bound"]))
+    say("(b) model-only bound ...")
+    frames_per_clip = max(1, result["decode_bound"]["frames"] / max(1, result["decode_bound"]["clips"]))
+    result["model_bound"] = _subprocess(
+        "model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds}, compile=opts.compile
+    )
+    model_fps = result["model_bound"]["frames_per_s"]
+    per_video_s = result["decode_bound"]["frames"] / result["decode_bound"]["video_seconds"]
+    result["model_bound"]["video_s_per_s"] = model_fps / per_video_s
+    result["model_bound"]["videos_per_s"] = result["model_bound"]["video_s_per_s"] / opts.seconds
+    say(_line("model only", result["model_bound"]))
+    d, m = result["decode_bound"]["video_s_per_s"], result["model_bound"]["video_s_per_s"]
+    bound = 1.0 / (1.0 / d + 1.0 / m)
+    result["stage_bound"] = {
+        "video_s_per_s": bound,
+        "frames_per_s": bound * per_video_s,
+        "videos_per_s": bound / opts.seconds,
+        "limited_by": "decode" if d < m else "model",
+    }
+    say(_line("stage bound", result["stage_bound"]))
+    say("(c) pipeline (fresh process, local Ray) ...")
+    tiny_job = _job_dict(opts, mode, tiny, opts.workdir / f"out-{mode}-tiny")
+    for out in (job["output"], tiny_job["output"]):
+        shutil.rmtree(out, ignore_errors=True)  # a fresh table: run_job would skip videos it already has
+    result["pipeline"] = _subprocess("pipeline", {"job": job, "tiny_job": tiny_job}, compile=opts.compile)
+    if result.get("plain"):
+        result["agreement"] = _agreement(result["plain"], result["pipeline"])
+        say(f"  agreement plain vs pipeline: {result['agreement']}")
+    for r in (result.get("plain"), result["pipeline"]):
+        if r:
+            r.pop("check", None)
+    pipe = result["pipeline"]
+    say(_line("pipeline, start-up incl.", pipe))
+    say(_line("pipeline, steady", pipe["steady"]))
+    result["ratios"] = _ratios(result)
+    say("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v is not None))
+    return result
 
 
 def _ratios(result: dict[str, Any]) -> dict[str, float | None]:
@@ -161,6 +177,8 @@ def format_table(report: dict[str, Any]) -> str:
     head = f"{'mode':10s} {'run':34s} {'wall s':>8s} {'frames/s':>9s} {'videos/s':>9s} {'video-h/wall-h':>15s}"
     lines = [head, "-" * len(head)]
     for mode, r in report["modes"].items():
+        if r.get("rounds"):
+            lines.append(f"{mode:10s} medians of {len(r['rounds'])} rounds (each ratio taken within its round)")
         rows = []
         if r.get("plain"):
             rows.append(("(a) plain script", r["plain"]))
@@ -630,6 +648,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a key of the pipeline's job, e.g. resources.batch_frames=16")
     parser.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain script (a)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (model bound and pipeline)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="measure each mode N times, interleaved (a, b, c, a, b, c, ...), and report medians "
+                             "with the spread (default 1)")
     parser.add_argument("--model-seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     parser.add_argument("--memory-check", action="store_true",
                         help="instead: peak decode memory of a 1-minute vs a 60-minute video")
@@ -650,7 +671,11 @@ def main_from_args(args: argparse.Namespace) -> int:
         plain=args.plain,
         model_seconds=args.model_seconds,
         compile=args.compile,
+        repeat=args.repeat,
     )
+    if opts.repeat < 1:
+        print(f"vidbatch bench: --repeat must be at least 1, got {opts.repeat}", file=sys.stderr)
+        return 2
     if args.memory_check:
         result = memory_check(opts)
         path = opts.json_path or opts.workdir / f"memory-{time.strftime('%Y%m%dT%H%M%S')}.json"

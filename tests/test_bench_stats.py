@@ -1,0 +1,83 @@
+"""Rounds of `vidbatch bench` summed up (pure functions; no timing is measured here)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vidbatch.bench_stats import format_spread, summarize_rounds
+
+
+def _round(plain: float, decode: float, model: float, pipe: float, steady: float, *, same: int = 4, diff: float = 1e-3):
+    bound = 1 / (1 / decode + 1 / model)
+    return {
+        "plain": {"video_s_per_s": plain, "wall_s": 960 / plain, "frames_per_s": plain, "statuses": {"ok": 16}},
+        "decode_bound": {"video_s_per_s": decode, "wall_s": 960 / decode},
+        "model_bound": {"video_s_per_s": model, "wall_s": None},
+        "stage_bound": {"video_s_per_s": bound, "limited_by": "decode" if decode < model else "model"},
+        "pipeline": {"video_s_per_s": pipe, "wall_s": 960 / pipe, "steady": {"video_s_per_s": steady, "wall_s": 900 / steady},
+                     "timings_s": {"ray_start_s": 5.0}},
+        "agreement": {"clips_plain": 4, "clips_pipeline": 4, "clips_same_frames": same, "max_abs_embedding_diff_16d": diff},
+        "ratios": {"pipeline/plain (start-up incl.)": pipe / plain, "pipeline steady/stage bound": steady / bound,
+                   "pipeline steady/plain": None},
+    }  # fmt: skip
+
+
+def test_ratios_are_medians_of_the_per_round_ratios_with_their_spread():
+    rounds = [_round(5.0, 30, 40, 12.0, 14.0), _round(6.0, 36, 40, 11.0, 15.0), _round(5.5, 31, 38, 13.0, 14.5)]
+    summary = summarize_rounds(rounds)
+    per_round = sorted(r["ratios"]["pipeline/plain (start-up incl.)"] for r in rounds)
+    assert summary["ratios"]["pipeline/plain (start-up incl.)"] == pytest.approx(per_round[1])
+    # Not the ratio of the medians: each round's ratio is taken side by side first.
+    assert summary["ratios"]["pipeline/plain (start-up incl.)"] != pytest.approx(12.0 / 5.5)
+    spread = summary["ratio_spread"]["pipeline steady/stage bound"]
+    assert spread["min"] == min(spread["values"]) and spread["max"] == max(spread["values"])
+    assert len(spread["values"]) == 3
+    assert summary["ratios"]["pipeline steady/plain"] is None  # not measured in any round
+    assert "pipeline steady/plain" not in summary["ratio_spread"]
+
+
+def test_rates_are_medians_field_by_field_and_other_fields_come_from_the_first_round():
+    rounds = [_round(5.0, 30, 40, 12.0, 14.0), _round(6.0, 36, 40, 11.0, 15.0), _round(5.5, 31, 38, 13.0, 14.5)]
+    summary = summarize_rounds(rounds)
+    assert summary["plain"]["video_s_per_s"] == 5.5
+    assert summary["decode_bound"]["video_s_per_s"] == 31
+    assert summary["pipeline"]["video_s_per_s"] == 12.0
+    assert summary["pipeline"]["steady"]["video_s_per_s"] == 14.5
+    assert summary["model_bound"]["wall_s"] is None  # not a number in every round: left as it was
+    assert summary["plain"]["statuses"] == {"ok": 16}
+    assert summary["stage_bound"]["limited_by"] == "decode"
+    assert summary["rounds"] is rounds
+    rounds[0]["plain"]["statuses"]["ok"] = 0
+    assert summary["plain"]["statuses"] == {"ok": 16}  # a copy, not the first round's dict
+
+
+def test_agreement_reports_the_worst_round():
+    summary = summarize_rounds([_round(5, 30, 40, 12, 14, same=4, diff=1e-3), _round(5, 30, 40, 12, 14, same=3, diff=5e-4)])
+    assert summary["agreement"]["clips_same_frames"] == 3
+    assert summary["agreement"]["max_abs_embedding_diff_16d"] == 1e-3
+
+
+def test_nan_ratios_are_not_measured_values():
+    rounds = [_round(5, 30, 40, 12, 14), _round(5, 30, 40, 12, 14)]
+    rounds[1]["ratios"]["pipeline steady/stage bound"] = math.nan
+    summary = summarize_rounds(rounds)
+    name = "pipeline steady/stage bound"
+    assert summary["ratio_spread"][name]["values"] == [rounds[0]["ratios"][name]]
+
+
+def test_rounds_that_measured_different_things_are_refused():
+    other = _round(5, 30, 40, 12, 14)
+    del other["plain"]
+    with pytest.raises(ValueError, match="different things"):
+        summarize_rounds([_round(5, 30, 40, 12, 14), other])
+    with pytest.raises(ValueError, match="no rounds"):
+        summarize_rounds([])
+
+
+def test_format_spread_names_the_median_and_every_round():
+    summary = summarize_rounds([_round(5.0, 30, 40, pipe, 14.0) for pipe in (10.0, 12.5, 15.0)])
+    text = format_spread("fps", summary)
+    line = next(x for x in text.splitlines() if "pipeline/plain" in x)
+    assert "median 2.50x" in line and "min 2.00" in line and "max 3.00" in line and "rounds: 2.00 2.50 3.00" in line
