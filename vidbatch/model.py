@@ -14,12 +14,12 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torchvision
-from torchvision.models import WeightsEnum, get_model_builder, get_model_weights
+from torchvision.models import ResNet, WeightsEnum, get_model_builder, get_model_weights
 
 from vidbatch.config import ModelConfig, Precision, StorageConfig
 from vidbatch.errors import JobError
@@ -229,13 +229,21 @@ def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
 
 def _check_fits(arch: str, state_dict: dict[str, torch.Tensor], what: str) -> None:
     try:
-        # On the meta device, with the tensors assigned: keys and shapes are still checked, but
-        # there is no random init and no copy (0.3 s less for resnet50 on the driver's critical path).
-        with torch.device("meta"):
-            model = get_model_builder(arch)(weights=None, num_classes=_num_classes(state_dict))
-        model.load_state_dict(state_dict, assign=True)
+        _assemble(arch, state_dict)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise JobError(f"model.weights={what!r} does not fit {arch}: {str(exc)[:300]}") from exc
+
+
+def _assemble(arch: str, state_dict: dict[str, torch.Tensor]) -> ResNet:
+    """torchvision's `arch` holding exactly these tensors (a key or shape that does not fit raises).
+
+    Built on the meta device and the tensors assigned: no random init for weights the state_dict
+    replaces at once, and no copy (0.3 s less for resnet50 in the driver's fit check).
+    """
+    with torch.device("meta"):
+        model = cast(ResNet, get_model_builder(arch)(weights=None, num_classes=_num_classes(state_dict)))
+    model.load_state_dict(state_dict, assign=True)
+    return model
 
 
 def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
@@ -387,9 +395,7 @@ class ResNetRunner:
         self.device = torch.device(device) if device else pick_device()
         self.dtype = pick_dtype(precision, self.device)
         state_dict = torch.load(io.BytesIO(state_dict_bytes), map_location="cpu", weights_only=True)
-        with torch.device("meta"):  # no random init for weights the state_dict replaces at once
-            model = get_model_builder(arch)(weights=None, num_classes=_num_classes(state_dict))
-        model.load_state_dict(state_dict, assign=True)
+        model = _assemble(arch, state_dict)
         self.fc = model.fc.eval().to(self.device)
         model.fc = torch.nn.Identity()  # the backbone now returns the pooled feature (fc's input)
         backbone: torch.nn.Module = _fold_batchnorm(model.eval())
