@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from vidbatch.bench import _ratios
 from vidbatch.bench_stats import format_spread, summarize_rounds
 
 
@@ -81,3 +82,28 @@ def test_format_spread_names_the_median_and_every_round():
     text = format_spread("fps", summary)
     line = next(x for x in text.splitlines() if "pipeline/plain" in x)
     assert "median 2.50x" in line and "min 2.00" in line and "max 3.00" in line and "rounds: 2.00 2.50 3.00" in line
+
+
+def _round_rates(*, plain: float | None, bound: float, pipe: float, steady: float) -> dict:
+    result = {"stage_bound": {"video_s_per_s": bound}, "pipeline": {"video_s_per_s": pipe, "steady": {"video_s_per_s": steady}}}
+    if plain is not None:
+        result["plain"] = {"video_s_per_s": plain}
+    return result
+
+
+def test_the_ceiling_is_the_stage_bound_over_the_plain_script():
+    ratios = _ratios(_round_rates(plain=5.0, bound=11.0, pipe=9.0, steady=10.0))
+    assert ratios["ceiling: stage bound/plain (no start-up)"] == pytest.approx(2.2)
+    assert ratios["pipeline/plain (start-up incl.)"] == pytest.approx(1.8)
+    assert ratios["pipeline steady/stage bound"] == pytest.approx(10.0 / 11.0)
+    # The pipeline at the bound with no start-up would reach exactly the ceiling.
+    at_bound = _ratios(_round_rates(plain=5.0, bound=11.0, pipe=11.0, steady=11.0))
+    assert at_bound["pipeline/plain (start-up incl.)"] == pytest.approx(at_bound["ceiling: stage bound/plain (no start-up)"])
+
+
+def test_ratios_without_a_plain_script_or_a_steady_rate():
+    ratios = _ratios(_round_rates(plain=None, bound=11.0, pipe=9.0, steady=math.nan))
+    assert ratios["ceiling: stage bound/plain (no start-up)"] is None
+    assert ratios["pipeline/plain (start-up incl.)"] is None
+    assert "pipeline steady/stage bound" not in ratios
+    assert ratios["pipeline (start-up incl.)/stage bound"] == pytest.approx(9.0 / 11.0)
