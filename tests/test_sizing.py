@@ -1,0 +1,46 @@
+"""How the pipeline sizes its actors from the cluster's resources (vidbatch.pipeline._actor_sizing).
+
+A pure rule over what the cluster reports, so a plain object that reports fixed resources
+stands in for the cluster here; the pipeline tests run the same rule on a real local Ray.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vidbatch.config import ResourcesConfig
+from vidbatch.pipeline import _actor_sizing
+
+
+class _Cluster:
+    def __init__(self, cpus: float, gpus: float = 0.0) -> None:
+        self.resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+
+    def cluster_resources(self) -> dict[str, float]:
+        return dict(self.resources)
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{"Alive": True, "Resources": dict(self.resources)}]
+
+
+def test_cpu_only_default_shares_cores_and_the_model_waits_passively():
+    sizing = _actor_sizing(_Cluster(cpus=2), ResourcesConfig(), 0.0, 1, 1)
+    assert sizing["decoders_min"] == sizing["decoders_max"] == 2
+    assert sizing["decode_threads"] == 1
+    assert sizing["model_threads"] == 2
+    # Cores shared with decoders: spinning OpenMP threads would take the decoders' time slices.
+    assert sizing["model_env"] == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert sizing["decode_cpus"] * 2 + ResourcesConfig().model_cpus <= 2
+
+
+def test_model_threads_are_capped_on_big_nodes():
+    sizing = _actor_sizing(_Cluster(cpus=64), ResourcesConfig(), 0.0, 1, 1)
+    assert sizing["decoders_min"] == 64 and sizing["model_threads"] == 4
+
+
+def test_gpu_or_explicit_cpus_keep_the_configured_sizes_and_default_openmp():
+    on_gpu = _actor_sizing(_Cluster(cpus=16, gpus=1), ResourcesConfig(), 1.0, 15, 15)
+    explicit = _actor_sizing(_Cluster(cpus=8), ResourcesConfig(model_cpus=2), 0.0, 6, 6)
+    for sizing in (on_gpu, explicit):
+        assert sizing["model_env"] == {} and sizing["model_threads"] is None
+    assert (on_gpu["decoders_min"], explicit["decoders_min"]) == (15, 6)
