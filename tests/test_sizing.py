@@ -23,7 +23,8 @@ class _Cluster:
         return [{"Alive": True, "Resources": dict(self.resources)}]
 
 
-def test_cpu_only_default_shares_cores_and_the_model_waits_passively():
+def test_cpu_only_default_shares_cores_and_the_model_waits_passively(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     sizing = _actor_sizing(_Cluster(cpus=2), ResourcesConfig(), 0.0, 1, 1)
     assert sizing["decoders_min"] == sizing["decoders_max"] == 2
     assert sizing["decode_threads"] == 1
@@ -31,6 +32,11 @@ def test_cpu_only_default_shares_cores_and_the_model_waits_passively():
     # Cores shared with decoders: spinning OpenMP threads would take the decoders' time slices.
     assert sizing["model_env"] == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert sizing["decode_cpus"] * 2 + ResourcesConfig().model_cpus <= 2
+
+
+def test_a_wait_policy_in_the_jobs_environment_wins(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert _actor_sizing(_Cluster(cpus=2), ResourcesConfig(), 0.0, 1, 1)["model_env"] == {}
 
 
 def test_model_threads_are_capped_on_big_nodes():

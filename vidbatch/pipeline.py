@@ -303,8 +303,8 @@ def _actor_sizing(ray: Any, resources: Any, model_gpus: float, decoders_min: int
         # barriers instead of spinning: a spinning thread burns the time slice a decoder (or the
         # model thread it waits for) needs. Measured on 2 cores, fps 1/s, 16 x 60 s 720p:
         # 66-73 s spinning (GNU OpenMP's default) vs 52-57 s passive. Read when torch loads,
-        # hence the actor's environment.
-        "model_env": {"OMP_WAIT_POLICY": "PASSIVE"},
+        # hence the actor's environment. A policy set in the job's own environment wins.
+        "model_env": {} if "OMP_WAIT_POLICY" in os.environ else {"OMP_WAIT_POLICY": "PASSIVE"},
     }
 
 
