@@ -57,7 +57,6 @@ def test_forward_passes_run_on_the_runner_thread_not_the_callers():
         worker.start()
     for worker in workers:
         worker.join()
-    runner.close()
 
     assert len(results) == 3 and len(ran_on) == 3 * 2  # 6 frames at 4 per pass: 2 passes per call
     assert len(set(ran_on)) == 1, "every forward pass on the same thread"

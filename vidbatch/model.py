@@ -402,53 +402,33 @@ class ResNetRunner:
         threads: int | None = None,
     ) -> None:
         self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-torch")
-        self._torch_thread.submit(
-            self._build,
-            arch=arch,
-            state_dict_bytes=state_dict_bytes,
-            preprocess=preprocess,
-            precision=precision,
-            batch_frames=batch_frames,
-            device=device,
-            compile=compile,
-            threads=threads,
-        ).result()
 
-    def _build(
-        self,
-        *,
-        arch: str,
-        state_dict_bytes: bytes,
-        preprocess: PreprocessSpec,
-        precision: Precision,
-        batch_frames: int,
-        device: str | None,
-        compile: bool,
-        threads: int | None,
-    ) -> None:
-        if threads:
-            torch.set_num_threads(threads)  # CPU threads of this process (default: what Ray or OMP_NUM_THREADS set)
-        self.device = torch.device(device) if device else pick_device()
-        self.dtype = pick_dtype(precision, self.device)
-        state_dict = torch.load(io.BytesIO(state_dict_bytes), map_location="cpu", weights_only=True)
-        model = _assemble(arch, state_dict)
-        self.fc = model.fc.eval().to(self.device)
-        model.fc = torch.nn.Identity()  # the backbone now returns the pooled feature (fc's input)
-        backbone: torch.nn.Module = _fold_batchnorm(model.eval())
-        # Reduced precision as weights cast once, not autocast: in inference autocast casts every
-        # fp32 weight again on every forward pass (its cache only keeps tensors that require grad);
-        # measured resnet50 bf16 on 2 CPU cores: 28 -> 35 frames/s, identical pooled features.
-        # (BatchNorm is folded already, so no normalisation statistics run in low precision.)
-        self.backbone = backbone.to(self.device, self.dtype).to(memory_format=torch.channels_last)
-        self.compiled = compile
-        if compile:
-            # One static shape: partial batches are padded (see _forward), so it compiles once.
-            self.backbone = torch.compile(self.backbone, dynamic=False)  # type: ignore[assignment]
-        shape = (1, 3, 1, 1)
-        self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
-        self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
-        self.batch_frames = batch_frames
-        self.per_pass = batch_frames if self.device.type == "cuda" else min(batch_frames, CPU_MAX_FRAMES_PER_PASS)
+        def build() -> None:  # on the torch thread, like every forward pass (see the class docstring)
+            if threads:
+                torch.set_num_threads(threads)  # CPU threads of this process (default: what Ray or OMP_NUM_THREADS set)
+            self.device = torch.device(device) if device else pick_device()
+            self.dtype = pick_dtype(precision, self.device)
+            state_dict = torch.load(io.BytesIO(state_dict_bytes), map_location="cpu", weights_only=True)
+            model = _assemble(arch, state_dict)
+            self.fc = model.fc.eval().to(self.device)
+            model.fc = torch.nn.Identity()  # the backbone now returns the pooled feature (fc's input)
+            backbone: torch.nn.Module = _fold_batchnorm(model.eval())
+            # Reduced precision as weights cast once, not autocast: in inference autocast casts every
+            # fp32 weight again on every forward pass (its cache only keeps tensors that require grad);
+            # measured resnet50 bf16 on 2 CPU cores: 28 -> 35 frames/s, identical pooled features.
+            # (BatchNorm is folded already, so no normalisation statistics run in low precision.)
+            self.backbone = backbone.to(self.device, self.dtype).to(memory_format=torch.channels_last)
+            self.compiled = compile
+            if compile:
+                # One static shape: partial batches are padded (see _forward), so it compiles once.
+                self.backbone = torch.compile(self.backbone, dynamic=False)  # type: ignore[assignment]
+            shape = (1, 3, 1, 1)
+            self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
+            self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
+            self.batch_frames = batch_frames
+            self.per_pass = batch_frames if self.device.type == "cuda" else min(batch_frames, CPU_MAX_FRAMES_PER_PASS)
+
+        self._torch_thread.submit(build).result()
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(n, H, W, 3) uint8 -> pooled (n, D) float32, probabilities (n, classes) float32."""
@@ -469,10 +449,6 @@ class ResNetRunner:
         pooled_all = torch.cat(pooled_parts).float().cpu().numpy()
         probs_all = torch.cat(prob_parts).float().cpu().numpy()
         return pooled_all, probs_all
-
-    def close(self) -> None:
-        """Ends the torch thread (idle threads cost nothing; for owners that build many runners)."""
-        self._torch_thread.shutdown(wait=False)
 
     def _forward(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # uint8 travels to the device; the float conversion and normalisation happen there.
