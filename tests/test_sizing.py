@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from vidbatch.config import ResourcesConfig
-from vidbatch.pipeline import _actor_sizing
+from vidbatch.pipeline import _actor_sizing, _cap_decoders
 
 
 class _Cluster:
@@ -50,3 +52,29 @@ def test_gpu_or_explicit_cpus_keep_the_configured_sizes_and_default_openmp():
     for sizing in (on_gpu, explicit):
         assert sizing["model_env"] == {} and sizing["model_threads"] is None
     assert (on_gpu["decoders_min"], explicit["decoders_min"]) == (15, 6)
+
+
+def test_never_more_decoders_than_videos():
+    # A nightly run over three changed videos on a 64-CPU cluster: three decoders, not 64.
+    assert _cap_decoders(64, 64, videos=3) == (3, 3)
+    # An autoscaling pool: both ends capped, min never above max.
+    assert _cap_decoders(4, 32, videos=10) == (4, 10)
+    assert _cap_decoders(4, 32, videos=2) == (2, 2)
+    assert _cap_decoders(2, 2, videos=16) == (2, 2)
+
+
+def test_decoders_keep_their_cpu_share_when_capped():
+    # The per-decoder reservation comes from the full pool (_actor_sizing), so a lone decoder
+    # on a two-node cluster asks for a node's worth of CPUs at most, never the whole cluster.
+    class _TwoNodes(_Cluster):
+        def nodes(self) -> list[dict[str, Any]]:
+            return [{"Alive": True, "Resources": {"CPU": 32}}, {"Alive": True, "Resources": {"CPU": 32}}]
+
+    sizing = _actor_sizing(_TwoNodes(cpus=64), ResourcesConfig(), 0.0, 63, 63)
+    assert _cap_decoders(sizing["decoders_min"], sizing["decoders_max"], videos=1) == (1, 1)
+    assert sizing["decode_cpus"] <= 1
+
+
+def test_an_empty_pool_is_a_bug_not_a_size():
+    with pytest.raises(ValueError, match="videos=0"):
+        _cap_decoders(2, 2, videos=0)

@@ -12,8 +12,10 @@ and each measurement runs in its own fresh process so none inherits another's wa
     the machine, so at best their times add.
 (c) the pipeline: `run_job` on a local Ray, in a fresh process, exactly as `vidbatch run`
     does it ("start-up included": process start, imports, Ray start, actors, commit).
-    "Steady" excludes start-up: the same process then runs a one-video job, and the
-    steady rate is the marginal one, (video_s(big) - video_s(tiny)) / (wall(big) - wall(tiny)).
+    "Steady" excludes start-up: the same process then runs a tiny job (3 s videos, one per
+    CPU so that it starts as many decode actors as the big job: the pipeline starts no more
+    decoders than videos) and the steady rate is the marginal one,
+    (video_s(big) - video_s(tiny)) / (wall(big) - wall(tiny)).
 
 Rates are sampled frames/s, videos/s and video-seconds per wall-second (the same number
 as video-hours per wall-hour). `--repeat N` measures (a), (b), (c) N times per mode and
@@ -69,7 +71,7 @@ class BenchOptions:
 def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
     opts.workdir.mkdir(parents=True, exist_ok=True)
     workload = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=opts.videos, seconds=opts.seconds), say=say)
-    tiny = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=1, seconds=opts.tiny_seconds), say=say)
+    tiny = ensure_workload(opts.workdir / "videos", _tiny_spec(opts), say=say)
     weights_file, resize = _prepare_weights(opts)
     say(
         f"workload: {len(workload.paths)} videos x {opts.seconds:g} s, 1280x720 H.264 30 fps, "
@@ -102,6 +104,15 @@ def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
     say(f"results: {path}")
     report["json_path"] = str(path)
     return report
+
+
+def _tiny_spec(opts: BenchOptions) -> WorkloadSpec:
+    """The tiny job whose run is subtracted for the steady rate: the same fixed costs as the big one.
+
+    The pipeline starts one decoder per CPU but never more than there are videos, so the tiny
+    job has one short video per CPU (at most as many as the big job) to start the same actors.
+    """
+    return WorkloadSpec(videos=max(1, min(opts.videos, os.cpu_count() or 1)), seconds=opts.tiny_seconds)
 
 
 def _measure_round(
@@ -319,7 +330,7 @@ def _subprocess(kind: str, payload: dict[str, Any], *, compile: bool = False) ->
     result["load_average_before"] = load_before
     if kind in ("plain", "pipeline"):
         # Start-up included: from launching the process to the end of the measured run, as a
-        # person running it would wait for it (the pipeline's extra one-video run comes after).
+        # person running it would wait for it (the pipeline's extra tiny run comes after).
         measured = result["wall_s"] = result["done_at"] - payload["launched_at"]
         for key in ("frames", "videos", "video_seconds"):
             result.setdefault(key, 0)
@@ -541,11 +552,11 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     tiny_wall = time.monotonic() - t1
     s, ts = big.summary, tiny.summary
     video_s, tiny_s = s["video_hours"] * 3600, ts["video_hours"] * 3600
-    # Start-up excluded: the one-video run comes after Ray is up, so Ray's start (inside the big
+    # Start-up excluded: the tiny run comes after Ray is up, so Ray's start (inside the big
     # run since it overlaps the weights' resolution) comes off the big run too.
     steady_wall = max(big_wall - (s["timings_s"].get("ray_start_s") or 0.0) - tiny_wall, 1e-9)
     steady_vs = (video_s - tiny_s) / steady_wall
-    if video_s <= tiny_s * 1.5:  # the workload is no bigger than the one-video run: no marginal rate
+    if video_s <= tiny_s * 1.5:  # the workload is no bigger than the tiny run: no marginal rate
         steady_vs = float("nan")
     clips = _read_check(job.output)
     return {

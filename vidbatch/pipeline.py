@@ -193,7 +193,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
     resources = config.resources
     model_gpus, decoders_min, decoders_max = _placement(ray, resources)
     sizing = _actor_sizing(ray, resources, model_gpus, decoders_min, decoders_max)
-    decoders_min, decoders_max = sizing["decoders_min"], sizing["decoders_max"]
+    decoders_min, decoders_max = _cap_decoders(sizing["decoders_min"], sizing["decoders_max"], videos=to_process.num_rows)
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line says videos done/total
@@ -306,6 +306,19 @@ def _actor_sizing(ray: Any, resources: Any, model_gpus: float, decoders_min: int
         # hence the actor's environment. A policy set in the job's own environment wins.
         "model_env": {} if "OMP_WAIT_POLICY" in os.environ else {"OMP_WAIT_POLICY": "PASSIVE"},
     }
+
+
+def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple[int, int]:
+    """The decode pool's size for `videos` videos: never more decoders than videos.
+
+    A decoder takes one video at a time, so past one per video an actor would only start (a
+    process, Ray Data's and FFmpeg's imports, its sandbox) and idle. A nightly run over a few
+    changed videos on a big cluster starts a few decoders, not one per CPU. The CPUs each one
+    reserves stay as sized for the full pool, so every decoder still fits on a node.
+    """
+    if videos < 1:
+        raise ValueError(f"videos={videos}: a decode pool is only built for at least one video")
+    return min(decoders_min, videos), min(decoders_max, videos)
 
 
 def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float) -> bool:
