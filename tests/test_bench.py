@@ -37,6 +37,11 @@ def test_bench_runs_on_a_tiny_workload_in_two_rounds(tmp_path):
     for each in fps["rounds"]:
         assert each["pipeline"]["statuses"] == {"ok": 1}
         assert each["agreement"]["clips_same_frames"] == 1
+        # The bounds were measured again after the pipeline; the round's bound is the mean of both.
+        drift = each["bound_drift"]
+        assert each["decode_bound"]["video_s_per_s"] == pytest.approx((drift["decode"]["before"] + drift["decode"]["after"]) / 2)
+        assert each["model_bound"]["video_s_per_s"] == pytest.approx((drift["model"]["before"] + drift["model"]["after"]) / 2)
+    assert "stage bounds after vs before the pipeline, per round" in proc.stdout
     per_round = sorted(r["ratios"]["pipeline/plain (start-up incl.)"] for r in fps["rounds"])
     assert fps["ratio_spread"]["pipeline/plain (start-up incl.)"]["values"] == [
         r["ratios"]["pipeline/plain (start-up incl.)"] for r in fps["rounds"]

@@ -107,3 +107,24 @@ def test_ratios_without_a_plain_script_or_a_steady_rate():
     assert ratios["pipeline/plain (start-up incl.)"] is None
     assert "pipeline steady/stage bound" not in ratios
     assert ratios["pipeline (start-up incl.)/stage bound"] == pytest.approx(9.0 / 11.0)
+
+
+def test_bounds_measured_before_and_after_are_averaged_and_their_drift_reported():
+    from vidbatch.bench import bound_drift, bracketed, stage_bound
+
+    decode_before = {"video_s_per_s": 40.0, "frames_per_s": 40.0, "wall_s": 24.0, "frames": 960, "cpu_s": 45.0}
+    decode_after = {"video_s_per_s": 50.0, "frames_per_s": 50.0, "wall_s": 19.2, "frames": 960, "cpu_s": 40.0}
+    model_before = {"video_s_per_s": 80.0, "frames_per_s": 80.0, "wall_s": None}
+    model_after = {"video_s_per_s": 60.0, "frames_per_s": 60.0, "wall_s": None}
+    drift = bound_drift((decode_before, model_before), (decode_after, model_after))
+    assert drift["decode"]["change"] == pytest.approx(0.25)
+    assert drift["model"]["change"] == pytest.approx(-0.25)
+    decode = bracketed(decode_before, decode_after)
+    assert decode["video_s_per_s"] == 45.0 and decode["wall_s"] == pytest.approx(21.6)
+    assert decode["frames"] == 960 and decode["cpu_s"] == 45.0  # not a rate: as first measured
+    model = bracketed(model_before, model_after)
+    assert model["video_s_per_s"] == 70.0 and model["wall_s"] is None
+    bound = stage_bound(decode["video_s_per_s"], model["video_s_per_s"], frames_per_video_s=1.0, video_len_s=60.0)
+    assert bound["video_s_per_s"] == pytest.approx(1 / (1 / 45 + 1 / 70))
+    assert bound["videos_per_s"] == pytest.approx(bound["video_s_per_s"] / 60)
+    assert bound["limited_by"] == "decode"

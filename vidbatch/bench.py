@@ -9,7 +9,9 @@ and each measurement runs in its own fresh process so none inherits another's wa
 (b) stage bounds on this machine, start-up excluded: decode-only (vidbatch's decode stage,
     one process per CPU) and model-only (vidbatch's model runner on all CPUs or the GPU,
     the pipeline's precision). Stage bound = 1 / (1/decode + 1/model): both stages share
-    the machine, so at best their times add.
+    the machine, so at best their times add. Measured before (c) and again after it
+    (`--no-bracket`: before only); the bounds are the mean of both, and how far each moved
+    is reported, so a machine that slowed down or sped up during the round shows.
 (c) the pipeline: `run_job` on a local Ray, in a fresh process, exactly as `vidbatch run`
     does it ("start-up included": process start, imports, Ray start, actors, commit).
     "Steady" excludes start-up: the same process then runs a tiny job (3 s videos, one per
@@ -39,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidbatch.bench_stats import format_spread, summarize_rounds
+from vidbatch.bench_stats import RATE_FIELDS, format_spread, summarize_rounds
 from vidbatch.bench_workload import Workload, WorkloadSpec, concatenate_copies, ensure_workload
 
 DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "vidbatch-bench"
@@ -63,6 +65,7 @@ class BenchOptions:
     model_seconds: float = 8.0  # how long the model-only bound is timed
     compile: bool = False  # torch.compile in the model-only bound and the pipeline (VIDBATCH_TORCH_COMPILE=1)
     repeat: int = 1  # rounds of (a), (b), (c) per mode; more than one reports medians and the spread
+    bracket: bool = True  # (b) again after (c): the bounds are the mean of both, and their drift is reported
 
 
 # --- the driver ----------------------------------------------------------------------------
@@ -118,7 +121,7 @@ def _tiny_spec(opts: BenchOptions) -> WorkloadSpec:
 def _measure_round(
     opts: BenchOptions, mode: str, workload: Workload, tiny: Workload, weights_file: Path, resize: int, say: Any
 ) -> dict[str, Any]:
-    """(a), (b) and (c) once, in this order, each in a fresh process."""
+    """(a), (b), (c) and, with `bracket`, (b) again: each in a fresh process."""
     result: dict[str, Any] = {}
     job = _job_dict(opts, mode, workload, opts.workdir / f"out-{mode}")
     if opts.plain:
@@ -128,28 +131,7 @@ def _measure_round(
                                                 "clip_len_s": opts.clip_len_s, "arch": opts.arch,
                                                 "weights_file": str(weights_file), "resize": resize})
         say(_line("plain script", result["plain"]))
-    say("(b) decode-only bound ...")
-    result["decode_bound"] = _subprocess("decode", {"job": job, "resize": resize})
-    say(_line("decode only", result["decode_bound"]))
-    say("(b) model-only bound ...")
-    frames_per_clip = max(1, result["decode_bound"]["frames"] / max(1, result["decode_bound"]["clips"]))
-    result["model_bound"] = _subprocess(
-        "model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds}, compile=opts.compile
-    )
-    model_fps = result["model_bound"]["frames_per_s"]
-    per_video_s = result["decode_bound"]["frames"] / result["decode_bound"]["video_seconds"]
-    result["model_bound"]["video_s_per_s"] = model_fps / per_video_s
-    result["model_bound"]["videos_per_s"] = result["model_bound"]["video_s_per_s"] / opts.seconds
-    say(_line("model only", result["model_bound"]))
-    d, m = result["decode_bound"]["video_s_per_s"], result["model_bound"]["video_s_per_s"]
-    bound = 1.0 / (1.0 / d + 1.0 / m)
-    result["stage_bound"] = {
-        "video_s_per_s": bound,
-        "frames_per_s": bound * per_video_s,
-        "videos_per_s": bound / opts.seconds,
-        "limited_by": "decode" if d < m else "model",
-    }
-    say(_line("stage bound", result["stage_bound"]))
+    decode, model = _measure_bounds(opts, job, resize, say)
     say("(c) pipeline (fresh process, local Ray) ...")
     tiny_job = _job_dict(opts, mode, tiny, opts.workdir / f"out-{mode}-tiny")
     for out in (job["output"], tiny_job["output"]):
@@ -164,9 +146,75 @@ def _measure_round(
     pipe = result["pipeline"]
     say(_line("pipeline, start-up incl.", pipe))
     say(_line("pipeline, steady", pipe["steady"]))
+    if opts.bracket:
+        after = _measure_bounds(opts, job, resize, say, when=", again after the pipeline")
+        result["bound_drift"] = bound_drift((decode, model), after)
+        say("  stage bounds before/after the pipeline: " + ", ".join(
+            f"{name} {d['change']:+.0%}" for name, d in result["bound_drift"].items()))
+        if max(abs(d["change"]) for d in result["bound_drift"].values()) > _DRIFT_WARN:
+            say(f"  NOTE: this machine's speed moved by more than {_DRIFT_WARN:.0%} during the round; "
+                "its ratios are less reliable than the others' (the bounds used are the mean of both)")
+        decode, model = bracketed(decode, after[0]), bracketed(model, after[1])
+    result["decode_bound"], result["model_bound"] = decode, model
+    result["stage_bound"] = stage_bound(decode["video_s_per_s"], model["video_s_per_s"],
+                                        frames_per_video_s=decode["frames"] / decode["video_seconds"],
+                                        video_len_s=opts.seconds)
+    say(_line("stage bound", result["stage_bound"]))
     result["ratios"] = _ratios(result)
     say("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v is not None))
     return result
+
+
+# Above this change of a stage bound between before and after the pipeline, a round is flagged.
+_DRIFT_WARN = 0.10
+
+
+def _measure_bounds(
+    opts: BenchOptions, job: dict[str, Any], resize: int, say: Any, *, when: str = ""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(b): decode-only, then model-only (on the decode stage's frames per clip), each in a fresh process."""
+    say(f"(b) decode-only bound{when} ...")
+    decode = _subprocess("decode", {"job": job, "resize": resize})
+    say(_line("decode only", decode))
+    say(f"(b) model-only bound{when} ...")
+    frames_per_clip = max(1, decode["frames"] / max(1, decode["clips"]))
+    model = _subprocess(
+        "model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds}, compile=opts.compile
+    )
+    per_video_s = decode["frames"] / decode["video_seconds"]
+    model["video_s_per_s"] = model["frames_per_s"] / per_video_s
+    model["videos_per_s"] = model["video_s_per_s"] / opts.seconds
+    say(_line("model only", model))
+    return decode, model
+
+
+def stage_bound(decode_vs: float, model_vs: float, *, frames_per_video_s: float, video_len_s: float) -> dict[str, Any]:
+    """1 / (1/decode + 1/model): on one machine both stages share the cores, so at best their times add."""
+    bound = 1.0 / (1.0 / decode_vs + 1.0 / model_vs)
+    return {
+        "video_s_per_s": bound,
+        "frames_per_s": bound * frames_per_video_s,
+        "videos_per_s": bound / video_len_s,
+        "limited_by": "decode" if decode_vs < model_vs else "model",
+    }
+
+
+def bound_drift(before: tuple[dict[str, Any], dict[str, Any]], after: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """How much each stage bound moved between its measurements before and after the pipeline."""
+    return {
+        name: {"before": b["video_s_per_s"], "after": a["video_s_per_s"], "change": a["video_s_per_s"] / b["video_s_per_s"] - 1}
+        for name, b, a in (("decode", before[0], after[0]), ("model", before[1], after[1]))
+    }
+
+
+def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A bound measured before and after the pipeline: the mean of each rate (the pipeline ran in between)."""
+    out = dict(before)
+    for name in RATE_FIELDS:
+        a, b = before.get(name), after.get(name)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            out[name] = (a + b) / 2
+    return out
 
 
 def _ratios(result: dict[str, Any]) -> dict[str, float | None]:
@@ -215,6 +263,12 @@ def format_table(report: dict[str, Any]) -> str:
         for k, v in r["ratios"].items():
             if v is not None:
                 lines.append(f"{mode:10s}   {k:40s} {v:6.2f}x")
+        drifts = [x["bound_drift"] for x in r.get("rounds", [r]) if x.get("bound_drift")]
+        if drifts:
+            moved = ", ".join(
+                f"{name} " + " ".join(f"{d[name]['change']:+.0%}" for d in drifts) for name in ("decode", "model")
+            )
+            lines.append(f"{mode:10s}   stage bounds after vs before the pipeline, per round: {moved}")
     return "\n".join(lines)
 
 
@@ -668,6 +722,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="measure each mode N times, interleaved (a, b, c, a, b, c, ...), and report medians "
                              "with the spread (default 1)")
+    parser.add_argument("--no-bracket", dest="bracket", action="store_false",
+                        help="measure the stage bounds only before the pipeline, not again after it")
     parser.add_argument("--model-seconds", type=float, default=8.0, help=argparse.SUPPRESS)
     parser.add_argument("--memory-check", action="store_true",
                         help="instead: peak decode memory of a 1-minute vs a 60-minute video")
@@ -689,6 +745,7 @@ def main_from_args(args: argparse.Namespace) -> int:
         model_seconds=args.model_seconds,
         compile=args.compile,
         repeat=args.repeat,
+        bracket=args.bracket,
     )
     if opts.repeat < 1:
         print(f"vidbatch bench: --repeat must be at least 1, got {opts.repeat}", file=sys.stderr)
