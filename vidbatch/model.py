@@ -425,7 +425,6 @@ class ResNetRunner:
             shape = (1, 3, 1, 1)
             self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
             self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
-            self.batch_frames = batch_frames
             self.per_pass = batch_frames if self.device.type == "cuda" else min(batch_frames, CPU_MAX_FRAMES_PER_PASS)
 
         self._torch_thread.submit(build).result()
