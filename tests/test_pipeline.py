@@ -153,3 +153,33 @@ def test_classify_only_and_keyframes(tmp_path, library, seeded_weights, ray_loca
     clips = read(tmp_path, "clips").to_pylist()
     assert sorted(p for c in clips for p in c["frame_pts_s"]) == pytest.approx([0.0, 1.5, 3.0, 4.5])
     assert all(c["embedding"] is None and len(c["labels"]) == 3 for c in clips)
+
+
+def test_the_input_dataset_is_built_on_the_driver_one_block_per_slice(ray_local):
+    """Building the decode stage's input needs no worker: it is ready while every CPU is taken.
+
+    ray.data.from_arrow asks remote tasks for each block's metadata and waits for them; with no
+    CPU free it would wait here until the placement group below is removed.
+    """
+    import threading
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from vidbatch.pipeline import _dataset_of
+
+    table = pa.table({"video_id": [f"v{i}" for i in range(5)], "uri": [f"/videos/{i}.mp4" for i in range(5)]})
+    blocks = [table.slice(i, 2) for i in range(0, 5, 2)]
+    everything = placement_group([{"CPU": ray_local.cluster_resources()["CPU"]}])
+    ray_local.get(everything.ready(), timeout=30)
+    built: list[object] = []
+    try:
+        builder = threading.Thread(target=lambda: built.append(_dataset_of(ray_local, blocks)), daemon=True)
+        builder.start()
+        builder.join(timeout=20)
+        assert built, "building the dataset waited for a worker while no CPU was free"
+    finally:
+        remove_placement_group(everything)
+    dataset = built[0]
+    assert dataset.num_blocks() == 3
+    assert dataset.schema().names == ["video_id", "uri"]
+    assert sorted(dataset.take_all(), key=lambda r: r["video_id"]) == table.to_pylist()

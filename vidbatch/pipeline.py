@@ -208,7 +208,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
     state_dict_ref = ray.put(weights.state_dict_bytes)  # resolved once, shared with every model actor
     spec = weights.preprocess
 
-    dataset = ray.data.from_arrow(blocks)
+    dataset = _dataset_of(ray, blocks)
     dataset = dataset.map_batches(
         DecodeStage,
         batch_size=1,
@@ -252,6 +252,20 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
         max_task_retries=_TASK_RETRIES,
         **({"runtime_env": {"env_vars": sizing["model_env"]}} if sizing["model_env"] else {}),
     )
+
+
+def _dataset_of(ray: Any, blocks: list[pa.Table]) -> Any:
+    """The manifest rows to decode as a dataset of exactly these blocks, built on the driver.
+
+    ray.data.from_arrow would send every block to a remote task for its metadata and wait for
+    them: on a fresh local Ray that starts two worker processes only to be killed as idle
+    seconds later, and it holds the pipeline's start until they answer. from_blocks reads the
+    metadata here. Measured on 2 cores, fps 1/s, 16 x 60 s 720p, interleaved x3: run 46.2-48.8 s
+    instead of 50.4-51.2 s, 6 worker processes started instead of 8. from_blocks is a Ray
+    DeveloperAPI, hence the fallback.
+    """
+    from_blocks = getattr(ray.data, "from_blocks", None)
+    return from_blocks(blocks) if from_blocks is not None else ray.data.from_arrow(blocks)
 
 
 _RAY_DEFAULT_BLOCK_BYTES = 128 * 1024 * 1024
