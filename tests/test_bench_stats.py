@@ -1,4 +1,4 @@
-"""Rounds of `vidbatch bench` summed up (pure functions; no timing is measured here)."""
+"""The arithmetic of `vidbatch bench`: a round's bound and ratios, rounds summed up (pure functions; no timing here)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from vidbatch.bench import _ratios
-from vidbatch.bench_stats import format_spread, summarize_rounds
+from vidbatch.bench_stats import bound_drift, bracketed, format_spread, round_ratios, stage_bound, summarize_rounds
 
 
 def _round(plain: float, decode: float, model: float, pipe: float, steady: float, *, same: int = 4, diff: float = 1e-3):
@@ -92,17 +91,17 @@ def _round_rates(*, plain: float | None, bound: float, pipe: float, steady: floa
 
 
 def test_the_ceiling_is_the_stage_bound_over_the_plain_script():
-    ratios = _ratios(_round_rates(plain=5.0, bound=11.0, pipe=9.0, steady=10.0))
+    ratios = round_ratios(_round_rates(plain=5.0, bound=11.0, pipe=9.0, steady=10.0))
     assert ratios["ceiling: stage bound/plain (no start-up)"] == pytest.approx(2.2)
     assert ratios["pipeline/plain (start-up incl.)"] == pytest.approx(1.8)
     assert ratios["pipeline steady/stage bound"] == pytest.approx(10.0 / 11.0)
     # The pipeline at the bound with no start-up would reach exactly the ceiling.
-    at_bound = _ratios(_round_rates(plain=5.0, bound=11.0, pipe=11.0, steady=11.0))
+    at_bound = round_ratios(_round_rates(plain=5.0, bound=11.0, pipe=11.0, steady=11.0))
     assert at_bound["pipeline/plain (start-up incl.)"] == pytest.approx(at_bound["ceiling: stage bound/plain (no start-up)"])
 
 
 def test_ratios_without_a_plain_script_or_a_steady_rate():
-    ratios = _ratios(_round_rates(plain=None, bound=11.0, pipe=9.0, steady=math.nan))
+    ratios = round_ratios(_round_rates(plain=None, bound=11.0, pipe=9.0, steady=math.nan))
     assert ratios["ceiling: stage bound/plain (no start-up)"] is None
     assert ratios["pipeline/plain (start-up incl.)"] is None
     assert "pipeline steady/stage bound" not in ratios
@@ -110,8 +109,6 @@ def test_ratios_without_a_plain_script_or_a_steady_rate():
 
 
 def test_bounds_measured_before_and_after_are_averaged_and_their_drift_reported():
-    from vidbatch.bench import bound_drift, bracketed, stage_bound
-
     decode_before = {"video_s_per_s": 40.0, "frames_per_s": 40.0, "wall_s": 24.0, "frames": 960, "cpu_s": 45.0}
     decode_after = {"video_s_per_s": 50.0, "frames_per_s": 50.0, "wall_s": 19.2, "frames": 960, "cpu_s": 40.0}
     model_before = {"video_s_per_s": 80.0, "frames_per_s": 80.0, "wall_s": None}

@@ -1,4 +1,7 @@
-"""Several rounds of `vidbatch bench` summed up: medians, with the spread beside them.
+"""The arithmetic of `vidbatch bench`: one round's stage bound and ratios, several rounds' medians.
+
+A round's stage bound is 1/(1/decode + 1/model), each stage measured before and after the
+pipeline (their mean, and how far they drifted). Its ratios are taken within the round.
 
 On a small shared machine one round's figures move by up to 25% (other work, CPU frequency,
 page cache), so one round's ratio can land on either side of a target. Each round measures
@@ -15,6 +18,58 @@ from typing import Any
 
 RATE_FIELDS = ("wall_s", "frames_per_s", "videos_per_s", "video_s_per_s")
 MEASUREMENTS = ("plain", "decode_bound", "model_bound", "stage_bound", "pipeline")
+# Above this change of a stage bound between before and after the pipeline, a round is flagged.
+DRIFT_WARN = 0.10
+
+
+def stage_bound(decode_vs: float, model_vs: float, *, frames_per_video_s: float, video_len_s: float) -> dict[str, Any]:
+    """1 / (1/decode + 1/model): on one machine both stages share the cores, so at best their times add."""
+    bound = 1.0 / (1.0 / decode_vs + 1.0 / model_vs)
+    return {
+        "video_s_per_s": bound,
+        "frames_per_s": bound * frames_per_video_s,
+        "videos_per_s": bound / video_len_s,
+        "limited_by": "decode" if decode_vs < model_vs else "model",
+    }
+
+
+def bound_drift(before: tuple[dict[str, Any], dict[str, Any]], after: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
+    """How much each stage bound moved between its measurements before and after the pipeline."""
+    return {
+        name: {"before": b["video_s_per_s"], "after": a["video_s_per_s"], "change": a["video_s_per_s"] / b["video_s_per_s"] - 1}
+        for name, b, a in (("decode", before[0], after[0]), ("model", before[1], after[1]))
+    }
+
+
+def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """A bound measured before and after the pipeline: the mean of each rate (the pipeline ran in between)."""
+    out = dict(before)
+    for name in RATE_FIELDS:
+        a, b = before.get(name), after.get(name)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+            out[name] = (a + b) / 2
+    return out
+
+
+def round_ratios(result: dict[str, Any]) -> dict[str, float | None]:
+    """The ratios of one round, each taken between measurements of that round.
+
+    `ceiling` is what pipeline/plain would be if the pipeline ran at the stage bound from its
+    first second (no start-up at all): a target above it cannot be met on this machine by
+    scheduling; only faster stages (or a faster machine) can raise it.
+    """
+    pipe = result["pipeline"]
+    plain = result.get("plain")
+    bound = result["stage_bound"]["video_s_per_s"]
+    ratios: dict[str, float | None] = {
+        "pipeline/plain (start-up incl.)": pipe["video_s_per_s"] / plain["video_s_per_s"] if plain else None,
+        "ceiling: stage bound/plain (no start-up)": bound / plain["video_s_per_s"] if plain else None,
+    }
+    if pipe["steady"]["video_s_per_s"] == pipe["steady"]["video_s_per_s"]:  # not nan: a steady rate exists
+        ratios["pipeline steady/plain"] = pipe["steady"]["video_s_per_s"] / plain["video_s_per_s"] if plain else None
+        ratios["pipeline steady/stage bound"] = pipe["steady"]["video_s_per_s"] / bound
+    ratios["pipeline (start-up incl.)/stage bound"] = pipe["video_s_per_s"] / bound
+    return ratios
 
 
 def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,319 @@
+"""What each `vidbatch bench` measurement does, in its own fresh process.
+
+`python -m vidbatch.bench_measure KIND` reads its payload (JSON) on stdin and prints its result
+(JSON) as the last line of stdout. vidbatch.bench launches these and compares their figures;
+a fresh interpreter per measurement keeps one's imports, caches and threads out of the next.
+
+plain     the plain single-process script of DESIGN.md (no vidbatch code)
+decode    decode-only bound: the decode stage on every video, one process per CPU
+model     model-only bound: the model runner on all CPUs (or the GPU) for a fixed time
+pipeline  `run_job` on a local Ray, then a tiny job (start-up excluded by the difference)
+memory    peak RSS of decoding one video
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _worker_plain(p: dict[str, Any]) -> dict[str, Any]:
+    """The plain single-process script of DESIGN.md, written as a person would: no vidbatch code."""
+    import av
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+    from torchvision import transforms
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torchvision.models.get_model(p["arch"], weights=None)
+    model.load_state_dict(torch.load(p["weights_file"], map_location="cpu", weights_only=True))
+    fc = model.fc
+    model.fc = torch.nn.Identity()
+    model = model.eval().to(device)
+    fc = fc.eval().to(device)
+    tf = transforms.Compose(
+        [
+            transforms.Resize(p["resize"]),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
+    mode, fps, clip_len = p["mode"], p["fps"], p["clip_len_s"]
+
+    def image(frame: Any) -> Any:
+        return tf(Image.fromarray(frame.to_ndarray(format="rgb24")))
+
+    started = time.monotonic()
+    frames_total, video_seconds, clips_out = 0, 0.0, {}
+    for video_id, path in zip(p["ids"], p["paths"], strict=True):
+        samples: list[tuple[float, float, Any]] = []  # (target t, pts, tensor)
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            k, prev, last_end = 0, None, 0.0
+            for frame in container.decode(stream):  # every frame, PyAV's default settings
+                t = float(frame.time)
+                last_end = t + (float(frame.duration * frame.time_base) if frame.duration else 1 / 30)
+                if mode == "keyframes":
+                    if frame.key_frame:
+                        samples.append((t, t, image(frame)))
+                    continue
+                while t > k / fps + 1e-6:  # the target k/fps has passed: the previous frame was on screen
+                    if prev is not None:
+                        samples.append((k / fps, prev[0], image(prev[1])))
+                    k += 1
+                prev = (t, frame)
+            while mode != "keyframes" and prev is not None and k / fps < last_end:
+                samples.append((k / fps, prev[0], image(prev[1])))
+                k += 1
+            video_seconds += last_end - float(stream.start_time * stream.time_base if stream.start_time else 0)
+        batch = torch.stack([s[2] for s in samples])
+        feats = []
+        with torch.no_grad():
+            for i in range(0, len(batch), 32):
+                feats.append(model(batch[i : i + 32].to(device)).cpu())
+        pooled = torch.cat(feats)
+        with torch.no_grad():
+            probs = torch.softmax(fc(pooled.to(device)), dim=1).cpu()
+        groups: dict[int, list[int]] = {}
+        for i, sample in enumerate(samples):
+            groups.setdefault(math.floor(sample[0] / clip_len + 1e-9), []).append(i)
+        for clip, rows in groups.items():
+            mean = pooled[rows].mean(0)
+            emb = (mean / mean.norm()).numpy()
+            _ = probs[rows].mean(0)
+            clips_out[f"{video_id}#{clip}"] = {"pts": [samples[r][1] for r in rows], "emb16": emb[:16].tolist()}
+        frames_total += len(samples)
+    done_at = time.time()
+    wall = time.monotonic() - started
+    return {
+        "done_at": done_at,
+        "frames": frames_total,
+        "videos": len(p["paths"]),
+        "video_seconds": video_seconds,
+        "loop_wall_s": wall,
+        "clips": len(clips_out),
+        "check": clips_out if len(clips_out) <= 20000 else {},
+        "torch_threads": torch.get_num_threads(),
+        "_np": np.__version__,
+    }
+
+
+def _worker_decode(p: dict[str, Any]) -> dict[str, Any]:
+    """vidbatch's decode stage alone: one process per CPU, each decoding whole videos in turn."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from vidbatch.config import parse_job
+
+    job = parse_job(p["job"])
+    procs = os.cpu_count() or 1
+    uris = [(f"v{i}", u) for i, u in enumerate(_manifest_uris(job))]
+    with ProcessPoolExecutor(max_workers=procs) as pool:
+        list(pool.map(_decode_warmup, range(procs)))  # imports done before the clock starts
+        started = time.monotonic()
+        results = list(pool.map(_decode_one, [(vid, uri, p["job"], p["resize"]) for vid, uri in uris]))
+        wall = time.monotonic() - started
+    frames = sum(r[0] for r in results)
+    clips = sum(r[1] for r in results)
+    video_seconds = sum(r[2] for r in results)
+    return {
+        "wall_s": wall,
+        "frames": frames,
+        "clips": clips,
+        "videos": len(uris),
+        "video_seconds": video_seconds,
+        "frames_per_s": frames / wall,
+        "videos_per_s": len(uris) / wall,
+        "video_s_per_s": video_seconds / wall,
+        "processes": procs,
+        "cpu_s": sum(r[3] for r in results),
+    }
+
+
+def _decode_warmup(_: int) -> None:
+    import vidbatch.decode  # noqa: F401
+    import vidbatch.video_task  # noqa: F401
+
+    time.sleep(0.2)
+
+
+def _decode_one(args: tuple[str, str, dict[str, Any], int]) -> tuple[int, int, float, float]:
+    import resource
+
+    from vidbatch.config import parse_job
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    video_id, uri, raw, resize = args
+    job = parse_job(raw)
+    spec = PreprocessSpec(resize_size=resize, crop_size=224)
+    settings = DecodeSettings(sampling=job.sampling, limits=job.limits, storage=job.storage, spec=spec, threads=1)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    frames = clips = 0
+    duration = 0.0
+    for table in decode_video(video_id, uri, settings):
+        row = table.to_pylist()[0]
+        if row["kind"] == "clip":
+            frames += row["num_frames"]
+            clips += 1
+        else:
+            if row["status"] != "ok":
+                raise RuntimeError(f"{uri}: {row['status']} {row['error_message']}")
+            duration = row["duration_s"]
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return frames, clips, duration, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def _manifest_uris(job: Any) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return [str(u) for u in pq.read_table(job.manifest).column("uri").to_pylist()]
+
+
+def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
+    """vidbatch's model runner alone, on all CPUs (or the GPU), at the pipeline's precision and batch sizes."""
+    import numpy as np
+
+    from vidbatch.config import parse_job
+    from vidbatch.model import ResNetRunner, resolve_weights
+
+    job = parse_job(p["job"])
+    weights = resolve_weights(job.model, job.storage)
+    runner = ResNetRunner(
+        compile=os.environ.get("VIDBATCH_TORCH_COMPILE") == "1",
+        threads=os.cpu_count() or 1,
+        arch=weights.arch,
+        state_dict_bytes=weights.state_dict_bytes,
+        preprocess=weights.preprocess,
+        precision=job.model.precision,
+        batch_frames=job.resources.batch_frames,
+    )
+    per_batch = max(1, round(job.resources.batch_clips * p["frames_per_clip"]))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, size=(per_batch, 224, 224, 3), dtype=np.uint8)
+    runner(frames)  # warm-up: oneDNN primitives, allocations
+    done, started = 0, time.monotonic()
+    while time.monotonic() - started < p.get("seconds", 8.0) or done < 4 * per_batch:
+        runner(frames)
+        done += per_batch
+    wall = time.monotonic() - started
+    return {
+        "wall_s": None,
+        "frames_per_s": done / wall,
+        "frames_timed": done,
+        "batch": per_batch,
+        "device": str(runner.device),
+        "dtype": str(runner.dtype),
+        "threads": os.cpu_count(),
+    }
+
+
+def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
+    from vidbatch.config import parse_job
+    from vidbatch.pipeline import run_job
+
+    job = parse_job(p["job"])
+    quiet = lambda _line: None  # noqa: E731
+    t0 = time.monotonic()
+    big = run_job(job, progress=quiet)
+    big_wall = time.monotonic() - t0
+    done_at = time.time()
+    tiny_job = parse_job(p["tiny_job"])
+    t1 = time.monotonic()
+    tiny = run_job(tiny_job, progress=quiet)
+    tiny_wall = time.monotonic() - t1
+    s, ts = big.summary, tiny.summary
+    video_s, tiny_s = s["video_hours"] * 3600, ts["video_hours"] * 3600
+    # Start-up excluded: the tiny run comes after Ray is up, so Ray's start (inside the big
+    # run since it overlaps the weights' resolution) comes off the big run too.
+    steady_wall = max(big_wall - (s["timings_s"].get("ray_start_s") or 0.0) - tiny_wall, 1e-9)
+    steady_vs = (video_s - tiny_s) / steady_wall
+    if video_s <= tiny_s * 1.5:  # the workload is no bigger than the tiny run: no marginal rate
+        steady_vs = float("nan")
+    clips = _read_check(job.output)
+    return {
+        "done_at": done_at,
+        "frames": s["frames"],
+        "videos": s["videos"],
+        "video_seconds": video_s,
+        "statuses": s["statuses"],
+        "timings_s": s["timings_s"],  # ray_start_s among them: inside run_job, overlapping the weights
+        "run_job_wall_s": big_wall,
+        "tiny_run_job_wall_s": tiny_wall,
+        "steady": {
+            "wall_s": steady_wall,
+            "video_s_per_s": steady_vs,
+            "frames_per_s": (s["frames"] - ts["frames"]) / steady_wall,
+            "videos_per_s": (s["videos"] - ts["videos"]) / steady_wall,
+        },
+        "clips": s["clips"],
+        "model_id": s["model_id"],
+        "check": clips,
+    }
+
+
+def _read_check(output: str) -> dict[str, Any]:
+    from deltalake import DeltaTable
+
+    columns = ["video_id", "clip_index", "frame_pts_s", "embedding"]
+    table = DeltaTable(str(Path(output) / "clips")).to_pyarrow_table(columns=columns)
+    return {
+        f"{r['video_id']}#{r['clip_index']}": {"pts": r["frame_pts_s"], "emb16": (r["embedding"] or [])[:16]}
+        for r in table.to_pylist()
+    }
+
+
+def _worker_memory(p: dict[str, Any]) -> dict[str, Any]:
+    """Peak RSS of the decode stage on one video (this process only decodes that one video)."""
+    import resource
+
+    from vidbatch.config import LimitsConfig, SamplingConfig, StorageConfig
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode=p["mode"], fps=1.0, clip_len_s=4.0),
+        limits=LimitsConfig(),
+        storage=StorageConfig(),
+        spec=PreprocessSpec(),
+        threads=p.get("threads", 0),
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    clips = 0
+    started = time.monotonic()
+    for table in decode_video("v", p["path"], settings):
+        clips += table.num_rows
+    return {
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": before / 1024,
+        "rows": clips,
+        "wall_s": time.monotonic() - started,
+    }
+
+
+_WORKERS = {
+    "plain": _worker_plain,
+    "decode": _worker_decode,
+    "model": _worker_model,
+    "pipeline": _worker_pipeline,
+    "memory": _worker_memory,
+}
+
+
+
+def _worker_main() -> None:
+    kind = sys.argv[1]
+    payload = json.loads(sys.stdin.read())
+    result = _WORKERS[kind](payload)
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    _worker_main()
