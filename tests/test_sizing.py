@@ -78,3 +78,19 @@ def test_decoders_keep_their_cpu_share_when_capped():
 def test_an_empty_pool_is_a_bug_not_a_size():
     with pytest.raises(ValueError, match="videos=0"):
         _cap_decoders(2, 2, videos=0)
+
+
+def test_the_input_falls_back_to_from_arrow_where_ray_has_no_from_blocks():
+    """from_blocks is a Ray DeveloperAPI: a Ray without it still builds the input (the real one: test_pipeline)."""
+    from types import SimpleNamespace
+
+    from vidbatch.pipeline import _dataset_of
+
+    calls: list[str] = []
+    without = SimpleNamespace(data=SimpleNamespace(from_arrow=lambda blocks: calls.append("from_arrow") or blocks))
+    with_it = SimpleNamespace(data=SimpleNamespace(
+        from_arrow=lambda blocks: calls.append("from_arrow") or blocks,
+        from_blocks=lambda blocks: calls.append("from_blocks") or blocks,
+    ))
+    assert _dataset_of(without, ["b"]) == ["b"] and calls == ["from_arrow"]
+    assert _dataset_of(with_it, ["b"]) == ["b"] and calls == ["from_arrow", "from_blocks"]
