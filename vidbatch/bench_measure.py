@@ -307,7 +307,6 @@ _WORKERS = {
 }
 
 
-
 def _worker_main() -> None:
     kind = sys.argv[1]
     payload = json.loads(sys.stdin.read())
