@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +51,31 @@ def full_run(tmp_path_factory, library, seeded_weights, ray_local):
     rows.update({"junk": junk, "missing": tmp_path / "missing.mp4", "null_uri": None, "escape": "/tmp/../etc/passwd"})
     job = make_job(tmp_path, rows, seeded_weights)
     lines: list[str] = []
-    result = run_job(job, progress=lines.append)
-    return tmp_path, result, lines, rows
+    import ray.data  # noqa: F401  (its logging set-up on import replaces the handlers of "ray.data")
+
+    ray_data_log = _Records()
+    logging.getLogger("ray.data").addHandler(ray_data_log)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run_job(job, progress=lines.append)
+    finally:
+        logging.getLogger("ray.data").removeHandler(ray_data_log)
+    noise = {"warnings": caught, "ray_data_log": ray_data_log.records}
+    return tmp_path, result, lines, rows, noise
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def test_tables_have_the_design_schema(full_run):
-    tmp_path, _, _, _ = full_run
+    tmp_path, _, _, _, _ = full_run
     clips, videos = read(tmp_path, "clips"), read(tmp_path, "videos")
     assert clips.schema.equals(CLIPS), clips.schema
     assert videos.schema.equals(VIDEOS), videos.schema
@@ -63,7 +84,7 @@ def test_tables_have_the_design_schema(full_run):
 
 
 def test_every_manifest_row_has_exactly_one_videos_row(full_run):
-    tmp_path, result, _, rows = full_run
+    tmp_path, result, _, rows, _ = full_run
     videos = read(tmp_path, "videos").to_pylist()
     assert sorted(v["video_id"] for v in videos) == sorted(rows)
     status = {v["video_id"]: v["status"] for v in videos}
@@ -77,7 +98,7 @@ def test_every_manifest_row_has_exactly_one_videos_row(full_run):
 
 
 def test_each_clip_embedding_matches_an_independent_recomputation(full_run, library, seeded_weights):
-    tmp_path, _, _, _ = full_run
+    tmp_path, _, _, _, _ = full_run
     clips = read(tmp_path, "clips").to_pylist()
     model = recompute.load_backbone(seeded_weights)
     ours = np.array([c["embedding"] for c in clips], np.float32)
@@ -94,7 +115,7 @@ def test_each_clip_embedding_matches_an_independent_recomputation(full_run, libr
 
 
 def test_sampled_times_follow_the_settings(full_run, library):
-    tmp_path, _, _, _ = full_run
+    tmp_path, _, _, _, _ = full_run
     clips = read(tmp_path, "clips").to_pylist()
     for name, video in library.items():
         mine = sorted((c for c in clips if c["video_id"] == name), key=lambda c: c["clip_index"])
@@ -112,7 +133,7 @@ def test_sampled_times_follow_the_settings(full_run, library):
 
 
 def test_video_rows_aggregate_their_clips(full_run):
-    tmp_path, result, _, _ = full_run
+    tmp_path, result, _, _, _ = full_run
     clips = read(tmp_path, "clips").to_pylist()
     for v in read(tmp_path, "videos").to_pylist():
         if v["status"] != "ok":
@@ -126,12 +147,39 @@ def test_video_rows_aggregate_their_clips(full_run):
 
 
 def test_summary_and_progress(full_run):
-    tmp_path, result, lines, _ = full_run
+    tmp_path, result, lines, _, _ = full_run
     summary = json.loads(Path(result.summary_uri).read_text())
     assert summary["videos"] == 10 and summary["clips"] > 0
     assert summary["untrained_weights"] is False
     assert set(summary["versions"]) >= {"vidbatch", "torch", "ray", "av"}
     assert any(line.startswith("videos 10/10") for line in lines)
+
+
+def test_a_run_leaves_no_warning_pointing_at_vidbatch_or_at_switches_it_sets_on_purpose(full_run):
+    """A nightly log should hold only what needs a person: no deprecation warnings raised at our
+    own calls (Ray 2.60 deprecates `**ray_remote_args`) and no hint to re-enable the Ray Data
+    progress bars that vidbatch turns off for its own progress line."""
+    *_, noise = full_run
+    package = Path(__file__).resolve().parents[1] / "vidbatch"
+    ours = [
+        f"{w.category.__name__} at {w.filename}:{w.lineno}: {w.message}"
+        for w in noise["warnings"]
+        if Path(w.filename).resolve().is_relative_to(package)
+    ]
+    assert not ours
+    hints = [r.getMessage() for r in noise["ray_data_log"] if "progress bars" in r.getMessage().lower()]
+    assert not hints
+
+
+def test_restart_bounds_go_where_this_ray_takes_them():
+    from vidbatch.pipeline import _restart_bounds
+
+    def named(fn, *, num_cpus=None, max_restarts=None, max_task_retries=None): ...
+    def keywords(fn, *, num_cpus=None, **ray_remote_args): ...
+    def neither(fn, *, num_cpus=None, runtime_env=None): ...
+
+    assert _restart_bounds(named) == _restart_bounds(keywords) == {"max_restarts": 8, "max_task_retries": 16}
+    assert _restart_bounds(neither) == {}
 
 
 def test_untrained_run_says_so_and_tasks_shape_outputs(tmp_path, library, ray_local):

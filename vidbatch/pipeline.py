@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +50,8 @@ _ACTOR_RESTARTS = 8
 _TASK_RETRIES = 16
 # How long the driver waits for an execution it gave up on (no progress) to stop.
 _STOP_JOIN_S = 20.0
+# The start of Ray Data's warning for options given through `**ray_remote_args` (Ray >= 2.60).
+_REMOTE_ARGS_DEPRECATED = r"`ray_remote_args` is deprecated"
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # our own progress line says videos done/total
+    _quiet_progress_bar_hint()
     ctx.print_on_execution_start = False
     if ctx.target_max_block_size == _RAY_DEFAULT_BLOCK_BYTES:
         # A block per clip or so: the model starts on a video's first clips while the rest decodes.
@@ -208,50 +213,90 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
     state_dict_ref = ray.put(weights.state_dict_bytes)  # resolved once, shared with every model actor
     spec = weights.preprocess
 
+    # Poison videos are contained by the decode sandbox; these bound what is left (a node lost,
+    # an actor killed) instead of Ray Data's default of restarting and retrying forever.
+    restarts = _restart_bounds(ray.data.Dataset.map_batches)
     dataset = _dataset_of(ray, blocks)
-    dataset = dataset.map_batches(
-        DecodeStage,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_constructor_kwargs={
-            "sampling": config.sampling,
-            "limits": config.limits,
-            "storage": config.storage,
-            "resize_size": spec.resize_size,
-            "crop_size": spec.crop_size,
-            "threads": sizing["decode_threads"],
-        },
-        # Autoscaling pool: what fits now, growing to what the cluster's autoscaler can add.
-        compute=ray.data.ActorPoolStrategy(min_size=decoders_min, max_size=decoders_max),
-        num_cpus=sizing["decode_cpus"],
-        # Poison videos are contained by the decode sandbox; these bound what is left
-        # (a node lost, an actor killed) instead of Ray's default of retrying forever.
-        max_restarts=_ACTOR_RESTARTS,
-        max_task_retries=_TASK_RETRIES,
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates `**ray_remote_args` without naming a parameter for restarts (see
+        # _restart_bounds); its warning would point every run's log at this call.
+        warnings.filterwarnings("ignore", message=_REMOTE_ARGS_DEPRECATED, category=DeprecationWarning)
+        dataset = dataset.map_batches(
+            DecodeStage,
+            batch_size=1,
+            batch_format="pyarrow",
+            fn_constructor_kwargs={
+                "sampling": config.sampling,
+                "limits": config.limits,
+                "storage": config.storage,
+                "resize_size": spec.resize_size,
+                "crop_size": spec.crop_size,
+                "threads": sizing["decode_threads"],
+            },
+            # Autoscaling pool: what fits now, growing to what the cluster's autoscaler can add.
+            compute=ray.data.ActorPoolStrategy(min_size=decoders_min, max_size=decoders_max),
+            num_cpus=sizing["decode_cpus"],
+            **restarts,
+        )
+        return dataset.map_batches(
+            ModelStage,
+            batch_size=resources.batch_clips,
+            batch_format="pyarrow",
+            fn_constructor_kwargs={
+                "arch": weights.arch,
+                "state_dict_ref": state_dict_ref,
+                "resize_size": spec.resize_size,
+                "crop_size": spec.crop_size,
+                "mean": spec.mean,
+                "std": spec.std,
+                "precision": config.model.precision,
+                "batch_frames": resources.batch_frames,
+                "want_probs": config.model.task != "embed",
+                "threads": sizing["model_threads"],
+            },
+            compute=ray.data.ActorPoolStrategy(size=resources.model_actors),
+            num_cpus=resources.model_cpus,
+            num_gpus=model_gpus,
+            **restarts,
+            **({"runtime_env": {"env_vars": sizing["model_env"]}} if sizing["model_env"] else {}),
+        )
+
+
+class _DropProgressBarHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Progress bars disabled")
+
+
+def _quiet_progress_bar_hint() -> None:
+    """Ray Data warns, once per process, that its progress bars are off and how to turn them on.
+
+    They are off on purpose (vidbatch prints its own progress line), so the hint would only
+    send a person to the wrong switch. If Ray renames the logger this silently does nothing.
+    """
+    logger = logging.getLogger("ray.data._internal.progress")
+    if not any(isinstance(f, _DropProgressBarHint) for f in logger.filters):
+        logger.addFilter(_DropProgressBarHint())
+
+
+def _restart_bounds(map_batches: Callable[..., Any]) -> dict[str, int]:
+    """max_restarts / max_task_retries for map_batches, if this Ray's map_batches takes them.
+
+    Ray 2.60 takes them only through `**ray_remote_args`, deprecated for removal in Ray 2.64;
+    its named replacements (ray-project/ray#65227) cover label_selector, resources,
+    runtime_env and the like, not restarts. A Ray that names them, or still takes keyword
+    arguments, gets the bounds; one that takes neither would fail every run with a TypeError,
+    so the bounds are left out there (Ray Data's default: restart and retry without end).
+    """
+    bounds = {"max_restarts": _ACTOR_RESTARTS, "max_task_retries": _TASK_RETRIES}
+    params = inspect.signature(map_batches).parameters
+    takes_any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if takes_any_keyword or all(name in params for name in bounds):
+        return bounds
+    log.warning(
+        "this Ray's Dataset.map_batches takes no max_restarts/max_task_retries: stage actors restart "
+        "and retry without a bound (Ray Data's default); a lost node can then take longer to report"
     )
-    return dataset.map_batches(
-        ModelStage,
-        batch_size=resources.batch_clips,
-        batch_format="pyarrow",
-        fn_constructor_kwargs={
-            "arch": weights.arch,
-            "state_dict_ref": state_dict_ref,
-            "resize_size": spec.resize_size,
-            "crop_size": spec.crop_size,
-            "mean": spec.mean,
-            "std": spec.std,
-            "precision": config.model.precision,
-            "batch_frames": resources.batch_frames,
-            "want_probs": config.model.task != "embed",
-            "threads": sizing["model_threads"],
-        },
-        compute=ray.data.ActorPoolStrategy(size=resources.model_actors),
-        num_cpus=resources.model_cpus,
-        num_gpus=model_gpus,
-        max_restarts=_ACTOR_RESTARTS,
-        max_task_retries=_TASK_RETRIES,
-        **({"runtime_env": {"env_vars": sizing["model_env"]}} if sizing["model_env"] else {}),
-    )
+    return {}
 
 
 def _dataset_of(ray: Any, blocks: list[pa.Table]) -> Any:
