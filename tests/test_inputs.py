@@ -32,6 +32,22 @@ def test_plan_keeps_first_duplicate_and_refuses_bad_rows(tmp_path):
     assert result.to_process.num_rows + len(result.refused) + result.duplicates == manifest.num_rows
 
 
+def test_a_row_without_id_never_takes_a_real_id_of_the_manifest():
+    manifest = pa.table(
+        {
+            "video_id": ["good", None, "__manifest_row_1", None, "__manifest_row_3~2", "__manifest_row_3"],
+            "uri": ["/v/a.mp4", "/v/b.mp4", "/v/c.mp4", "/v/d.mp4", "/v/e.mp4", "/v/f.mp4"],
+        }
+    )
+    result = plan(manifest, InputPolicy())
+    kept = result.to_process.column("video_id").to_pylist()
+    stand_ins = [r.video_id for r in result.refused]
+    assert kept == ["good", "__manifest_row_1", "__manifest_row_3~2", "__manifest_row_3"]
+    assert len(stand_ins) == 2 and not set(stand_ins) & set(kept)
+    assert all(i.startswith("__manifest_row_") for i in stand_ins)
+    assert len(set(kept) | set(stand_ins)) == manifest.num_rows  # one distinct id per row
+
+
 def test_plan_refuses_manifest_without_required_columns():
     with pytest.raises(JobError, match="lacks column.*uri"):
         plan(pa.table({"video_id": ["a"]}), InputPolicy())

@@ -60,13 +60,17 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
     ids = manifest.column("video_id").to_pylist()
     uris = manifest.column("uri").to_pylist()
     seen: set[str] = set()
+    # Ids for rows without one must never be a real id of this manifest: a clash would give that
+    # video two rows now and drop its row at the next run's merge.
+    taken = {str(v) for v in ids if v is not None and str(v).strip() != ""}
     keep_rows: list[int] = []
     refused: list[Refusal] = []
     duplicates = 0
     extra_rows = manifest.select(list(extras)).to_pylist() if extras else [{} for _ in ids]
     for row, (video_id, uri) in enumerate(zip(ids, uris, strict=True)):
         if video_id is None or str(video_id).strip() == "":
-            video_id = f"__manifest_row_{row}"
+            video_id = _stand_in_id(row, taken)
+            taken.add(video_id)
             refused.append(
                 Refusal(video_id, uri, "invalid_uri", f"row {row} has no video_id; give it a unique id", extra_rows[row])
             )
@@ -96,6 +100,15 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
         extra_columns=extras,
         extra_schema=manifest.select(list(extras)).schema if extras else pa.schema([]),
     )
+
+
+def _stand_in_id(row: int, taken: set[str]) -> str:
+    """The id of a row that has none: `__manifest_row_<row>`, made unique against `taken`."""
+    candidate, n = f"__manifest_row_{row}", 1
+    while candidate in taken:
+        n += 1
+        candidate = f"__manifest_row_{row}~{n}"
+    return candidate
 
 
 def _validate_columns(manifest: pa.Table) -> None:
