@@ -118,3 +118,19 @@ def test_truncated_file_keeps_what_decodes_or_fails_cleanly(tmp_path, library):
         assert exc.status in {"unreadable", "decode_error"}
     else:
         assert all(media.read_frame_index(f) >= 0 for c in clips for f in c.frames)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+def test_a_matroska_stream_starting_late_has_its_own_length_and_uniform_spreads_over_it(tmp_path, suffix):
+    """Matroska's Duration runs from the segment's time 0; the stream here starts at 2.5 s."""
+    video = media.write_video(tmp_path / f"late{suffix}", num_frames=40, fps=10, width=160, height=96,
+                              pts_s=[2.5 + i / 10 for i in range(40)])  # fmt: skip
+    info, clips = sample(video.path, mode="uniform", num_frames=7, clip_len_s=2.0)
+    length = end_of_last_frame(video) - 2.5
+    assert info.start_s == pytest.approx(2.5)
+    assert info.duration_s == pytest.approx(length, abs=0.011)
+    targets = [2.5 + i * info.duration_s / 7 for i in range(7)]
+    assert [p for c in clips for p in c.frame_pts_s] == pytest.approx(
+        [video.frame_pts_s[i] for i in expected_on_screen(video, targets)], abs=1e-6
+    )
+    assert clips[-1].end_s == pytest.approx(2.5 + info.duration_s)

@@ -460,7 +460,7 @@ def _probe(container: Any, stream: Any) -> VideoInfo:
     if stream.duration is not None and tb:
         duration = float(stream.duration * tb)
     elif container.duration is not None:
-        duration = container.duration / av.time_base - max(0.0, start - _container_start(container))
+        duration = container.duration / av.time_base - _container_time_before(container, start)
     else:
         duration = _duration_by_demuxing(container, stream, start)
     rate = stream.average_rate or stream.guessed_rate
@@ -473,6 +473,18 @@ def _probe(container: Any, stream: Any) -> VideoInfo:
         codec=stream.codec_context.name,
         rotation=0,
     )
+
+
+def _container_time_before(container: Any, stream_start_s: float) -> float:
+    """The part of the container's duration that lies before the stream's first frame.
+
+    Matroska/WebM store the Segment's Duration, which runs from the segment's time 0 (FFmpeg
+    reports it as is): a stream starting at 2.5 s in a 6.5 s segment is 4 s long. Other
+    formats' durations run from the container's start.
+    """
+    if "matroska" in (container.format.name or ""):
+        return max(0.0, stream_start_s)
+    return max(0.0, stream_start_s - _container_start(container))
 
 
 def _container_start(container: Any) -> float:
