@@ -132,6 +132,10 @@ def build_corpus(root: Path, canary_url: str) -> dict[str, tuple[str, set[str]]]
     corpus["odd_size"] = (str(_write_odd_size(lib / "odd.mp4")), OK)
     corpus["ten_bit"] = (str(media.write_video(lib / "10bit.mp4", num_frames=10, fps=10, pix_fmt="yuv420p10le").path), OK)
     corpus["missing"] = (str(lib / "nope.mp4"), {"not_found"})
+    spaced = media.write_video(lib / "with space #1.mp4", num_frames=10, fps=10).path
+    corpus["percent_encoded_file_uri"] = (spaced.as_uri(), OK)  # file:///.../with%20space%20%231.mp4
+    os.mkfifo(lib / "pipe.mp4")  # no writer: opening it to read would block
+    corpus["named_pipe"] = (str(lib / "pipe.mp4"), {"unreadable"})
     corpus["http_uri"] = (f"{canary_url}/video.mp4", {"invalid_uri"})
     corpus["traversal"] = (str(lib / ".." / ".." / "etc" / "passwd"), {"invalid_uri"})
     corpus["encoded_traversal"] = (str(lib) + "/%2e%2e/%2e%2e/etc/passwd", {"invalid_uri", "not_found"})

@@ -134,3 +134,34 @@ def test_a_matroska_stream_starting_late_has_its_own_length_and_uniform_spreads_
         [video.frame_pts_s[i] for i in expected_on_screen(video, targets)], abs=1e-6
     )
     assert clips[-1].end_s == pytest.approx(2.5 + info.duration_s)
+
+
+def _write_stream_without_frames(path):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        container.start_encoding()  # header with the stream, then no frame at all
+    return path
+
+
+@pytest.mark.parametrize("mode", ["fps", "keyframes"])
+def test_a_video_stream_without_frames_is_too_short_not_damaged(tmp_path, mode):
+    path = _write_stream_without_frames(tmp_path / "empty.avi")
+    with pytest.raises(VideoError, match="holds no frames") as raised:
+        sample(path, mode=mode)
+    assert raised.value.status == "too_short"
+
+
+def test_a_file_where_no_stream_can_be_found_is_unreadable_not_audio_only(tmp_path):
+    import struct
+
+    data = bytearray(media.write_video(tmp_path / "good.mp4", num_frames=10, fps=10).path.read_bytes())
+    at = data.find(b"moov")
+    size = struct.unpack(">I", data[at - 4 : at])[0]
+    data[at + 4 : at - 4 + size] = bytes(size - 8)  # the index of every track wiped
+    (tmp_path / "wiped.mp4").write_bytes(data)
+    with pytest.raises(VideoError, match="no stream could be found") as raised:
+        sample(tmp_path / "wiped.mp4", mode="fps")
+    assert raised.value.status == "unreadable"

@@ -76,3 +76,37 @@ def test_uri_policy(uri, ok):
     policy = InputPolicy(allowed_roots=("/lib",))
     reason = refusal_reason(uri, policy)
     assert (reason is None) == ok, reason
+
+
+def test_a_file_uri_is_percent_decoded_and_an_encoded_control_character_is_refused(tmp_path):
+    from vidbatch.storage import local_path
+
+    spaced = tmp_path / "a b#1.mp4"
+    assert local_path(spaced.as_uri()) == str(spaced)
+    assert local_path(str(spaced)) == str(spaced)  # a plain path is literal
+    policy = InputPolicy(allowed_roots=[str(tmp_path)])
+    assert refusal_reason(spaced.as_uri(), policy) is None
+    assert "control characters" in refusal_reason(f"file://{tmp_path}/x%00.mp4", policy)
+
+
+def test_a_named_pipe_is_unreadable_without_being_opened(tmp_path):
+    import os
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.errors import VideoError
+    from vidbatch.storage import stat_video
+
+    os.mkfifo(tmp_path / "pipe.mp4")
+    with pytest.raises(VideoError, match="pipe or device") as raised:
+        stat_video(str(tmp_path / "pipe.mp4"), StorageConfig())
+    assert raised.value.status == "unreadable"
+
+
+def test_missing_object_store_credentials_are_access_denied_not_a_transient_failure():
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    from vidbatch.storage import storage_failure
+
+    denied = storage_failure(NoCredentialsError())
+    assert denied.status == "access_denied" and "credentials" in denied.message
+    assert storage_failure(EndpointConnectionError(endpoint_url="http://x")).status == "timeout"

@@ -138,7 +138,7 @@ def _targeted_samples(
         if stats is not None:
             stats.update(seeks=reader.seeks, skipped_packets=reader.skipped_packets, decoded_frames=reader.decoded)
     if last is None:
-        raise VideoError("decode_error", "no frame could be decoded; the video stream is damaged")
+        raise _no_frame(packets=reader.packets)
     # The video ends when its last frame stops being shown. Container metadata is not
     # trusted for this: it overstates truncated files and understates some VFR muxes.
     yield from picker.finish(last_pts + _frame_duration(last, stream, info))
@@ -214,6 +214,7 @@ class _TargetedReader:
         self.seeks = 0
         self.skipped_packets = 0  # sent with skip allowed (reference frames among them are decoded anyway)
         self.decoded = 0
+        self.packets = 0  # packets holding data (the demuxer's final flush packets hold none)
 
     def frames(self, picker: OnScreenPicker[Any]) -> Iterator[tuple[float, Any]]:
         try:
@@ -263,6 +264,8 @@ class _TargetedReader:
     # -- skip ---------------------------------------------------------------------------
 
     def _note(self, packet: Any) -> None:
+        if packet.size:
+            self.packets += 1
         if packet.pts is None:
             return
         bisect.insort(self.known, packet.pts)
@@ -371,19 +374,29 @@ def _keyframe_samples(container: Any, stream: Any, info: VideoInfo, deadline: fl
     # The decoder drops non-key frames itself: no time spent decoding them.
     stream.codec_context.skip_frame = "NONKEY"
     any_frame = False
-    for frame in _decoded_frames(container, stream, deadline):
+    packets = [0]
+    for frame in _decoded_frames(container, stream, deadline, packets=packets):
         pts = _frame_time(frame, stream)
         if pts is None:
             continue
         any_frame = True
         yield keyframe_sample_time(pts), pts, frame
     if not any_frame:
-        raise VideoError("decode_error", "no key frame could be decoded; the video stream is damaged")
+        raise _no_frame(packets=packets[0], what="key frame")
 
 
-def _decoded_frames(container: Any, stream: Any, deadline: float | None) -> Iterator[Any]:
+def _no_frame(*, packets: int, what: str = "frame") -> VideoError:
+    if not packets:
+        return VideoError("too_short", "the video stream holds no frames; nothing to sample")
+    return VideoError("decode_error", f"no {what} could be decoded; the video stream is damaged")
+
+
+def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, packets: list[int]) -> Iterator[Any]:
+    """Every frame the decoder gives; packets[0] counts the packets that held data."""
     try:
         for packet in container.demux(stream):
+            if packet.size:
+                packets[0] += 1
             if deadline is not None and time.monotonic() > deadline:
                 raise VideoError("timeout", "decoding took longer than limits.decode_timeout_s; raise it or check the file")
             yield from packet.decode()
@@ -449,6 +462,8 @@ def _video_stream(container: Any, limits: LimitsConfig) -> Any:
         raise VideoError(
             "too_large", f"the file has {len(container.streams)} streams, above limits.max_streams={limits.max_streams}"
         )
+    if not container.streams:
+        raise VideoError("unreadable", "no stream could be found in the file; it may be damaged or truncated")
     if not container.streams.video:
         raise VideoError("no_video_stream", "the file has no video stream (audio only or data); nothing to embed")
     return container.streams.video[0]

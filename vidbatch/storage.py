@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -32,7 +32,8 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
-    return urlsplit(uri).path if uri.startswith("file://") else uri
+    """The filesystem path of a local uri: a file:// uri's path is percent-encoded (RFC 8089), a plain path is literal."""
+    return unquote(urlsplit(uri).path) if uri.startswith("file://") else uri
 
 
 # Throttling (503 SlowDown), 5xx answers and dropped connections are retried by botocore
@@ -116,6 +117,9 @@ _NOT_FOUND = "no object at this uri; check the manifest or whether it was delete
 _DENIED = "access denied; grant the job's identity read access to this object"
 
 
+_NO_CREDENTIALS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+
+
 def storage_failure(exc: BaseException) -> VideoError:
     """A failure of the store itself (throttling or dropped connections past every retry, timeouts).
 
@@ -128,6 +132,11 @@ def storage_failure(exc: BaseException) -> VideoError:
         return VideoError("not_found", _NOT_FOUND)
     if isinstance(exc, PermissionError):
         return VideoError("access_denied", _DENIED)
+    if type(exc).__name__ in _NO_CREDENTIALS:  # botocore's; not transient, so not `timeout`
+        return VideoError(
+            "access_denied",
+            "no credentials for the object store were found; set AWS credentials for the job or storage.anon: true",
+        )
     response = getattr(exc, "response", None)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
     detail = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
@@ -149,6 +158,8 @@ def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec
         raise storage_failure(exc) from exc
     if info.get("type") == "directory":
         raise VideoError("not_found", "the uri names a directory, not a video file")
+    if info.get("type") == "other":  # fsspec's word for a pipe, socket or device: reading could block
+        raise VideoError("unreadable", "the uri names a pipe or device, not a regular file; give a video file")
     return info, fs, path
 
 

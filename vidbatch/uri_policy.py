@@ -27,6 +27,8 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
         return f"scheme {scheme!r} is not allowed (allowed: {allowed}; see inputs.allowed_schemes)"
     path = urlsplit(uri).path if "://" in uri else uri
     decoded = unquote(unquote(path))
+    if any(ch in decoded for ch in ("\x00", "\n", "\r")):
+        return "the uri contains control characters (percent-encoded)"
     if ".." in decoded.replace("\\", "/").split("/"):
         return "the uri contains a '..' path segment; give the direct path"
     if scheme == "file" and policy.allowed_roots:
