@@ -137,6 +137,8 @@ def build_corpus(root: Path, canary_url: str) -> dict[str, tuple[str, set[str]]]
     os.mkfifo(lib / "pipe.mp4")  # no writer: opening it to read would block
     corpus["named_pipe"] = (str(lib / "pipe.mp4"), {"unreadable"})
     corpus["http_uri"] = (f"{canary_url}/video.mp4", {"invalid_uri"})
+    with_credentials = canary_url.replace("://", "://viewer:pw-SECRET-1@") + "/v.mp4?X-Amz-Signature=SECRET-2&versionId=4"
+    corpus["presigned_with_password"] = (with_credentials, {"invalid_uri"})
     corpus["traversal"] = (str(lib / ".." / ".." / "etc" / "passwd"), {"invalid_uri"})
     corpus["encoded_traversal"] = (str(lib) + "/%2e%2e/%2e%2e/etc/passwd", {"invalid_uri", "not_found"})
     corpus["outside_roots"] = ("/etc/hostname", {"invalid_uri"})
@@ -184,6 +186,11 @@ def test_corpus_through_the_whole_job(corpus, canary, seeded_weights, ray_local)
         if v["status"] != "ok":
             assert v["error_message"] and "/etc/" not in v["error_message"]
     assert canary.requests == []
+    # DESIGN guarantee 5: the manifest's password and signature reach no output file.
+    leaked = [str(p) for p in (root / "out").rglob("*") if p.is_file() and b"SECRET-" in p.read_bytes()]
+    assert not leaked
+    written = next(v["uri"] for v in videos if v["video_id"] == "presigned_with_password")
+    assert written.endswith("/v.mp4?X-Amz-Signature=REDACTED&versionId=4") and "REDACTED@" in written
 
 
 @pytest.fixture

@@ -110,3 +110,32 @@ def test_missing_object_store_credentials_are_access_denied_not_a_transient_fail
     denied = storage_failure(NoCredentialsError())
     assert denied.status == "access_denied" and "credentials" in denied.message
     assert storage_failure(EndpointConnectionError(endpoint_url="http://x")).status == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("given", "written"),
+    [
+        ("https://user:hunter2@host:8080/v.mp4?X-Amz-Signature=abc&X-Amz-Credential=AKIA%2F1&versionId=7",
+         "https://REDACTED@host:8080/v.mp4?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED&versionId=7"),
+        ("https://TOKEN@host/v.mp4", "https://REDACTED@host/v.mp4"),
+        ("s3://bucket/key.mp4?token=s3cr3t", "s3://bucket/key.mp4?token=REDACTED"),
+        ("s3://bucket/dir/key.mp4", "s3://bucket/dir/key.mp4"),
+        ("/videos/what?.mp4", "/videos/what?.mp4"),
+        (None, None),
+    ],
+)  # fmt: skip
+def test_uris_are_written_without_credentials(given, written):
+    from vidbatch.uri_policy import redact_uri
+
+    assert redact_uri(given) == written
+
+
+def test_a_new_signature_on_the_same_url_is_not_a_change():
+    from vidbatch.incremental import PriorVideo, refusal_unchanged
+
+    written = PriorVideo(
+        uri="https://host/v.mp4?sig=REDACTED", fingerprint=None, model_id=None, sampling_id=None,
+        status="invalid_uri", error_type="invalid_uri", run_id="r1", num_clips=0, error_message="m",
+    )  # fmt: skip
+    assert refusal_unchanged(written, "https://host/v.mp4?sig=tonight", "invalid_uri", "m")
+    assert not refusal_unchanged(written, "https://host/w.mp4?sig=tonight", "invalid_uri", "m")

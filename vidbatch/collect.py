@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from vidbatch.config import Task
 from vidbatch.manifest import Plan
 from vidbatch.schema import CLIPS, VIDEOS
+from vidbatch.uri_policy import redact_uri
 
 _FLUSH_ROWS = 512
 
@@ -208,7 +209,7 @@ class Collector:
     def _write_video(self, row: dict[str, Any], *, uri: str | None, extra: dict[str, object]) -> None:
         out = {name: row.get(name) for name in VIDEOS.names}
         out.update(
-            uri=uri,
+            uri=redact_uri(uri),
             model_id=self.identity.model_id,
             sampling_id=self.identity.sampling_id,
             run_id=self.identity.run_id,

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from vidbatch.uri_policy import redact_uri
+
 # A retry of these cannot succeed until the file (or the model/sampling) changes.
 # not_found / access_denied are re-checked with a cheap stat every run (see _same_source);
 # timeout and model_error are transient and always retried.
@@ -106,7 +108,7 @@ def _why_process(
 ) -> str | None:
     if before is None:
         return "new"
-    if before.uri != uri:
+    if before.uri != redact_uri(uri):  # outputs hold the redacted uri: a new signature is no change
         return "uri changed"
     if before.fingerprint is None and _transient(before):
         # Written by the driver (a watchdog or lost-actor row) without reading the file: no
@@ -127,4 +129,4 @@ def _why_process(
 
 def refusal_unchanged(before: PriorVideo | None, uri: str | None, status: str, message: str) -> bool:
     """A refused row whose current row already says the same needs no rewrite."""
-    return before is not None and before.uri == uri and before.status == status and before.error_message == message
+    return before is not None and before.uri == redact_uri(uri) and before.status == status and before.error_message == message

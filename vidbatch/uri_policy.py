@@ -7,7 +7,7 @@ I/O happens.
 from __future__ import annotations
 
 import os
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from vidbatch.config import InputPolicy
 from vidbatch.storage import local_path, scheme_of
@@ -37,3 +37,28 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
         if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
             return "the file lies outside inputs.allowed_roots; move it or add its folder there"
     return None
+
+
+# Query parameters that name a thing rather than grant access; every other value is redacted.
+_PLAIN_QUERY_KEYS = frozenset({"versionId", "version", "generation"})
+REDACTED = "REDACTED"
+
+
+def redact_uri(uri: str | None) -> str | None:
+    """The uri as it may be written to outputs: no password, token or signature (DESIGN guarantee 5).
+
+    A manifest may hold presigned or basic-auth URLs (`https://user:pw@host/v.mp4?X-Amz-Signature=...`):
+    the user info and every query value but a version id become REDACTED. A plain path is
+    written as given ('?' is a literal character there).
+    """
+    if uri is None or "://" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, v if k in _PLAIN_QUERY_KEYS else REDACTED) for k, v in pairs], safe="")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
