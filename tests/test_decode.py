@@ -165,3 +165,32 @@ def test_a_file_where_no_stream_can_be_found_is_unreadable_not_audio_only(tmp_pa
     with pytest.raises(VideoError, match="no stream could be found") as raised:
         sample(tmp_path / "wiped.mp4", mode="fps")
     assert raised.value.status == "unreadable"
+
+
+def test_the_last_clip_and_the_duration_end_where_the_last_frame_stops_being_shown(tmp_path):
+    """This mp4's metadata says 1.7 s, but its last frame is shown from 2.0 s to 2.4 s: the sample
+    at t = 2 must lie inside its clip's window, and the video row must say how long it really is."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.decode import StreamEnd
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    video = media.write_video(tmp_path / "vfr.mp4", num_frames=5, pts_s=[0.0, 0.4, 0.8, 0.85, 2.0], width=64, height=48)
+    real_end = end_of_last_frame(video)
+    for mode in ("fps", "keyframes"):
+        end = StreamEnd()
+        with open_video(str(video.path), limits=LimitsConfig()) as (container, stream, info):
+            assert info.duration_s < 2.0 < real_end  # the premise: the metadata understates
+            sampling = SamplingConfig(mode=mode, fps=1.0, clip_len_s=1.5)
+            clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC, stream_end=end))
+        assert end.end_s == pytest.approx(real_end, abs=1e-3), mode
+        assert clips[-1].end_s == pytest.approx(min(clips[-1].start_s + 1.5, real_end), abs=1e-3), mode
+        for clip in clips:
+            assert all(clip.start_s - 1e-6 <= p < clip.end_s for p in clip.frame_pts_s), (mode, clip)
+    fps_clips = sample(video.path, mode="fps", fps=1.0, clip_len_s=1.5)[1]
+    assert [c.frame_pts_s for c in fps_clips] == [(0.0, 0.85), (2.0,)]  # targets 0, 1 | 2
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode="fps", fps=1.0, clip_len_s=1.5), limits=LimitsConfig(), storage=StorageConfig(), spec=SPEC
+    )
+    row = [t.to_pylist()[0] for t in decode_video("v", str(video.path), settings)][-1]
+    assert row["kind"] == "video" and row["status"] == "ok"
+    assert row["duration_s"] == pytest.approx(real_end, abs=1e-3)

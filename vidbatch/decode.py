@@ -55,6 +55,18 @@ class SampledClip:
     frames: np.ndarray  # (n, crop, crop, 3) uint8
 
 
+@dataclass
+class StreamEnd:
+    """Where the stream's last frame stops being shown, once decoding has read the whole stream.
+
+    iter_clips fills it in (None until then, and when sampling stopped early): the last clip's
+    window and the video's duration use it instead of the container's metadata, which
+    overstates truncated files and understates some VFR muxes.
+    """
+
+    end_s: float | None = None
+
+
 @contextmanager
 def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 0) -> Iterator[tuple[Any, Any, VideoInfo]]:
     """Open and probe; yields (container, video_stream, info). Raises VideoError."""
@@ -91,12 +103,15 @@ def iter_clips(
     sampling: SamplingConfig,
     spec: PreprocessSpec,
     deadline: float | None = None,
+    stream_end: StreamEnd | None = None,
 ) -> Iterator[SampledClip]:
+    """The sampled clips in order; `stream_end` (if given) learns where the stream ends."""
+    end = stream_end if stream_end is not None else StreamEnd()
     if sampling.mode == "keyframes":
-        samples = _keyframe_samples(container, stream, info, deadline)
+        samples = _keyframe_samples(container, stream, info, deadline, end)
     else:
-        samples = _targeted_samples(container, stream, info, sampling, deadline)
-    yield from _group(samples, info, sampling.clip_len_s, spec)
+        samples = _targeted_samples(container, stream, info, sampling, deadline, stream_end=end)
+    yield from _group(samples, info, sampling.clip_len_s, spec, end)
 
 
 # --- sampling --------------------------------------------------------------------------
@@ -117,6 +132,7 @@ def _targeted_samples(
     *,
     fast: bool = True,
     stats: dict[str, int] | None = None,
+    stream_end: StreamEnd | None = None,
 ) -> Iterator[tuple[float, float, Any]]:
     """(target t, pts, frame) for every target with a frame on screen. `fast=False` decodes
     every packet (the reference the fast path is tested against); `stats` gets the counts
@@ -141,7 +157,10 @@ def _targeted_samples(
         raise _no_frame(packets=reader.packets)
     # The video ends when its last frame stops being shown. Container metadata is not
     # trusted for this: it overstates truncated files and understates some VFR muxes.
-    yield from picker.finish(last_pts + _frame_duration(last, stream, info))
+    end_s = last_pts + _frame_duration(last, stream, info)
+    if stream_end is not None:
+        stream_end.end_s = end_s
+    yield from picker.finish(end_s)
 
 
 class _TargetTimes:
@@ -370,11 +389,13 @@ def _key_frame_ticks(stream: Any) -> list[int]:
         return []
 
 
-def _keyframe_samples(container: Any, stream: Any, info: VideoInfo, deadline: float | None) -> Iterator[tuple[float, float, Any]]:
+def _keyframe_samples(
+    container: Any, stream: Any, info: VideoInfo, deadline: float | None, stream_end: StreamEnd
+) -> Iterator[tuple[float, float, Any]]:
     # The decoder drops non-key frames itself: no time spent decoding them.
     stream.codec_context.skip_frame = "NONKEY"
     any_frame = False
-    packets = [0]
+    packets = _PacketTally(default_duration_s=1.0 / info.fps if info.fps else 1.0 / 30)
     for frame in _decoded_frames(container, stream, deadline, packets=packets):
         pts = _frame_time(frame, stream)
         if pts is None:
@@ -382,7 +403,28 @@ def _keyframe_samples(container: Any, stream: Any, info: VideoInfo, deadline: fl
         any_frame = True
         yield keyframe_sample_time(pts), pts, frame
     if not any_frame:
-        raise _no_frame(packets=packets[0], what="key frame")
+        raise _no_frame(packets=packets.count, what="key frame")
+    # Every packet was read, so the end is known without decoding the last frames.
+    stream_end.end_s = packets.end_s
+
+
+class _PacketTally:
+    """Packets that held data, and where the last of them stops being shown."""
+
+    def __init__(self, *, default_duration_s: float) -> None:
+        self.default_duration_s = default_duration_s
+        self.count = 0
+        self.end_s: float | None = None
+
+    def note(self, packet: Any) -> None:
+        if not packet.size:
+            return
+        self.count += 1
+        if packet.pts is None or not packet.time_base:
+            return
+        duration = float(packet.duration * packet.time_base) if packet.duration else self.default_duration_s
+        end = float(packet.pts * packet.time_base) + duration
+        self.end_s = end if self.end_s is None else max(self.end_s, end)
 
 
 def _no_frame(*, packets: int, what: str = "frame") -> VideoError:
@@ -391,12 +433,11 @@ def _no_frame(*, packets: int, what: str = "frame") -> VideoError:
     return VideoError("decode_error", f"no {what} could be decoded; the video stream is damaged")
 
 
-def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, packets: list[int]) -> Iterator[Any]:
-    """Every frame the decoder gives; packets[0] counts the packets that held data."""
+def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, packets: _PacketTally) -> Iterator[Any]:
+    """Every frame the decoder gives; `packets` tallies what was read."""
     try:
         for packet in container.demux(stream):
-            if packet.size:
-                packets[0] += 1
+            packets.note(packet)
             if deadline is not None and time.monotonic() > deadline:
                 raise VideoError("timeout", "decoding took longer than limits.decode_timeout_s; raise it or check the file")
             yield from packet.decode()
@@ -407,26 +448,30 @@ def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, pack
 
 
 def _group(
-    samples: Iterator[tuple[float, float, Any]], info: VideoInfo, clip_len_s: float, spec: PreprocessSpec
+    samples: Iterator[tuple[float, float, Any]], info: VideoInfo, clip_len_s: float, spec: PreprocessSpec, stream_end: StreamEnd
 ) -> Iterator[SampledClip]:
     """Samples arrive in time order; emit each clip once the next clip starts."""
     current: int | None = None
     pts_list: list[float] = []
     frames: list[np.ndarray] = []
-    end_of_video = info.start_s + info.duration_s
     for sample_t, pts, frame in samples:
         index = clip_index_of(sample_t, start_s=info.start_s, clip_len_s=clip_len_s)
         if current is not None and index != current:
-            yield _clip(current, pts_list, frames, info, clip_len_s, end_of_video)
+            # A later clip has a sample, so the video goes on past this clip's window.
+            yield _clip(current, pts_list, frames, info, clip_len_s, None)
             pts_list, frames = [], []
         current = index
         pts_list.append(pts)
         frames.append(to_model_input(_upright_rgb(frame), spec))
     if current is not None:
-        yield _clip(current, pts_list, frames, info, clip_len_s, end_of_video)
+        # The samples are exhausted: a sampler that read the whole stream has set its end.
+        end = stream_end.end_s if stream_end.end_s is not None else info.start_s + info.duration_s
+        yield _clip(current, pts_list, frames, info, clip_len_s, end)
 
 
-def _clip(index: int, pts: list[float], frames: list[np.ndarray], info: VideoInfo, clip_len_s: float, end: float) -> SampledClip:
+def _clip(
+    index: int, pts: list[float], frames: list[np.ndarray], info: VideoInfo, clip_len_s: float, end: float | None
+) -> SampledClip:
     window = clip_window(index, start_s=info.start_s, clip_len_s=clip_len_s, end_of_video_s=end)
     return SampledClip(index, window.start_s, window.end_s, tuple(pts), np.stack(frames))
 

@@ -51,7 +51,7 @@ class DecodeSettings:
 
 
 def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
-    from vidbatch.decode import iter_clips, open_video
+    from vidbatch.decode import StreamEnd, iter_clips, open_video
     from vidbatch.storage import open_source, source_fingerprint, stat_video
 
     limits = settings.limits
@@ -69,7 +69,11 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         with open_source(fs, path) as source, open_video(source, limits=limits, threads=settings.threads) as opened:
             container, stream, info = opened
             video.update(duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps, codec=info.codec)
-            for clip in iter_clips(container, stream, info, sampling=settings.sampling, spec=settings.spec, deadline=deadline):
+            stream_end = StreamEnd()
+            clips = iter_clips(
+                container, stream, info, sampling=settings.sampling, spec=settings.spec, deadline=deadline, stream_end=stream_end
+            )
+            for clip in clips:
                 num_clips += 1
                 yield row_table(
                     DECODED,
@@ -85,6 +89,8 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
                         "frames": clip.frames.tobytes(),
                     },
                 )
+            if stream_end.end_s is not None:  # decoding read the whole stream: its own length, not the metadata's
+                video["duration_s"] = max(0.0, stream_end.end_s - info.start_s)
         if num_clips == 0:
             raise VideoError("too_short", "no frame was sampled; the video is shorter than one sample")
     except VideoError as exc:
