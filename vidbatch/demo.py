@@ -25,13 +25,20 @@ def write_demo_library(directory: str | Path) -> Path:
     root = Path(directory).resolve()
     root.mkdir(parents=True, exist_ok=True)
     ids, uris = [], []
+    # Files already there are kept as they are: their mtime is part of their fingerprint, so a
+    # second `make demo` shows what a nightly run over an unchanged library does (no decoding).
+    # Each file is written under a scratch name first, so an interrupted run leaves no half file.
     for seed, (name, ext, codec, size, fps, seconds) in enumerate(_VIDEOS):
         path = root / f"{name}.{ext}"
-        _write_pattern_video(path, codec=codec, size=size, fps=fps, seconds=seconds, seed=seed)
+        if not path.exists():
+            scratch = root / f".{name}.partial.{ext}"
+            _write_pattern_video(scratch, codec=codec, size=size, fps=fps, seconds=seconds, seed=seed)
+            scratch.replace(path)
         ids.append(name)
         uris.append(str(path))
     not_a_video = root / "notes.mp4"
-    not_a_video.write_bytes(b"this is a text file with a video extension\n" * 20)
+    if not not_a_video.exists():
+        not_a_video.write_bytes(b"this is a text file with a video extension\n" * 20)
     ids += ["not_a_video", "missing_file", "h264_720p"]
     uris += [str(not_a_video), str(root / "gone.mp4"), str(root / "h264_720p.mp4")]
     manifest = root / "manifest.parquet"

@@ -1,0 +1,32 @@
+"""The quick start's sample library (`vidbatch demo-library`)."""
+
+from __future__ import annotations
+
+import av
+import pyarrow.parquet as pq
+
+from vidbatch.demo import write_demo_library
+
+
+def test_a_second_demo_library_keeps_the_files_it_finds(tmp_path):
+    """A second `make demo` must show a nightly run over an unchanged library: the local
+    fingerprint is size + mtime, so the files already there stay untouched."""
+    manifest = write_demo_library(tmp_path)
+    rows = pq.read_table(manifest).to_pylist()
+    assert [r["video_id"] for r in rows] == [
+        "h264_720p", "vp9_clip", "mpeg4_avi", "h264_short", "not_a_video", "missing_file", "h264_720p",
+    ]  # fmt: skip
+    files = sorted(p for p in tmp_path.iterdir() if p.name != "manifest.parquet")
+    assert [p.name for p in files] == ["h264_720p.mp4", "h264_short.mp4", "mpeg4_avi.avi", "notes.mp4", "vp9_clip.webm"]
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    codecs = {}
+    for p in files:
+        if p.name != "notes.mp4":
+            with av.open(str(p)) as container:
+                codecs[p.name] = container.streams.video[0].codec_context.name
+    assert codecs == {"h264_720p.mp4": "h264", "h264_short.mp4": "h264", "mpeg4_avi.avi": "mpeg4", "vp9_clip.webm": "vp9"}
+
+    write_demo_library(tmp_path)
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "manifest.parquet"])  # no scratch files left
