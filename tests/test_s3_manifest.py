@@ -94,3 +94,29 @@ def test_local_folder(tmp_path):
     again, _ = list_videos(str(root) + "/", StorageConfig())
     assert again.equals(table)
     assert pq.read_table(io.BytesIO((tmp_path / "out" / "m.parquet").read_bytes())).equals(table)
+
+
+def test_an_output_bucket_that_does_not_exist_is_refused_in_one_line(s3):
+    from vidbatch.errors import JobError
+    from vidbatch.state import load_prior
+
+    with pytest.raises(JobError, match=r"output 's3://vb-no-such-bucket/out' cannot be read \(OSError") as raised:
+        load_prior("s3://vb-no-such-bucket/out", StorageConfig())
+    assert "\n" not in str(raised.value) and "<" not in str(raised.value)  # no XML body from the store
+
+
+def test_a_manifest_on_a_store_that_cannot_be_reached_is_refused_in_one_line(monkeypatch):
+    """botocore's connection errors are not OSErrors; they must still become the job's one-line refusal."""
+    from botocore.exceptions import EndpointConnectionError
+
+    import vidbatch.manifest as manifest_module
+    from vidbatch.errors import JobError
+
+    class Unreachable:
+        def exists(self, path):
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:5999/bucket/m.parquet")
+
+    monkeypatch.setattr(manifest_module, "filesystem", lambda uri, storage: (Unreachable(), "bucket/m.parquet"))
+    with pytest.raises(JobError, match=r"manifest 's3://bucket/m.parquet' cannot be read \(EndpointConnectionError") as raised:
+        read_manifest("s3://bucket/m.parquet", StorageConfig())
+    assert "storage.endpoint_url" in str(raised.value)

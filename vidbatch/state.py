@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from deltalake import DeltaTable
 
 from vidbatch.config import StorageConfig
-from vidbatch.errors import VideoError
+from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import PriorVideo, settled_failure
-from vidbatch.storage import delta_storage_options, join_uri, source_fingerprint, stat_video
+from vidbatch.storage import delta_storage_options, describe_failure, join_uri, source_fingerprint, stat_video
 
 _VIDEO_COLUMNS = [
     "video_id", "uri", "source_fingerprint", "model_id", "sampling_id",
@@ -38,6 +38,17 @@ def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | N
 
 
 def load_prior(output: str, storage: StorageConfig) -> PriorState:
+    """What the output's tables say now; JobError (before any work) when they cannot be read."""
+    try:
+        return _load_prior(output, storage)
+    except Exception as exc:  # a missing bucket, an unreachable endpoint, no credentials, ...
+        raise JobError(
+            f"output {output!r} cannot be read ({describe_failure(exc)}); "
+            "check that its bucket exists, storage.endpoint_url and the job's credentials"
+        ) from exc
+
+
+def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     videos_table = open_table(output, "videos", storage)
     if videos_table is None:
         return PriorState({}, {})

@@ -222,6 +222,12 @@ class _SourceReader:
         self._handle.close()
 
 
+def describe_failure(exc: BaseException) -> str:
+    """`Type: first line of the message` for a one-line error: no query string, no XML body."""
+    first = _clean(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first and first != type(exc).__name__ else type(exc).__name__
+
+
 def _clean(exc: BaseException) -> str:
     """An error's text without query strings (signatures, tokens) and at most 160 characters."""
     import re
