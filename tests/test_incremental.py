@@ -227,24 +227,46 @@ def _cli_run(
     return proc.wait(timeout=120)
 
 
-def test_crash_between_the_two_commits_is_repaired(tmp_path, seeded_weights, ray_local):
+def own_clips(tmp_path: Path) -> dict[str, tuple[str, int]]:
+    """What a strict reader sees: each videos row's run_id and the clips joined to it on (video_id, run_id)."""
+    videos, clips = snapshot(tmp_path)
+    return {
+        v["video_id"]: (v["run_id"], sum(1 for c in clips if (c["video_id"], c["run_id"]) == (v["video_id"], v["run_id"])))
+        for v in videos
+    }
+
+
+@pytest.mark.parametrize("fault", ["after-clips-commit", "after-videos-commit"])
+def test_crash_between_the_commits_keeps_the_last_run_whole_and_is_repaired(tmp_path, seeded_weights, ray_local, fault):
     lib = tmp_path / "lib"
     lib.mkdir()
     rows = {name: media.write_video(lib / f"{name}.mp4", num_frames=20, fps=10).path for name in ("a", "b")}
     write_manifest(tmp_path / "manifest.parquet", rows)
     run(tmp_path, seeded_weights)
     before = assert_exact(tmp_path, {"a", "b"})
+    seen_before = own_clips(tmp_path)
 
     media.write_video(rows["a"], num_frames=35, fps=10)  # a changes
-    code = _cli_run(tmp_path, seeded_weights, {"VIDBATCH_FAULT": "after-clips-commit"})
+    rows["c"] = media.write_video(lib / "c.mp4", num_frames=15, fps=10).path  # c is new
+    write_manifest(tmp_path / "manifest.parquet", rows)
+    code = _cli_run(tmp_path, seeded_weights, {"VIDBATCH_FAULT": fault})
     assert code == 137
-    videos, clips = snapshot(tmp_path)  # the videos table still shows the last complete run
-    assert {v["video_id"]: v["run_id"] for v in videos} == {k: v["run_id"] for k, v in before.items()}
+    seen = own_clips(tmp_path)
+    if fault == "after-clips-commit":  # the last complete run, whole: a keeps its old clips
+        assert seen == seen_before
+    else:  # the dead run is complete: every videos row has its own clips
+        assert set(seen) == {"a", "b", "c"} and seen["a"][1] == 2 and seen["c"][1] == 1 and seen["b"] == seen_before["b"]
 
+    del rows["c"]  # c leaves the manifest before the repair
+    write_manifest(tmp_path / "manifest.parquet", rows)
     repaired = run(tmp_path, seeded_weights)
-    assert repaired.summary["changes"]["changed"] == 1
-    after = assert_exact(tmp_path, {"a", "b"})
-    assert after["a"]["run_id"] == repaired.run_id and after["a"]["num_clips"] == 2
+    after = assert_exact(tmp_path, {"a", "b"})  # no clip row of c, none left over from the dead run
+    assert after["b"]["run_id"] == before["b"]["run_id"]
+    if fault == "after-clips-commit":
+        assert repaired.summary["changes"]["changed"] == 1
+        assert after["a"]["run_id"] == repaired.run_id and after["a"]["num_clips"] == 2
+    else:
+        assert repaired.summary["changes"]["removed"] == 1 and repaired.summary["changes"]["changed"] == 0
 
 
 def test_sigkill_mid_run_leaves_last_commit_and_rerun_finishes(tmp_path, seeded_weights, ray_local):

@@ -1,14 +1,16 @@
 """Publish a run: the clips and videos Delta tables, and `_runs/<run_id>/summary.json`.
 
-Each table changes in one Delta commit, so a reader sees a whole run or none of it.
-The videos table is committed last: it is the run's record of completion.
+The videos table changes in one Delta commit per run: it is the run's record of completion.
+Clip rows count only when their (video_id, run_id) is a videos row's, so the clips a run
+adds before that commit, and the ones it replaces after it, are never seen by such a reader.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,27 +44,63 @@ def commit_tables(
     replace_ids: set[str],
     storage: StorageConfig,
     metadata: dict[str, str],
+    stale_clips: Iterable[tuple[str, str]] = (),
 ) -> dict[str, int]:
-    """Apply the run to both tables: in each, one commit deletes the rows of `replace_ids`
-    (changed, retried and removed videos) and adds the run's new rows.
+    """Apply the run to both tables, in three steps (each one Delta commit, skipped when empty):
 
-    clips is committed first, videos last: a run is complete when its videos commit
-    lands. If the process dies in between, the next run finds clip rows whose run_id
-    disagrees with the videos row and redoes those videos (see vidbatch.state).
+    1. clips: add this run's clips, and delete `stale_clips`, the (video_id, run_id) pairs no
+       videos row refers to (left by a run that died between its commits). The clips of the
+       videos being replaced stay: until step 2 lands they belong to the last complete run.
+    2. videos: delete the rows of `replace_ids` (changed, retried, removed and refused videos)
+       and add this run's rows, in one merge. The run is complete here.
+    3. clips: delete the clips of `replace_ids` that this run did not write.
+
+    A crash at any point leaves every videos row with exactly its own clips; the leftovers
+    of the dead run are stale pairs that the next run deletes in its step 1.
     """
-    versions: dict[str, int] = {}
-    for table in ("clips", "videos"):
-        spilled = pq.ParquetFile(spill_dir / f"{table}.parquet")
-        table_uri = join_uri(output, table)
-        options = delta_storage_options(table_uri, storage)
-        commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
-        if not DeltaTable.is_deltatable(table_uri, storage_options=options):
+    clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
+    commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
+    tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
+    stale = sorted(set(stale_clips))
+    _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
+    _fault_hook("after-clips-commit")
+    replaced = sorted(replace_ids)
+    _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)
+    _fault_hook("after-videos-commit")
+    _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in replaced], tidy, storage)
+    return {
+        name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())
+        for name, uri in (("clips", clips_uri), ("videos", videos_uri))
+    }
+
+
+# What a tombstone deletes among the target rows of its video_id.
+_DELETE_ALL = "delete"  # every row
+_DELETE_RUN = "delete_run"  # the rows written by its run_id
+_DELETE_OTHER_RUNS = "delete_other_runs"  # the rows not written by its run_id
+
+
+@dataclass(frozen=True)
+class _Tombstone:
+    video_id: str
+    run_id: str | None
+    op: str
+
+
+def _apply(
+    table_uri: str, spilled_path: Path | None, tombstones: list[_Tombstone], commit: CommitProperties, storage: StorageConfig
+) -> None:
+    """One commit: insert the spilled rows and delete what the tombstones name (nothing to do: no commit)."""
+    options = delta_storage_options(table_uri, storage)
+    spilled = pq.ParquetFile(spilled_path) if spilled_path is not None else None
+    if not DeltaTable.is_deltatable(table_uri, storage_options=options):
+        if spilled is not None:  # the first run: nothing to delete yet
             write_deltalake(table_uri, _rows(spilled), mode="append", storage_options=options, commit_properties=commit)
-        elif spilled.metadata.num_rows or replace_ids:
-            _merge(DeltaTable(table_uri, storage_options=options), spilled, replace_ids, commit)
-        versions[table] = int(DeltaTable(table_uri, storage_options=options).version())
-        _fault_hook(f"after-{table}-commit")
-    return versions
+        return
+    if (spilled is None or not spilled.metadata.num_rows) and not tombstones:
+        return
+    table = DeltaTable(table_uri, storage_options=options)
+    _merge(table, spilled, tombstones, commit)
 
 
 def _fault_hook(point: str) -> None:
@@ -75,25 +113,36 @@ def _rows(spilled: pq.ParquetFile) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(spilled.schema_arrow, spilled.iter_batches(batch_size=1024))
 
 
-def _merge(table: DeltaTable, spilled: pq.ParquetFile, replace_ids: set[str], commit: CommitProperties) -> None:
-    """One merge = one commit: tombstones delete old rows, inserts never match anything."""
-    schema = spilled.schema_arrow.append(pa.field(_OP, pa.string()))
+def _merge(table: DeltaTable, spilled: pq.ParquetFile | None, tombstones: list[_Tombstone], commit: CommitProperties) -> None:
+    """One merge = one commit: tombstones delete old rows, inserts never match anything.
+
+    Each target row matches at most one tombstone (one per video_id, or per (video_id, run_id)).
+    """
+    schema = table.schema().to_arrow() if spilled is None else spilled.schema_arrow
+    schema = pa.schema(schema).append(pa.field(_OP, pa.string()))
+    names = [name for name in schema.names if name != _OP]
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for batch in spilled.iter_batches(batch_size=1024):
-            yield batch.append_column(_OP, pa.array(["insert"] * batch.num_rows, pa.string()))
-        ids = sorted(replace_ids)
-        for start in range(0, len(ids), 4096):
-            chunk = ids[start : start + 4096]
+        if spilled is not None:
+            for batch in spilled.iter_batches(batch_size=1024):
+                yield batch.append_column(_OP, pa.array(["insert"] * batch.num_rows, pa.string()))
+        for start in range(0, len(tombstones), 4096):
+            chunk = tombstones[start : start + 4096]
             columns = {name: pa.nulls(len(chunk), schema.field(name).type) for name in schema.names}
-            columns["video_id"] = pa.array(chunk, pa.string())
-            columns[_OP] = pa.array(["delete"] * len(chunk), pa.string())
+            columns["video_id"] = pa.array([t.video_id for t in chunk], pa.string())
+            columns["run_id"] = pa.array([t.run_id for t in chunk], pa.string())
+            columns[_OP] = pa.array([t.op for t in chunk], pa.string())
             yield pa.RecordBatch.from_pydict(columns, schema=schema)
 
+    deletes = (
+        f"source.{_OP} = '{_DELETE_ALL}'"
+        f" OR (source.{_OP} = '{_DELETE_RUN}' AND target.run_id = source.run_id)"
+        f" OR (source.{_OP} = '{_DELETE_OTHER_RUNS}' AND (target.run_id IS NULL OR target.run_id <> source.run_id))"
+    )
     (
         table.merge(
             pa.RecordBatchReader.from_batches(schema, batches()),
-            predicate=f"target.video_id = source.video_id AND source.{_OP} = 'delete'",
+            predicate=f"target.video_id = source.video_id AND ({deletes})",
             source_alias="source",
             target_alias="target",
             merge_schema=True,
@@ -101,7 +150,7 @@ def _merge(table: DeltaTable, spilled: pq.ParquetFile, replace_ids: set[str], co
         )
         .when_matched_delete()
         .when_not_matched_insert(
-            updates={name: f'source."{name}"' for name in spilled.schema_arrow.names},
+            updates={name: f'source."{name}"' for name in names},
             predicate=f"source.{_OP} = 'insert'",
         )
         .execute()

@@ -173,6 +173,7 @@ def run_job(
             run_id=run_id,
             replace_ids=todo | set(decision.removed) | {r.video_id for r in refusals},
             storage=config.storage,
+            stale_clips=prior.stale_clips,
             metadata={
                 "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
                 "vidbatch.changes": json.dumps(changes),

@@ -27,6 +27,8 @@ _VIDEO_COLUMNS = [
 class PriorState:
     videos: dict[str, PriorVideo]
     consistent: dict[str, bool]  # does the clips table hold exactly the clips the videos row promises?
+    # (video_id, run_id) of clip rows no videos row refers to: a run died between its commits.
+    stale_clips: frozenset[tuple[str, str]] = frozenset()
 
 
 def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | None:
@@ -50,9 +52,7 @@ def load_prior(output: str, storage: StorageConfig) -> PriorState:
 
 def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     videos_table = open_table(output, "videos", storage)
-    if videos_table is None:
-        return PriorState({}, {})
-    rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS).to_pylist()
+    rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS).to_pylist() if videos_table is not None else []
     videos = {
         row["video_id"]: PriorVideo(
             uri=row["uri"],
@@ -72,14 +72,14 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     if clips_table is not None:
         clips = clips_table.to_pyarrow_table(columns=["video_id", "run_id"])
         clip_counts.update(zip(clips.column("video_id").to_pylist(), clips.column("run_id").to_pylist(), strict=True))
-    per_video: Counter[str] = Counter()
-    for (video_id, _), count in clip_counts.items():
-        per_video[video_id] += count
+    # A videos row counts only the clips of its own run; clips of any other run are leftovers
+    # of a run that died between its commits, deleted by the next commit (not a reason to redo).
     consistent = {
-        video_id: clip_counts.get((video_id, prior.run_id or ""), 0) == prior.num_clips == per_video.get(video_id, 0)
-        for video_id, prior in videos.items()
+        video_id: clip_counts.get((video_id, prior.run_id or ""), 0) == prior.num_clips for video_id, prior in videos.items()
     }
-    return PriorState(videos, consistent)
+    current = {(video_id, prior.run_id) for video_id, prior in videos.items()}
+    stale = frozenset(key for key in clip_counts if key not in current)
+    return PriorState(videos, consistent, stale)
 
 
 def fingerprints(rows: Iterable[tuple[str, str]], storage: StorageConfig, *, threads: int = 32) -> dict[str, str | None]:
