@@ -187,6 +187,16 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     old = DeltaTable(str(tmp_path / "out" / "videos"), version=0).to_pyarrow_table().column("video_id").to_pylist()
     assert sorted(old) == ["a", "b", "c", "junk"]
 
+    # a file deleted under a kept manifest row: its row says so, with no decoding at all
+    c.unlink()
+    sixth = run(tmp_path, "none")
+    assert sixth.summary["changes"]["changed"] == 1 and sixth.summary["statuses"] == {"not_found": 1}
+    assert "pipeline_s" not in sixth.summary["timings_s"]  # nothing went to the decode stage
+    v6 = assert_exact(tmp_path, {"a", "c", "junk", "d"})
+    assert v6["c"]["status"] == "not_found" and v6["c"]["run_id"] == sixth.run_id and v6["c"]["num_clips"] == 0
+    assert "no object at this uri" in v6["c"]["error_message"]
+    assert v6["a"]["run_id"] == v5["a"]["run_id"]
+
 
 def _cli_run(
     tmp_path: Path,

@@ -32,9 +32,10 @@ from vidbatch import __version__
 from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
+from vidbatch.errors import VideoError
 from vidbatch.incremental import decide, refusal_unchanged
+from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
-from vidbatch.manifest import read_manifest
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import fingerprints, load_prior
 
@@ -104,10 +105,11 @@ def run_job(
         {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": _now()},
     )
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
+    missing: dict[str, VideoError] = {}  # the planning stat proved these missing or denied
     decision = decide(
         candidates,
         prior=prior.videos,
-        fingerprints=fingerprints(candidates, config.storage) if prior.videos else {},
+        fingerprints=fingerprints(candidates, config.storage, settled=missing) if prior.videos else {},
         model_id=weights.model_id,
         sampling_id=identity_sampling,
         consistent=prior.consistent,
@@ -116,10 +118,19 @@ def run_job(
     )
     refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
     todo = set(decision.process)
+    # A video to process whose file the planning stat found gone (or denied) gets its row here:
+    # decoding would only stat it again, and a night whose only change is a deleted file then
+    # needs no Ray at all.
+    known = tuple(
+        Refusal(video_id, uri, missing[video_id].status, missing[video_id].message, plan.extras_by_id.get(video_id, {}))
+        for video_id, uri in candidates
+        if video_id in todo and video_id in missing
+    )
+    to_decode = todo - {r.video_id for r in known}
     work = dataclasses.replace(
         plan,
-        to_process=plan.to_process.filter(pa.array([video_id in todo for video_id, _ in candidates], pa.bool_())),
-        refused=refusals,
+        to_process=plan.to_process.filter(pa.array([video_id in to_decode for video_id, _ in candidates], pa.bool_())),
+        refused=refusals + known,
     )
     say(
         f"run {run_id}: {plan.manifest_rows} manifest rows ({plan.duplicates} duplicate ids); "
@@ -171,7 +182,7 @@ def run_job(
             config.output,
             Path(spill),
             run_id=run_id,
-            replace_ids=todo | set(decision.removed) | {r.video_id for r in refusals},
+            replace_ids=todo | set(decision.removed) | {r.video_id for r in work.refused},
             storage=config.storage,
             stale_clips=prior.stale_clips,
             metadata={

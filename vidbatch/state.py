@@ -82,15 +82,29 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     return PriorState(videos, consistent, stale)
 
 
-def fingerprints(rows: Iterable[tuple[str, str]], storage: StorageConfig, *, threads: int = 32) -> dict[str, str | None]:
-    """Stat every candidate (in parallel: object stores answer HEADs slowly but concurrently)."""
+def fingerprints(
+    rows: Iterable[tuple[str, str]],
+    storage: StorageConfig,
+    *,
+    threads: int = 32,
+    settled: dict[str, VideoError] | None = None,
+) -> dict[str, str | None]:
+    """Stat every candidate (in parallel: object stores answer HEADs slowly but concurrently).
+
+    `settled` (if given) receives the error of each video the stat proved missing or denied:
+    its row is known without decoding.
+    """
 
     def one(row: tuple[str, str]) -> tuple[str, str | None]:
         video_id, uri = row
         try:
             info, _, _ = stat_video(uri, storage)
         except VideoError as exc:  # still missing / still denied: a settled answer, like a fingerprint
-            return video_id, settled_failure(exc.status) if exc.status in ("not_found", "access_denied") else None
+            if exc.status not in ("not_found", "access_denied"):
+                return video_id, None
+            if settled is not None:
+                settled[video_id] = exc
+            return video_id, settled_failure(exc.status)
         except Exception:  # a throttled or failed HEAD: unknown, so the video is decoded again
             return video_id, None
         return video_id, source_fingerprint(info)
