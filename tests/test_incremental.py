@@ -197,6 +197,17 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     assert "no object at this uri" in v6["c"]["error_message"]
     assert v6["a"]["run_id"] == v5["a"]["run_id"]
 
+    # a night that only adds a video: one commit per table (no superseded clips to remove)
+    def versions() -> tuple[int, int]:
+        return tuple(DeltaTable(str(tmp_path / "out" / t)).version() for t in ("clips", "videos"))  # type: ignore[return-value]
+
+    before = versions()
+    e = media.write_video(lib / "e.mp4", num_frames=10, fps=10).path
+    write_manifest(tmp_path / "manifest.parquet", {"a": a, "c": c, "junk": junk, "d": d, "e": e})
+    seventh = run(tmp_path, "none")
+    assert seventh.summary["changes"]["new"] == 1 and versions() == (before[0] + 1, before[1] + 1)
+    assert_exact(tmp_path, {"a", "c", "junk", "d", "e"})
+
 
 def _cli_run(
     tmp_path: Path,

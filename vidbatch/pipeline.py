@@ -185,6 +185,7 @@ def run_job(
             replace_ids=todo | set(decision.removed) | {r.video_id for r in work.refused},
             storage=config.storage,
             stale_clips=prior.stale_clips,
+            clip_video_ids=prior.clip_video_ids,
             metadata={
                 "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
                 "vidbatch.changes": json.dumps(changes),

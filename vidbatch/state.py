@@ -29,6 +29,7 @@ class PriorState:
     consistent: dict[str, bool]  # does the clips table hold exactly the clips the videos row promises?
     # (video_id, run_id) of clip rows no videos row refers to: a run died between its commits.
     stale_clips: frozenset[tuple[str, str]] = frozenset()
+    clip_video_ids: frozenset[str] = frozenset()  # videos with any clip row
 
 
 def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | None:
@@ -79,7 +80,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     }
     current = {(video_id, prior.run_id) for video_id, prior in videos.items()}
     stale = frozenset(key for key in clip_counts if key not in current)
-    return PriorState(videos, consistent, stale)
+    return PriorState(videos, consistent, stale, frozenset(video_id for video_id, _ in clip_counts))
 
 
 def fingerprints(
