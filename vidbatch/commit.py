@@ -44,8 +44,8 @@ def commit_tables(
     replace_ids: set[str],
     storage: StorageConfig,
     metadata: dict[str, str],
-    stale_clips: Iterable[tuple[str, str]] = (),
-    clip_video_ids: Iterable[str] | None = None,
+    stale_clips: Iterable[tuple[str, str]],
+    clip_video_ids: Iterable[str],
 ) -> dict[str, int]:
     """Apply the run to both tables, in three steps (each one Delta commit, skipped when empty):
 
@@ -54,8 +54,8 @@ def commit_tables(
        videos being replaced stay: until step 2 lands they belong to the last complete run.
     2. videos: delete the rows of `replace_ids` (changed, retried, removed and refused videos)
        and add this run's rows, in one merge. The run is complete here.
-    3. clips: delete the clips of `replace_ids` that this run did not write (only videos in
-       `clip_video_ids`, those with clip rows before the run, when it is given).
+    3. clips: delete the clips of `replace_ids` that this run did not write (of the videos in
+       `clip_video_ids`, those with clip rows before the run: no other video has any to delete).
 
     A crash at any point leaves every videos row with exactly its own clips; the leftovers
     of the dead run are stale pairs that the next run deletes in its step 1.
@@ -69,7 +69,7 @@ def commit_tables(
     replaced = sorted(replace_ids)
     _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)
     _fault_hook("after-videos-commit")
-    had_clips = replaced if clip_video_ids is None else sorted(set(replaced) & set(clip_video_ids))
+    had_clips = sorted(replace_ids & set(clip_video_ids))
     _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips], tidy, storage)
     return {
         name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())

@@ -395,7 +395,7 @@ def _keyframe_samples(
     # The decoder drops non-key frames itself: no time spent decoding them.
     stream.codec_context.skip_frame = "NONKEY"
     any_frame = False
-    packets = _PacketTally(default_duration_s=1.0 / info.fps if info.fps else 1.0 / 30)
+    packets = _PacketTally(default_duration_s=_nominal_frame_s(info))
     for frame in _decoded_frames(container, stream, deadline, packets=packets):
         pts = _frame_time(frame, stream)
         if pts is None:
@@ -409,22 +409,32 @@ def _keyframe_samples(
 
 
 class _PacketTally:
-    """Packets that held data, and where the last of them stops being shown."""
+    """Packets that held data, and where the last of them (in presentation order) stops being shown.
+
+    Called for every packet, so it only counts and keeps the packet with the latest pts; the
+    end is worked out once, from that packet.
+    """
 
     def __init__(self, *, default_duration_s: float) -> None:
         self.default_duration_s = default_duration_s
         self.count = 0
-        self.end_s: float | None = None
+        self._latest: Any = None
 
     def note(self, packet: Any) -> None:
         if not packet.size:
             return
         self.count += 1
-        if packet.pts is None or not packet.time_base:
-            return
-        duration = float(packet.duration * packet.time_base) if packet.duration else self.default_duration_s
-        end = float(packet.pts * packet.time_base) + duration
-        self.end_s = end if self.end_s is None else max(self.end_s, end)
+        pts = packet.pts
+        if pts is not None and (self._latest is None or pts > self._latest.pts):
+            self._latest = packet
+
+    @property
+    def end_s(self) -> float | None:
+        latest = self._latest
+        if latest is None or not latest.time_base:
+            return None
+        duration = float(latest.duration * latest.time_base) if latest.duration else self.default_duration_s
+        return float(latest.pts * latest.time_base) + duration
 
 
 def _no_frame(*, packets: int, what: str = "frame") -> VideoError:
@@ -490,6 +500,11 @@ def _upright_rgb(frame: Any) -> np.ndarray:
 def _frame_duration(frame: Any, stream: Any, info: VideoInfo) -> float:
     if frame.duration:
         return float(frame.duration * (frame.time_base or stream.time_base))
+    return _nominal_frame_s(info)
+
+
+def _nominal_frame_s(info: VideoInfo) -> float:
+    """How long a frame is shown when the file does not say: one period of the nominal rate."""
     return 1.0 / info.fps if info.fps else 1.0 / 30
 
 
