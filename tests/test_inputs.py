@@ -139,3 +139,29 @@ def test_a_new_signature_on_the_same_url_is_not_a_change():
     )  # fmt: skip
     assert refusal_unchanged(written, "https://host/v.mp4?sig=tonight", "invalid_uri", "m")
     assert not refusal_unchanged(written, "https://host/w.mp4?sig=tonight", "invalid_uri", "m")
+
+
+def test_a_local_output_that_cannot_be_written_is_refused_before_ray_starts(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from vidbatch import pipeline
+    from vidbatch.config import parse_job
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the job must stop before starting Ray, resolving weights or decoding")
+
+    monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
+    monkeypatch.setattr(pipeline, "_resolve_weights", no_work)
+    monkeypatch.setattr(pipeline, "_build_dataset", no_work)
+    pq.write_table(pa.table({"video_id": ["a"], "uri": [str(tmp_path / "a.mp4")]}), tmp_path / "manifest.parquet")
+    (tmp_path / "taken").write_text("a file where the output directory would go")
+    config = parse_job(
+        {
+            "name": "t",
+            "manifest": str(tmp_path / "manifest.parquet"),
+            "output": str(tmp_path / "taken" / "out"),
+            "model": {"arch": "resnet18", "weights": "none"},
+        }
+    )
+    with pytest.raises(JobError, match="cannot be written"):
+        pipeline.run_job(config, progress=lambda line: None)

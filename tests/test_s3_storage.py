@@ -164,7 +164,7 @@ def test_unwritable_s3_outputs_fail_fast_and_create_nothing(s3):
     assert b'"x": 1' in body
 
 
-def test_unwritable_output_stops_the_job_before_any_decoding(s3, monkeypatch, tmp_path):
+def test_unwritable_output_is_refused_before_ray_starts(s3, monkeypatch, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -177,10 +177,11 @@ def test_unwritable_output_stops_the_job_before_any_decoding(s3, monkeypatch, tm
     deny_everyone(s3.client, bucket, ["out/*"], actions=["s3:PutObject"])
 
     def no_work(*args, **kwargs):
-        raise AssertionError("the job must stop before decoding")
+        raise AssertionError("the job must stop before starting Ray, resolving weights or decoding")
 
-    # A first run may start Ray while the weights resolve (the two overlap); it must not decode.
-    monkeypatch.setattr(pipeline, "_ensure_ray", lambda address: None)
+    # Refused before Ray starts (a first run would otherwise start it while the weights resolve).
+    monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
+    monkeypatch.setattr(pipeline, "_resolve_weights", no_work)
     monkeypatch.setattr(pipeline, "_build_dataset", no_work)
     config = parse_job(
         {

@@ -82,6 +82,12 @@ def run_job(
     timings: dict[str, float] = {}
     manifest = read_manifest(config.manifest, config.storage)
     plan = make_plan(manifest, config.inputs)
+    # Before Ray or the weights: an output that cannot be written is refused in a second, not
+    # after a local Ray has started. The record holds the settings; the model_id they resolve
+    # to is in the run's summary and rows.
+    check_writable(
+        config.output, run_id, config.storage, {"run_id": run_id, "job": config.model_dump(mode="json"), "started_at": _now()}
+    )
     # Resolving the weights imports torch (seconds) on a thread while the previous runs' state is
     # read. With no prior rows every candidate is new, so Ray is certainly needed: it starts now,
     # overlapping the weights, instead of after them.
@@ -98,12 +104,6 @@ def run_job(
             f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); "
             "embeddings and labels are NOT meaningful"
         )
-    check_writable(
-        config.output,
-        run_id,
-        config.storage,
-        {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": _now()},
-    )
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
     missing: dict[str, VideoError] = {}  # the planning stat proved these missing or denied
     decision = decide(
