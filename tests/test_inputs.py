@@ -165,3 +165,20 @@ def test_a_local_output_that_cannot_be_written_is_refused_before_ray_starts(tmp_
     )
     with pytest.raises(JobError, match="cannot be written"):
         pipeline.run_job(config, progress=lambda line: None)
+
+
+def test_dictionary_encoded_manifest_columns_are_read_as_their_values():
+    """pandas' category dtype and some writers store strings dictionary-encoded."""
+    manifest = pa.table(
+        {
+            "video_id": pa.array(["a", "b", "a"]).dictionary_encode(),
+            "uri": pa.array(["/v/a.mp4", "/v/b.mp4", "/v/a2.mp4"]).dictionary_encode(),
+            "label": pa.array(["cat", "dog", "cat"]).dictionary_encode(),
+        }
+    )
+    result = plan(manifest, InputPolicy())
+    assert result.to_process.column("video_id").to_pylist() == ["a", "b"]
+    assert result.to_process.column("uri").to_pylist() == ["/v/a.mp4", "/v/b.mp4"]
+    assert result.duplicates == 1
+    assert result.extras_by_id["b"] == {"label": "dog"}
+    assert result.extra_schema.field("label").type == pa.string()

@@ -60,6 +60,7 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
 
 
 def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
+    manifest = _decoded(manifest)
     _validate_columns(manifest)
     extras = tuple(name for name in manifest.column_names if name not in REQUIRED)
     ids = manifest.column("video_id").to_pylist()
@@ -114,6 +115,15 @@ def _stand_in_id(row: int, taken: set[str]) -> str:
         n += 1
         candidate = f"__manifest_row_{row}~{n}"
     return candidate
+
+
+def _decoded(manifest: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns (pandas' category dtype, some writers' default) as plain values."""
+    for index, column_field in enumerate(manifest.schema):
+        if pa.types.is_dictionary(column_field.type):
+            plain = manifest.column(index).cast(column_field.type.value_type)
+            manifest = manifest.set_column(index, pa.field(column_field.name, plain.type, column_field.nullable), plain)
+    return manifest
 
 
 def _validate_columns(manifest: pa.Table) -> None:
