@@ -167,7 +167,7 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     d = media.write_video(lib / "d.avi", num_frames=12, fps=12).path
     write_manifest(tmp_path / "manifest.parquet", {"a": a, "c": c, "junk": junk, "d": d})
     third = run(tmp_path, seeded_weights)
-    assert third.summary["changes"] == {"new": 1, "changed": 1, "retried": 0, "removed": 1, "unchanged": 2}
+    assert third.summary["changes"] == {"new": 1, "changed": 1, "retried": 0, "removed": 1, "unchanged": 2, "refreshed": 0}
     v3 = assert_exact(tmp_path, {"a", "c", "junk", "d"})
     assert v3["a"]["run_id"] == v3["d"]["run_id"] == third.run_id
     assert v3["c"]["run_id"] == v3["junk"]["run_id"] == first.run_id
@@ -207,6 +207,47 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     seventh = run(tmp_path, "none")
     assert seventh.summary["changes"]["new"] == 1 and versions() == (before[0] + 1, before[1] + 1)
     assert_exact(tmp_path, {"a", "c", "junk", "d", "e"})
+
+
+def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, seeded_weights, ray_local):
+    """A relabelled video keeps its results but not its old label (columns carried through)."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    a = media.write_video(lib / "a.mp4", num_frames=20, fps=10).path
+    b = media.write_video(lib / "b.mp4", num_frames=20, fps=10).path
+    junk = lib / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    ids, uris = ["a", "b", "junk"], [str(a), str(b), str(junk)]
+
+    def manifest(**extras: list) -> None:
+        pq.write_table(pa.table({"video_id": ids, "uri": uris, **extras}), tmp_path / "manifest.parquet")
+
+    def versions() -> tuple[int, int]:
+        return tuple(DeltaTable(str(tmp_path / "out" / t)).version() for t in ("clips", "videos"))  # type: ignore[return-value]
+
+    manifest(label=["cat", "dog", "eel"])
+    first = run(tmp_path, seeded_weights)
+    v1 = assert_exact(tmp_path, set(ids))
+
+    manifest(label=["lion", "dog", "eel"], split=["train", "test", None])
+    second = run(tmp_path, seeded_weights)
+    assert second.summary["videos"] == 0 and "pipeline_s" not in second.summary["timings_s"]
+    # junk's values are the same as before (its split is null): its row is not rewritten
+    assert second.summary["changes"]["unchanged"] == 3 and second.summary["changes"]["refreshed"] == 2
+    v2 = assert_exact(tmp_path, set(ids))
+    assert {k: (v["label"], v["split"]) for k, v in v2.items()} == {"a": ("lion", "train"), "b": ("dog", "test"), "junk": ("eel", None)}
+    for key in ("run_id", "processed_at", "embedding", "labels", "status", "num_clips", "source_fingerprint"):
+        assert {k: v[key] for k, v in v2.items()} == {k: v[key] for k, v in v1.items()}, key
+
+    before = versions()
+    third = run(tmp_path, seeded_weights)  # the same manifest again: nothing to rewrite
+    assert third.summary["changes"]["refreshed"] == 0 and versions() == before
+
+    manifest(label=["lion", "dog", "eel"])  # a column dropped from the manifest is dropped from the rows
+    fourth = run(tmp_path, seeded_weights)
+    assert fourth.summary["changes"]["refreshed"] == 2
+    v4 = assert_exact(tmp_path, set(ids))
+    assert all(v["split"] is None for v in v4.values()) and v4["a"]["run_id"] == first.run_id
 
 
 def _cli_run(

@@ -117,6 +117,15 @@ class Collector:
             )
             self.tally.add(refusal.status)
 
+    def add_refreshed(self, rows: list[dict[str, Any]]) -> None:
+        """Kept videos rows with today's carried-through manifest columns (vidbatch.state.refreshed_rows).
+
+        Written as they are: same results, run_id and processed_at, so their clips still belong
+        to them. Not counted in the tally, which is what this run decoded or refused.
+        """
+        for row in rows:
+            self.videos_out.add({name: row.get(name) for name in self.videos_schema.names})
+
     # --- intake ------------------------------------------------------------------------
 
     def add_batch(self, batch: pa.Table) -> None:

@@ -46,6 +46,7 @@ def commit_tables(
     metadata: dict[str, str],
     stale_clips: Iterable[tuple[str, str]],
     clip_video_ids: Iterable[str],
+    refreshed_ids: Iterable[str] = (),
 ) -> dict[str, int]:
     """Apply the run to both tables, in three steps (each one Delta commit, skipped when empty):
 
@@ -57,6 +58,9 @@ def commit_tables(
     3. clips: delete the clips of `replace_ids` that this run did not write (of the videos in
        `clip_video_ids`, those with clip rows before the run: no other video has any to delete).
 
+    `refreshed_ids` are kept videos whose row is rewritten in step 2 with new carried-through
+    manifest columns but the same run_id: their clips stay theirs and are not touched.
+
     A crash at any point leaves every videos row with exactly its own clips; the leftovers
     of the dead run are stale pairs that the next run deletes in its step 1.
     """
@@ -66,7 +70,7 @@ def commit_tables(
     stale = sorted(set(stale_clips))
     _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
     _fault_hook("after-clips-commit")
-    replaced = sorted(replace_ids)
+    replaced = sorted(replace_ids | set(refreshed_ids))
     _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)
     _fault_hook("after-videos-commit")
     had_clips = sorted(replace_ids & set(clip_video_ids))

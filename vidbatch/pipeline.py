@@ -37,7 +37,7 @@ from vidbatch.incremental import decide, refusal_unchanged
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
 from vidbatch.stages import DecodeStage, ModelStage
-from vidbatch.state import fingerprints, load_prior
+from vidbatch.state import fingerprints, load_prior, refreshed_rows
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def run_job(
         if video_id in todo and video_id in missing
     )
     to_decode = todo - {r.video_id for r in known}
+    refreshed = _refreshed_rows(config, plan, prior, rewritten=todo | {r.video_id for r in refusals} | set(decision.removed))
     work = dataclasses.replace(
         plan,
         to_process=plan.to_process.filter(pa.array([video_id in to_decode for video_id, _ in candidates], pa.bool_())),
@@ -135,7 +136,8 @@ def run_job(
     say(
         f"run {run_id}: {plan.manifest_rows} manifest rows ({plan.duplicates} duplicate ids); "
         f"{len(decision.process)} to decode ({decision.new} new, {decision.changed} changed, {decision.retried} retried), "
-        f"{len(decision.skip)} unchanged, {len(decision.removed)} removed, {len(refusals)} refused; model {weights.model_id}"
+        f"{len(decision.skip)} unchanged{_refreshed_note(refreshed)}, {len(decision.removed)} removed, "
+        f"{len(refusals)} refused; model {weights.model_id}"
     )
 
     patience = config.limits.no_progress_timeout_s
@@ -151,6 +153,7 @@ def run_job(
             spill_dir=Path(spill),
             on_progress=printer,
         )
+        collector.add_refreshed(refreshed)
         if work.to_process.num_rows:
             with _timed(timings, "ray_start_s"):
                 ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
@@ -176,6 +179,7 @@ def run_job(
             "retried": decision.retried,
             "removed": len(decision.removed),
             "unchanged": len(decision.skip),
+            "refreshed": len(refreshed),
         }
         commit_started = time.monotonic()
         versions = commit_tables(
@@ -186,6 +190,7 @@ def run_job(
             storage=config.storage,
             stale_clips=prior.stale_clips,
             clip_video_ids=prior.clip_video_ids,
+            refreshed_ids={row["video_id"] for row in refreshed},
             metadata={
                 "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
                 "vidbatch.changes": json.dumps(changes),
@@ -202,6 +207,20 @@ def run_job(
     summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
     summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
+
+
+def _refreshed_rows(config: JobConfig, plan: Any, prior: Any, *, rewritten: set[str]) -> list[dict[str, Any]]:
+    """Rows this run keeps as they are but whose carried-through manifest columns changed."""
+    if not prior.videos:
+        return []
+    extras = {**plan.extras_by_id, **{r.video_id: r.extra for r in plan.refused}}
+    manifest_ids = set(plan.to_process.column("video_id").to_pylist()) | {r.video_id for r in plan.refused}
+    kept = (set(prior.videos) & manifest_ids) - rewritten
+    return refreshed_rows(config.output, config.storage, kept=kept, extras_by_id=extras, extra_columns=plan.extra_columns)
+
+
+def _refreshed_note(refreshed: list[dict[str, Any]]) -> str:
+    return f" ({len(refreshed)} with new manifest columns, rows updated without decoding)" if refreshed else ""
 
 
 def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: Any) -> Any:

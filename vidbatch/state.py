@@ -9,12 +9,16 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import PriorVideo, settled_failure
+from vidbatch.schema import VIDEOS
 from vidbatch.storage import delta_storage_options, describe_failure, join_uri, source_fingerprint, stat_video
 
 _VIDEO_COLUMNS = [
@@ -112,3 +116,63 @@ def fingerprints(
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return dict(pool.map(one, rows))
+
+
+def refreshed_rows(
+    output: str,
+    storage: StorageConfig,
+    *,
+    kept: set[str],
+    extras_by_id: dict[str, dict[str, object]],
+    extra_columns: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """The videos rows of `kept` whose carried-through manifest columns changed, with today's values.
+
+    A video that is not decoded again keeps its row (its results, run_id and processed_at), but
+    the columns the manifest carries through (a training `label`, a title) are the manifest's:
+    a relabelled video must not keep its old label until its file changes. Columns the table
+    has from earlier manifests and today's manifest lacks become null. Rows that are the same
+    are not returned, so an unchanged library rewrites nothing.
+    """
+    table = open_table(output, "videos", storage)
+    if table is None or not kept:
+        return []
+    dataset = table.to_pyarrow_dataset()
+    earlier = tuple(name for name in dataset.schema.names if name not in VIDEOS.names)
+    compared = tuple(dict.fromkeys((*earlier, *extra_columns)))
+    if not compared:
+        return []
+    small = table.to_pyarrow_table(columns=["video_id", *earlier])  # no embeddings: cheap for any table
+    prior = small.filter(pc.is_in(small.column("video_id"), value_set=pa.array(sorted(kept), pa.string()))).to_pylist()
+    changed = {
+        row["video_id"]
+        for row in prior
+        if any(not _same(row.get(name), extras_by_id.get(row["video_id"], {}).get(name)) for name in compared)
+    }
+    rows = _rows_of(dataset, changed) if changed else []
+    for row in rows:
+        row.update({name: extras_by_id.get(row["video_id"], {}).get(name) for name in extra_columns})
+    return rows
+
+
+def _rows_of(dataset: Any, video_ids: set[str]) -> list[dict[str, Any]]:
+    """The full videos rows of `video_ids`, reading whole rows only from the files that hold them.
+
+    File by file rather than with a dataset filter: files written by deltalake's merge store
+    strings as string_view, and pyarrow's statistics pruning cannot compare those to a string.
+    """
+    wanted = pa.array(sorted(video_ids), pa.string())
+    rows: list[dict[str, Any]] = []
+    for fragment in dataset.get_fragments():
+        ids = fragment.to_table(schema=dataset.schema, columns=["video_id"]).column("video_id")
+        mask = pc.is_in(ids, value_set=wanted)
+        if pc.any(mask).as_py():
+            rows += fragment.to_table(schema=dataset.schema, columns=VIDEOS.names).filter(mask).to_pylist()
+    return rows
+
+
+def _same(a: object, b: object) -> bool:
+    # NaN is "the same value" here: a float column holding NaN must not rewrite its row every night.
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return a == b
