@@ -106,6 +106,18 @@ def test_limits_refuse_before_decoding(library):
     ):
         pass
     assert caught.value.status == "too_large"
+    # the row of a video refused by its limits still says what the probe found
+    assert caught.value.facts["width"] == library["h264"].width and caught.value.facts["duration_s"] > 0
+
+
+def test_duration_limit_message_shows_the_limit_as_set(library):
+    with (
+        pytest.raises(VideoError) as caught,
+        open_video(str(library["h264"].path), limits=LimitsConfig(max_duration_s=0.5)),
+    ):
+        pass
+    assert "limits.max_duration_s=0.5;" in caught.value.message
+    assert caught.value.facts["codec"] == "h264"
 
 
 def test_truncated_file_keeps_what_decodes_or_fails_cleanly(tmp_path, library):
@@ -194,3 +206,17 @@ def test_the_last_clip_and_the_duration_end_where_the_last_frame_stops_being_sho
     row = [t.to_pylist()[0] for t in decode_video("v", str(video.path), settings)][-1]
     assert row["kind"] == "video" and row["status"] == "ok"
     assert row["duration_s"] == pytest.approx(real_end, abs=1e-3)
+
+
+def test_a_video_refused_by_its_limits_keeps_its_probed_facts_in_its_row(library):
+    from vidbatch.config import SamplingConfig, StorageConfig
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    settings = DecodeSettings(
+        sampling=SamplingConfig(), limits=LimitsConfig(max_duration_s=0.5), storage=StorageConfig(), spec=PreprocessSpec()
+    )
+    *clips, video = decode_video("v", str(library["h264"].path), settings)
+    row = video.to_pylist()[0]
+    assert not clips and row["status"] == "too_large" and row["num_clips"] == 0
+    assert row["width"] == library["h264"].width and row["codec"] == "h264" and row["duration_s"] > 0.5

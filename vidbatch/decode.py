@@ -45,6 +45,10 @@ class VideoInfo:
     codec: str
     rotation: int
 
+    def facts(self) -> dict[str, object]:
+        """The videos table's columns this probe fills."""
+        return {"duration_s": self.duration_s, "width": self.width, "height": self.height, "fps": self.fps, "codec": self.codec}
+
 
 @dataclass(frozen=True)
 class SampledClip:
@@ -582,11 +586,13 @@ def _check_limits(info: VideoInfo, limits: LimitsConfig) -> None:
         raise VideoError(
             "too_large",
             f"{info.width}x{info.height} is above limits.max_pixels={limits.max_pixels}; raise it to process this video",
+            facts=info.facts(),
         )
     if info.duration_s > limits.max_duration_s:
         raise VideoError(
             "too_large",
-            f"{info.duration_s:.0f}s is above limits.max_duration_s={limits.max_duration_s:.0f}; raise it to process this video",
+            f"{info.duration_s:.1f}s is above limits.max_duration_s={limits.max_duration_s:g}; raise it to process this video",
+            facts=info.facts(),
         )
 
 

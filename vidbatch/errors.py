@@ -33,9 +33,11 @@ class JobError(Exception):
 class VideoError(Exception):
     """One video failed; `status` is its row's status, the message says what to do."""
 
-    def __init__(self, status: Status, message: str) -> None:
+    def __init__(self, status: Status, message: str, *, facts: dict[str, object] | None = None) -> None:
         if status not in STATUSES or status == "ok":
             raise ValueError(f"VideoError needs a failure status, got {status!r}")
         super().__init__(message)
         self.status: Status = status
         self.message = message
+        # What was learned about the video before it failed (duration_s, width, ...): its row keeps it.
+        self.facts: dict[str, object] = dict(facts or {})

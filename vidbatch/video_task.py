@@ -68,7 +68,7 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         deadline = time.monotonic() + limits.decode_timeout_s
         with open_source(fs, path) as source, open_video(source, limits=limits, threads=settings.threads) as opened:
             container, stream, info = opened
-            video.update(duration_s=info.duration_s, width=info.width, height=info.height, fps=info.fps, codec=info.codec)
+            video.update(info.facts())
             stream_end = StreamEnd()
             clips = iter_clips(
                 container, stream, info, sampling=settings.sampling, spec=settings.spec, deadline=deadline, stream_end=stream_end
@@ -94,6 +94,7 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         if num_clips == 0:
             raise VideoError("too_short", "no frame was sampled; the video is shorter than one sample")
     except VideoError as exc:
+        video.update(exc.facts)
         video.update(status=exc.status, error_type=exc.status, error_message=exc.message)
     except MemoryError:
         video.update(
