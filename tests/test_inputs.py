@@ -148,10 +148,9 @@ def test_a_local_output_that_cannot_be_written_is_refused_before_ray_starts(tmp_
     from vidbatch.config import parse_job
 
     def no_work(*args, **kwargs):
-        raise AssertionError("the job must stop before starting Ray, resolving weights or decoding")
+        raise AssertionError("the job must stop before starting Ray or decoding")
 
     monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
-    monkeypatch.setattr(pipeline, "_resolve_weights", no_work)
     monkeypatch.setattr(pipeline, "_build_dataset", no_work)
     pq.write_table(pa.table({"video_id": ["a"], "uri": [str(tmp_path / "a.mp4")]}), tmp_path / "manifest.parquet")
     (tmp_path / "taken").write_text("a file where the output directory would go")
@@ -182,3 +181,32 @@ def test_dictionary_encoded_manifest_columns_are_read_as_their_values():
     assert result.duplicates == 1
     assert result.extras_by_id["b"] == {"label": "dog"}
     assert result.extra_schema.field("label").type == pa.string()
+
+
+@pytest.mark.parametrize("weights", ["missing.pt", "IMAGENET9K_V9", "resnet34.pt"])
+def test_unusable_weights_are_refused_before_ray_starts_and_leave_nothing(tmp_path, monkeypatch, weights):
+    import pyarrow.parquet as pq
+    import torch
+    import torchvision
+
+    from vidbatch import pipeline
+    from vidbatch.config import parse_job
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the job must stop before starting Ray or decoding")
+
+    monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
+    monkeypatch.setattr(pipeline, "_build_dataset", no_work)
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pt")  # a state_dict of another arch
+    pq.write_table(pa.table({"video_id": ["a"], "uri": [str(tmp_path / "a.mp4")]}), tmp_path / "manifest.parquet")
+    config = parse_job(
+        {
+            "name": "t",
+            "manifest": str(tmp_path / "manifest.parquet"),
+            "output": str(tmp_path / "out"),
+            "model": {"arch": "resnet18", "weights": str(tmp_path / weights) if weights.endswith(".pt") else weights},
+        }
+    )
+    with pytest.raises(JobError, match="model.weights"):
+        pipeline.run_job(config, progress=lambda line: None)
+    assert not (tmp_path / "out").exists()  # no started.json: a refused run leaves nothing

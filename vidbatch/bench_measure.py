@@ -232,7 +232,7 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     s, ts = big.summary, tiny.summary
     video_s, tiny_s = s["video_hours"] * 3600, ts["video_hours"] * 3600
     # Start-up excluded: the tiny run comes after Ray is up, so Ray's start (inside the big
-    # run since it overlaps the weights' resolution) comes off the big run too.
+    # run, after the weights' resolution) comes off the big run too.
     steady_wall = max(big_wall - (s["timings_s"].get("ray_start_s") or 0.0) - tiny_wall, 1e-9)
     steady_vs = (video_s - tiny_s) / steady_wall
     if video_s <= tiny_s * 1.5:  # the workload is no bigger than the tiny run: no marginal rate
@@ -244,7 +244,7 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
         "videos": s["videos"],
         "video_seconds": video_s,
         "statuses": s["statuses"],
-        "timings_s": s["timings_s"],  # ray_start_s among them: inside run_job, overlapping the weights
+        "timings_s": s["timings_s"],  # ray_start_s among them: inside run_job, after the weights
         "run_job_wall_s": big_wall,
         "tiny_run_job_wall_s": tiny_wall,
         "steady": {

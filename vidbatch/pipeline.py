@@ -82,23 +82,23 @@ def run_job(
     timings: dict[str, float] = {}
     manifest = read_manifest(config.manifest, config.storage)
     plan = make_plan(manifest, config.inputs)
-    # Before Ray or the weights: an output that cannot be written is refused in a second, not
-    # after a local Ray has started. The record holds the settings; the model_id they resolve
-    # to is in the run's summary and rows.
-    check_writable(
-        config.output, run_id, config.storage, {"run_id": run_id, "job": config.model_dump(mode="json"), "started_at": _now()}
-    )
-    # Resolving the weights imports torch (seconds) on a thread while the previous runs' state is
-    # read. With no prior rows every candidate is new, so Ray is certainly needed: it starts now,
-    # overlapping the weights, instead of after them.
+    # The weights (torch's import: seconds) resolve on a thread while the previous runs' state is
+    # read. Both happen before anything is started or written, so bad weights (a missing file, an
+    # unknown name, a state_dict of another arch) and an unreadable output are refused in seconds,
+    # with no Ray started and nothing left in the output. (Starting a first run's Ray alongside
+    # the weights would save ~1-2 s of its start-up, but a refusal would then come after Ray's
+    # start and leave a started.json behind.)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-weights") as pool:
         resolving = pool.submit(_resolve_weights, config)
         prior = load_prior(config.output, config.storage)
-        if plan.to_process.num_rows and not prior.videos:
-            with _timed(timings, "ray_start_s"):
-                _ensure_ray(address)
         weights = resolving.result()
     timings["to_weights_s"] = time.monotonic() - started
+    check_writable(
+        config.output,
+        run_id,
+        config.storage,
+        {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": _now()},
+    )
     if weights.untrained:
         say(
             f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); "
@@ -531,9 +531,9 @@ def _default_decoders(cluster: dict[str, float], model_cpus: float, decode_cpus:
 def _resolve_weights(config: JobConfig) -> Any:
     from vidbatch.model import resolve_weights  # imports torch (seconds): off the main thread, only when running
 
-    # Only the weights' modules (torch, torchvision, fsspec) are imported on this thread, never
-    # Ray's: ray.init imports Ray's own modules on the main thread meanwhile, and two threads
-    # importing one package's mutually dependent modules could deadlock on the import locks.
+    # Only the weights' modules (torch, torchvision, fsspec) are imported on this thread. Ray's are
+    # imported on the main thread only after it ends: two threads importing one package's mutually
+    # dependent modules could deadlock on the import locks.
     return resolve_weights(config.model, config.storage)
 
 
