@@ -1,4 +1,4 @@
-"""`vidbatch` command line. Exit 0 only when the run committed; 2 when the job was refused."""
+"""`vidbatch` command line. Exit 0 only when the run finished (committed, or had nothing to change); 2 when refused."""
 
 from __future__ import annotations
 
@@ -92,9 +92,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
 
-    check = sub.add_parser("check", help="validate a job file and print the resolved settings")
-    check.add_argument("job")
-    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    check = sub.add_parser(
+        "check",
+        help="validate a job file, print the resolved settings, and check what the run needs (manifest, weights, output)",
+    )
+    check.add_argument("job", help="job file (YAML)")
+    check.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a job key, e.g. model.arch=resnet18",
+    )
+    check.add_argument(
+        "--settings-only",
+        action="store_true",
+        help="only validate the settings: do not read the manifest, resolve the weights or look at the output",
+    )
     check.set_defaults(func=_check)
 
     demo = sub.add_parser("demo-library", help="generate a small sample library and its manifest (no downloads)")
@@ -125,15 +140,17 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("--arch", default=None, help="resnet18 ... resnet152 (default: from NAME, else resnet50)")
     _storage_arguments(stage)
     stage.set_defaults(func=_weights_stage)
-    history = sub.add_parser("history", help="list the committed runs of an output (from the table history)")
+    history = sub.add_parser("history", help="list the runs of an output: its table commits, and the runs that changed nothing")
     history.add_argument("output", help="the job's output root")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _storage_arguments(history)
     history.set_defaults(func=_history)
 
     vacuum = sub.add_parser("vacuum", help="delete data files of old table versions (safe while a run is going)")
     vacuum.add_argument("output", help="the job's output root")
     vacuum.add_argument("--retention-hours", type=int, default=168, help="keep files younger than this (default 168)")
-    vacuum.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    vacuum.add_argument("--dry-run", action="store_true", help="list the files that would be deleted, delete nothing")
+    _storage_arguments(vacuum)
     vacuum.set_defaults(func=_vacuum)
 
     bench = sub.add_parser(
@@ -155,23 +172,34 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from vidbatch.config import StorageConfig
     from vidbatch.history import format_runs, runs
 
-    entries = runs(args.output, StorageConfig())
+    entries = runs(args.output, _storage_config(args))
     print(json.dumps(entries, indent=2) if args.json else format_runs(entries))
     return 0
 
 
+# Past this many files per table, vacuum prints a count instead of every name.
+VACUUM_LISTED_FILES = 50
+
+
 def _vacuum(args: argparse.Namespace) -> int:
-    from vidbatch.config import StorageConfig
     from vidbatch.history import vacuum
 
-    removed = vacuum(args.output, StorageConfig(), retention_hours=args.retention_hours, dry_run=args.dry_run)
+    removed = vacuum(args.output, _storage_config(args), retention_hours=args.retention_hours, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for table, files in removed.items():
-        print(f"{table}: {verb} {len(files)} files")
+        print(f"{table}: {verb} {len(files)} file{'' if len(files) == 1 else 's'}")
+        for line in _listed_files(table, files):
+            print(line)
     return 0
+
+
+def _listed_files(table: str, files: list[str]) -> list[str]:
+    lines = [f"  {table}/{name}" for name in files[:VACUUM_LISTED_FILES]]
+    if len(files) > VACUUM_LISTED_FILES:
+        lines.append(f"  ... and {len(files) - VACUUM_LISTED_FILES} more")
+    return lines
 
 
 def _storage_arguments(parser: argparse.ArgumentParser) -> None:
@@ -225,6 +253,12 @@ def _check(args: argparse.Namespace) -> int:
 
     config = load_job(args.job, args.overrides)
     print(json.dumps(config.model_dump(mode="json"), indent=2))
+    if not args.settings_only:
+        from vidbatch.preflight import preflight
+
+        # What the run would refuse the job for, found now (JobError -> exit 2), and what it would see.
+        for line in preflight(config).lines():
+            print(line, file=sys.stderr)
     return 0
 
 
@@ -262,11 +296,24 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _headline(summary: dict) -> str:
+    from vidbatch.history import changed_tables
+
+    if changed_tables(summary):
+        return f"run {summary['run_id']} committed ({summary['model_id']})"
+    versions = summary.get("table_versions") or {}
+    at = f" (videos still at version {versions['videos']})" if "videos" in versions else ""
+    return (
+        f"run {summary['run_id']} changed nothing ({summary['model_id']}): no video was new, changed, retried or "
+        f"removed, so nothing was committed and the tables were left as they were{at}"
+    )
+
+
 def _summary_text(summary: dict, uri: str) -> str:
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
     changes = summary.get("changes") or {}
     lines = [
-        f"run {summary['run_id']} committed ({summary['model_id']})",
+        _headline(summary),
         f"  videos written {summary['videos']} ({statuses}); duplicates skipped {summary['duplicate_ids']}",
         f"  new {changes.get('new', 0)}, changed {changes.get('changed', 0)}, retried {changes.get('retried', 0)}, "
         f"removed {changes.get('removed', 0)}, unchanged {changes.get('unchanged', 0)}",

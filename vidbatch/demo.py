@@ -13,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vidbatch.errors import JobError
+
 _VIDEOS = (
     ("h264_720p", "mp4", "libx264", (640, 360), 24, 12.0),
     ("vp9_clip", "webm", "libvpx-vp9", (480, 270), 25, 8.0),
@@ -22,7 +24,21 @@ _VIDEOS = (
 
 
 def write_demo_library(directory: str | Path) -> Path:
+    """Write the sample videos and `manifest.parquet` into `directory` (made if missing); returns the manifest.
+
+    A directory that cannot be made or written is refused (JobError) with its path.
+    """
     root = Path(directory).resolve()
+    if root.exists() and not root.is_dir():
+        raise JobError(f"{str(root)!r} exists and is not a directory; give a directory for the demo library")
+    try:
+        return _write_library(root)
+    except OSError as exc:  # a read-only place, /proc, a file in the path, a full disk, ...
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise JobError(f"cannot write the demo library to {str(root)!r} ({reason}); give a directory you can write to") from exc
+
+
+def _write_library(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     ids, uris = [], []
     # Files already there are kept as they are: their mtime is part of their fingerprint, so a

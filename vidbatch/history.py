@@ -1,35 +1,68 @@
-"""`vidbatch history` and `vidbatch vacuum`: the runs as the table history records them."""
+"""`vidbatch history` and `vidbatch vacuum`: the runs of an output, and the clean-up of old table versions."""
 
 from __future__ import annotations
 
 import json
+import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
+
+from deltalake import DeltaTable
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.state import open_table
+from vidbatch.storage import describe_failure, filesystem, is_local, join_uri, s3_endpoint
 
 # Files younger than this are never vacuumed: a running job's not-yet-committed files
 # must survive. Runs longer than a week need a longer retention.
 MIN_RETENTION_HOURS = 168
 
+TABLES = ("clips", "videos")
+
 
 def runs(output: str, storage: StorageConfig) -> list[dict[str, Any]]:
-    """One entry per committed run, newest first, from the videos table's commit metadata."""
-    table = open_table(output, "videos", storage)
-    if table is None:
-        raise JobError(f"{output!r} holds no videos table (no run has committed there)")
+    """Every finished run of `output`, newest first.
+
+    A run that changed the tables is a commit of the videos table, whose metadata says what
+    the run did. A run that changed nothing makes no commit (there is nothing to write), so
+    its `_runs/<run_id>/summary.json` is its only trace: those runs are listed from there,
+    with no table version (`version` and `committed_at` are None). So are committed runs whose
+    commit Delta's log clean-up has dropped from the history; they keep their summary's version.
+    """
+    with _storage_errors(output, storage, "read"):
+        table = open_table(output, "videos", storage)
+        if table is None:
+            raise JobError(f"{output!r} holds no videos table (no run has committed there); check the job's output")
+        committed = _committed_runs(table)
+        from_summaries = _runs_without_commit(output, storage, committed={entry["run_id"] for entry in committed})
+    return sorted([*committed, *from_summaries], key=_time_and_run, reverse=True)
+
+
+def changed_tables(summary: dict[str, Any]) -> bool:
+    """Did this run commit? A run writes a videos row for each video it processed or refused
+    (`videos`) and deletes or rewrites rows for its other changes; with none of them it makes
+    no commit at all (pipeline.run_job: videos 0, every change 0 but `unchanged`)."""
+    changes = summary.get("changes") or {}
+    return bool(summary.get("videos")) or any(count for kind, count in changes.items() if kind != "unchanged")
+
+
+def _committed_runs(table: DeltaTable) -> list[dict[str, Any]]:
     entries = []
     for commit in table.history():
         run_id = commit.get("vidbatch.run_id")
-        if not run_id:
+        if not run_id:  # vacuum's own commits, or a commit some other tool made
             continue
+        time = datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc).isoformat(timespec="seconds")
         entries.append(
             {
                 "run_id": run_id,
+                "time": time,
                 "version": commit.get("version"),
-                "committed_at": datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc).isoformat(timespec="seconds"),
+                "committed_at": time,
                 "statuses": _json(commit.get("vidbatch.statuses")),
                 "changes": _json(commit.get("vidbatch.changes")),
                 "clips": int(commit.get("vidbatch.clips") or 0),
@@ -40,16 +73,73 @@ def runs(output: str, storage: StorageConfig) -> list[dict[str, Any]]:
     return entries
 
 
+def _runs_without_commit(output: str, storage: StorageConfig, *, committed: set[str]) -> list[dict[str, Any]]:
+    """The runs whose summary exists but whose run_id no videos commit in the log carries."""
+    fs, runs_root = filesystem(join_uri(output, "_runs"), storage)
+    fs.invalidate_cache(runs_root)  # s3fs keeps listings: a long-lived process must see new runs
+    paths = [
+        path
+        for path in fs.glob(posixpath.join(runs_root, "*", "summary.json"))
+        if _run_id_of(path) not in committed  # a committed run's summary would only repeat its commit
+    ]
+    if not paths:
+        return []
+    contents = fs.cat(paths)  # one request per file, concurrently on object stores
+    entries = []
+    for path in paths:
+        try:
+            summary = json.loads(contents[path])
+        except ValueError:  # cut short by a crash while it was written: that run did not finish
+            continue
+        entries.append(_summary_entry(summary, _run_id_of(path)))
+    return entries
+
+
+def _run_id_of(summary_path: str) -> str:
+    return posixpath.basename(posixpath.dirname(summary_path))
+
+
+def _summary_entry(summary: dict[str, Any], run_id: str) -> dict[str, Any]:
+    # A summary that changed the tables has no commit left in the log (expired and cleaned up):
+    # the version its run left the videos table at still says which commit it was.
+    version = (summary.get("table_versions") or {}).get("videos") if changed_tables(summary) else None
+    return {
+        "run_id": summary.get("run_id") or run_id,
+        "time": summary.get("finished_at"),
+        "version": version,
+        "committed_at": None,
+        "statuses": summary.get("statuses"),
+        "changes": summary.get("changes"),
+        "clips": int(summary.get("clips") or 0),
+        "wall_time_s": float(summary.get("wall_time_s") or 0.0),
+        "model_id": summary.get("model_id"),
+    }
+
+
+def _time_and_run(entry: dict[str, Any]) -> tuple[datetime, str]:
+    """Times have whole seconds only; within a second the run_id, which starts with the run's
+    start time (pipeline.new_run_id), orders runs that followed each other."""
+    try:
+        time = datetime.fromisoformat(entry["time"])
+    except (TypeError, ValueError):  # a summary without its time: listed last rather than not at all
+        time = datetime.min.replace(tzinfo=timezone.utc)
+    return time, entry["run_id"]
+
+
 def format_runs(entries: list[dict[str, Any]]) -> str:
+    """One line per run. `chg` counts changed files only; `retry` the failures redone (e.g. --retry-failed)."""
     lines = [
-        f"{'committed_at':25} {'run_id':24} {'new':>5} {'chg':>5} {'rm':>5} {'same':>6} {'clips':>7} {'wall_s':>8}  statuses"
+        f"{'time (UTC)':25} {'run_id':24} {'version':>9} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} {'same':>6} "
+        f"{'clips':>7} {'wall_s':>8}  statuses"
     ]
     for e in entries:
         c = e["changes"] or {}
         statuses = ", ".join(f"{k} {v}" for k, v in (e["statuses"] or {}).items()) or "-"
+        version = "no change" if e["version"] is None else str(e["version"])
         lines.append(
-            f"{e['committed_at']:25} {e['run_id']:24} {c.get('new', 0):>5} {c.get('changed', 0) + c.get('retried', 0):>5} "
-            f"{c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {e['clips']:>7} {e['wall_time_s']:>8.1f}  {statuses}"
+            f"{e['time'] or '?':25} {e['run_id']:24} {version:>9} {c.get('new', 0):>5} {c.get('changed', 0):>5} "
+            f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {e['clips']:>7} "
+            f"{e['wall_time_s']:>8.1f}  {statuses}"
         )
     return "\n".join(lines)
 
@@ -57,20 +147,110 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
 def vacuum(output: str, storage: StorageConfig, *, retention_hours: int, dry_run: bool) -> dict[str, list[str]]:
     """Delete data files no longer in the current snapshot and older than the retention.
 
-    Safe while a run is going: its files are not referenced yet but are younger than
-    the retention, so they stay.
+    Returns, per table, the files deleted (or, with dry_run, that would be), relative to
+    the table's root. Safe while a run is going: its files are not referenced yet but are
+    younger than the retention, so they stay.
     """
     if retention_hours < MIN_RETENTION_HOURS:
         raise JobError(
             f"--retention-hours={retention_hours} is below {MIN_RETENTION_HOURS}: files of a run still in progress could be "
             "deleted; older table versions also become unreadable"
         )
-    removed: dict[str, list[str]] = {}
-    for name in ("clips", "videos"):
-        table = open_table(output, name, storage)
-        if table is not None:
-            removed[name] = table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
-    return removed
+    with _storage_errors(output, storage, "vacuumed"):
+        tables = {name: table for name in TABLES if (table := open_table(output, name, storage)) is not None}
+        if not tables:
+            raise JobError(f"{output!r} holds no clips or videos table (no run has committed there); check the job's output")
+        return {
+            name: _vacuum_table(table, join_uri(output, name), storage, retention_hours=retention_hours, dry_run=dry_run)
+            for name, table in tables.items()
+        }
+
+
+def _vacuum_table(table: DeltaTable, uri: str, storage: StorageConfig, *, retention_hours: int, dry_run: bool) -> list[str]:
+    """The files of this table that vacuum deletes (or would), counting only files that still exist.
+
+    Delta keeps a removed file's tombstone in the log after vacuum has deleted the file, and
+    vacuum lists the tombstone again every time: without the check, each repeated vacuum
+    would claim to delete the same files again.
+    """
+    present = _file_names(uri, storage)
+    candidates = _existing(_delta_vacuum(table, retention_hours, dry_run=True), present)
+    if dry_run or not candidates:  # nothing to delete: no vacuum commits to add to the table's log
+        return candidates
+    return _existing(_delta_vacuum(table, retention_hours, dry_run=False), present)
+
+
+def _delta_vacuum(table: DeltaTable, retention_hours: int, *, dry_run: bool) -> list[str]:
+    # The retention was checked against MIN_RETENTION_HOURS, which may differ from the table's own setting.
+    return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
+
+
+def _file_names(uri: str, storage: StorageConfig) -> set[str]:
+    """The names of the files at the table's root.
+
+    vidbatch's tables are not partitioned, so every data file sits at the root under a
+    unique (uuid) name: the name identifies a file whatever form of path deltalake reports
+    (relative for a dry run, absolute otherwise), and it is the path relative to the table.
+    """
+    fs, root = filesystem(uri, storage)
+    fs.invalidate_cache(root)  # s3fs keeps listings: the files a moment ago may be gone
+    return {posixpath.basename(path) for path in fs.ls(root, detail=False)}
+
+
+def _existing(listed: list[str], present: set[str]) -> list[str]:
+    return sorted(name for name in map(posixpath.basename, listed) if name in present)
+
+
+@contextmanager
+def _storage_errors(output: str, storage: StorageConfig, verb: str) -> Iterator[None]:
+    """A failure of the store becomes one line naming the output and what to check, not a traceback."""
+    try:
+        yield
+    except JobError:
+        raise
+    except Exception as exc:  # deltalake's OSError, s3fs's ClientError, FileNotFoundError, ...
+        raise JobError(f"output {output!r} cannot be {verb} ({_cause(exc)}); {_what_to_check(output, storage)}") from exc
+
+
+# Substrings of the store's error (deltalake and botocore spell them out) -> what they mean.
+_CAUSES = (
+    (("NoSuchBucket",), "its bucket does not exist"),
+    (("dns error", "Name or service not known", "nodename nor servname"), "the endpoint's host name does not resolve"),
+    (("Connection refused", "client error (Connect)", "Could not connect"), "nothing answers at the endpoint"),
+    (("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"), "access denied"),
+    (("NoCredentialsError", "Unable to locate credentials"), "no credentials were found"),
+)
+
+
+def _cause(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    for needles, meaning in _CAUSES:
+        if any(needle in text for needle in needles):
+            return meaning
+    return describe_failure(exc)
+
+
+def _what_to_check(output: str, storage: StorageConfig) -> str:
+    if is_local(output):
+        return "check the path and its permissions"
+    endpoint = s3_endpoint(storage)
+    where = f"the endpoint {_without_secrets(endpoint)}" if endpoint else "the endpoint (none set, so AWS's own)"
+    return (
+        f"check that the bucket exists, {where} (--endpoint-url or AWS_ENDPOINT_URL), "
+        "--region, and the credentials in the environment"
+    )
+
+
+def _without_secrets(url: str) -> str:
+    """scheme://host:port only: an endpoint URL could carry user info or a query."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return repr(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number: the host is what to look at
+        port = ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
 
 
 def _json(text: str | None) -> Any:

@@ -1,0 +1,326 @@
+"""The command-line tools around the runs: history, vacuum, demo-library, check --help, the run's last line.
+
+The outputs here are real Delta tables written with the deltalake library, with the commit
+metadata and `_runs/<run_id>/summary.json` files a run writes; no test here starts Ray.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from s3server import free_port
+
+from vidbatch.cli import main
+
+VACUUM_LISTED_FILES = 50  # the most files vacuum names per table (README)
+NO_CHANGES = {"new": 0, "changed": 0, "retried": 0, "removed": 0, "unchanged": 3}
+
+
+def commit_run(
+    output: str,
+    run_id: str,
+    *,
+    changes: dict[str, int],
+    statuses: dict[str, int],
+    storage_options: dict[str, str] | None = None,
+    mode: str = "append",
+) -> None:
+    """One run's commits, with the metadata pipeline.run_job puts on them."""
+    metadata = {
+        "vidbatch.run_id": run_id,
+        "vidbatch.statuses": json.dumps(statuses),
+        "vidbatch.changes": json.dumps(changes),
+        "vidbatch.clips": "2",
+        "vidbatch.wall_time_s": "1.500",
+        "vidbatch.model_id": "resnet18:UNTRAINED-random-init-seed0",
+    }
+    for name in ("clips", "videos"):
+        write_deltalake(
+            f"{output}/{name}",
+            pa.table({"video_id": [f"{run_id}-a"], "run_id": [run_id]}),
+            mode=mode,  # type: ignore[arg-type]
+            storage_options=storage_options,
+            commit_properties=CommitProperties(custom_metadata=metadata),
+        )
+
+
+def summary(run_id: str, finished_at: datetime, *, changes: dict[str, int], videos: int = 0) -> dict[str, Any]:
+    """A summary.json as pipeline.run_job writes it (a run with nothing to do: videos 0, no statuses)."""
+    return {
+        "run_id": run_id,
+        "job": "t",
+        "finished_at": finished_at.isoformat(timespec="seconds"),
+        "model_id": "resnet18:UNTRAINED-random-init-seed0",
+        "untrained_weights": True,
+        "manifest_rows": 3,
+        "duplicate_ids": 0,
+        "videos": videos,
+        "statuses": {},
+        "clips": 0,
+        "frames": 0,
+        "video_hours": 0.0,
+        "wall_time_s": 0.8,
+        "throughput": {"videos_per_s": 0.0, "frames_per_s": 0.0, "video_hours_per_wall_hour": 0.0},
+        "table_versions": {"clips": 0, "videos": 0},
+        "changes": changes,
+    }
+
+
+def write_local_summary(output: Path, payload: dict[str, Any]) -> None:
+    folder = output / "_runs" / payload["run_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(payload))
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def history_json(capsys: pytest.CaptureFixture[str], output: str, *options: str) -> list[dict[str, Any]]:
+    code, out, err = run_cli(capsys, "history", output, "--json", *options)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """`vidbatch history`'s table as {column: value} per line (the statuses column is last and free text)."""
+    header, *lines = text.strip().splitlines()
+    names = header.replace("time (UTC)", "time").split()
+    rows = []
+    for line in lines:
+        cells = line.replace("no change", "no-change").split(maxsplit=len(names) - 1)
+        rows.append(dict(zip(names, cells, strict=False)))
+    return rows
+
+
+# --- F4: runs that change nothing ---------------------------------------------------------------
+
+
+def run_id(at: datetime, suffix: str) -> str:
+    """As pipeline.new_run_id makes them: the start time, then a random part."""
+    return at.strftime("%Y%m%dT%H%M%SZ") + "-" + suffix
+
+
+def last_commit_time(table: Path) -> datetime:
+    return datetime.fromtimestamp(DeltaTable(str(table)).history(1)[0]["timestamp"] / 1000, timezone.utc)
+
+
+def test_history_lists_runs_that_changed_nothing_among_the_commits(tmp_path, capsys):
+    """A run with nothing to change makes no commit; history finds it in _runs and lists it in time order."""
+    output = tmp_path / "out"
+    now = datetime.now(timezone.utc)
+    r1, r3, r4 = (run_id(now, suffix) for suffix in ("00000b", "00000c", "00000d"))
+    r0, r5 = run_id(now - timedelta(days=1), "00000a"), run_id(now + timedelta(days=1), "00000e")
+    write_local_summary(output, summary(r0, now - timedelta(days=1), changes=NO_CHANGES))  # before any commit
+    commit_run(str(output), r1, changes={**NO_CHANGES, "new": 3, "unchanged": 0}, statuses={"ok": 3})
+    commit_run(str(output), r3, changes={**NO_CHANGES, "changed": 1, "unchanged": 2}, statuses={"ok": 1})
+    # every run writes a summary; the committed runs' must not be listed a second time
+    write_local_summary(output, summary(r1, now, changes={**NO_CHANGES, "new": 3}, videos=3))
+    write_local_summary(output, summary(r3, now, changes={**NO_CHANGES, "changed": 1}, videos=1))
+    # a run right after r3, in the same second: later by its run_id, as times have whole seconds
+    write_local_summary(output, summary(r4, last_commit_time(output / "videos"), changes=NO_CHANGES))
+    write_local_summary(output, summary(r5, now + timedelta(days=1), changes=NO_CHANGES))
+    (output / "_runs" / "crashed").mkdir()  # started.json only: that run never finished
+    (output / "_runs" / "crashed" / "started.json").write_text("{}")
+
+    entries = history_json(capsys, str(output))
+    assert [(e["run_id"], e["version"]) for e in entries] == [(r5, None), (r4, None), (r3, 1), (r1, 0), (r0, None)]
+    assert entries[0]["changes"] == NO_CHANGES and entries[0]["committed_at"] is None
+
+    code, text, _ = run_cli(capsys, "history", str(output))
+    assert code == 0
+    assert [(row["run_id"], row["version"]) for row in table_rows(text)] == [
+        (r5, "no-change"), (r4, "no-change"), (r3, "1"), (r1, "0"), (r0, "no-change"),
+    ]  # fmt: skip
+
+
+def test_history_keeps_committed_runs_whose_commit_left_the_log(tmp_path, capsys):
+    """Delta's log clean-up drops old commits from the history: their summaries say they committed."""
+    output = tmp_path / "out"
+    commit_run(str(output), "20260102T000000Z-00000b", changes={**NO_CHANGES, "changed": 1}, statuses={"ok": 1})
+    expired = summary("20260101T000000Z-00000a", datetime(2026, 1, 1, 0, 5, tzinfo=timezone.utc), changes=NO_CHANGES, videos=2)
+    expired["table_versions"] = {"clips": 6, "videos": 7}
+    write_local_summary(output, expired)
+    entries = history_json(capsys, str(output))
+    assert [(e["run_id"], e["version"]) for e in entries][-1] == ("20260101T000000Z-00000a", 7)
+
+
+def test_history_reads_the_runs_of_an_s3_output(s3, capsys):
+    """_runs is read through the object store too; --endpoint-url and --region are taken."""
+    bucket = s3.new_bucket("hist")
+    output = f"s3://{bucket}/out"
+    options = {**s3.delta_options(), "conditional_put": "etag"}
+    commit_run(output, "r1-committed", changes={**NO_CHANGES, "new": 3}, statuses={"ok": 3}, storage_options=options)
+    later = datetime.now(timezone.utc) + timedelta(hours=1)
+    body = json.dumps(summary("r2-no-change", later, changes=NO_CHANGES)).encode()
+    s3.client.put_object(Bucket=bucket, Key="out/_runs/r2-no-change/summary.json", Body=body)
+
+    storage = ("--endpoint-url", s3.endpoint, "--region", "us-east-1")
+    entries = history_json(capsys, output, *storage)
+    assert [(e["run_id"], e["version"]) for e in entries] == [("r2-no-change", None), ("r1-committed", 0)]
+    code, out, err = run_cli(capsys, "vacuum", output, "--dry-run", *storage)
+    assert (code, out) == (0, "clips: would delete 0 files\nvideos: would delete 0 files\n"), err
+
+
+def test_a_run_that_changes_nothing_says_so_and_history_lists_it(tmp_path, capsys):
+    """Two real runs (no Ray: every manifest row is refused before decoding); the second has nothing to do."""
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": ["a", "b"], "uri": ["http://example.com/a.mp4", None]}), manifest)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "manifest": str(manifest),
+                "output": str(tmp_path / "out"),
+                "model": {"arch": "resnet18", "weights": "none"},
+            }
+        )
+    )
+
+    code, first, err = run_cli(capsys, "run", str(job))
+    assert code == 0, err
+    assert first.splitlines()[0].endswith("committed (resnet18:UNTRAINED-random-init-seed0)")
+    versions = DeltaTable(str(tmp_path / "out" / "videos")).version()
+
+    code, second, err = run_cli(capsys, "run", str(job))
+    assert code == 0, err
+    headline = second.splitlines()[0]
+    assert "committed (" not in headline
+    assert "changed nothing" in headline and "the tables were left as they were" in headline, headline
+    assert DeltaTable(str(tmp_path / "out" / "videos")).version() == versions  # indeed no commit
+
+    entries = history_json(capsys, str(tmp_path / "out"))
+    assert [e["version"] for e in entries] == [None, versions]
+
+
+# --- F9: object-store failures ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["history"], ["vacuum", "--dry-run"]])
+def test_history_and_vacuum_of_a_missing_bucket_or_dead_endpoint_say_what_to_check(s3, capsys, command):
+    missing = f"s3://vb-missing-{free_port()}/out"
+    code, out, err = run_cli(capsys, command[0], missing, *command[1:], "--endpoint-url", s3.endpoint)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith(f"vidbatch: output {missing!r} cannot be"), err
+    assert "its bucket does not exist" in err and s3.endpoint in err and "Traceback" not in err
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    output = f"s3://{s3.new_bucket('dead')}/out"
+    code, out, err = run_cli(capsys, command[0], output, *command[1:], "--endpoint-url", dead)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and "nothing answers at the endpoint" in err and dead in err, err
+
+
+# --- F10: vacuum of a place without tables --------------------------------------------------------
+
+
+def test_vacuum_refuses_an_output_without_tables_as_history_does(tmp_path, capsys):
+    for command in (["history"], ["vacuum"], ["vacuum", "--dry-run"]):
+        code, out, err = run_cli(capsys, command[0], str(tmp_path), *command[1:])
+        assert (code, out) == (2, ""), command
+        assert err.startswith(f"vidbatch: {str(tmp_path)!r} holds no") and "no run has committed there" in err, err
+
+
+# --- F12: demo-library into a place it cannot write -----------------------------------------------
+
+
+def test_demo_library_refuses_a_file_or_an_unwritable_place_in_one_line(tmp_path, capsys):
+    existing = tmp_path / "existing.mp4"
+    existing.write_bytes(b"x")
+    places = [existing, existing / "below", *([Path("/proc/vidbatch-demo")] if Path("/proc").is_dir() else [])]
+    for place in places:
+        code, out, err = run_cli(capsys, "demo-library", str(place))
+        assert (code, out) == (2, ""), place
+        assert err.count("\n") == 1 and err.startswith("vidbatch: ") and repr(str(place.resolve())) in err, err
+    assert existing.read_bytes() == b"x"
+
+
+# --- F19: vacuum says what it deleted -------------------------------------------------------------
+
+
+def age_tombstones(table: Path, hours: float) -> None:
+    """As if the files were removed `hours` ago (vacuum keeps removed files younger than the retention)."""
+    for log in sorted((table / "_delta_log").glob("*.json")):
+        actions = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        for action in actions:
+            if "remove" in action:
+                action["remove"]["deletionTimestamp"] -= int(hours * 3600 * 1000)
+        log.write_text("".join(json.dumps(action) + "\n" for action in actions))
+
+
+def replaced_files(output: Path, *, runs: int) -> list[str]:
+    """`runs` commits to the videos table, then an overwrite: the files before it are old versions' files."""
+    for index in range(runs):
+        commit_run(str(output), f"r{index}", changes=NO_CHANGES, statuses={"ok": 1})
+    old = sorted(path.name for path in (output / "videos").glob("*.parquet"))
+    commit_run(str(output), "r-last", changes=NO_CHANGES, statuses={"ok": 1}, mode="overwrite")
+    age_tombstones(output / "videos", hours=200)
+    return old
+
+
+def test_vacuum_lists_what_it_deletes_and_a_repeat_deletes_nothing(tmp_path, capsys):
+    output = tmp_path / "out"
+    old = replaced_files(output, runs=1)
+    listed = "".join(f"  videos/{name}\n" for name in old)
+
+    code, out, _ = run_cli(capsys, "vacuum", str(output), "--dry-run")
+    assert (code, out) == (0, f"clips: would delete 0 files\nvideos: would delete 1 file\n{listed}")
+    assert all((output / "videos" / name).exists() for name in old)
+
+    code, out, _ = run_cli(capsys, "vacuum", str(output))
+    assert (code, out) == (0, f"clips: deleted 0 files\nvideos: deleted 1 file\n{listed}")
+    assert not any((output / "videos" / name).exists() for name in old)
+
+    # The tombstones stay in the log after their files are gone: a repeat has nothing left to delete.
+    code, out, _ = run_cli(capsys, "vacuum", str(output))
+    assert (code, out) == (0, "clips: deleted 0 files\nvideos: deleted 0 files\n")
+    code, out, _ = run_cli(capsys, "vacuum", str(output), "--dry-run")
+    assert (code, out) == (0, "clips: would delete 0 files\nvideos: would delete 0 files\n")
+    assert DeltaTable(str(output / "videos")).to_pyarrow_table().column("run_id").to_pylist() == ["r-last"]
+
+
+def test_vacuum_dry_run_listing_is_capped(tmp_path, capsys):
+    output = tmp_path / "out"
+    old = replaced_files(output, runs=VACUUM_LISTED_FILES + 3)
+    code, out, _ = run_cli(capsys, "vacuum", str(output), "--dry-run")
+    lines = out.splitlines()
+    videos = lines.index(f"videos: would delete {len(old)} files")
+    shown = lines[videos + 1 :]
+    assert code == 0 and len(shown) == VACUUM_LISTED_FILES + 1
+    assert shown[:-1] == [f"  videos/{name}" for name in old[:VACUUM_LISTED_FILES]]
+    assert shown[-1] == "  ... and 3 more"
+
+
+# --- F20: retried videos are not counted as changed ---------------------------------------------
+
+
+def test_history_shows_retried_videos_apart_from_changed_ones(tmp_path, capsys):
+    output = tmp_path / "out"
+    commit_run(str(output), "r1", changes={**NO_CHANGES, "new": 4, "unchanged": 0}, statuses={"unreadable": 4})
+    commit_run(str(output), "r2-retry", changes={**NO_CHANGES, "retried": 4, "unchanged": 0}, statuses={"unreadable": 4})
+    code, text, _ = run_cli(capsys, "history", str(output))
+    retry_run = table_rows(text)[0]
+    assert code == 0 and retry_run["run_id"] == "r2-retry"
+    assert (retry_run["new"], retry_run["chg"], retry_run["retry"]) == ("0", "0", "4")
+
+
+# --- F21: check --help ----------------------------------------------------------------------------
+
+
+def test_check_help_describes_the_job_and_set(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert "job file (YAML)" in out and "override a job key" in out
