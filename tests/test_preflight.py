@@ -1,0 +1,85 @@
+"""`vidbatch check`'s preflight: what `vidbatch run` refuses, found without running (no Ray, nothing left)."""
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from vidbatch.config import parse_job
+from vidbatch.errors import JobError
+from vidbatch.preflight import preflight
+
+
+def job(tmp_path, **changes):
+    raw = {
+        "name": "t",
+        "manifest": str(tmp_path / "manifest.parquet"),
+        "output": str(tmp_path / "out"),
+        "model": {"arch": "resnet18", "weights": "none"},
+    }
+    for key, value in changes.items():
+        section, _, name = key.partition("__")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[section] = value
+    return parse_job(raw)
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    ids = ["a", "b", "a", "c"]
+    uris = [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), str(tmp_path / "x.mp4"), "http://host/c.mp4"]
+    pq.write_table(pa.table({"video_id": ids, "uri": uris}), tmp_path / "manifest.parquet")
+
+
+def test_a_good_job_is_summarised_and_nothing_is_left_behind(tmp_path, manifest):
+    result = preflight(job(tmp_path))
+    assert (result.manifest_rows, result.to_process, result.refused, result.duplicates) == (4, 2, 1, 1)
+    assert result.model_id == "resnet18:UNTRAINED-random-init-seed0" and result.untrained
+    assert result.prior_videos == 0 and result.output_checked
+    assert "NOT meaningful" in "\n".join(result.lines())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.parquet"]  # the output was not created
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"manifest": "/nonexistent/manifest.parquet"}, "manifest '/nonexistent/manifest.parquet' does not exist"),
+        ({"model__weights": "/nonexistent/w.pt"}, "model.weights='/nonexistent/w.pt'"),
+        ({"model__weights": "IMAGENET9K_V9"}, "model.weights='IMAGENET9K_V9'"),
+        ({"output": "FILE/out"}, "is a file, not a directory"),
+    ],
+)
+def test_what_the_run_refuses_check_refuses(tmp_path, manifest, changes, message):
+    (tmp_path / "FILE").write_text("not a directory")
+    changes = {k: (str(tmp_path / v) if v.startswith("FILE") else v) for k, v in changes.items()}
+    with pytest.raises(JobError, match=message.replace("(", r"\(")):
+        preflight(job(tmp_path, **changes))
+
+
+def test_an_output_where_nothing_can_be_created_is_refused(tmp_path, manifest):
+    """A real attempt, not a permission bit: root may write anywhere except on filesystems like /proc."""
+    from pathlib import Path
+
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+    with pytest.raises(JobError, match="output '/proc/vidbatch-out' cannot be written"):
+        preflight(job(tmp_path, output="/proc/vidbatch-out"))
+
+
+def test_vidbatch_check_refuses_what_the_run_refuses_and_says_what_the_run_would_see(tmp_path, manifest, capsys):
+    import yaml
+
+    from vidbatch.cli import main
+
+    path = tmp_path / "job.yaml"
+    raw = {"name": "t", "manifest": str(tmp_path / "manifest.parquet"), "output": str(tmp_path / "out")}
+    path.write_text(yaml.safe_dump({**raw, "model": {"arch": "resnet18", "weights": "none"}}))
+    assert main(["check", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert '"arch": "resnet18"' in out and "manifest: 4 rows: 2 to process, 1 refused, 1 duplicate ids" in err
+    assert main(["check", str(path), "--set", "model.weights=/nonexistent/w.pt"]) == 2
+    assert "vidbatch: model.weights='/nonexistent/w.pt'" in capsys.readouterr().err
+    # --settings-only: the settings alone, for a job whose manifest lives where the run will be
+    assert main(["check", str(path), "--settings-only", "--set", "manifest=s3://elsewhere/m.parquet"]) == 0
+    assert capsys.readouterr().err == ""
