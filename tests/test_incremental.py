@@ -235,7 +235,8 @@ def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, see
     # junk's values are the same as before (its split is null): its row is not rewritten
     assert second.summary["changes"]["unchanged"] == 3 and second.summary["changes"]["refreshed"] == 2
     v2 = assert_exact(tmp_path, set(ids))
-    assert {k: (v["label"], v["split"]) for k, v in v2.items()} == {"a": ("lion", "train"), "b": ("dog", "test"), "junk": ("eel", None)}
+    expected = {"a": ("lion", "train"), "b": ("dog", "test"), "junk": ("eel", None)}
+    assert {k: (v["label"], v["split"]) for k, v in v2.items()} == expected
     for key in ("run_id", "processed_at", "embedding", "labels", "status", "num_clips", "source_fingerprint"):
         assert {k: v[key] for k, v in v2.items()} == {k: v[key] for k, v in v1.items()}, key
 

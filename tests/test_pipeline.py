@@ -151,7 +151,8 @@ def test_summary_and_progress(full_run):
     summary = json.loads(Path(result.summary_uri).read_text())
     assert summary["videos"] == 10 and summary["clips"] > 0
     assert summary["untrained_weights"] is False
-    assert set(summary["versions"]) >= {"vidbatch", "torch", "ray", "av"}
+    assert set(summary["versions"]) >= {"vidbatch", "torch", "ray", "av", "model_id"}  # DESIGN.md lists model_id among them
+    assert summary["versions"]["model_id"] == summary["model_id"]
     assert any(line.startswith("videos 10/10") for line in lines)
 
 

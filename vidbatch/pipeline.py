@@ -591,7 +591,13 @@ def _summary(
             "video_hours_per_wall_hour": round(hours / (wall / 3600.0), 3) if wall else None,
         },
         "table_versions": versions,
-        "versions": {"vidbatch": __version__, "torch": torch.__version__, "ray": ray.__version__, "av": av.__version__},
+        "versions": {
+            "vidbatch": __version__,
+            "torch": torch.__version__,
+            "ray": ray.__version__,
+            "av": av.__version__,
+            "model_id": weights.model_id,
+        },
     }
 
 
