@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidbatch.config import Task
@@ -99,8 +100,10 @@ class Collector:
         self.uris = dict(
             zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True)
         )
-        self.pending: dict[str, dict[str, Any]] = {}
+        self.pending: dict[str, _InFlight] = {}
         self.done: set[str] = set()
+        self.spilled_clips: set[str] = set()  # videos with clip rows in the spill file
+        self.failed_videos: set[str] = set()
         self.tally = Tally()
         self.total = plan.to_process.num_rows + len(plan.refused)
         self.on_progress = on_progress
@@ -133,14 +136,41 @@ class Collector:
             video_id = row["video_id"]
             if video_id in self.done:
                 continue  # a retried task delivered it twice: keep the first, never duplicate
-            entry = self.pending.setdefault(video_id, {"video": None, "clips": {}})
+            entry = self.pending.setdefault(video_id, _InFlight())
             if row["kind"] == "video":
-                entry["video"] = row
-            else:
-                entry["clips"][row["clip_index"]] = row
-            video = entry["video"]
-            if video is not None and (video["status"] != "ok" or len(entry["clips"]) >= (video["num_clips"] or 0)):
-                self._finish(video_id, video, entry["clips"])
+                entry.video = row
+            elif row["clip_index"] not in entry.seen:
+                entry.seen.add(row["clip_index"])
+                self._take_clip(video_id, entry, row)
+            video = entry.video
+            if video is not None and (video["status"] != "ok" or len(entry.seen) >= (video["num_clips"] or 0)):
+                self._finish(video_id, video, entry)
+
+    def _take_clip(self, video_id: str, entry: _InFlight, clip: dict[str, Any]) -> None:
+        """A clip goes to the spill file at once; only running sums stay, so the driver's memory
+        does not grow with a video's length (a 6-hour video has thousands of clips)."""
+        if clip["status"] != "ok":
+            if entry.failed is None or clip["clip_index"] < entry.failed["clip_index"]:
+                entry.failed = clip
+            return
+        emb = np.asarray(clip["embedding"], np.float32)
+        probs = np.asarray(clip["probs"], np.float32) if clip["probs"] is not None else None
+        entry.add(emb, probs, frames=len(clip["frame_pts_s"]))
+        self.spilled_clips.add(video_id)
+        self.clips_out.add(
+            {
+                "video_id": video_id,
+                "clip_index": clip["clip_index"],
+                "start_s": clip["start_s"],
+                "end_s": clip["end_s"],
+                "frame_pts_s": clip["frame_pts_s"],
+                "embedding": emb if self.task != "classify" else None,
+                "labels": self._labels(probs) if self.task != "embed" and probs is not None else None,
+                "model_id": self.identity.model_id,
+                "sampling_id": self.identity.sampling_id,
+                "run_id": self.identity.run_id,
+            }
+        )
 
     def close(self, lost_message: str, *, lost_status: str = "decode_error", lost_type: str = "lost") -> Tally:
         """Anything not finished (or never seen) still gets its row: nothing is dropped.
@@ -149,22 +179,36 @@ class Collector:
         """
         lost = {"status": lost_status, "error_type": lost_type, "error_message": lost_message}
         for video_id in list(self.pending):
-            video = self.pending[video_id]["video"] or {"video_id": video_id}
-            self._finish(video_id, {**video, **lost}, {})
+            entry = self.pending[video_id]
+            self._finish(video_id, {**(entry.video or {"video_id": video_id}), **lost}, entry)
         for video_id in self.uris:
             if video_id not in self.done:
-                self._finish(video_id, {"video_id": video_id, **lost}, {})
+                self._finish(video_id, {"video_id": video_id, **lost}, _InFlight())
         self.clips_out.close()
         self.videos_out.close()
+        self._drop_spilled_clips(self.spilled_clips & self.failed_videos)
         return self.tally
+
+    def _drop_spilled_clips(self, video_ids: set[str]) -> None:
+        """A video that failed after some of its clips were spilled has no clips: rewrite the
+        spill without them (rare: a decode error or a lost batch in the middle of a video)."""
+        if not video_ids:
+            return
+        path = self.clips_out.path
+        kept = path.with_name(path.name + ".kept")
+        source = pq.ParquetFile(path)
+        drop = pa.array(sorted(video_ids), pa.string())
+        with pq.ParquetWriter(kept, source.schema_arrow) as writer:
+            for batch in source.iter_batches(batch_size=1024):
+                writer.write_batch(batch.filter(pc.invert(pc.is_in(batch.column("video_id"), value_set=drop))))
+        kept.replace(path)
 
     # --- finishing ---------------------------------------------------------------------
 
-    def _finish(self, video_id: str, video: dict[str, Any], clips: dict[int, dict[str, Any]]) -> None:
+    def _finish(self, video_id: str, video: dict[str, Any], entry: _InFlight) -> None:
         self.pending.pop(video_id, None)
         self.done.add(video_id)
-        ordered = [clips[k] for k in sorted(clips)]
-        failed = next((c for c in ordered if c["status"] != "ok"), None)
+        failed = entry.failed
         if failed is not None and video["status"] == "ok":
             video = {
                 **video,
@@ -172,40 +216,21 @@ class Collector:
                 "error_type": failed["error_type"],
                 "error_message": failed["error_message"],
             }
-        if video["status"] != "ok":
-            ordered = []
-        clip_embeddings, clip_probs = [], []
-        for clip in ordered:
-            emb = np.asarray(clip["embedding"], np.float32)
-            probs = np.asarray(clip["probs"], np.float32) if clip["probs"] is not None else None
-            clip_embeddings.append(emb)
-            if probs is not None:
-                clip_probs.append(probs)
-            self.clips_out.add(
-                {
-                    "video_id": video_id,
-                    "clip_index": clip["clip_index"],
-                    "start_s": clip["start_s"],
-                    "end_s": clip["end_s"],
-                    "frame_pts_s": clip["frame_pts_s"],
-                    "embedding": emb if self.task != "classify" else None,
-                    "labels": self._labels(probs) if self.task != "embed" and probs is not None else None,
-                    "model_id": self.identity.model_id,
-                    "sampling_id": self.identity.sampling_id,
-                    "run_id": self.identity.run_id,
-                }
-            )
+        ok = video["status"] == "ok"
+        clips = entry.clips if ok else 0
+        if not ok:
+            self.failed_videos.add(video_id)
         video_row = dict(video)
-        if ordered:
-            video_row["embedding"] = _l2_normalised_mean(clip_embeddings) if self.task != "classify" else None
-            video_row["labels"] = self._labels(np.mean(clip_probs, axis=0)) if clip_probs and self.task != "embed" else None
-        video_row["num_clips"] = len(ordered)
+        if clips:
+            video_row["embedding"] = entry.embedding() if self.task != "classify" else None
+            mean_probs = entry.mean_probs()
+            video_row["labels"] = self._labels(mean_probs) if mean_probs is not None and self.task != "embed" else None
+        video_row["num_clips"] = clips
         self._write_video(video_row, uri=self.uris.get(video_id), extra=self.plan.extras_by_id.get(video_id, {}))
-        ok = video_row["status"] == "ok"
         self.tally.add(
             video_row["status"],
-            clips=len(ordered),
-            frames=sum(len(c["frame_pts_s"]) for c in ordered),
+            clips=clips,
+            frames=entry.frames if ok else 0,
             seconds=float(video_row.get("duration_s") or 0.0) if ok else 0.0,
         )
         if self.on_progress is not None:
@@ -236,9 +261,37 @@ def _videos_schema(extra: pa.Schema) -> pa.Schema:
     return pa.schema([*VIDEOS, *extra])
 
 
-def _l2_normalised_mean(vectors: list[np.ndarray]) -> np.ndarray:
-    mean = np.mean(vectors, axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+@dataclass
+class _InFlight:
+    """A video whose rows are still arriving: its video row (once seen), the clip indexes seen,
+    and sums of its ok clips (float64, so the mean does not depend on the order of arrival)."""
+
+    video: dict[str, Any] | None = None
+    seen: set[int] = field(default_factory=set)
+    failed: dict[str, Any] | None = None  # the earliest clip that failed
+    clips: int = 0
+    frames: int = 0
+    embedding_sum: np.ndarray | None = None
+    probs_sum: np.ndarray | None = None
+    probs_count: int = 0
+
+    def add(self, embedding: np.ndarray, probs: np.ndarray | None, *, frames: int) -> None:
+        self.clips += 1
+        self.frames += frames
+        self.embedding_sum = embedding.astype(np.float64) + (self.embedding_sum if self.embedding_sum is not None else 0.0)
+        if probs is not None:
+            self.probs_sum = probs.astype(np.float64) + (self.probs_sum if self.probs_sum is not None else 0.0)
+            self.probs_count += 1
+
+    def embedding(self) -> np.ndarray | None:
+        """The L2-normalised mean of the clip embeddings."""
+        if self.embedding_sum is None:
+            return None
+        mean = self.embedding_sum / self.clips
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+    def mean_probs(self) -> np.ndarray | None:
+        return self.probs_sum / self.probs_count if self.probs_sum is not None else None
 
 
 class ProgressPrinter:
