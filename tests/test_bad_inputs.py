@@ -219,22 +219,35 @@ def final_row(decoder: IsolatedDecoder, video_id: str, uri: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("fault", "limits", "status"),
+    ("fault", "limits", "status", "error_type"),
     [
-        ("decode-hang", {"decode_timeout_s": 1.0}, "timeout"),
-        ("decode-crash", {}, "decode_error"),
-        ("decode-oom", {"decode_memory_mb": 1024}, "too_large"),
+        ("decode-hang", {"decode_timeout_s": 1.0}, "timeout", "timeout"),
+        ("decode-crash", {}, "decode_error", "DecoderCrash"),
+        ("decode-oom", {"decode_memory_mb": 1024}, "too_large", "MemoryError"),
+        ("decode-killed", {}, "decode_error", "killed"),  # not the file's doing: retried by the next run
     ],
 )
-def test_sandbox_contains_hang_crash_and_runaway_memory(sandbox, library, monkeypatch, fault, limits, status):
+def test_sandbox_contains_hang_crash_and_runaway_memory(sandbox, library, monkeypatch, fault, limits, status, error_type):
     monkeypatch.setenv("VIDBATCH_FAULT", f"{fault}:poison")
     decoder = sandbox(**limits)
     started = time.monotonic()
     row = final_row(decoder, "poison", str(library["h264"].path))
-    assert row["status"] == status, row
+    assert (row["status"], row["error_type"]) == (status, error_type), row
     assert time.monotonic() - started < 30
+    # the row carries the file's fingerprint: a permanent failure is not decoded again every night
+    assert row["source_fingerprint"] is not None
+    if fault == "decode-killed":
+        assert "damaged" not in row["error_message"] and "out-of-memory" in row["error_message"]
     # the next video decodes normally in a fresh sandbox
     assert final_row(decoder, "next", str(library["h264"].path))["status"] == "ok"
+
+
+def test_a_sandbox_that_cannot_load_the_decoder_says_so_instead_of_blaming_the_file(sandbox, library, monkeypatch):
+    monkeypatch.setenv("VIDBATCH_FAULT", "sandbox-start")
+    row = final_row(sandbox(), "v", str(library["h264"].path))
+    assert (row["status"], row["error_type"]) == ("decode_error", "sandbox_start"), row
+    assert "could not start" in row["error_message"] and "decode_memory_mb=4096" in row["error_message"]
+    assert "damaged" not in row["error_message"]
 
 
 def test_seeded_fuzz_every_corruption_gets_one_status(tmp_path, sandbox, library):

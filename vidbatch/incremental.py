@@ -98,9 +98,15 @@ def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
     return before.fingerprint == fingerprint
 
 
+# error_type of failures that were not the file's doing, whatever their status: a lost actor or
+# result, a decoder killed from outside (the kernel's OOM killer on a node short of memory), a
+# decode sandbox that could not start.
+NOT_THE_FILE = frozenset({"lost", "killed", "sandbox_start"})
+
+
 def _transient(before: PriorVideo) -> bool:
-    """A failure worth retrying every run: a transient status, or a video whose actor was lost."""
-    return before.status not in PERMANENT or before.error_type == "lost"
+    """A failure worth retrying every run: a transient status, or one that was not the file's doing."""
+    return before.status not in PERMANENT or before.error_type in NOT_THE_FILE
 
 
 def _why_process(

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from vidbatch.errors import Status
 from vidbatch.video_task import DecodeSettings, decode_video, failure_table
 
 _HEADER = struct.Struct("!Q")
@@ -35,6 +36,10 @@ _GRACE_S = 5.0
 
 class SandboxDied(Exception):
     pass
+
+
+class SandboxStartFailed(Exception):
+    """The child could not load the decoder (a memory cap too small for its libraries, a broken environment)."""
 
 
 class IsolatedDecoder:
@@ -57,10 +62,15 @@ class IsolatedDecoder:
                 if kind == "done":
                     return
                 yield payload
+        except SandboxStartFailed as exc:
+            self.close()
+            message = f"the decode sandbox could not start ({exc}); the next run retries it"
+            yield self._failure(video_id, uri, "decode_error", "sandbox_start", message)
         except TimeoutError:
             self.close()
-            yield failure_table(
+            yield self._failure(
                 video_id,
+                uri,
                 "timeout",
                 "timeout",
                 f"the decoder made no progress within limits.decode_timeout_s={limits.decode_timeout_s:g}; "
@@ -70,16 +80,40 @@ class IsolatedDecoder:
             reason = self._death_reason()
             self.close()
             if reason == "memory":
-                yield failure_table(
+                yield self._failure(
                     video_id,
+                    uri,
                     "too_large",
                     "MemoryError",
                     f"decoding needed more memory than limits.decode_memory_mb={limits.decode_memory_mb}",
                 )
-            else:
-                yield failure_table(
-                    video_id, "decode_error", "DecoderCrash", f"the decoder crashed ({reason}); the file is damaged"
+            elif reason == "signal SIGKILL":
+                # Not a crash of the decoder: something outside killed it, most often the kernel's
+                # OOM killer on a node short of memory (its own cap gives MemoryError first).
+                yield self._failure(
+                    video_id,
+                    uri,
+                    "decode_error",
+                    "killed",
+                    "the decoder process was killed (SIGKILL), most likely by the out-of-memory killer of a node "
+                    "short of memory; the next run retries it",
                 )
+            else:
+                yield self._failure(
+                    video_id, uri, "decode_error", "DecoderCrash", f"the decoder crashed ({reason}); the file is damaged"
+                )
+
+    def _failure(self, video_id: str, uri: str, status: Status, error_type: str, message: str) -> pa.Table:
+        """The video's row when the child could not give one. It carries the file's fingerprint, so
+        a permanent failure is not decoded again every night (only when the file changes)."""
+        from vidbatch.storage import source_fingerprint, stat_video
+
+        try:
+            info, _, _ = stat_video(uri, self.settings.storage)
+            fingerprint: str | None = source_fingerprint(info)
+        except Exception:  # gone or unreadable now: no fingerprint, so the next run looks again
+            fingerprint = None
+        return failure_table(video_id, status, error_type, message, source_fingerprint=fingerprint)
 
     def close(self) -> None:
         if self.proc is not None:
@@ -101,8 +135,15 @@ class IsolatedDecoder:
             stdout=subprocess.PIPE,
             stderr=None,  # inherits: the actor's log
         )
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         _send(self.proc.stdin, ("init", self.settings))
+        try:
+            kind, payload = _recv(self.proc.stdout, timeout_s=_START_TIMEOUT_S)
+        except (SandboxDied, TimeoutError) as exc:
+            reason = "it did not answer" if isinstance(exc, TimeoutError) else f"it ended: {self._death_reason()}"
+            raise SandboxStartFailed(reason) from exc
+        if kind != "ready":
+            raise SandboxStartFailed(str(payload))
         return self.proc
 
     def _death_reason(self) -> str:
@@ -156,6 +197,8 @@ def _read_exactly(stream: IO[bytes], size: int, timeout_s: float | None) -> byte
 # --- the child ---------------------------------------------------------------------------
 
 _EXIT_MEMORY = 86
+# Starting the child: a Python start and FFmpeg's libraries (~1 s here; generous for a busy node).
+_START_TIMEOUT_S = 120.0
 
 
 def _child_main() -> None:
@@ -165,6 +208,17 @@ def _child_main() -> None:
     kind, settings = _recv(protocol_in, timeout_s=None)
     assert kind == "init"
     _cap_memory(settings.limits.decode_memory_mb)
+    try:
+        # FFmpeg's libraries load here, under the cap, so a cap too small for them is reported as
+        # such once, not as a damaged file for every video.
+        if os.environ.get("VIDBATCH_FAULT") == "sandbox-start":  # test-only
+            raise ImportError("test fault: the decoder's libraries did not load")
+        import vidbatch.decode  # noqa: F401
+    except (ImportError, MemoryError, OSError) as exc:
+        cap = settings.limits.decode_memory_mb
+        _send(protocol_out, ("failed", f"loading the decoder failed under limits.decode_memory_mb={cap}: {exc}"[:300]))
+        return
+    _send(protocol_out, ("ready", None))
     while True:
         try:
             kind, payload = _recv(protocol_in, timeout_s=None)
@@ -188,7 +242,7 @@ def _cap_memory(megabytes: int) -> None:
 
 
 def _fault_hook(video_id: str) -> None:
-    """Test-only: VIDBATCH_FAULT=decode-hang:<id> | decode-crash:<id> | decode-oom:<id>."""
+    """Test-only: VIDBATCH_FAULT=decode-hang:<id> | decode-crash:<id> | decode-oom:<id> | decode-killed:<id>."""
     fault = os.environ.get("VIDBATCH_FAULT", "")
     action, _, target = fault.partition(":")
     if target != video_id:
@@ -197,6 +251,8 @@ def _fault_hook(video_id: str) -> None:
         time.sleep(10**6)
     elif action == "decode-crash":
         os.abort()
+    elif action == "decode-killed":
+        os.kill(os.getpid(), signal.SIGKILL)
     elif action == "decode-oom":
         hog = []
         while True:

@@ -111,7 +111,9 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
     yield row_table(DECODED, video)
 
 
-def failure_table(video_id: str, status: Status, error_type: str, message: str) -> pa.Table:
+def failure_table(
+    video_id: str, status: Status, error_type: str, message: str, *, source_fingerprint: str | None = None
+) -> pa.Table:
     return row_table(
         DECODED,
         {
@@ -121,6 +123,7 @@ def failure_table(video_id: str, status: Status, error_type: str, message: str) 
             "error_type": error_type,
             "error_message": message,
             "num_clips": 0,
+            "source_fingerprint": source_fingerprint,
         },
     )
 
