@@ -293,6 +293,22 @@ def _cli_run(
     return proc.wait(timeout=120)
 
 
+def test_ctrl_c_during_the_commit_waits_for_it_and_the_run_says_it_committed(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    a = media.write_video(lib / "a.mp4", num_frames=20, fps=10).path
+    write_manifest(tmp_path / "manifest.parquet", {"a": a})
+    output: list[str] = []
+    code = _cli_run(tmp_path, seeded_weights, {"VIDBATCH_FAULT": "sigint:after-clips-commit"}, output=output)
+    text = "".join(output)
+    assert code == 0, text
+    assert "interrupted while committing" in text and "nothing was committed" not in text and "Traceback" not in text
+    videos, _ = snapshot(tmp_path)
+    (row,) = videos
+    assert row["status"] == "ok" and (tmp_path / "out" / "_runs" / row["run_id"] / "summary.json").is_file()
+    assert own_clips(tmp_path)["a"] == (row["run_id"], row["num_clips"])
+
+
 def own_clips(tmp_path: Path) -> dict[str, tuple[str, int]]:
     """What a strict reader sees: each videos row's run_id and the clips joined to it on (video_id, run_id)."""
     videos, clips = snapshot(tmp_path)

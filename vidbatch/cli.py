@@ -8,6 +8,7 @@ import faulthandler
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,10 @@ def entry() -> None:
 
 
 def _leave(code: int) -> None:
+    # The outcome is decided: Ctrl-C or SIGTERM during the teardown must not turn it into a
+    # traceback and a different exit code (a committed run reported as failed).
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
             stream.flush()

@@ -111,9 +111,15 @@ def _apply(
 
 
 def _fault_hook(point: str) -> None:
-    """Test-only: VIDBATCH_FAULT=<point> kills the process there, as a crash would."""
-    if os.environ.get("VIDBATCH_FAULT") == point:
+    """Test-only: VIDBATCH_FAULT=<point> kills the process there, as a crash would;
+    VIDBATCH_FAULT=sigint:<point> sends it Ctrl-C's signal there."""
+    fault = os.environ.get("VIDBATCH_FAULT")
+    if fault == point:
         os._exit(137)
+    if fault == f"sigint:{point}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _rows(spilled: pq.ParquetFile) -> pa.RecordBatchReader:

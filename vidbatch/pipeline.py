@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import sys
 import tempfile
 import threading
@@ -181,32 +182,52 @@ def run_job(
             "unchanged": len(decision.skip),
             "refreshed": len(refreshed),
         }
-        commit_started = time.monotonic()
-        versions = commit_tables(
-            config.output,
-            Path(spill),
-            run_id=run_id,
-            replace_ids=todo | set(decision.removed) | {r.video_id for r in work.refused},
-            storage=config.storage,
-            stale_clips=prior.stale_clips,
-            clip_video_ids=prior.clip_video_ids,
-            refreshed_ids={row["video_id"] for row in refreshed},
-            metadata={
-                "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
-                "vidbatch.changes": json.dumps(changes),
-                "vidbatch.clips": str(tally.clips),
-                "vidbatch.wall_time_s": f"{time.monotonic() - started:.3f}",
-                "vidbatch.model_id": weights.model_id,
-            },
-        )
-
-    timings["commit_s"] = time.monotonic() - commit_started
-    wall = time.monotonic() - started
-    summary = _summary(config, run_id, weights, plan, tally, wall, versions)
-    summary["changes"] = changes
-    summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
-    summary_uri = write_summary(config.output, run_id, summary, config.storage)
+        # From the first commit to the summary, Ctrl-C waits: an interrupted run would otherwise
+        # say "nothing was committed" about a run whose commit had landed, and leave no summary.
+        with _interrupts_held(say):
+            commit_started = time.monotonic()
+            versions = commit_tables(
+                config.output,
+                Path(spill),
+                run_id=run_id,
+                replace_ids=todo | set(decision.removed) | {r.video_id for r in work.refused},
+                storage=config.storage,
+                stale_clips=prior.stale_clips,
+                clip_video_ids=prior.clip_video_ids,
+                refreshed_ids={row["video_id"] for row in refreshed},
+                metadata={
+                    "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
+                    "vidbatch.changes": json.dumps(changes),
+                    "vidbatch.clips": str(tally.clips),
+                    "vidbatch.wall_time_s": f"{time.monotonic() - started:.3f}",
+                    "vidbatch.model_id": weights.model_id,
+                },
+            )
+            timings["commit_s"] = time.monotonic() - commit_started
+            wall = time.monotonic() - started
+            summary = _summary(config, run_id, weights, plan, tally, wall, versions)
+            summary["changes"] = changes
+            summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
+            summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
+
+
+@contextlib.contextmanager
+def _interrupts_held(say: Callable[[str], None]) -> Iterator[None]:
+    """SIGINT (Ctrl-C) is held until the block ends and then dropped: the run it would have
+    stopped is committed by then. Only the main thread can set signal handlers; elsewhere
+    (a run inside another program's thread) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        say("interrupted while committing: the commit was finished first, so this run is committed")
 
 
 def _refreshed_rows(config: JobConfig, plan: Any, prior: Any, *, rewritten: set[str]) -> list[dict[str, Any]]:
