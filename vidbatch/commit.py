@@ -46,6 +46,7 @@ def commit_tables(
     metadata: dict[str, str],
     stale_clips: Iterable[tuple[str, str]],
     clip_video_ids: Iterable[str],
+    videos_version: int | None,
     refreshed_ids: Iterable[str] = (),
 ) -> dict[str, int]:
     """Apply the run to both tables, in three steps (each one Delta commit, skipped when empty):
@@ -58,6 +59,11 @@ def commit_tables(
     3. clips: delete the clips of `replace_ids` that this run did not write (of the videos in
        `clip_video_ids`, those with clip rows before the run: no other video has any to delete).
 
+    `videos_version` is the version of the videos table the run planned against (None: there
+    was none). If another run has committed since, nothing is committed and JobError says so:
+    this run's decisions (what is new, what to delete) were made against a state that is gone,
+    and committing them would leave that run's clips without a videos row.
+
     `refreshed_ids` are kept videos whose row is rewritten in step 2 with new carried-through
     manifest columns but the same run_id: their clips stay theirs and are not touched.
 
@@ -65,9 +71,11 @@ def commit_tables(
     of the dead run are stale pairs that the next run deletes in its step 1.
     """
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
+    stale = sorted(set(stale_clips))
+    if replace_ids or stale or any(_spilled_rows(spill_dir / f"{name}.parquet") for name in ("clips", "videos")):
+        _check_no_run_committed_since(output, videos_uri, videos_version, storage)
     commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
     tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
-    stale = sorted(set(stale_clips))
     _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
     _fault_hook("after-clips-commit")
     replaced = sorted(replace_ids | set(refreshed_ids))
@@ -79,6 +87,34 @@ def commit_tables(
         name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())
         for name, uri in (("clips", clips_uri), ("videos", videos_uri))
     }
+
+
+def _spilled_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+
+
+def _check_no_run_committed_since(output: str, videos_uri: str, planned_at: int | None, storage: StorageConfig) -> None:
+    """JobError if a run committed to the videos table after version `planned_at`.
+
+    Commits of other tools (vacuum's, an OPTIMIZE) carry no run_id and change no rows a run
+    planned against: they do not count, so vacuum stays safe while a run is going.
+    """
+    options = delta_storage_options(videos_uri, storage)
+    if not DeltaTable.is_deltatable(videos_uri, storage_options=options):
+        return
+    table = DeltaTable(videos_uri, storage_options=options)
+    now = table.version()
+    if planned_at is not None and now == planned_at:
+        return
+    since = table.history(limit=now - planned_at) if planned_at is not None else table.history()
+    others = [commit["vidbatch.run_id"] for commit in since if commit.get("vidbatch.run_id")]
+    if others:
+        raise JobError(
+            f"another run ({others[0]}) committed to {output!r} while this one was running (videos table at "
+            f"version {'none' if planned_at is None else planned_at} when this run started, {now} now); nothing of "
+            "this run was committed. Run it again: it only redoes what is still needed. Avoid overlapping runs of "
+            "one output (e.g. a nightly schedule shorter than a run)."
+        )
 
 
 # What a tombstone deletes among the target rows of its video_id.

@@ -194,6 +194,7 @@ def run_job(
                 storage=config.storage,
                 stale_clips=prior.stale_clips,
                 clip_video_ids=prior.clip_video_ids,
+                videos_version=prior.videos_version,
                 refreshed_ids={row["video_id"] for row in refreshed},
                 metadata={
                     "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),

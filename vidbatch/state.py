@@ -34,6 +34,7 @@ class PriorState:
     # (video_id, run_id) of clip rows no videos row refers to: a run died between its commits.
     stale_clips: frozenset[tuple[str, str]] = frozenset()
     clip_video_ids: frozenset[str] = frozenset()  # videos with any clip row
+    videos_version: int | None = None  # the videos table's version this state was read at (None: no table)
 
 
 def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | None:
@@ -84,7 +85,13 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     }
     current = {(video_id, prior.run_id) for video_id, prior in videos.items()}
     stale = frozenset(key for key in clip_counts if key not in current)
-    return PriorState(videos, consistent, stale, frozenset(video_id for video_id, _ in clip_counts))
+    return PriorState(
+        videos,
+        consistent,
+        stale,
+        frozenset(video_id for video_id, _ in clip_counts),
+        videos_version=videos_table.version() if videos_table is not None else None,
+    )
 
 
 def fingerprints(

@@ -1,0 +1,61 @@
+"""commit_tables against real local Delta tables: overlapping runs of one output."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from vidbatch.commit import commit_tables
+from vidbatch.config import StorageConfig
+from vidbatch.errors import JobError
+from vidbatch.schema import CLIPS, VIDEOS
+from vidbatch.state import load_prior
+
+
+def run(output, spill, run_id, video_id, *, planned_at):
+    spill.mkdir(exist_ok=True)
+    clip = {"video_id": video_id, "run_id": run_id, "clip_index": 0}
+    pq.write_table(pa.Table.from_pylist([clip], schema=CLIPS), spill / "clips.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{"video_id": video_id, "run_id": run_id, "status": "ok", "num_clips": 1}], schema=VIDEOS),
+        spill / "videos.parquet",
+    )
+    return commit_tables(
+        str(output),
+        spill,
+        run_id=run_id,
+        replace_ids={video_id},
+        storage=StorageConfig(),
+        metadata={},
+        stale_clips=(),
+        clip_video_ids=(),
+        videos_version=planned_at,
+    )
+
+
+def test_a_run_that_planned_before_another_run_committed_commits_nothing(tmp_path):
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    planned = load_prior(str(out), StorageConfig()).videos_version  # two runs start from this state
+    run(out, tmp_path / "s2", "r2", "b", planned_at=planned)
+    before = {t: DeltaTable(str(out / t)).version() for t in ("clips", "videos")}
+    with pytest.raises(JobError, match=r"another run \(r2\) committed .* nothing of this run was committed"):
+        run(out, tmp_path / "s3", "r3", "c", planned_at=planned)
+    assert {t: DeltaTable(str(out / t)).version() for t in ("clips", "videos")} == before  # not even its clips
+    # a first run racing another first run: the table did not exist when it planned
+    with pytest.raises(JobError, match="another run"):
+        run(out, tmp_path / "s4", "r4", "d", planned_at=None)
+
+
+def test_commits_without_a_run_such_as_compaction_do_not_stop_a_run(tmp_path):
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    run(out, tmp_path / "s2", "r2", "b", planned_at=0)
+    planned = DeltaTable(str(out / "videos")).version()
+    DeltaTable(str(out / "videos")).optimize.compact()  # a maintenance commit, no vidbatch.run_id
+    assert DeltaTable(str(out / "videos")).version() > planned
+    run(out, tmp_path / "s3", "r3", "c", planned_at=planned)
+    ids = sorted(DeltaTable(str(out / "videos")).to_pyarrow_table(columns=["video_id"]).column("video_id").to_pylist())
+    assert ids == ["a", "b", "c"]
