@@ -48,3 +48,18 @@ def test_bench_runs_on_a_tiny_workload_in_two_rounds(tmp_path):
     ]
     assert per_round[0] <= fps["ratios"]["pipeline/plain (start-up incl.)"] <= per_round[1]
     assert "medians of 2 rounds" in proc.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_memory_check_samples_every_process_of_a_whole_run(tmp_path):
+    import media
+
+    from vidbatch.bench_memory import format_peaks, pipeline_peak_memory
+
+    video = media.write_video(tmp_path / "v.mp4", num_frames=30, fps=10).path
+    peaks = pipeline_peak_memory(video, mode="fps", arch="resnet18", workdir=tmp_path)
+    assert {"driver", "decode actor", "decode sandbox", "model actor"} <= set(peaks)
+    assert all(p["private_mb"] > 20 for p in peaks.values() if p is not peaks.get("ray (other)"))
+    assert peaks["model actor"]["private_mb"] > peaks["decode sandbox"]["private_mb"]  # torch and the model
+    assert len(format_peaks("fps 3 s", peaks)) == len(peaks)
+    assert not list(tmp_path.glob("memory-run-*"))  # its job and output are removed

@@ -348,7 +348,8 @@ def _subprocess(kind: str, payload: dict[str, Any], *, compile: bool = False) ->
 
 
 def memory_check(opts: BenchOptions, minutes_long: int = 60, say: Any = print) -> dict[str, Any]:
-    """Peak decode memory for a one-minute video and a `minutes_long`-minute one (copies of it)."""
+    """Peak memory for a one-minute video and a `minutes_long`-minute one (copies of it): the decode
+    stage alone, then whole runs per process role (vidbatch.bench_memory)."""
     short = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=1, seconds=60), say=say).paths[0]
     long = short.parent / f"long-{minutes_long}min.mp4"
     if not long.is_file():
@@ -360,6 +361,16 @@ def memory_check(opts: BenchOptions, minutes_long: int = 60, say: Any = print) -
             r = _subprocess("memory", {"path": str(path), "mode": mode})
             out[f"{mode} {name}"] = r
             say(f"  decode peak RSS {mode:9s} {name:7s}: {r['peak_rss_mb']:7.1f} MB ({r['rows']} rows, {r['wall_s']:.1f} s)")
+    if sys.platform.startswith("linux"):
+        from vidbatch.bench_memory import format_peaks, pipeline_peak_memory
+
+        say("whole runs (`vidbatch run`, local Ray), peak memory per process role:")
+        for mode in ("fps", "keyframes"):
+            for name, path in (("1 min", short), (f"{minutes_long} min", long)):
+                peaks = pipeline_peak_memory(path, mode=mode, arch=opts.arch, workdir=opts.workdir)
+                out[f"pipeline {mode} {name}"] = peaks
+                for line in format_peaks(f"{mode} {name}", peaks):
+                    say(line)
     return out
 
 
