@@ -111,3 +111,18 @@ def test_the_driver_memory_does_not_grow_with_the_length_of_a_video(tmp_path, cl
     # classes' probabilities as Python floats): 92 MB more for 2400 clips than for 600.
     # The spill file's buffer is bounded, whatever the length.
     assert long - short < 8 * 1024 * 1024, f"peak {short / 1e6:.1f} MB for 600 clips, {long / 1e6:.1f} MB for {clips}"
+
+
+def test_progress_shows_clips_of_a_long_video_before_it_ends(tmp_path):
+    from vidbatch.collect import ProgressPrinter
+
+    lines: list[str] = []
+    rng = np.random.default_rng(3)
+    c = collector(tmp_path, ["long", "short"])
+    c.on_progress = ProgressPrinter(0.0, lines.append)
+    for i in range(3):
+        c.add_batch(batch(clip("long", i, rng)))
+    assert lines[-1].startswith("videos 0/2 (none yet) clips 0 (+3 of videos in progress)")
+    c.add_batch(batch(clip("long", 3, rng), video("long", 4)))
+    assert lines[-1].startswith("videos 1/2 (ok 1) clips 4 frames 16")
+    c.close("lost")

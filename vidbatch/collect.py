@@ -41,6 +41,7 @@ class Tally:
     clips: int = 0
     frames: int = 0
     video_seconds: float = 0.0  # of ok videos
+    clips_in_flight: int = 0  # clips of videos not finished yet (a long video shows progress too)
 
     def add(self, status: str, *, clips: int = 0, frames: int = 0, seconds: float = 0.0) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -156,6 +157,7 @@ class Collector:
         emb = np.asarray(clip["embedding"], np.float32)
         probs = np.asarray(clip["probs"], np.float32) if clip["probs"] is not None else None
         entry.add(emb, probs, frames=len(clip["frame_pts_s"]))
+        self.tally.clips_in_flight += 1
         self.spilled_clips.add(video_id)
         self.clips_out.add(
             {
@@ -171,6 +173,8 @@ class Collector:
                 "run_id": self.identity.run_id,
             }
         )
+        if self.on_progress is not None:
+            self.on_progress(self.tally, self.total)
 
     def close(self, lost_message: str, *, lost_status: str = "decode_error", lost_type: str = "lost") -> Tally:
         """Anything not finished (or never seen) still gets its row: nothing is dropped.
@@ -218,6 +222,7 @@ class Collector:
             }
         ok = video["status"] == "ok"
         clips = entry.clips if ok else 0
+        self.tally.clips_in_flight -= entry.clips
         if not ok:
             self.failed_videos.add(video_id)
         video_row = dict(video)
@@ -302,17 +307,21 @@ class ProgressPrinter:
         self.write = write
         self.started = time.monotonic()
         self.last = 0.0
-        self.last_count = -1
+        self.last_seen: tuple[int, int] = (-1, -1)
 
     def __call__(self, tally: Tally, total: int, *, force: bool = False) -> None:
         now = time.monotonic()
         due = now - self.last >= self.interval_s or tally.videos >= total
-        if tally.videos == self.last_count or not (due or force):
+        # A line when videos finished, or clips of videos still decoding arrived: a long video
+        # shows progress before its end.
+        seen = (tally.videos, tally.clips + tally.clips_in_flight)
+        if seen == self.last_seen or not (due or force):
             return
-        self.last, self.last_count = now, tally.videos
+        self.last, self.last_seen = now, seen
         elapsed = max(now - self.started, 1e-9)
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(tally.statuses.items()))
+        in_flight = f" (+{tally.clips_in_flight} of videos in progress)" if tally.clips_in_flight else ""
         self.write(
-            f"videos {tally.videos}/{total} ({statuses or 'none yet'}) clips {tally.clips} frames {tally.frames}"
+            f"videos {tally.videos}/{total} ({statuses or 'none yet'}) clips {tally.clips}{in_flight} frames {tally.frames}"
             f" | {tally.videos / elapsed:.2f} videos/s, {elapsed:.0f}s elapsed"
         )

@@ -62,7 +62,8 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         video["source_fingerprint"] = source_fingerprint(info_dict)
         size = info_dict.get("size") or 0
         if size > limits.max_file_bytes:
-            raise VideoError("too_large", f"{size} bytes is above limits.max_file_bytes={limits.max_file_bytes}")
+            cap = limits.max_file_bytes
+            raise VideoError("too_large", f"{size} bytes is above limits.max_file_bytes={cap}; raise it to process this video")
         if size == 0:
             raise VideoError("unreadable", "the file is empty (0 bytes); re-upload it")
         deadline = time.monotonic() + limits.decode_timeout_s
