@@ -260,6 +260,7 @@ def _cli_run(
     env_extra: dict[str, str],
     *,
     kill_after: str | None = None,
+    term_after: str | None = None,
     overrides: tuple[str, ...] = (),
     output: list[str] | None = None,
 ) -> int:
@@ -289,6 +290,9 @@ def _cli_run(
         if kill_after and kill_after in line:
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
             break
+        if term_after and term_after in line:
+            proc.send_signal(signal.SIGTERM)  # the driver only, as `vidbatch stop` or Kubernetes would
+            term_after = None
         assert time.monotonic() < deadline, "run did not finish in time"
     return proc.wait(timeout=120)
 
@@ -302,11 +306,25 @@ def test_ctrl_c_during_the_commit_waits_for_it_and_the_run_says_it_committed(tmp
     code = _cli_run(tmp_path, seeded_weights, {"VIDBATCH_FAULT": "sigint:after-clips-commit"}, output=output)
     text = "".join(output)
     assert code == 0, text
-    assert "interrupted while committing" in text and "nothing was committed" not in text and "Traceback" not in text
+    assert "SIGINT while committing" in text and "nothing was committed" not in text and "Traceback" not in text
     videos, _ = snapshot(tmp_path)
     (row,) = videos
     assert row["status"] == "ok" and (tmp_path / "out" / "_runs" / row["run_id"] / "summary.json").is_file()
     assert own_clips(tmp_path)["a"] == (row["run_id"], row["num_clips"])
+
+
+def test_sigterm_stops_a_run_with_one_line_and_commits_nothing(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    paths = {k: media.write_video(lib / f"{k}.mp4", num_frames=40, fps=10).path for k in ("a", "b", "c")}
+    write_manifest(tmp_path / "manifest.parquet", paths)
+    output: list[str] = []
+    code = _cli_run(tmp_path, seeded_weights, {}, term_after=" to decode ", output=output)
+    text = "".join(output)
+    assert code == 143, text
+    assert "vidbatch: stopped by SIGTERM; nothing was committed by this run" in text
+    assert "Traceback" not in text and "SIGTERM received" not in text
+    assert not (tmp_path / "out" / "videos").exists()
 
 
 def own_clips(tmp_path: Path) -> dict[str, tuple[str, int]]:

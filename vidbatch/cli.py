@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from vidbatch.errors import JobError
+from vidbatch.errors import JobError, Stopped
 
 if TYPE_CHECKING:
     from vidbatch.config import StorageConfig
@@ -27,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobError as exc:
         print(f"vidbatch: {exc}", file=sys.stderr)
         return 2
+    except Stopped as exc:
+        print(f"vidbatch: {exc}; nothing was committed by this run", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("vidbatch: interrupted; nothing was committed by this run", file=sys.stderr)
         return 130
@@ -245,8 +248,9 @@ def _weights_stage(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from vidbatch.config import load_job
-    from vidbatch.pipeline import run_job
+    from vidbatch.pipeline import run_job, stop_on_sigterm
 
+    stop_on_sigterm()  # before Ray starts too (the manifest, the weights)
     config = load_job(args.job, args.overrides)
     result = run_job(config, address=args.address, retry_failed=args.retry_failed)
     print(_summary_text(result.summary, result.summary_uri))

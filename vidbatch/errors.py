@@ -30,6 +30,10 @@ class JobError(Exception):
     """The job cannot run as configured; the message says what to change."""
 
 
+class Stopped(KeyboardInterrupt):
+    """The run was told to stop (SIGTERM: `vidbatch stop`, Ray's job stop, Kubernetes), like Ctrl-C."""
+
+
 class VideoError(Exception):
     """One video failed; `status` is its row's status, the message says what to do."""
 

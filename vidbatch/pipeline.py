@@ -33,7 +33,7 @@ from vidbatch import __version__
 from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
-from vidbatch.errors import VideoError
+from vidbatch.errors import Stopped, VideoError
 from vidbatch.incremental import decide, refusal_unchanged
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
@@ -215,20 +215,23 @@ def run_job(
 
 @contextlib.contextmanager
 def _interrupts_held(say: Callable[[str], None]) -> Iterator[None]:
-    """SIGINT (Ctrl-C) is held until the block ends and then dropped: the run it would have
-    stopped is committed by then. Only the main thread can set signal handlers; elsewhere
+    """SIGINT (Ctrl-C) and SIGTERM are held until the block ends and then dropped: the run they
+    would have stopped is committed by then. Only the main thread can set signal handlers; elsewhere
     (a run inside another program's thread) the block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if received:
-        say("interrupted while committing: the commit was finished first, so this run is committed")
+        name = signal.Signals(received[0]).name
+        say(f"{name} while committing: the commit was finished first, so this run is committed")
 
 
 def _refreshed_rows(config: JobConfig, plan: Any, prior: Any, *, rewritten: set[str]) -> list[dict[str, Any]]:
@@ -579,7 +582,18 @@ def _ensure_ray(address: str | None) -> Any:
         local_dashboard = os.environ.get("VIDBATCH_LOCAL_DASHBOARD") == "1"
         dashboard = None if address or local_dashboard else False  # None: Ray's default
         ray.init(address=address, include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=True)
+        stop_on_sigterm()  # ray.init installs its own handler, which dumps a native stack and dies
     return ray
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM stops the run the way Ctrl-C does (a Stopped exception, a one-line message), on the main thread."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_stopped)
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise Stopped(f"stopped by {signal.Signals(signum).name}")
 
 
 def _summary(
