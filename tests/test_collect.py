@@ -126,3 +126,16 @@ def test_progress_shows_clips_of_a_long_video_before_it_ends(tmp_path):
     c.add_batch(batch(clip("long", 3, rng), video("long", 4)))
     assert lines[-1].startswith("videos 1/2 (ok 1) clips 4 frames 16")
     c.close("lost")
+
+
+def test_clip_lines_never_hold_back_the_line_of_a_finished_video(tmp_path):
+    from vidbatch.collect import ProgressPrinter
+
+    lines: list[str] = []
+    rng = np.random.default_rng(4)
+    c = collector(tmp_path, ["a", "b"])
+    c.on_progress = ProgressPrinter(3600.0, lines.append)  # at most one line of each kind an hour
+    c.add_batch(batch(clip("a", 0, rng)))
+    c.add_batch(batch(video("a", 1)))
+    assert [line.split(" (")[0] for line in lines] == ["videos 0/2", "videos 1/2"]
+    c.close("lost")

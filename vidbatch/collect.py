@@ -306,18 +306,26 @@ class ProgressPrinter:
         self.interval_s = interval_s
         self.write = write
         self.started = time.monotonic()
-        self.last = 0.0
-        self.last_seen: tuple[int, int] = (-1, -1)
+        self.last = 0.0  # any line
+        self.last_videos_line = 0.0  # a line after videos finished
+        self.last_seen: tuple[int, int] = (0, 0)  # (videos done, clips seen) of the last line
+        self.printed = False
 
     def __call__(self, tally: Tally, total: int, *, force: bool = False) -> None:
         now = time.monotonic()
-        due = now - self.last >= self.interval_s or tally.videos >= total
-        # A line when videos finished, or clips of videos still decoding arrived: a long video
-        # shows progress before its end.
         seen = (tally.videos, tally.clips + tally.clips_in_flight)
-        if seen == self.last_seen or not (due or force):
+        if seen == self.last_seen and (self.printed or not force):
+            return  # nothing new (a forced line still comes once, e.g. for an empty manifest)
+        # A line when videos finished, and in between when clips of videos still decoding
+        # arrived (a long video shows progress before its end). Each kind keeps its own pace,
+        # so clip lines never hold back the line of a finished video.
+        videos_finished = tally.videos != self.last_seen[0]
+        since = now - (self.last_videos_line if videos_finished else self.last)
+        if not (force or since >= self.interval_s or tally.videos >= total):
             return
-        self.last, self.last_seen = now, seen
+        self.last, self.last_seen, self.printed = now, seen, True
+        if videos_finished:
+            self.last_videos_line = now
         elapsed = max(now - self.started, 1e-9)
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(tally.statuses.items()))
         in_flight = f" (+{tally.clips_in_flight} of videos in progress)" if tally.clips_in_flight else ""
