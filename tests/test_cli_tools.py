@@ -57,7 +57,7 @@ def summary(run_id: str, finished_at: datetime, *, changes: dict[str, int], vide
     return {
         "run_id": run_id,
         "job": "t",
-        "finished_at": finished_at.isoformat(timespec="seconds"),
+        "finished_at": finished_at.isoformat(timespec="milliseconds"),
         "model_id": "resnet18:UNTRAINED-random-init-seed0",
         "untrained_weights": True,
         "manifest_rows": 3,
@@ -127,8 +127,9 @@ def test_history_lists_runs_that_changed_nothing_among_the_commits(tmp_path, cap
     # every run writes a summary; the committed runs' must not be listed a second time
     write_local_summary(output, summary(r1, now, changes={**NO_CHANGES, "new": 3}, videos=3))
     write_local_summary(output, summary(r3, now, changes={**NO_CHANGES, "changed": 1}, videos=1))
-    # a run right after r3, in the same second: later by its run_id, as times have whole seconds
-    write_local_summary(output, summary(r4, last_commit_time(output / "videos"), changes=NO_CHANGES))
+    # a run right after r3, in the same second: later by its finished_at's milliseconds
+    right_after = last_commit_time(output / "videos") + timedelta(milliseconds=1)
+    write_local_summary(output, summary(r4, right_after, changes=NO_CHANGES))
     write_local_summary(output, summary(r5, now + timedelta(days=1), changes=NO_CHANGES))
     (output / "_runs" / "crashed").mkdir()  # started.json only: that run never finished
     (output / "_runs" / "crashed" / "started.json").write_text("{}")

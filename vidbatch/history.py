@@ -56,7 +56,7 @@ def _committed_runs(table: DeltaTable) -> list[dict[str, Any]]:
         run_id = commit.get("vidbatch.run_id")
         if not run_id:  # vacuum's own commits, or a commit some other tool made
             continue
-        time = datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc).isoformat(timespec="seconds")
+        time = datetime.fromtimestamp(commit["timestamp"] / 1000, timezone.utc).isoformat(timespec="milliseconds")
         entries.append(
             {
                 "run_id": run_id,
@@ -117,8 +117,8 @@ def _summary_entry(summary: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 
 def _time_and_run(entry: dict[str, Any]) -> tuple[datetime, str]:
-    """Times have whole seconds only; within a second the run_id, which starts with the run's
-    start time (pipeline.new_run_id), orders runs that followed each other."""
+    """Commit times and summaries' finished_at have milliseconds (older summaries whole seconds:
+    within a second the run_id, which starts with the run's start time, breaks the tie)."""
     try:
         time = datetime.fromisoformat(entry["time"])
     except (TypeError, ValueError):  # a summary without its time: listed last rather than not at all
@@ -129,7 +129,7 @@ def _time_and_run(entry: dict[str, Any]) -> tuple[datetime, str]:
 def format_runs(entries: list[dict[str, Any]]) -> str:
     """One line per run. `chg` counts changed files only; `retry` the failures redone (e.g. --retry-failed)."""
     lines = [
-        f"{'time (UTC)':25} {'run_id':24} {'version':>9} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} {'same':>6} "
+        f"{'time (UTC)':29} {'run_id':24} {'version':>9} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} {'same':>6} "
         f"{'clips':>7} {'wall_s':>8}  statuses"
     ]
     for e in entries:
@@ -137,7 +137,7 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in (e["statuses"] or {}).items()) or "-"
         version = "no change" if e["version"] is None else str(e["version"])
         lines.append(
-            f"{e['time'] or '?':25} {e['run_id']:24} {version:>9} {c.get('new', 0):>5} {c.get('changed', 0):>5} "
+            f"{e['time'] or '?':29} {e['run_id']:24} {version:>9} {c.get('new', 0):>5} {c.get('changed', 0):>5} "
             f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {e['clips']:>7} "
             f"{e['wall_time_s']:>8.1f}  {statuses}"
         )
