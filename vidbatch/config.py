@@ -88,7 +88,9 @@ class LimitsConfig(_Frozen):
     max_file_bytes: int = Field(50 * 1024**3, ge=1)
     max_streams: int = Field(64, ge=1)
     decode_timeout_s: float = Field(600.0, gt=0)  # per video, time the decoder spends working
-    decode_memory_mb: int = Field(4096, ge=256)  # address-space cap of the decode sandbox
+    # Address-space cap of the decode sandbox. Its libraries alone (Python, Arrow, FFmpeg) map
+    # ~450 MB; under ~500 the sandbox cannot start or fails at random, so 1024 is the floor.
+    decode_memory_mb: int = Field(4096, ge=1024)
     isolate_decode: bool = True  # decode in a sandbox process: a crash or hang costs one row
     no_progress_timeout_s: float = Field(1800.0, gt=0)  # the run stops waiting when nothing finishes for this long
 
