@@ -23,7 +23,25 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused for every float key (NaN would pass every bound check).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: Any) -> Any:
+        # YAML reads `yes`/`off`/`true` as booleans and pydantic would take them as 1/0 for a
+        # number; a boolean given for a numeric key is a mistake to name, not a number.
+        field = cls.model_fields.get(info.field_name)
+        if isinstance(value, bool) and field is not None and _is_numeric(field.annotation):
+            raise ValueError(f"{value!r} is a boolean; give a number")
+        return value
+
+
+def _is_numeric(annotation: Any) -> bool:
+    args = getattr(annotation, "__args__", None)
+    if args:  # int | None and the like
+        return any(_is_numeric(a) for a in args if a is not type(None))
+    return annotation in (int, float)
 
 
 class SamplingConfig(_Frozen):
@@ -102,7 +120,7 @@ class InputPolicy(_Frozen):
 
 
 class JobConfig(_Frozen):
-    name: str = Field(..., min_length=1)
+    name: str = Field(..., min_length=1, coerce_numbers_to_str=True)  # `name: 2024` is a name
     manifest: str = Field(..., min_length=1)
     output: str = Field(..., min_length=1)
     sampling: SamplingConfig = SamplingConfig()
@@ -112,14 +130,26 @@ class JobConfig(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     inputs: InputPolicy = InputPolicy()
 
+    @field_validator("sampling", "model", "resources", "storage", "limits", "inputs", mode="before")
+    @classmethod
+    def _empty_section_means_defaults(cls, value: Any) -> Any:
+        # `resources:` with every child commented out is null in YAML: the defaults, not an error.
+        return {} if value is None else value
+
 
 def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
     """Read a job file, apply `key.path=value` overrides, validate. Raises JobError."""
     path = Path(path)
+    if path.is_dir():
+        raise JobError(f"job file {str(path)!r} is a directory; give the job's YAML file")
     if not path.is_file():
         raise JobError(f"job file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 byte order mark is fine
+    except UnicodeDecodeError as exc:
+        raise JobError(f"job file {str(path)!r} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise JobError(f"job file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -127,6 +157,23 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     for override in overrides:
         _apply_override(raw, override)
     return parse_job(raw, source=str(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<:` merge keys may repeat what they merge in
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_job(raw: dict[str, Any], *, source: str = "job") -> JobConfig:
