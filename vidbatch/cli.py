@@ -85,15 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a job file here (local Ray, or --address / RAY_ADDRESS)")
-    run.add_argument("job", help="job file (YAML)")
-    run.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a job key, e.g. model.arch=resnet18",
-    )
+    _job_arguments(run)
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
     run.add_argument(
         "--retry-failed", action="store_true", help="also redo videos whose last status was a permanent failure (unreadable, ...)"
@@ -104,15 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         "check",
         help="validate a job file, print the resolved settings, and check what the run needs (manifest, weights, output)",
     )
-    check.add_argument("job", help="job file (YAML)")
-    check.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a job key, e.g. model.arch=resnet18",
-    )
+    _job_arguments(check)
     check.add_argument(
         "--settings-only",
         action="store_true",
@@ -208,6 +192,18 @@ def _listed_files(table: str, files: list[str]) -> list[str]:
     if len(files) > VACUUM_LISTED_FILES:
         lines.append(f"  ... and {len(files) - VACUUM_LISTED_FILES} more")
     return lines
+
+
+def _job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", help="job file (YAML)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a job key, e.g. model.arch=resnet18",
+    )
 
 
 def _storage_arguments(parser: argparse.ArgumentParser) -> None:
