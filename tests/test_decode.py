@@ -64,6 +64,18 @@ def test_uniform_sampling_spreads_over_duration(library):
     assert len(clips) == 1 and clips[0].index == 0
 
 
+KEYFRAME_CODECS = [(".mp4", "libx264"), (".webm", "libvpx-vp9"), (".webm", "libvpx"), (".avi", "mpeg4")]
+
+
+@pytest.mark.parametrize(("suffix", "codec"), KEYFRAME_CODECS)
+def test_keyframes_sampling_takes_only_key_frames_whatever_the_codec(tmp_path, suffix, codec):
+    """FFmpeg's VP9 decoder ignores skip_frame and returns every frame: they must not all be samples."""
+    video = media.write_video(tmp_path / f"gop{suffix}", num_frames=40, fps=10, codec=codec, gop=10)
+    _, clips = sample(video.path, mode="keyframes", clip_len_s=2.0)
+    indices = [media.read_frame_index(f) for c in clips for f in c.frames]
+    assert indices == list(video.keyframe_indices) == [0, 10, 20, 30]
+
+
 def test_keyframes_sampling_returns_exactly_the_key_frames(library):
     video = library["gop"]
     _, clips = sample(video.path, mode="keyframes", clip_len_s=2.0)

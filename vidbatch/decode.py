@@ -402,7 +402,9 @@ def _keyframe_samples(
     packets = _PacketTally(default_duration_s=_nominal_frame_s(info))
     for frame in _decoded_frames(container, stream, deadline, packets=packets):
         pts = _frame_time(frame, stream)
-        if pts is None:
+        # Some decoders ignore skip_frame (FFmpeg's own VP9 decoder returns every frame), so
+        # the frame's own flag decides what a key frame is.
+        if pts is None or not frame.key_frame:
             continue
         any_frame = True
         yield keyframe_sample_time(pts), pts, frame
