@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,9 +18,10 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 
-from vidbatch.config import parse_job
+from vidbatch.config import StorageConfig, parse_job
 from vidbatch.incremental import PriorVideo, decide
 from vidbatch.pipeline import run_job
+from vidbatch.state import run_results_settings
 
 # --- the decision, as a pure function ---------------------------------------------------
 
@@ -88,6 +90,48 @@ def test_decide_names_why(before, reason):
     decision = decide_one(before, fp="fp2" if reason == "source changed" else "fp1")
     assert decision.reasons == {"v": reason}
     assert (decision.retried, decision.changed) == ((1, 0) if reason.startswith("retry") else (0, 1))
+
+
+@pytest.mark.parametrize(
+    ("before_results", "status", "now", "reason"),
+    [
+        ({"task": "embed", "precision": "fp32"}, "ok", {"task": "both", "precision": "fp32", "top_k": 5},
+         "model settings changed (task embed -> both, top_k none -> 5)"),
+        ({"task": "both", "precision": "fp32", "top_k": 5}, "ok", {"task": "both", "precision": "fp32", "top_k": 2},
+         "model settings changed (top_k 5 -> 2)"),
+        ({"task": "embed", "precision": "fp32"}, "ok", {"task": "embed", "precision": "bf16"},
+         "model settings changed (precision fp32 -> bf16)"),
+        ({"task": "embed", "precision": "fp32"}, "ok", {"task": "embed", "precision": "fp32"}, None),
+        (None, "ok", {"task": "both", "precision": "fp32", "top_k": 5}, None),  # a run that left no record: not redone
+        ({"task": "embed", "precision": "fp32"}, "unreadable", {"task": "both", "precision": "fp32", "top_k": 5}, None),
+    ],
+)
+def test_decide_redoes_ok_rows_made_with_other_model_settings(before_results, status, now, reason):
+    before = dataclasses.replace(prior(status), results=before_results)
+    decision = decide(
+        [("v", "u")], prior={"v": before}, fingerprints={"v": "fp1"}, model_id="m", sampling_id="s",
+        consistent={"v": True}, manifest_ids=["v"], results=now,
+    )  # fmt: skip
+    assert decision.reasons == ({"v": reason} if reason else {})
+    assert decision.changed == (1 if reason else 0)
+
+
+def test_model_settings_of_runs_come_from_their_started_records(tmp_path):
+    runs = tmp_path / "out" / "_runs"
+    job = {"model": {"task": "both", "top_k": 3, "precision": "bf16", "arch": "resnet18"}}
+    for run_id, text in {
+        "r-both": json.dumps({"run_id": "r-both", "job": job}),
+        "r-embed": json.dumps({"job": {"model": {"task": "embed", "top_k": 5, "precision": "auto"}}}),
+        "r-cut": '{"job": {"mod',  # cut short by a crash
+        "r-other": json.dumps({"something": "else"}),
+    }.items():
+        (runs / run_id).mkdir(parents=True)
+        (runs / run_id / "started.json").write_text(text)
+    found = run_results_settings(str(tmp_path / "out"), StorageConfig(), {"r-both", "r-embed", "r-cut", "r-other", "r-gone"})
+    assert found == {
+        "r-both": {"task": "both", "top_k": 3, "precision": "bf16"},
+        "r-embed": {"task": "embed", "precision": "auto"},  # top_k makes no difference without labels
+    }
 
 
 def test_decide_lists_removed_videos():
@@ -210,6 +254,35 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     seventh = run(tmp_path, "none")
     assert seventh.summary["changes"]["new"] == 1 and versions() == (before[0] + 1, before[1] + 1)
     assert_exact(tmp_path, {"a", "c", "junk", "d", "e"})
+
+
+def test_task_top_k_and_precision_changes_redo_the_ok_rows(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    a = media.write_video(lib / "a.mp4", num_frames=20, fps=10).path
+    junk = lib / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    write_manifest(tmp_path / "manifest.parquet", {"a": a, "junk": junk})
+
+    embed_only = run(tmp_path, seeded_weights, model__task="embed")
+    rows = assert_exact(tmp_path, {"a", "junk"})
+    assert rows["a"]["labels"] is None and rows["a"]["embedding"] is not None
+
+    both = run(tmp_path, seeded_weights, model__task="both")  # top_k 2 from the job
+    assert both.summary["changes"]["changed"] == 1 and both.summary["changes"]["unchanged"] == 1  # junk holds no results
+    assert both.summary["reasons"] == {"model settings changed (task embed -> both, top_k none -> 2)": 1}
+    rows = assert_exact(tmp_path, {"a", "junk"})
+    assert rows["a"]["run_id"] == both.run_id and len(rows["a"]["labels"]) == 2
+    assert rows["junk"]["run_id"] == embed_only.run_id
+    clip_labels = DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table(columns=["labels"]).column("labels").to_pylist()
+    assert clip_labels and all(len(labels) == 2 for labels in clip_labels)
+
+    fewer = run(tmp_path, seeded_weights, model__task="both", model__top_k=1)
+    assert fewer.summary["reasons"] == {"model settings changed (top_k 2 -> 1)": 1}
+    assert len(assert_exact(tmp_path, {"a", "junk"})["a"]["labels"]) == 1
+
+    again = run(tmp_path, seeded_weights, model__task="both", model__top_k=1)
+    assert again.summary["videos"] == 0 and again.summary["changes"]["unchanged"] == 2
 
 
 def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, seeded_weights, ray_local):

@@ -71,6 +71,15 @@ class ModelConfig(_Frozen):
     precision: Precision = "auto"
     seed: int = 0  # only used by weights: none
 
+    def results_settings(self) -> dict[str, Any]:
+        """The settings besides arch and weights (those make `model_id`) that change what an ok row
+        holds: which results it has (task), how many labels (top_k, when there are labels) and the
+        precision its numbers were computed in. A nightly run redoes the rows made otherwise."""
+        settings: dict[str, Any] = {"task": self.task, "precision": self.precision}
+        if self.task != "embed":
+            settings["top_k"] = self.top_k
+        return settings
+
     @field_validator("weights", mode="before")
     @classmethod
     def _none_is_a_word(cls, value: Any) -> Any:

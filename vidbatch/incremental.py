@@ -1,16 +1,17 @@
 """Nightly reruns: decide which videos need work, from the state kept in the output tables.
 
 A video is skipped when its current `videos` row was made from the same bytes (source
-fingerprint), the same uri, model and sampling, and ended in a status that will not
-change by trying again. Transient failures (throttling, timeouts, lost results) are
-retried every run; permanent ones only when the file, model or sampling changes, or
-with `--retry-failed`. There is no local ledger: the tables are the state.
+fingerprint), the same uri, model and sampling (and, for an ok row, the same task, top_k
+and precision), and ended in a status that will not change by trying again. Transient
+failures (throttling, timeouts, lost results) are retried every run; permanent ones only
+when the file, model or sampling changes, or with `--retry-failed`. There is no local ledger: the tables are the state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from vidbatch.uri_policy import redact_uri
 
@@ -33,6 +34,9 @@ class PriorVideo:
     run_id: str | None
     num_clips: int
     error_message: str | None = None
+    # The model settings beyond model_id of the run that made the row (ModelConfig.results_settings);
+    # None when not known (a run from before they were recorded): such a row is not redone for them.
+    results: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,14 +60,18 @@ def decide(
     consistent: Mapping[str, bool],
     manifest_ids: Iterable[str],
     retry_failed: bool = False,
+    results: Mapping[str, Any] | None = None,
 ) -> Decision:
-    """`candidates` are (video_id, uri) of rows that passed the plan; `manifest_ids` all kept ids."""
+    """`candidates` are (video_id, uri) of rows that passed the plan; `manifest_ids` all kept ids;
+    `results` this run's ModelConfig.results_settings (None: do not compare them)."""
     process, skip = [], []
     new = changed = retried = 0
     reasons: dict[str, str] = {}
     for video_id, uri in candidates:
         before = prior.get(video_id)
         reason = _why_process(before, uri, fingerprints.get(video_id), model_id, sampling_id, retry_failed)
+        if reason is None and results is not None:
+            reason = _results_change(before, results)
         if reason is None and not consistent.get(video_id, True):
             reason = "clips table does not match the videos row (an interrupted commit)"
         if reason is None:
@@ -131,6 +139,29 @@ def _why_process(
     if retry_failed and before.status != "ok":
         return f"retry after {before.status} (--retry-failed)"
     return None
+
+
+def _results_change(before: PriorVideo | None, results: Mapping[str, Any]) -> str | None:
+    """Why an ok row made with other task/top_k/precision settings is redone, or None.
+
+    A failed row holds no results, so these settings cannot change it.
+    """
+    if before is None or before.status != "ok" or before.results is None or dict(before.results) == dict(results):
+        return None
+    changed = [
+        f"{key} {before.results.get(key, 'none')} -> {results.get(key, 'none')}"
+        for key in sorted({*before.results, *results})
+        if before.results.get(key) != results.get(key)
+    ]
+    return "model settings changed (" + ", ".join(changed) + ")"
+
+
+def reason_counts(decision: Decision) -> dict[str, int]:
+    """How many videos are processed for each reason, most common first."""
+    counts: dict[str, int] = {}
+    for reason in decision.reasons.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def refusal_unchanged(before: PriorVideo | None, uri: str | None, status: str, message: str) -> bool:

@@ -34,7 +34,7 @@ from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
 from vidbatch.errors import Stopped, VideoError
-from vidbatch.incremental import decide, refusal_unchanged
+from vidbatch.incremental import decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
 from vidbatch.stages import DecodeStage, ModelStage
@@ -116,6 +116,7 @@ def run_job(
         consistent=prior.consistent,
         manifest_ids=[*plan.to_process.column("video_id").to_pylist(), *(r.video_id for r in plan.refused)],
         retry_failed=retry_failed,
+        results=config.model.results_settings(),
     )
     refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
     todo = set(decision.process)
@@ -140,6 +141,10 @@ def run_job(
         f"{len(decision.skip)} unchanged{_refreshed_note(refreshed)}, {len(decision.removed)} removed, "
         f"{len(refusals)} refused; model {weights.model_id}"
     )
+    reasons = reason_counts(decision)
+    redone = {reason: count for reason, count in reasons.items() if reason != "new"}
+    if redone:  # a night that redoes a whole library should say why before it spends the hours
+        say("  done again: " + "; ".join(f"{count} {reason}" for reason, count in redone.items()))
 
     patience = config.limits.no_progress_timeout_s
     identity = Identity(model_id=weights.model_id, sampling_id=identity_sampling, run_id=run_id)
@@ -208,6 +213,7 @@ def run_job(
             wall = time.monotonic() - started
             summary = _summary(config, run_id, weights, plan, tally, wall, versions)
             summary["changes"] = changes
+            summary["reasons"] = reasons
             summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
             summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)

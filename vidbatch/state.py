@@ -5,6 +5,8 @@ Only small columns are read (no embeddings), so this stays cheap for large table
 
 from __future__ import annotations
 
+import json
+import posixpath
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +17,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from vidbatch.config import StorageConfig
+from vidbatch.config import ModelConfig, StorageConfig
 from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import PriorVideo, settled_failure
 from vidbatch.schema import VIDEOS
-from vidbatch.storage import delta_storage_options, describe_failure, join_uri, source_fingerprint, stat_video
+from vidbatch.storage import (
+    delta_storage_options,
+    describe_failure,
+    filesystem,
+    join_uri,
+    source_fingerprint,
+    stat_video,
+)
 
 _VIDEO_COLUMNS = [
     "video_id", "uri", "source_fingerprint", "model_id", "sampling_id",
@@ -59,6 +68,7 @@ def load_prior(output: str, storage: StorageConfig) -> PriorState:
 def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     videos_table = open_table(output, "videos", storage)
     rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS).to_pylist() if videos_table is not None else []
+    results = run_results_settings(output, storage, {row["run_id"] for row in rows if row["status"] == "ok" and row["run_id"]})
     videos = {
         row["video_id"]: PriorVideo(
             uri=row["uri"],
@@ -70,6 +80,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
             run_id=row["run_id"],
             num_clips=int(row["num_clips"] or 0),
             error_message=row["error_message"],
+            results=results.get(row["run_id"]),
         )
         for row in rows
     }
@@ -92,6 +103,31 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         frozenset(video_id for video_id, _ in clip_counts),
         videos_version=videos_table.version() if videos_table is not None else None,
     )
+
+
+def run_results_settings(output: str, storage: StorageConfig, run_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """The model settings beyond model_id (task, top_k, precision) each run ran with, from the
+    job it recorded in `_runs/<run_id>/started.json` before it started.
+
+    One small read per run that still has rows, concurrently on object stores. A run whose
+    record is gone or unreadable is left out: its rows are then not redone for these settings
+    (redoing a whole library on a guess would be worse).
+    """
+    if not run_ids:
+        return {}
+    fs, runs_root = filesystem(join_uri(output, "_runs"), storage)
+    paths = {posixpath.join(runs_root, run_id, "started.json"): run_id for run_id in sorted(run_ids)}
+    contents = fs.cat(list(paths), on_error="omit")
+    settings = {}
+    for path, text in contents.items():
+        try:
+            model = json.loads(text)["job"]["model"]
+            settings[paths[path]] = ModelConfig(
+                task=model["task"], top_k=model["top_k"], precision=model["precision"]
+            ).results_settings()
+        except (ValueError, KeyError, TypeError):  # cut short, or written by another tool: unknown
+            continue
+    return settings
 
 
 def fingerprints(
