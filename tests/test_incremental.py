@@ -214,7 +214,9 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     d = media.write_video(lib / "d.avi", num_frames=12, fps=12).path
     write_manifest(tmp_path / "manifest.parquet", {"a": a, "c": c, "junk": junk, "d": d})
     third = run(tmp_path, seeded_weights)
-    assert third.summary["changes"] == {"new": 1, "changed": 1, "retried": 0, "removed": 1, "unchanged": 2, "refreshed": 0}
+    assert third.summary["changes"] == {
+        "new": 1, "changed": 1, "retried": 0, "removed": 1, "unchanged": 2, "refreshed": 0, "leftovers_removed": 0,
+    }  # fmt: skip
     v3 = assert_exact(tmp_path, {"a", "c", "junk", "d"})
     assert v3["a"]["run_id"] == v3["d"]["run_id"] == third.run_id
     assert v3["c"]["run_id"] == v3["junk"]["run_id"] == first.run_id
@@ -440,6 +442,33 @@ def test_crash_between_the_commits_keeps_the_last_run_whole_and_is_repaired(tmp_
         assert after["a"]["run_id"] == repaired.run_id and after["a"]["num_clips"] == 2
     else:
         assert repaired.summary["changes"]["removed"] == 1 and repaired.summary["changes"]["changed"] == 0
+
+
+def test_a_run_that_only_removes_a_dead_runs_clips_commits_and_says_so(tmp_path, seeded_weights, ray_local):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    rows = {name: media.write_video(lib / f"{name}.mp4", num_frames=20, fps=10).path for name in ("a", "b")}
+    write_manifest(tmp_path / "manifest.parquet", rows)
+    run(tmp_path, seeded_weights)
+    seen_before = own_clips(tmp_path)
+    old_bytes, old_stat = rows["a"].read_bytes(), rows["a"].stat()
+
+    media.write_video(rows["a"], num_frames=35, fps=10)
+    assert _cli_run(tmp_path, seeded_weights, {"VIDBATCH_FAULT": "after-clips-commit"}) == 137
+    # a's old bytes come back: the dead run's clip rows are all that is left to deal with
+    rows["a"].write_bytes(old_bytes)
+    os.utime(rows["a"], ns=(old_stat.st_atime_ns, old_stat.st_mtime_ns))
+    clips_version = DeltaTable(str(tmp_path / "out" / "clips")).version()
+
+    lines: list[str] = []
+    code = _cli_run(tmp_path, seeded_weights, {}, output=lines)
+    assert code == 0
+    text = "\n".join(lines)
+    assert "changed nothing" not in text and "committed" in text
+    assert "removed the clips an interrupted run left behind (of 1 video;" in text
+    assert DeltaTable(str(tmp_path / "out" / "clips")).version() == clips_version + 1
+    assert_exact(tmp_path, {"a", "b"})  # no clip row without its videos row
+    assert own_clips(tmp_path) == seen_before
 
 
 def test_sigkill_mid_run_leaves_last_commit_and_rerun_finishes(tmp_path, seeded_weights, ray_local):

@@ -314,6 +314,10 @@ def _headline(summary: dict) -> str:
     )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _summary_text(summary: dict, uri: str) -> str:
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
     changes = summary.get("changes") or {}
@@ -328,6 +332,12 @@ def _summary_text(summary: dict, uri: str) -> str:
         f"{summary['throughput']['video_hours_per_wall_hour']} video-hours/wall-hour",
         f"  summary: {uri}",
     ]
+    if changes.get("leftovers_removed"):
+        lines.insert(
+            3,
+            f"  removed the clips an interrupted run left behind (of {_count(changes['leftovers_removed'], 'video')}; "
+            "no videos row referred to them)",
+        )
     if summary.get("untrained_weights"):
         lines.insert(1, "  NOTE: untrained weights (seeded random init): embeddings and labels are not meaningful")
     return "\n".join(lines)

@@ -186,6 +186,9 @@ def run_job(
             "removed": len(decision.removed),
             "unchanged": len(decision.skip),
             "refreshed": len(refreshed),
+            # clip rows of a run that died between its commits, deleted by this one: a run whose
+            # only work is this tidying still commits, and must not say it changed nothing
+            "leftovers_removed": len(prior.stale_clips),
         }
         # From the first commit to the summary, Ctrl-C waits: an interrupted run would otherwise
         # say "nothing was committed" about a run whose commit had landed, and leave no summary.
