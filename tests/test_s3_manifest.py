@@ -100,7 +100,8 @@ def test_an_output_bucket_that_does_not_exist_is_refused_in_one_line(s3):
     from vidbatch.errors import JobError
     from vidbatch.state import load_prior
 
-    with pytest.raises(JobError, match=r"output 's3://vb-no-such-bucket/out' cannot be read \(OSError") as raised:
+    refusal = r"output 's3://vb-no-such-bucket/out' cannot be read \(its bucket does not exist\)"
+    with pytest.raises(JobError, match=refusal) as raised:
         load_prior("s3://vb-no-such-bucket/out", StorageConfig())
     assert "\n" not in str(raised.value) and "<" not in str(raised.value)  # no XML body from the store
 
@@ -117,6 +118,7 @@ def test_a_manifest_on_a_store_that_cannot_be_reached_is_refused_in_one_line(mon
             raise EndpointConnectionError(endpoint_url="http://127.0.0.1:5999/bucket/m.parquet")
 
     monkeypatch.setattr(manifest_module, "filesystem", lambda uri, storage: (Unreachable(), "bucket/m.parquet"))
-    with pytest.raises(JobError, match=r"manifest 's3://bucket/m.parquet' cannot be read \(EndpointConnectionError") as raised:
+    refusal = r"manifest 's3://bucket/m.parquet' cannot be read \(nothing answers at the endpoint\)"
+    with pytest.raises(JobError, match=refusal) as raised:
         read_manifest("s3://bucket/m.parquet", StorageConfig())
     assert "storage.endpoint_url" in str(raised.value)

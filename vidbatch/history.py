@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.state import open_table
-from vidbatch.storage import describe_failure, filesystem, is_local, join_uri, s3_endpoint
+from vidbatch.storage import explain_failure, filesystem, is_local, join_uri, s3_endpoint
 
 # Files younger than this are never vacuumed: a running job's not-yet-committed files
 # must survive. Runs longer than a week need a longer retention.
@@ -209,25 +209,7 @@ def _storage_errors(output: str, storage: StorageConfig, verb: str) -> Iterator[
     except JobError:
         raise
     except Exception as exc:  # deltalake's OSError, s3fs's ClientError, FileNotFoundError, ...
-        raise JobError(f"output {output!r} cannot be {verb} ({_cause(exc)}); {_what_to_check(output, storage)}") from exc
-
-
-# Substrings of the store's error (deltalake and botocore spell them out) -> what they mean.
-_CAUSES = (
-    (("NoSuchBucket",), "its bucket does not exist"),
-    (("dns error", "Name or service not known", "nodename nor servname"), "the endpoint's host name does not resolve"),
-    (("Connection refused", "client error (Connect)", "Could not connect"), "nothing answers at the endpoint"),
-    (("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"), "access denied"),
-    (("NoCredentialsError", "Unable to locate credentials"), "no credentials were found"),
-)
-
-
-def _cause(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    for needles, meaning in _CAUSES:
-        if any(needle in text for needle in needles):
-            return meaning
-    return describe_failure(exc)
+        raise JobError(f"output {output!r} cannot be {verb} ({explain_failure(exc)}); {_what_to_check(output, storage)}") from exc
 
 
 def _what_to_check(output: str, storage: StorageConfig) -> str:

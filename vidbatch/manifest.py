@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from vidbatch.config import InputPolicy, StorageConfig
 from vidbatch.errors import JobError, Status
 from vidbatch.schema import VIDEOS
-from vidbatch.storage import describe_failure, filesystem
+from vidbatch.storage import explain_failure, filesystem
 from vidbatch.uri_policy import refusal_reason
 
 REQUIRED = ("video_id", "uri")
@@ -54,7 +54,7 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
         raise JobError(f"manifest {uri!r} is not a readable Parquet file: {str(exc)[:200]}") from exc
     except Exception as exc:  # the store itself: endpoint unreachable, no bucket, no credentials, ...
         raise JobError(
-            f"manifest {uri!r} cannot be read ({describe_failure(exc)}); "
+            f"manifest {uri!r} cannot be read ({explain_failure(exc)}); "
             "check the uri, storage.endpoint_url and the job's credentials"
         ) from exc
 

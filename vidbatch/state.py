@@ -23,7 +23,7 @@ from vidbatch.incremental import PriorVideo, settled_failure
 from vidbatch.schema import VIDEOS
 from vidbatch.storage import (
     delta_storage_options,
-    describe_failure,
+    explain_failure,
     filesystem,
     join_uri,
     source_fingerprint,
@@ -60,7 +60,7 @@ def load_prior(output: str, storage: StorageConfig) -> PriorState:
         return _load_prior(output, storage)
     except Exception as exc:  # a missing bucket, an unreachable endpoint, no credentials, ...
         raise JobError(
-            f"output {output!r} cannot be read ({describe_failure(exc)}); "
+            f"output {output!r} cannot be read ({explain_failure(exc)}); "
             "check that its bucket exists, storage.endpoint_url and the job's credentials"
         ) from exc
 

@@ -222,6 +222,25 @@ class _SourceReader:
         self._handle.close()
 
 
+# Substrings of a store's error (deltalake's object_store and botocore spell them out) -> what they mean.
+_CAUSES = (
+    (("NoSuchBucket",), "its bucket does not exist"),
+    (("dns error", "Name or service not known", "nodename nor servname"), "the endpoint's host name does not resolve"),
+    (("Connection refused", "client error (Connect)", "Could not connect"), "nothing answers at the endpoint"),
+    (("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"), "access denied"),
+    (("NoCredentialsError", "Unable to locate credentials"), "no credentials were found"),
+)
+
+
+def explain_failure(exc: BaseException) -> str:
+    """What a failure of the store means, when it is one of the usual ones; else describe_failure."""
+    text = f"{type(exc).__name__}: {exc}"
+    for needles, meaning in _CAUSES:
+        if any(needle in text for needle in needles):
+            return meaning
+    return describe_failure(exc)
+
+
 def describe_failure(exc: BaseException) -> str:
     """`Type: first line of the message` for a one-line error: no query string, no XML body."""
     first = _clean(exc).strip().splitlines()[0] if str(exc).strip() else ""
