@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -480,11 +481,16 @@ def test_sigkill_mid_run_leaves_last_commit_and_rerun_finishes(tmp_path, seeded_
     committed = assert_exact(tmp_path, {"v0"})
 
     write_manifest(tmp_path / "manifest.parquet", rows)
-    code = _cli_run(tmp_path, seeded_weights, {}, kill_after="videos 1/3")
+    lines: list[str] = []
+    code = _cli_run(tmp_path, seeded_weights, {}, kill_after="videos 1/3", output=lines)
     assert code == -signal.SIGKILL
     assert assert_exact(tmp_path, {"v0"}) == committed  # nothing of the dead run is visible
+    (dead_run,) = {line.split()[1].rstrip(":") for line in lines if line.startswith("run ")}
+    left = list(Path(tempfile.gettempdir()).glob(f"vidbatch-spill-{dead_run}-*"))
+    assert left, "the killed driver's spill folder should be there until the next run"
 
     rerun = run(tmp_path, seeded_weights)
+    assert not any(folder.exists() for folder in left)  # the next run removed it
     assert rerun.summary["changes"]["new"] == 3
     final = assert_exact(tmp_path, {"v0", "v1", "v2", "v3"})
     assert final["v0"]["run_id"] == committed["v0"]["run_id"]

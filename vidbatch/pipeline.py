@@ -16,7 +16,6 @@ import queue
 import secrets
 import signal
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -24,7 +23,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -37,6 +35,7 @@ from vidbatch.errors import Stopped, VideoError
 from vidbatch.incremental import decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
+from vidbatch.spill import remove_dead_runs_folders, spill_folder
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import fingerprints, load_prior, refreshed_rows
 
@@ -149,14 +148,17 @@ def run_job(
     patience = config.limits.no_progress_timeout_s
     identity = Identity(model_id=weights.model_id, sampling_id=identity_sampling, run_id=run_id)
     printer = ProgressPrinter(config.resources.progress_interval_s, say)
-    with tempfile.TemporaryDirectory(prefix=f"vidbatch-{run_id}-") as spill:
+    swept = remove_dead_runs_folders()
+    if swept.folders:
+        say(f"removed {swept.folders} spill folder(s) of runs killed earlier on this host ({swept.bytes / 1e6:.1f} MB)")
+    with spill_folder(run_id) as spill:
         collector = Collector(
             plan=work,
             identity=identity,
             categories=weights.categories,
             task=config.model.task,
             top_k=config.model.top_k,
-            spill_dir=Path(spill),
+            spill_dir=spill,
             on_progress=printer,
         )
         collector.add_refreshed(refreshed)
@@ -196,7 +198,7 @@ def run_job(
             commit_started = time.monotonic()
             versions = commit_tables(
                 config.output,
-                Path(spill),
+                spill,
                 run_id=run_id,
                 replace_ids=todo | set(decision.removed) | {r.video_id for r in work.refused},
                 storage=config.storage,
