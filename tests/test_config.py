@@ -103,3 +103,62 @@ def test_a_job_file_that_is_not_utf8_or_is_a_directory_is_named(tmp_path):
         load_job(latin)
     with pytest.raises(JobError, match="is a directory"):
         load_job(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ("{allowed_schemes: [file, htpp]}", "inputs.allowed_schemes=\\['file', 'htpp'\\]: Value error, 'htpp' is not a scheme"),
+        ("{allowed_schemes: [ffmpeg]}", "'ffmpeg' is not a scheme vidbatch can read"),
+        ("{allowed_schemes: ['s3://']}", "inputs.allowed_schemes=\\['s3://'\\]: .*give the scheme alone \\(e.g. 's3'\\)"),
+        ("{allowed_schemes: ['s3://media/videos']}", "'s3://media/videos' is not a scheme.*a bucket or prefix cannot"),
+        ("{allowed_schemes: []}", "inputs.allowed_schemes=\\[\\]: .*every manifest row would be refused"),
+        ("{allowed_schemes: [local]}", "'local' .*would bypass inputs.allowed_roots.*write 'file'"),
+        ("{allowed_schemes: [simplecache]}", "'simplecache' .*would bypass inputs.allowed_roots"),
+        ("{allowed_roots: ['s3://media/videos']}", "inputs.allowed_roots=\\['s3://media/videos'\\]: .*is a uri: roots confine"),
+        ("{allowed_roots: ['file://videos/lib']}", "'file://videos/lib' names the host 'videos'"),
+        ("{allowed_roots: ['~/videos']}", "inputs.allowed_roots=\\['~/videos'\\]: .*give the absolute path"),
+        ("{allowed_roots: ['']}", "inputs.allowed_roots=\\[''\\]: .*an empty root"),
+    ],
+)
+def test_input_policy_that_cannot_work_is_refused_at_load(tmp_path, inputs, message):
+    with pytest.raises(JobError, match=message):
+        load_job(write(tmp_path, BASE + f"inputs: {inputs}\n"))
+
+
+def test_input_policy_is_normalised_where_it_has_one_meaning(tmp_path):
+    from vidbatch.uri_policy import refusal_reason
+
+    # Schemes are case-insensitive and a manifest uri's is compared lowercased: 'S3' can only mean 's3'.
+    job = load_job(write(tmp_path, BASE + "inputs: {allowed_schemes: [File, S3, HTTPS]}\n"))
+    assert job.inputs.allowed_schemes == ("file", "s3", "https")
+    assert refusal_reason("S3://bucket/a.mp4", job.inputs) is None
+    assert refusal_reason("https://host/a.mp4", job.inputs) is None
+    # A file:// root is the folder it names (it used to be compared as a path, "<cwd>/file:/...": nothing matched).
+    lib = tmp_path / "my lib"
+    lib.mkdir()
+    job = load_job(write(tmp_path, BASE), [f"inputs.allowed_roots=['{lib.as_uri()}']"])
+    assert job.inputs.allowed_roots == (str(lib),)
+    assert refusal_reason(str(lib / "a.mp4"), job.inputs) is None
+    assert refusal_reason(str(tmp_path / "a.mp4"), job.inputs) is not None
+    # A relative root is kept, resolved against the current directory like a relative manifest
+    # (vidbatch submit makes it absolute for the cluster: tests/test_cluster.py).
+    assert load_job(write(tmp_path, BASE + "inputs: {allowed_roots: [lib]}\n")).inputs.allowed_roots == ("lib",)
+
+
+def test_vidbatch_check_settings_only_refuses_a_bad_input_policy(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "job.yaml").write_text(BASE)
+    check = [sys.executable, "-m", "vidbatch.cli", "check", "job.yaml", "--settings-only", "--set"]
+    for override, message in [
+        ("inputs.allowed_schemes=[htpp]", "vidbatch: job.yaml: inputs.allowed_schemes=['htpp']: Value error, 'htpp' is not"),
+        ("inputs.allowed_schemes=[]", "inputs.allowed_schemes=[]: Value error, no scheme is allowed"),
+        ("inputs.allowed_roots=[s3://b/v]", "inputs.allowed_roots=['s3://b/v']: Value error, 's3://b/v' is a uri"),
+    ]:
+        done = subprocess.run([*check, override], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+        assert done.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]

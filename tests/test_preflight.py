@@ -83,3 +83,17 @@ def test_vidbatch_check_refuses_what_the_run_refuses_and_says_what_the_run_would
     # --settings-only: the settings alone, for a job whose manifest lives where the run will be
     assert main(["check", str(path), "--settings-only", "--set", "manifest=s3://elsewhere/m.parquet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_gpus_this_machine_lacks_are_said_not_refused(tmp_path, manifest, monkeypatch):
+    """`check` has no --address: the job may be meant for a cluster with GPUs, so it says what a run here would refuse."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU for a local Ray, even on a machine that has some
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray"))  # no `ray start`ed cluster of this host to join
+    monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    lines = preflight(job(tmp_path, resources={"model_gpus": 1})).lines()
+    assert lines[-1].startswith("gpus: resources.model_gpus=1 but this machine has 0 GPUs, and a run here starts its own Ray")
+    assert "`vidbatch run` here would refuse it" in lines[-1]
+    assert not any(line.startswith("gpus:") for line in preflight(job(tmp_path)).lines())
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")  # a run would join that cluster: its GPUs are known there
+    assert not any(line.startswith("gpus:") for line in preflight(job(tmp_path, resources={"model_gpus": 1})).lines())

@@ -122,10 +122,89 @@ class LimitsConfig(_Frozen):
     no_progress_timeout_s: float = Field(1800.0, gt=0)  # the run stops waiting when nothing finishes for this long
 
 
+# fsspec protocols that open another URL or a local path written inside the uri (caches, archives,
+# a directory view, "local" as a second name for file). uri_policy applies allowed_roots to `file`
+# uris only, so allowing one of these would let a manifest reach local files outside the roots.
+_WRAPPING_SCHEMES = frozenset(
+    {
+        "local", "asynclocal", "dir", "blockcache", "cached", "filecache", "simplecache", "reference",
+        "zip", "tar", "libarchive", "generic", "async_wrapper", "asyncwrapper", "dask", "git", "dvc",
+    }
+)  # fmt: skip
+_SCHEME_EXAMPLES = "file, s3, gs, gcs, az, abfs, memory, http, https"
+
+
 class InputPolicy(_Frozen):
+    # Schemes (`scheme_of` of a manifest uri: lowercase, a plain path is `file`) a row may use.
     allowed_schemes: tuple[str, ...] = ("file", "s3", "gs", "gcs", "az", "abfs", "memory")
-    # Local roots a file:// or plain path must lie under; empty means no restriction.
+    # Local roots a file:// or plain path must lie under; empty means no restriction. A relative
+    # root is resolved against the current directory, as a relative manifest or output is
+    # (`vidbatch submit` makes it absolute for the cluster).
     allowed_roots: tuple[str, ...] = ()
+
+    @field_validator("allowed_schemes")
+    @classmethod
+    def _readable_schemes(cls, schemes: tuple[str, ...]) -> tuple[str, ...]:
+        from fsspec.registry import known_implementations, registry
+
+        if not schemes:
+            raise ValueError(
+                "no scheme is allowed, so every manifest row would be refused as invalid_uri; list the schemes "
+                "the manifest uses (e.g. [file, s3]) or leave the key out for the defaults"
+            )
+        readable = {"file"} | set(known_implementations) | set(registry)
+        normalised = []
+        for given in schemes:
+            # Schemes are case-insensitive (RFC 3986) and scheme_of() lowercases a uri's, so 'S3'
+            # can only mean 's3'. 's3://...' is refused rather than trimmed: it may be meant as a
+            # bucket or prefix to confine reads to, which a scheme cannot do, and trimming it
+            # would silently allow the whole store.
+            scheme = given.lower()
+            if ":" in scheme or "/" in scheme:
+                alone = scheme.split(":", 1)[0]
+                raise ValueError(
+                    f"{given!r} is not a scheme: give the scheme alone (e.g. {alone!r}); a bucket or prefix cannot be "
+                    "allowed here, only a whole scheme"
+                )
+            if scheme in _WRAPPING_SCHEMES:
+                instead = " (write 'file' for local files)" if scheme in ("local", "asynclocal") else ""
+                raise ValueError(
+                    f"{given!r} opens another uri or a local path given inside the uri, which would bypass "
+                    f"inputs.allowed_roots; allow the scheme of the files themselves{instead}"
+                )
+            if scheme not in readable:
+                raise ValueError(
+                    f"{given!r} is not a scheme vidbatch can read (fsspec has no filesystem for it); e.g. {_SCHEME_EXAMPLES}"
+                )
+            normalised.append(scheme)
+        return tuple(normalised)
+
+    @field_validator("allowed_roots")
+    @classmethod
+    def _local_roots(cls, roots: tuple[str, ...]) -> tuple[str, ...]:
+        import os
+        from urllib.parse import unquote, urlsplit
+
+        normalised = []
+        for root in roots:
+            if not root.strip():
+                raise ValueError("an empty root names no folder (it would mean the current directory); give an absolute path")
+            parts = urlsplit(root)
+            if len(parts.scheme) > 1:  # one letter is a Windows drive (C:\videos), as in storage.scheme_of
+                if parts.scheme.lower() != "file":
+                    raise ValueError(
+                        f"{root!r} is a uri: roots confine local files (plain paths and file:// uris) only and would "
+                        "confine nothing in an object store; limit those with inputs.allowed_schemes and the store's "
+                        "own permissions, and give roots as local folders"
+                    )
+                if parts.netloc not in ("", "localhost"):
+                    raise ValueError(f"{root!r} names the host {parts.netloc!r}; a local folder is 'file:///path' or '/path'")
+                # uri_policy compares real paths: the folder the file:// uri names, as storage.local_path reads one.
+                root = unquote(parts.path)
+            if root.startswith("~"):
+                raise ValueError(f"{root!r}: '~' is not expanded here; give the absolute path, e.g. {os.path.expanduser(root)!r}")
+            normalised.append(root)
+        return tuple(normalised)
 
 
 class JobConfig(_Frozen):

@@ -31,10 +31,11 @@ from vidbatch import __version__
 from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
-from vidbatch.errors import Stopped, VideoError
+from vidbatch.errors import JobError, Stopped, VideoError
 from vidbatch.incremental import decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
+from vidbatch.preflight import refuse_gpus_missing_here
 from vidbatch.spill import remove_dead_runs_folders, spill_folder
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import fingerprints, load_prior, refreshed_rows
@@ -80,6 +81,9 @@ def run_job(
     identity_sampling = config.sampling.sampling_id()
 
     timings: dict[str, float] = {}
+    # GPUs a Ray started here would lack are refused now, not after Ray's start with a started.json
+    # left behind. (Ray's modules it imports are imported here, before the weights' thread starts.)
+    refuse_gpus_missing_here(config.resources, address)
     manifest = read_manifest(config.manifest, config.storage)
     plan = make_plan(manifest, config.inputs)
     # The weights (torch's import: seconds) resolve on a thread while the previous runs' state is
@@ -166,7 +170,11 @@ def run_job(
             with _timed(timings, "ray_start_s"):
                 ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
             timings["to_pipeline_s"] = time.monotonic() - started
-            dataset = _build_dataset(ray, config, work.to_process, weights)
+            try:
+                dataset = _build_dataset(ray, config, work.to_process, weights)
+            except JobError:  # the cluster lacks what the job asks for (_placement): refused before any work
+                _forget_started(config, run_id)
+                raise
             with _timed(timings, "pipeline_s"):
                 finished = _drain(dataset, collector, no_progress_timeout_s=patience)
         else:
@@ -534,10 +542,8 @@ def _placement(ray: Any, resources: Any) -> tuple[float, int, int]:
     gpus = max(now.get("GPU", 0), most.get("GPU", 0))
     model_gpus = resources.model_gpus if resources.model_gpus is not None else (1.0 if gpus >= 1 else 0.0)
     if model_gpus > gpus:
-        from vidbatch.errors import JobError
-
         raise JobError(
-            f"resources.model_gpus={model_gpus} but the cluster has {now.get('GPU', 0):g} GPUs and no autoscaler "
+            f"resources.model_gpus={model_gpus:g} but the cluster has {now.get('GPU', 0):g} GPUs and no autoscaler "
             "configured to add more; set resources.model_gpus: 0 to run the model on CPUs, or keep at least "
             "one GPU worker running (min replicas 1)"
         )
@@ -547,6 +553,26 @@ def _placement(ray: Any, resources: Any) -> tuple[float, int, int]:
     if resources.decode_actors:
         return model_gpus, min(resources.decode_actors, fits_now), resources.decode_actors
     return model_gpus, fits_now, max(fits_now, fits_max)
+
+
+def _forget_started(config: JobConfig, run_id: str) -> None:
+    """Remove the started.json of a run refused before any work, and its folders if that leaves them empty.
+
+    Nothing else of the run exists yet; left behind, the file would look like a run that died.
+    """
+    from vidbatch.storage import filesystem, is_local, join_uri
+
+    try:
+        fs, path = filesystem(join_uri(config.output, "_runs", run_id, "started.json"), config.storage)
+        fs.rm(path)
+    except Exception as exc:  # the refusal is the news: a file that stays is only untidy
+        log.warning("could not remove %s/_runs/%s/started.json: %s", config.output, run_id, exc)
+        return
+    if is_local(config.output):
+        run_folder = os.path.dirname(path)
+        for folder in (run_folder, os.path.dirname(run_folder)):  # <run_id>/, then _runs/ if no other run is there
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 def _autoscaler_max_resources() -> dict[str, float]:

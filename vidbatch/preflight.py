@@ -4,17 +4,20 @@ The same steps the run takes before any work (read the manifest, plan it, resolv
 weights, read the output's tables), plus a test that a local output can be created (an
 empty directory made and removed at once). Nothing is left behind and no Ray is started.
 Write access to an object store cannot be known without writing, so the run tests it when
-it starts (started.json).
+it starts (started.json). GPUs asked for that this machine lacks are a note, not a refusal:
+`check` has no --address, and the job may be meant for a cluster.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidbatch.config import JobConfig
+from vidbatch.config import JobConfig, ResourcesConfig
 from vidbatch.errors import JobError
 from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
@@ -32,6 +35,7 @@ class Preflight:
     untrained: bool
     prior_videos: int
     output_checked: bool  # False: an object store, whose write access the run tests
+    notes: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         lines = [
@@ -44,7 +48,7 @@ class Preflight:
         ]
         if not self.output_checked:
             lines.append("output: write access to the object store is tested when the run starts")
-        return lines
+        return lines + list(self.notes)
 
 
 def preflight(config: JobConfig) -> Preflight:
@@ -57,6 +61,8 @@ def preflight(config: JobConfig) -> Preflight:
     local = is_local(config.output)
     if local:
         _check_local_output(config.output)
+    # `check` has no --address: the job may be meant for a cluster, so GPUs missing here are a note.
+    missing_gpus = gpus_missing_here(config.resources, address=None)
     return Preflight(
         manifest_rows=plan.manifest_rows,
         to_process=plan.to_process.num_rows,
@@ -66,7 +72,69 @@ def preflight(config: JobConfig) -> Preflight:
         untrained=weights.untrained,
         prior_videos=len(prior.videos),
         output_checked=local,
+        notes=(
+            f"gpus: {missing_gpus}: `vidbatch run` here would refuse it; a run on a cluster (--address, RAY_ADDRESS, "
+            "vidbatch submit) checks the cluster's GPUs when it connects",
+        )
+        if missing_gpus
+        else (),
     )
+
+
+def refuse_gpus_missing_here(resources: ResourcesConfig, address: str | None) -> None:
+    """`vidbatch run`: GPUs asked for that a local Ray would not have are refused before anything is written."""
+    missing = gpus_missing_here(resources, address)
+    if missing:
+        raise JobError(f"{missing}; set resources.model_gpus: 0 to run the model on CPUs, or run it on a cluster with GPUs")
+
+
+def gpus_missing_here(resources: ResourcesConfig, address: str | None) -> str | None:
+    """What is wrong when resources.model_gpus asks for more GPUs than the Ray a run would start here has.
+
+    Known up front only for a run that starts its own Ray on this machine (no address, no
+    RAY_ADDRESS, no Ray running in this process or started on this host by `ray start`); a
+    cluster's GPUs, and its autoscaler's, are known once connected (pipeline._placement).
+    """
+    wanted = resources.model_gpus
+    if not wanted or address or os.environ.get("RAY_ADDRESS"):
+        return None
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return None
+    gpus = local_gpus()
+    if gpus is None or wanted <= gpus:
+        return None
+    return (
+        f"resources.model_gpus={wanted:g} but this machine has {gpus:g} GPUs, and a run here starts its own Ray "
+        "(no --address or RAY_ADDRESS)"
+    )
+
+
+def local_gpus() -> float | None:
+    """The GPUs a Ray started here by ray.init() would have, found the way Ray finds them; None when unknown.
+
+    Ray counts them through its accelerator managers (NVML for NVIDIA, and AMD, Intel, ...), capped
+    by CUDA_VISIBLE_DEVICES (or the vendor's variable), unless RAY_OVERRIDE_RESOURCES says how many.
+    torch.cuda.device_count() would say 0 on a GPU machine with a CPU build of torch, where Ray
+    still offers the GPUs. These are Ray's private APIs: if they change, the check is left to
+    the run's placement, after Ray starts.
+    """
+    try:
+        from ray._private import accelerators, services
+
+        if services.find_bootstrap_address(None) is not None:
+            return None  # ray.init() would join the cluster `ray start` runs on this host
+        override = json.loads(os.environ.get("RAY_OVERRIDE_RESOURCES") or "{}").get("GPU")
+        if override is not None:
+            return float(override)
+        manager = accelerators.get_accelerator_manager_for_resource("GPU")
+        if manager is None:
+            return 0.0
+        count = manager.get_current_node_num_accelerators()
+        visible = manager.get_current_process_visible_accelerator_ids()
+        return float(count if visible is None else min(count, len(visible)))
+    except Exception:
+        return None
 
 
 def _check_local_output(output: str) -> None:
