@@ -1,5 +1,7 @@
 """`vidbatch check`'s preflight: what `vidbatch run` refuses, found without running (no Ray, nothing left)."""
 
+import sys
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -91,6 +93,8 @@ def test_gpus_this_machine_lacks_are_said_not_refused(tmp_path, manifest, monkey
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "ray"))  # no `ray start`ed cluster of this host to join
     monkeypatch.delenv("RAY_OVERRIDE_RESOURCES", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if "ray" in sys.modules:  # the suite's own Ray (ray_local) must not make this process look connected
+        monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: False)
     lines = preflight(job(tmp_path, resources={"model_gpus": 1})).lines()
     assert lines[-1].startswith("gpus: resources.model_gpus=1 but this machine has 0 GPUs, and a run here starts its own Ray")
     assert "`vidbatch run` here would refuse it" in lines[-1]
