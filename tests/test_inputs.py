@@ -210,3 +210,43 @@ def test_unusable_weights_are_refused_before_ray_starts_and_leave_nothing(tmp_pa
     with pytest.raises(JobError, match="model.weights"):
         pipeline.run_job(config, progress=lambda line: None)
     assert not (tmp_path / "out").exists()  # no started.json: a refused run leaves nothing
+
+
+@pytest.fixture
+def scheme_without_its_package():
+    """An fsspec protocol whose implementation is not installed, as gs:// is without gcsfs."""
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    from vidbatch.storage import missing_filesystem
+
+    fsspec.register_implementation("vbnopkg", "vidbatch_no_such_package.NoFS", errtxt="Install vidbatch-no-such-package")
+    missing_filesystem.cache_clear()
+    yield "vbnopkg"
+    known_implementations.pop("vbnopkg", None)
+    missing_filesystem.cache_clear()
+
+
+def test_rows_whose_scheme_needs_a_package_that_is_not_installed_are_refused_naming_it(scheme_without_its_package):
+    # Before: such rows went to the decoders, each failed with an ImportError traceback on stderr and
+    # was written as decode_error ("unexpected decoder failure"), a status that is never retried.
+    scheme = scheme_without_its_package
+    manifest = pa.table({"video_id": ["a", "b"], "uri": ["/v/a.mp4", f"{scheme}://bucket/b.mp4"]})
+    result = plan(manifest, InputPolicy(allowed_schemes=("file", scheme)))
+    assert result.to_process.column("video_id").to_pylist() == ["a"]
+    [refused] = result.refused
+    assert (refused.video_id, refused.status) == ("b", "invalid_uri")
+    assert "Install vidbatch-no-such-package" in refused.message
+    assert f"drop '{scheme}' from inputs.allowed_schemes" in refused.message
+
+
+def test_store_failures_are_explained():
+    from vidbatch.storage import explain_failure
+
+    assert explain_failure(ImportError("Please install gcsfs to access Google Storage")) == (
+        "a package it needs is not installed here; Please install gcsfs to access Google Storage"
+    )
+    # object_store's chain when a cloud's metadata server refuses a token: no credentials, not a refusal
+    token = OSError("Generic GCS error\n Error performing token request\n  403 Forbidden")
+    assert explain_failure(token).startswith("no credentials were found")
+    assert explain_failure(OSError("Generic S3 error: 403 Forbidden")) == "access denied"

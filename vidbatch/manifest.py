@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from vidbatch.config import InputPolicy, StorageConfig
 from vidbatch.errors import JobError, Status
 from vidbatch.schema import VIDEOS
-from vidbatch.storage import explain_failure, filesystem
+from vidbatch.storage import explain_failure, filesystem, missing_filesystem, scheme_of
 from vidbatch.uri_policy import refusal_reason
 
 REQUIRED = ("video_id", "uri")
@@ -86,7 +86,7 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
             duplicates += 1  # the first row wins; DESIGN: counted, no row of its own
             continue
         seen.add(video_id)
-        reason = refusal_reason(uri, policy)
+        reason = refusal_reason(uri, policy) or missing_filesystem(scheme_of(uri))
         if reason is not None:
             refused.append(Refusal(video_id, uri, "invalid_uri", reason, extra_rows[row]))
             continue

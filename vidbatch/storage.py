@@ -7,6 +7,7 @@ settings (endpoint, region) come from the job file.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,28 @@ def scheme_of(uri: str) -> str:
     scheme = urlsplit(uri).scheme
     # "C:\\videos" or a bare path: local.
     return "file" if len(scheme) <= 1 else scheme.lower()
+
+
+@functools.cache
+def missing_filesystem(scheme: str) -> str | None:
+    """Why this process cannot read `scheme` URIs (its fsspec implementation is not installed), or None.
+
+    fsspec knows gs/az/... by name but imports gcsfs/adlfs only on first use; asked once per scheme
+    so that a manifest's rows can be refused with the fix instead of failing one by one in the decoders.
+    """
+    if scheme == "file":
+        return None
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as exc:
+        hint = str(exc).strip().splitlines()[0] if str(exc).strip() else "a package it needs is missing"
+        return (
+            f"reading {scheme}:// needs a package that is not installed where this run reads its inputs ({hint}); "
+            f"install it there, or drop {scheme!r} from inputs.allowed_schemes"
+        )
+    except ValueError:  # not an fsspec protocol at all: the uri policy names it
+        return None
+    return None
 
 
 def is_local(uri: str) -> bool:
@@ -230,11 +253,18 @@ _CAUSES = (
     (("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"), "access denied"),
     (("NoCredentialsError", "Unable to locate credentials"), "no credentials were found"),
 )
+# Checked before _CAUSES: object_store asking a cloud's metadata server for a token and being refused
+# (a "403 Forbidden" in its chain) means no credentials were found, not that the bucket refused them.
+_NO_TOKEN = ("Error performing token request",)
 
 
 def explain_failure(exc: BaseException) -> str:
     """What a failure of the store means, when it is one of the usual ones; else describe_failure."""
+    if isinstance(exc, ImportError):  # fsspec names the package to install (gcsfs, adlfs, ...)
+        return f"a package it needs is not installed here; {_clean(exc).strip().splitlines()[0]}"
     text = f"{type(exc).__name__}: {exc}"
+    if any(needle in text for needle in _NO_TOKEN):
+        return "no credentials were found; the cloud's metadata server gave no token"
     for needles, meaning in _CAUSES:
         if any(needle in text for needle in needles):
             return meaning
