@@ -15,6 +15,7 @@ import os
 import queue
 import secrets
 import signal
+import socket
 import sys
 import threading
 import time
@@ -168,7 +169,11 @@ def run_job(
         collector.add_refreshed(refreshed)
         if work.to_process.num_rows:
             with _timed(timings, "ray_start_s"):
-                ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
+                try:
+                    ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
+                except JobError:  # no cluster at the address: refused before any work
+                    _forget_started(config, run_id)
+                    raise
             timings["to_pipeline_s"] = time.monotonic() - started
             try:
                 dataset = _build_dataset(ray, config, work.to_process, weights)
@@ -618,9 +623,31 @@ def _ensure_ray(address: str | None) -> Any:
         # it starts without the dashboard (~1 s less start-up); VIDBATCH_LOCAL_DASHBOARD=1 keeps it.
         local_dashboard = os.environ.get("VIDBATCH_LOCAL_DASHBOARD") == "1"
         dashboard = None if address or local_dashboard else False  # None: Ray's default
+        refuse_unreachable(address)
         ray.init(address=address, include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=True)
         stop_on_sigterm()  # ray.init installs its own handler, which dumps a native stack and dies
     return ray
+
+
+def refuse_unreachable(address: str | None, *, timeout_s: float = 10.0) -> None:
+    """JobError when nothing answers at a host:port Ray address.
+
+    ray.init retries a GCS that does not answer for ever (a warning every 35 s), so a wrong
+    --address or RAY_ADDRESS would hang a nightly run instead of failing it.
+    """
+    if not address or address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port: Ray says what is wrong with it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise JobError(
+            f"nothing answers at the Ray address {address!r} ({type(exc).__name__}: {exc}); check the address "
+            "(--address or RAY_ADDRESS) and that the cluster is up (`ray status` on its head node)"
+        ) from exc
 
 
 def stop_on_sigterm() -> None:

@@ -1,0 +1,31 @@
+"""A Ray address where nothing answers is refused at once: ray.init would retry it for ever."""
+
+import socket
+
+import pytest
+
+from vidbatch.errors import JobError
+from vidbatch.pipeline import refuse_unreachable
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_nothing_answering_at_the_address_is_refused_naming_it(form):
+    address = form.format(port=_closed_port())
+    with pytest.raises(JobError, match="nothing answers at the Ray address") as raised:
+        refuse_unreachable(address, timeout_s=2.0)
+    assert repr(address) in str(raised.value) and "ray status" in str(raised.value)
+
+
+def test_a_listening_address_and_ray_s_own_forms_pass():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        refuse_unreachable(f"127.0.0.1:{server.getsockname()[1]}", timeout_s=2.0)
+    for address in (None, "", "auto", "local"):
+        refuse_unreachable(address)
