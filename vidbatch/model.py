@@ -51,8 +51,12 @@ STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
-def ways_to_provide(arch: str, name: str = "IMAGENET1K_V2") -> str:
-    """The ways to get weights onto a machine without internet; every weights error ends with this."""
+def ways_to_provide(arch: str, name: str | None = None) -> str:
+    """The ways to get weights onto a machine without internet; every weights error ends with this.
+
+    Without a name, the arch's default weights are named (resnet18 has no IMAGENET1K_V2).
+    """
+    name = name or get_model_weights(arch).DEFAULT._name_
     return (
         "Provide the weights one of these ways: "
         f"(1) copy torchvision's checkpoint file for {arch} {name} into $TORCH_HOME/hub/checkpoints/ "

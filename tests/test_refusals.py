@@ -1,4 +1,4 @@
-"""A Ray address where nothing answers is refused at once: ray.init would retry it for ever."""
+"""Refusals that name the fix: a Ray address where nothing answers (ray.init would retry it for ever), weights advice."""
 
 import socket
 
@@ -29,3 +29,15 @@ def test_a_listening_address_and_ray_s_own_forms_pass():
         refuse_unreachable(f"127.0.0.1:{server.getsockname()[1]}", timeout_s=2.0)
     for address in (None, "", "auto", "local"):
         refuse_unreachable(address)
+
+
+def test_weights_advice_names_weights_the_arch_has():
+    from torchvision.models import get_model_weights
+
+    from vidbatch.model import ways_to_provide
+
+    for arch in ("resnet18", "resnet50"):
+        advice = ways_to_provide(arch)
+        name = get_model_weights(arch).DEFAULT._name_
+        assert f"stage {name} --arch {arch}" in advice
+    assert "IMAGENET1K_V2" not in ways_to_provide("resnet18")
