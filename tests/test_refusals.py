@@ -41,3 +41,19 @@ def test_weights_advice_names_weights_the_arch_has():
         name = get_model_weights(arch).DEFAULT._name_
         assert f"stage {name} --arch {arch}" in advice
     assert "IMAGENET1K_V2" not in ways_to_provide("resnet18")
+
+
+def test_manifest_build_without_credentials_says_so_instead_of_a_traceback(monkeypatch, tmp_path):
+    # botocore's NoCredentialsError is not an OSError: it used to escape as a traceback.
+    from vidbatch.config import StorageConfig
+    from vidbatch.manifest_build import list_videos
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    storage = StorageConfig(endpoint_url=f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(JobError, match="source 's3://bucket/videos/' cannot be listed") as raised:
+        list_videos("s3://bucket/videos/", storage)
+    assert "no credentials were found" in str(raised.value)

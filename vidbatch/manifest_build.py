@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
-from vidbatch.storage import filesystem, is_local, modified_time, scheme_of
+from vidbatch.storage import explain_failure, filesystem, is_local, modified_time, scheme_of
 
 # Containers FFmpeg opens in vidbatch.decode (FORMAT_WHITELIST), by their usual file names.
 VIDEO_EXTENSIONS = frozenset(
@@ -66,8 +66,11 @@ def list_videos(source: str, storage: StorageConfig, extensions: frozenset[str] 
         raise
     except PermissionError as exc:
         raise JobError(f"source {source!r}: access denied; the job's identity needs list and read access") from exc
-    except OSError as exc:
-        raise JobError(f"source {source!r} cannot be listed ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    except Exception as exc:  # OSError, and botocore's own (no credentials, endpoint unreachable)
+        raise JobError(
+            f"source {source!r} cannot be listed ({explain_failure(exc)}); check the uri, storage.endpoint_url "
+            "and the job's credentials"
+        ) from exc
     root = root.rstrip("/")
     rows: list[dict[str, Any]] = []
     skipped = 0
@@ -97,8 +100,11 @@ def build_manifest(source: str, output: str, storage: StorageConfig) -> BuildRes
             fs.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with fs.open(path, "wb") as handle:
             pq.write_table(table, handle)
-    except OSError as exc:
-        raise JobError(f"manifest {output!r} cannot be written ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    except Exception as exc:  # OSError, and botocore's own (no credentials, endpoint unreachable)
+        raise JobError(
+            f"manifest {output!r} cannot be written ({explain_failure(exc)}); check the uri, storage.endpoint_url "
+            "and the job's credentials"
+        ) from exc
     total = sum(table.column("size").to_pylist()) if table.num_rows else 0
     return BuildResult(manifest_uri=output, videos=table.num_rows, skipped=skipped, total_bytes=total)
 
