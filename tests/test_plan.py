@@ -32,3 +32,23 @@ def test_plan_probes_and_estimates_without_writing(tmp_path, library):
     text = format_report(report)
     assert "CPU:GPU" in text and "estimate" in text and "not_found" in text
     assert not (tmp_path / "out").exists()  # a dry run
+
+
+def test_cluster_sizes_that_make_no_sense_are_refused_naming_them():
+    # Before: `--cpus -4 --gpus 1` printed an estimate for "-4 CPUs", and --gpus without --cpus was ignored.
+    import pytest
+
+    from vidbatch.errors import JobError
+    from vidbatch.plan_probe import check_args
+
+    for cpus, gpus, says in [
+        (-4, 1, "--cpus -4"),
+        (0, 0, "--cpus 0"),
+        (None, 2, "--gpus 2 needs --cpus"),
+        (4, -1, "--gpus -1"),
+        (1, 1, "--cpus 1 --gpus 1"),
+    ]:
+        with pytest.raises(JobError, match=says):
+            check_args(3, 30, cpus, gpus)
+    check_args(3, 30, 16, 1)
+    check_args(3, 30, None, 0)

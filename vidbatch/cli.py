@@ -291,7 +291,7 @@ def _plan(args: argparse.Namespace) -> int:
     from vidbatch.config import load_job
     from vidbatch.plan_probe import check_args, format_report, make_plan
 
-    check_args(args.probe, args.metadata)
+    check_args(args.probe, args.metadata, args.cpus, args.gpus)
     config = load_job(args.job, args.overrides)
     say = (lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
     report = make_plan(

@@ -349,6 +349,17 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def check_args(probe_videos: int, metadata_videos: int) -> None:
+def check_args(probe_videos: int, metadata_videos: int, cluster_cpus: int | None = None, cluster_gpus: int = 0) -> None:
     if probe_videos < 1 or metadata_videos < 1:
         raise JobError("--probe and --metadata must be at least 1")
+    if cluster_cpus is not None and cluster_cpus < 1:
+        raise JobError(f"--cpus {cluster_cpus}: a cluster needs at least 1 CPU")
+    if cluster_gpus < 0:
+        raise JobError(f"--gpus {cluster_gpus}: cannot be negative")
+    if cluster_gpus and cluster_cpus is None:
+        raise JobError(f"--gpus {cluster_gpus} needs --cpus (the cluster's CPUs) to estimate a cluster")
+    if cluster_gpus and cluster_cpus is not None and cluster_cpus <= cluster_gpus:
+        raise JobError(
+            f"--cpus {cluster_cpus} --gpus {cluster_gpus}: each GPU's model actor takes a CPU, which leaves none "
+            "to decode; give more CPUs than GPUs"
+        )
