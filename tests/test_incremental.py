@@ -337,13 +337,17 @@ def _cli_run(
     *,
     kill_after: str | None = None,
     term_after: str | None = None,
+    term_delay_s: float = 0.0,
+    own_ray: bool = False,
     overrides: tuple[str, ...] = (),
     output: list[str] | None = None,
 ) -> int:
-    """`vidbatch run` as its own driver process, on the test session's Ray (as on a cluster)."""
+    """`vidbatch run` as its own driver process, on the test session's Ray (as on a cluster), or
+    on a Ray it starts itself (own_ray, as a run on one machine)."""
     import ray
 
-    env_extra = {**env_extra, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    if not own_ray:
+        env_extra = {**env_extra, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     job = tmp_path / "job.yaml"
     raw = job_dict(tmp_path, weights)
     raw["resources"]["progress_interval_s"] = 0.1
@@ -367,6 +371,7 @@ def _cli_run(
             os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
             break
         if term_after and term_after in line:
+            time.sleep(term_delay_s)
             proc.send_signal(signal.SIGTERM)  # the driver only, as `vidbatch stop` or Kubernetes would
             term_after = None
         assert time.monotonic() < deadline, "run did not finish in time"
@@ -400,6 +405,34 @@ def test_sigterm_stops_a_run_with_one_line_and_commits_nothing(tmp_path, seeded_
     assert code == 143, text
     assert "vidbatch: stopped by SIGTERM; nothing was committed by this run" in text
     assert "Traceback" not in text and "SIGTERM received" not in text
+    assert not (tmp_path / "out" / "videos").exists()
+
+
+@pytest.mark.parametrize(
+    ("term_after", "term_delay_s"),
+    [
+        (" to decode ", 0.3),  # while ray.init starts the run's own Ray (seconds)
+        ("videos 1/", 0.0),  # while the pipeline runs
+    ],
+    ids=["ray-starting", "pipeline-running"],
+)
+def test_sigterm_to_a_run_with_its_own_ray_is_one_line_whenever_it_comes(
+    tmp_path, seeded_weights, ray_local, term_after, term_delay_s
+):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    paths = {k: media.write_video(lib / f"{k}.mp4", num_frames=60, fps=10).path for k in ("a", "b", "c")}
+    write_manifest(tmp_path / "manifest.parquet", paths)
+    output: list[str] = []
+    code = _cli_run(tmp_path, seeded_weights, {}, term_after=term_after, term_delay_s=term_delay_s, own_ray=True, output=output)
+    text = "".join(output)
+    # Before: a SIGTERM during Ray's start met ray.init's own handler (exit 15, or a native abort
+    # with a stack dump); one during the pipeline was followed by Ray Data's tracebacks as its
+    # execution outlived the Ray shut down on the way out.
+    assert code == 143, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[-1] == "vidbatch: stopped by SIGTERM; nothing was committed by this run", text
+    assert "Traceback" not in text and "Fatal Python error" not in text, text
     assert not (tmp_path / "out" / "videos").exists()
 
 

@@ -74,7 +74,7 @@ class IsolatedDecoder:
                 "timeout",
                 "timeout",
                 f"the decoder made no progress within limits.decode_timeout_s={limits.decode_timeout_s:g}; "
-                "the file may be hostile or damaged",
+                "the file may be hostile or damaged (each run tries it again; a slow node can miss the deadline too)",
             )
         except (SandboxDied, BrokenPipeError, EOFError):
             reason = self._death_reason()

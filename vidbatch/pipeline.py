@@ -240,22 +240,30 @@ def run_job(
 @contextlib.contextmanager
 def _interrupts_held(say: Callable[[str], None]) -> Iterator[None]:
     """SIGINT (Ctrl-C) and SIGTERM are held until the block ends and then dropped: the run they
-    would have stopped is committed by then. Only the main thread can set signal handlers; elsewhere
-    (a run inside another program's thread) the block runs as it is."""
-    if threading.current_thread() is not threading.main_thread():
+    would have stopped is committed by then."""
+    with _stops_recorded() as received:
         yield
-        return
-    received: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in held}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if received:
         name = signal.Signals(received[0]).name
         say(f"{name} while committing: the commit was finished first, so this run is committed")
+
+
+@contextlib.contextmanager
+def _stops_recorded() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM received in the block are only recorded (in the list it yields); the
+    handlers in place before are back when it ends. Only the main thread can set signal handlers;
+    elsewhere (a run inside another program's thread) the list stays empty."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in held}
+    try:
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _refreshed_rows(config: JobConfig, plan: Any, prior: Any, *, rewritten: set[str]) -> list[dict[str, Any]]:
@@ -492,6 +500,13 @@ def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float) 
             abandoned.set()
             _stop_execution(dataset, consumer, batches)
             return False
+        except (KeyboardInterrupt, Stopped):
+            # Stopped before Ray is: an execution left running would print Ray's tracebacks
+            # after the one-line message, and restart a Ray of its own once ours is shut down.
+            abandoned.set()
+            with _stops_recorded():  # a second Ctrl-C must not cut the stop short
+                _stop_execution(dataset, consumer, batches)
+            raise
         if item is end:
             return True
         if isinstance(item, BaseException):
@@ -624,9 +639,34 @@ def _ensure_ray(address: str | None) -> Any:
         local_dashboard = os.environ.get("VIDBATCH_LOCAL_DASHBOARD") == "1"
         dashboard = None if address or local_dashboard else False  # None: Ray's default
         refuse_unreachable(address)
-        ray.init(address=address, include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=True)
-        stop_on_sigterm()  # ray.init installs its own handler, which dumps a native stack and dies
+        # A stop during the seconds of Ray's start takes effect once it is up: ray.init's own
+        # SIGTERM handler exits wherever the start is (exit 15, or a native abort with a stack
+        # dump), and a KeyboardInterrupt could leave a half-started node. The Ray started here
+        # is stopped on the way out (cli._leave).
+        with _stops_recorded() as received, _ray_leaves_sigterm_alone(ray):
+            ray.init(address=address, include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=True)
+        stop_on_sigterm()  # had ray.init installed its handler, a SIGTERM would dump a native stack and die
+        if signal.SIGINT in received:
+            raise KeyboardInterrupt
+        if received:
+            _raise_stopped(received[0], None)
     return ray
+
+
+@contextlib.contextmanager
+def _ray_leaves_sigterm_alone(ray: Any) -> Iterator[None]:
+    """ray.init without its SIGTERM handler (it installs it through this private helper; where a
+    Ray lacks it, the handler is replaced after the start as before)."""
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    installs = getattr(utils, "set_sigterm_handler", None)
+    if installs is None:
+        yield
+        return
+    setattr(utils, "set_sigterm_handler", lambda handler: None)  # noqa: B010 (a module found at run time)
+    try:
+        yield
+    finally:
+        setattr(utils, "set_sigterm_handler", installs)  # noqa: B010
 
 
 def refuse_unreachable(address: str | None, *, timeout_s: float = 10.0) -> None:
