@@ -657,16 +657,16 @@ def _ensure_ray(address: str | None) -> Any:
 def _ray_leaves_sigterm_alone(ray: Any) -> Iterator[None]:
     """ray.init without its SIGTERM handler (it installs it through this private helper; where a
     Ray lacks it, the handler is replaced after the start as before)."""
-    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    utils: Any = getattr(getattr(ray, "_private", None), "utils", None)
     installs = getattr(utils, "set_sigterm_handler", None)
     if installs is None:
         yield
         return
-    setattr(utils, "set_sigterm_handler", lambda handler: None)  # noqa: B010 (a module found at run time)
+    utils.set_sigterm_handler = lambda handler: None
     try:
         yield
     finally:
-        setattr(utils, "set_sigterm_handler", installs)  # noqa: B010
+        utils.set_sigterm_handler = installs
 
 
 def refuse_unreachable(address: str | None, *, timeout_s: float = 10.0) -> None:
