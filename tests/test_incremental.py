@@ -187,6 +187,44 @@ def run(tmp_path: Path, weights, **overrides):
     return run_job(parse_job(raw), progress=lambda _: None)
 
 
+def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_path, seeded_weights, ray_local):
+    from vidbatch.preflight import preflight
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    a = media.write_video(lib / "a.mp4", num_frames=20, fps=10).path
+    b = media.write_video(lib / "b.mp4", num_frames=20, fps=10).path
+    http = Path("http://host/x.mp4")  # refused by the default inputs.allowed_schemes
+    write_manifest(tmp_path / "manifest.parquet", {"a": a, "b": b, "web": http})
+    run(tmp_path, seeded_weights)
+
+    # tonight: b changed, c new, a gone from the manifest, the refused row as before
+    media.write_video(b, num_frames=30, fps=10)
+    c = media.write_video(lib / "c.mp4", num_frames=20, fps=10).path
+    write_manifest(tmp_path / "manifest.parquet", {"b": b, "c": c, "web": http})
+    config = parse_job(job_dict(tmp_path, seeded_weights))
+    seen = preflight(config)
+    assert (seen.to_process, seen.unchanged, seen.removed, seen.refused) == (2, 0, 1, 1)
+    text = "\n".join(seen.lines())
+    counts = "2 to decode (1 new, 1 changed, 0 retried), 0 unchanged, 1 removed, 1 refused (1 as before)"
+    assert f"a run now: 3 manifest rows (0 duplicate ids); {counts}" in text, text
+    assert "refused invalid_uri: 1 rows" in text and "'web': " in text and "http" in text, text
+    assert "WARNING" not in text  # 1 of 3 rows removed is a normal night
+
+    said: list[str] = []
+    run_job(config, progress=said.append)
+    assert any(counts in line for line in said), said  # the run does what check said
+
+    # an empty manifest would remove every row: check and the run say so before it happens
+    pq.write_table(pa.table({"video_id": pa.array([], pa.string()), "uri": pa.array([], pa.string())}), tmp_path / "manifest.parquet")
+    text = "\n".join(preflight(config).lines())
+    assert "WARNING: the manifest has no rows, so this run removes all 3 videos rows" in text, text
+    said.clear()
+    run_job(config, progress=said.append)
+    assert any("removes all 3 videos rows" in line for line in said), said
+    assert not DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().num_rows  # a warning, not a refusal
+
+
 def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     lib = tmp_path / "lib"
     lib.mkdir()

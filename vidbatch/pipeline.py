@@ -7,7 +7,6 @@ manifest -> plan -> DecodeStage (CPU actors) -> ModelStage (GPU/CPU actors)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import json
 import logging
@@ -32,14 +31,15 @@ from vidbatch import __version__
 from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
-from vidbatch.errors import JobError, Stopped, VideoError
-from vidbatch.incremental import decide, reason_counts, refusal_unchanged
-from vidbatch.manifest import Refusal, read_manifest
+from vidbatch.errors import JobError, Stopped
+from vidbatch.incremental import reason_counts
 from vidbatch.manifest import plan as make_plan
+from vidbatch.manifest import read_manifest
 from vidbatch.preflight import refuse_gpus_missing_here
 from vidbatch.spill import remove_dead_runs_folders, spill_folder
 from vidbatch.stages import DecodeStage, ModelStage
-from vidbatch.state import fingerprints, load_prior, refreshed_rows
+from vidbatch.state import load_prior
+from vidbatch.worklist import make_worklist
 
 log = logging.getLogger(__name__)
 
@@ -109,42 +109,11 @@ def run_job(
             f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); "
             "embeddings and labels are NOT meaningful"
         )
-    candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
-    missing: dict[str, VideoError] = {}  # the planning stat proved these missing or denied
-    decision = decide(
-        candidates,
-        prior=prior.videos,
-        fingerprints=fingerprints(candidates, config.storage, settled=missing) if prior.videos else {},
-        model_id=weights.model_id,
-        sampling_id=identity_sampling,
-        consistent=prior.consistent,
-        manifest_ids=[*plan.to_process.column("video_id").to_pylist(), *(r.video_id for r in plan.refused)],
-        retry_failed=retry_failed,
-        results=config.model.results_settings(),
-    )
-    refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
-    todo = set(decision.process)
-    # A video to process whose file the planning stat found gone (or denied) gets its row here:
-    # decoding would only stat it again, and a night whose only change is a deleted file then
-    # needs no Ray at all.
-    known = tuple(
-        Refusal(video_id, uri, missing[video_id].status, missing[video_id].message, plan.extras_by_id.get(video_id, {}))
-        for video_id, uri in candidates
-        if video_id in todo and video_id in missing
-    )
-    to_decode = todo - {r.video_id for r in known}
-    refreshed = _refreshed_rows(config, plan, prior, rewritten=todo | {r.video_id for r in refusals} | set(decision.removed))
-    work = dataclasses.replace(
-        plan,
-        to_process=plan.to_process.filter(pa.array([video_id in to_decode for video_id, _ in candidates], pa.bool_())),
-        refused=refusals + known,
-    )
-    say(
-        f"run {run_id}: {plan.manifest_rows} manifest rows ({plan.duplicates} duplicate ids); "
-        f"{len(decision.process)} to decode ({decision.new} new, {decision.changed} changed, {decision.retried} retried), "
-        f"{len(decision.skip)} unchanged{_refreshed_note(refreshed)}, {len(decision.removed)} removed, "
-        f"{len(refusals)} refused; model {weights.model_id}"
-    )
+    worklist = make_worklist(config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed)
+    decision, work, refreshed = worklist.decision, worklist.work, worklist.refreshed
+    say(f"run {run_id}: {worklist.counts_line()}; model {weights.model_id}")
+    for warning in worklist.warnings(prior):
+        say(warning)
     reasons = reason_counts(decision)
     redone = {reason: count for reason, count in reasons.items() if reason != "new"}
     if redone:  # a night that redoes a whole library should say why before it spends the hours
@@ -213,7 +182,7 @@ def run_job(
                 config.output,
                 spill,
                 run_id=run_id,
-                replace_ids=todo | set(decision.removed) | {r.video_id for r in work.refused},
+                replace_ids=worklist.replaced_ids,
                 storage=config.storage,
                 stale_clips=prior.stale_clips,
                 clip_video_ids=prior.clip_video_ids,
@@ -264,20 +233,6 @@ def _stops_recorded() -> Iterator[list[int]]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def _refreshed_rows(config: JobConfig, plan: Any, prior: Any, *, rewritten: set[str]) -> list[dict[str, Any]]:
-    """Rows this run keeps as they are but whose carried-through manifest columns changed."""
-    if not prior.videos:
-        return []
-    extras = {**plan.extras_by_id, **{r.video_id: r.extra for r in plan.refused}}
-    manifest_ids = set(plan.to_process.column("video_id").to_pylist()) | {r.video_id for r in plan.refused}
-    kept = (set(prior.videos) & manifest_ids) - rewritten
-    return refreshed_rows(config.output, config.storage, kept=kept, extras_by_id=extras, extra_columns=plan.extra_columns)
-
-
-def _refreshed_note(refreshed: list[dict[str, Any]]) -> str:
-    return f" ({len(refreshed)} with new manifest columns, rows updated without decoding)" if refreshed else ""
 
 
 def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: Any) -> Any:

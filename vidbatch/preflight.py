@@ -1,8 +1,9 @@
 """`vidbatch check`: what `vidbatch run` would refuse a job for, found without running it.
 
 The same steps the run takes before any work (read the manifest, plan it, resolve the
-weights, read the output's tables), plus a test that a local output can be created (an
-empty directory made and removed at once). Nothing is left behind and no Ray is started.
+weights, read the output's tables, decide every row: vidbatch.worklist), plus a test that a
+local output can be created (an empty directory made and removed at once). Nothing is left
+behind and no Ray is started.
 Write access to an object store cannot be known without writing, so the run tests it when
 it starts (started.json). GPUs asked for that this machine lacks are a note, not a refusal:
 `check` has no --address, and the job may be meant for a cluster.
@@ -14,33 +15,37 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vidbatch.config import JobConfig, ResourcesConfig
 from vidbatch.errors import JobError
+from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
-from vidbatch.manifest import read_manifest
 from vidbatch.state import load_prior
 from vidbatch.storage import is_local, local_path
+from vidbatch.worklist import make_worklist
 
 
 @dataclass(frozen=True)
 class Preflight:
     manifest_rows: int
-    to_process: int
+    to_process: int  # to decode: new, changed or retried, with a file that is there
+    unchanged: int
+    removed: int  # the output's rows whose video is gone from the manifest
     refused: int
     duplicates: int
     model_id: str
     untrained: bool
     prior_videos: int
     output_checked: bool  # False: an object store, whose write access the run tests
+    counts: str = ""  # the counts line the run would print
     notes: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         lines = [
-            f"manifest: {self.manifest_rows} rows: {self.to_process} to process, {self.refused} refused, "
-            f"{self.duplicates} duplicate ids",
+            f"a run now: {self.counts}",
             f"weights: {self.model_id}" + (" (seeded random init: results are NOT meaningful)" if self.untrained else ""),
             f"output: {self.prior_videos} videos rows from earlier runs"
             if self.prior_videos
@@ -61,24 +66,39 @@ def preflight(config: JobConfig) -> Preflight:
     local = is_local(config.output)
     if local:
         _check_local_output(config.output)
+    worklist = make_worklist(config, plan, prior, model_id=weights.model_id)
     # `check` has no --address: the job may be meant for a cluster, so GPUs missing here are a note.
     missing_gpus = gpus_missing_here(config.resources, address=None)
+    gpus_note = (
+        f"gpus: {missing_gpus}: `vidbatch run` here would refuse it; a run on a cluster (--address, RAY_ADDRESS, "
+        "vidbatch submit) checks the cluster's GPUs when it connects"
+    )
     return Preflight(
         manifest_rows=plan.manifest_rows,
-        to_process=plan.to_process.num_rows,
+        to_process=worklist.work.to_process.num_rows,
+        unchanged=len(worklist.decision.skip),
+        removed=len(worklist.decision.removed),
         refused=len(plan.refused),
         duplicates=plan.duplicates,
         model_id=weights.model_id,
         untrained=weights.untrained,
         prior_videos=len(prior.videos),
         output_checked=local,
-        notes=(
-            f"gpus: {missing_gpus}: `vidbatch run` here would refuse it; a run on a cluster (--address, RAY_ADDRESS, "
-            "vidbatch submit) checks the cluster's GPUs when it connects",
-        )
-        if missing_gpus
-        else (),
+        counts=worklist.counts_line(),
+        notes=(*worklist.warnings(prior), *_refusal_lines(plan.refused), *([gpus_note] if missing_gpus else [])),
     )
+
+
+def _refusal_lines(refused: Sequence[Refusal], *, per_status: int = 3) -> list[str]:
+    """Why rows are refused: a few examples per status (a library may refuse thousands alike)."""
+    by_status: dict[str, list[Refusal]] = {}
+    for refusal in refused:
+        by_status.setdefault(refusal.status, []).append(refusal)
+    lines = []
+    for status, rows in sorted(by_status.items()):
+        lines.append(f"refused {status}: {len(rows)} rows" + (f", e.g. (first {per_status})" if len(rows) > per_status else ""))
+        lines += [f"  {r.video_id!r}: {r.message}" for r in rows[:per_status]]
+    return lines
 
 
 def refuse_gpus_missing_here(resources: ResourcesConfig, address: str | None) -> None:

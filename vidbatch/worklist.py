@@ -1,0 +1,117 @@
+"""What a run does with each manifest row, decided before any work: decode it, keep its row,
+write its refusal, or remove a row whose video left the manifest.
+
+`vidbatch run` acts on it; `vidbatch check` prints it, so the preview and the run cannot
+disagree. Deciding stats every file the manifest keeps (that is how a changed file is found).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from vidbatch.config import JobConfig
+from vidbatch.errors import VideoError
+from vidbatch.incremental import Decision, decide, refusal_unchanged
+from vidbatch.manifest import Plan, Refusal
+from vidbatch.state import PriorState, fingerprints, refreshed_rows
+
+
+@dataclass(frozen=True)
+class Worklist:
+    plan: Plan  # the manifest's plan, before the output was looked at
+    decision: Decision
+    work: Plan  # to_process: what is decoded; refused: the rows written without decoding
+    refusals: tuple[Refusal, ...]  # refused by the plan, with a row that does not already say so
+    known: tuple[Refusal, ...]  # to process, but the stat proved the file gone or denied
+    refreshed: list[dict[str, Any]]  # rows kept whose carried-through manifest columns changed
+
+    @property
+    def refused_as_before(self) -> int:
+        """Refused rows whose current row already says the same (not rewritten)."""
+        return len(self.plan.refused) - len(self.refusals)
+
+    @property
+    def replaced_ids(self) -> set[str]:
+        """The videos rows this run's commit replaces or deletes."""
+        return set(self.decision.process) | set(self.decision.removed) | {r.video_id for r in self.work.refused}
+
+    def counts_line(self) -> str:
+        """Every manifest row counted once (decode + unchanged + refused + duplicates = manifest rows);
+        removed rows are the output's, gone from the manifest."""
+        d = self.decision
+        refreshed = (
+            f" ({len(self.refreshed)} with new manifest columns, rows updated without decoding)" if self.refreshed else ""
+        )
+        as_before = f" ({self.refused_as_before} as before)" if self.refused_as_before else ""
+        return (
+            f"{self.plan.manifest_rows} manifest rows ({self.plan.duplicates} duplicate ids); "
+            f"{len(d.process)} to decode ({d.new} new, {d.changed} changed, {d.retried} retried), "
+            f"{len(d.skip)} unchanged{refreshed}, {len(d.removed)} removed, "
+            f"{len(self.plan.refused)} refused{as_before}"
+        )
+
+    def warnings(self, prior: PriorState) -> list[str]:
+        """What a person should hear before a run rewrites much of an output."""
+        if not self.decision.removed:
+            return []
+        before = len(prior.videos)
+        removed = len(self.decision.removed)
+        if self.plan.manifest_rows == 0:
+            return [
+                f"WARNING: the manifest has no rows, so this run removes all {removed} videos rows of the output "
+                "(and their clips); check the manifest if that is not meant"
+            ]
+        if removed * 2 >= before:
+            return [
+                f"WARNING: {removed} of the output's {before} videos rows are gone from the manifest and are removed "
+                "by this run; check the manifest if that is not meant"
+            ]
+        return []
+
+
+def make_worklist(config: JobConfig, plan: Plan, prior: PriorState, *, model_id: str, retry_failed: bool = False) -> Worklist:
+    """Decide every manifest row against the output's current rows (see module doc)."""
+    candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
+    missing: dict[str, VideoError] = {}  # the stat proved these missing or denied
+    decision = decide(
+        candidates,
+        prior=prior.videos,
+        fingerprints=fingerprints(candidates, config.storage, settled=missing) if prior.videos else {},
+        model_id=model_id,
+        sampling_id=config.sampling.sampling_id(),
+        consistent=prior.consistent,
+        manifest_ids=[*plan.to_process.column("video_id").to_pylist(), *(r.video_id for r in plan.refused)],
+        retry_failed=retry_failed,
+        results=config.model.results_settings(),
+    )
+    refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
+    todo = set(decision.process)
+    # A video to process whose file the stat found gone (or denied) gets its row here: decoding
+    # would only stat it again, and a night whose only change is a deleted file then needs no Ray.
+    known = tuple(
+        Refusal(video_id, uri, missing[video_id].status, missing[video_id].message, plan.extras_by_id.get(video_id, {}))
+        for video_id, uri in candidates
+        if video_id in todo and video_id in missing
+    )
+    to_decode = todo - {r.video_id for r in known}
+    refreshed = _refreshed_rows(config, plan, prior, rewritten=todo | {r.video_id for r in refusals} | set(decision.removed))
+    work = dataclasses.replace(
+        plan,
+        to_process=plan.to_process.filter(pa.array([video_id in to_decode for video_id, _ in candidates], pa.bool_())),
+        refused=refusals + known,
+    )
+    return Worklist(plan=plan, decision=decision, work=work, refusals=refusals, known=known, refreshed=refreshed)
+
+
+def _refreshed_rows(config: JobConfig, plan: Plan, prior: PriorState, *, rewritten: set[str]) -> list[dict[str, Any]]:
+    """Rows this run keeps as they are but whose carried-through manifest columns changed."""
+    if not prior.videos:
+        return []
+    extras = {**plan.extras_by_id, **{r.video_id: r.extra for r in plan.refused}}
+    manifest_ids = set(plan.to_process.column("video_id").to_pylist()) | {r.video_id for r in plan.refused}
+    kept = (set(prior.videos) & manifest_ids) - rewritten
+    return refreshed_rows(config.output, config.storage, kept=kept, extras_by_id=extras, extra_columns=plan.extra_columns)
