@@ -216,7 +216,8 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     assert any(counts in line for line in said), said  # the run does what check said
 
     # an empty manifest would remove every row: check and the run say so before it happens
-    pq.write_table(pa.table({"video_id": pa.array([], pa.string()), "uri": pa.array([], pa.string())}), tmp_path / "manifest.parquet")
+    empty = pa.table({"video_id": pa.array([], pa.string()), "uri": pa.array([], pa.string())})
+    pq.write_table(empty, tmp_path / "manifest.parquet")
     text = "\n".join(preflight(config).lines())
     assert "WARNING: the manifest has no rows, so this run removes all 3 videos rows" in text, text
     said.clear()

@@ -79,7 +79,8 @@ def test_vidbatch_check_refuses_what_the_run_refuses_and_says_what_the_run_would
     path.write_text(yaml.safe_dump({**raw, "model": {"arch": "resnet18", "weights": "none"}}))
     assert main(["check", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert '"arch": "resnet18"' in out and "a run now: 4 manifest rows (1 duplicate ids); 2 to decode (2 new, 0 changed, 0 retried)" in err
+    assert '"arch": "resnet18"' in out
+    assert "a run now: 4 manifest rows (1 duplicate ids); 2 to decode (2 new, 0 changed, 0 retried)" in err
     assert "refused invalid_uri: 1 rows" in err and "'c': " in err
     assert main(["check", str(path), "--set", "model.weights=/nonexistent/w.pt"]) == 2
     assert "vidbatch: model.weights='/nonexistent/w.pt'" in capsys.readouterr().err

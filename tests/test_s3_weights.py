@@ -8,6 +8,7 @@ files (`<arch>-<sha256 prefix>.pth`), with the weights entry's URL pointed at th
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import io
 
@@ -114,7 +115,7 @@ def test_unusable_weight_files_are_refused_with_the_ways(s3, resnet18_blob):
     with pytest.raises(JobError, match="does not fit resnet50"):
         resolve_weights(_model(f"s3://{bucket}/r18.pth", arch="resnet50"), StorageConfig())
     s3.client.put_object(Bucket=bucket, Key="junk.pt", Body=b"not a pickle")
-    with pytest.raises(JobError, match="not a torch state_dict"):
+    with pytest.raises(JobError, match="not a torch checkpoint"):
         resolve_weights(_model(f"s3://{bucket}/junk.pt"), StorageConfig())
 
 
@@ -129,6 +130,49 @@ def test_a_tensor_of_the_wrong_shape_is_refused_by_name(tmp_path):
     good = tmp_path / "r18.pth"
     good.write_bytes(saved(seeded_state_dict()))
     assert resolve_weights(_model(str(good)), StorageConfig()).arch == "resnet18"
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        # torchvision's reference scripts: model, optimizer, lr_scheduler, epoch and the argparse args
+        lambda sd: {"model": sd, "optimizer": {"state": {}, "param_groups": []}, "epoch": 7, "args": argparse.Namespace(lr=0.1)},
+        lambda sd: {"state_dict": sd, "epoch": 3},  # Lightning and others
+        lambda sd: {f"module.{key}": value for key, value in sd.items()},  # saved from DistributedDataParallel
+    ],
+    ids=["torchvision-reference", "state_dict-key", "ddp-prefix"],
+)
+def test_training_checkpoints_load_as_their_state_dict(tmp_path, wrap):
+    path = tmp_path / "checkpoint.pth"
+    blob = saved(wrap(seeded_state_dict()))
+    path.write_bytes(blob)
+    resolved = resolve_weights(_model(str(path)), StorageConfig())
+    # the identity is the file's; the actors get the bare state_dict
+    assert resolved.model_id == f"resnet18:sha256-{hashlib.sha256(blob).hexdigest()}"
+    loaded = torch.load(io.BytesIO(resolved.state_dict_bytes), weights_only=True)
+    assert loaded.keys() == seeded_state_dict().keys()
+    assert torch.equal(loaded["layer4.1.bn2.weight"], seeded_state_dict()["layer4.1.bn2.weight"])
+
+
+def test_weights_files_that_are_no_state_dict_are_refused_saying_what_they_are(tmp_path):
+    cases = {
+        "job.pt": (b"name: nightly\nmodel:\n  arch: resnet18\n", "is not a torch checkpoint (torch.save writes a zip archive"),
+        "whole-model.pt": (
+            saved(torchvision.models.resnet18()),
+            "holds Python objects besides tensors (torchvision.models.resnet.ResNet)",
+        ),
+        "r50.pth": (
+            saved(seeded_state_dict("resnet50")),
+            "does not fit resnet18: the tensors are resnet50's: set model.arch: resnet50",
+        ),
+    }
+    for name, (blob, expected) in cases.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(JobError) as refused:
+            resolve_weights(_model(str(tmp_path / name)), StorageConfig())
+        message = str(refused.value)
+        assert expected in message, message
+        assert "weights_only" not in message and "Missing key(s)" not in message, message  # not torch's own advice, cut off
 
 
 def test_torchvision_name_from_the_local_cache(fake_v1_checkpoint):

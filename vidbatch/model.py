@@ -8,21 +8,24 @@ the classic recipe (short side 256, centre crop 224) and ImageNet's category nam
 
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
 import io
 import os
+import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import numpy as np
 import torch
 import torchvision
 from torchvision.models import ResNet, WeightsEnum, get_model_builder, get_model_weights
 
-from vidbatch.config import ModelConfig, Precision, StorageConfig
+from vidbatch.config import Arch, ModelConfig, Precision, StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.preprocess import PreprocessSpec
 
@@ -235,8 +238,9 @@ def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
 def _check_fits(arch: str, state_dict: dict[str, torch.Tensor], what: str) -> None:
     try:
         _assemble(arch, state_dict)
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise JobError(f"model.weights={what!r} does not fit {arch}: {str(exc)[:300]}") from exc
+    except (RuntimeError, KeyError, ValueError, AttributeError) as exc:
+        misfit = _misfit(arch, state_dict) or str(exc)[:300]
+        raise JobError(f"model.weights={what!r} does not fit {arch}: {misfit}") from exc
 
 
 def _assemble(arch: str, state_dict: dict[str, torch.Tensor]) -> ResNet:
@@ -251,6 +255,58 @@ def _assemble(arch: str, state_dict: dict[str, torch.Tensor]) -> ResNet:
     return model
 
 
+def _misfit(arch: str, state_dict: dict[str, Any], *, shown: int = 3) -> str:
+    """What keeps a state_dict from fitting `arch`, short enough to read ('' when nothing is found).
+
+    torch's own message lists every key (hundreds for a state_dict of another arch), so a cut-off
+    copy of it would hide the one fact that matters: which arch the tensors are, if any.
+    """
+    expected = _expected_shapes(arch, _num_classes(state_dict))
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    wrong = [
+        f"size mismatch for {key}: {tuple(value.shape)} in the file, {expected[key]} in {arch}"
+        for key, value in state_dict.items()
+        if key in expected and isinstance(value, torch.Tensor) and tuple(value.shape) != expected[key]
+    ]
+
+    def listed(keys: list[str]) -> str:
+        return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+
+    parts = [f"{len(missing)} of its keys are missing ({listed(missing)})"] if missing else []
+    parts += [f"{len(unexpected)} keys are not {arch}'s ({listed(unexpected)})"] if unexpected else []
+    parts += wrong[:shown] + ([f"{len(wrong) - shown} more size mismatches"] if len(wrong) > shown else [])
+    if not parts:
+        return ""
+    others = [a for a in _ARCHS if a != arch and _fits_shapes(state_dict, _expected_shapes(a, _num_classes(state_dict)))]
+    if others:  # the likeliest mistake, said first: the details would bury it
+        return f"the tensors are {others[0]}'s: set model.arch: {others[0]} ({parts[0]})"
+    return "; ".join(parts)
+
+
+_ARCHS: tuple[str, ...] = get_args(Arch)
+
+
+@functools.cache
+def _expected_shapes(arch: str, num_classes: int) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = get_model_builder(arch)(weights=None, num_classes=num_classes)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _fits_shapes(state_dict: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> bool:
+    return state_dict.keys() == expected.keys() and all(
+        isinstance(state_dict[key], torch.Tensor) and tuple(state_dict[key].shape) == shape for key, shape in expected.items()
+    )
+
+
+# Training checkpoints wrap the state_dict: {'model': ...} from torchvision's reference scripts,
+# {'state_dict': ...} from Lightning and many others.
+_CHECKPOINT_KEYS = ("model", "state_dict", "model_state_dict")
+# Pickled with torchvision's reference checkpoints ('args'); constructing it runs no code of the file's.
+_SAFE_CHECKPOINT_GLOBALS: list[Any] = [argparse.Namespace]
+
+
 def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
     if uri.lower().endswith(".safetensors"):
         try:
@@ -262,14 +318,35 @@ def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
         except Exception as exc:
             raise JobError(f"model.weights={uri!r} is not a readable .safetensors file: {str(exc)[:200]}") from exc
     try:
-        loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_SAFE_CHECKPOINT_GLOBALS):
+            loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise JobError(f"model.weights={uri!r} is not a torch state_dict file: {str(exc)[:200]}") from exc
-    if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
-        loaded = loaded["state_dict"]  # a training checkpoint
+        raise JobError(f"model.weights={uri!r} {_unloadable(raw, exc)}") from exc
+    if isinstance(loaded, dict):
+        wrapped = [key for key in _CHECKPOINT_KEYS if isinstance(loaded.get(key), dict)]
+        if wrapped:
+            loaded = loaded[wrapped[0]]  # a training checkpoint
     if not isinstance(loaded, dict):
         raise JobError(f"model.weights={uri!r} holds a {type(loaded).__name__}, not a state_dict")
+    # Saved from a model wrapped in DistributedDataParallel or DataParallel: every key starts 'module.'.
+    if loaded and all(isinstance(key, str) and key.startswith("module.") for key in loaded):
+        loaded = {key.removeprefix("module."): value for key, value in loaded.items()}
     return loaded
+
+
+def _unloadable(raw: bytes, exc: Exception) -> str:
+    """Why torch.load refused a weights file, said for a person, not torch's advice on weights_only."""
+    text = str(exc)
+    refused_global = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused_global:
+        return (
+            f"holds Python objects besides tensors ({refused_global.group(1)}), which are not loaded: they could run "
+            "code. Save the weights alone: torch.save(model.state_dict(), path)"
+        )
+    if not raw.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle
+        return f"is not a torch checkpoint (torch.save writes a zip archive; this file starts with {raw[:20]!r})"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"is not a torch state_dict file: {first[:200]}"
 
 
 # --- staging torchvision weights into object storage ---------------------------------------
