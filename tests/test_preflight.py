@@ -103,3 +103,29 @@ def test_gpus_this_machine_lacks_are_said_not_refused(tmp_path, manifest, monkey
     assert not any(line.startswith("gpus:") for line in preflight(job(tmp_path)).lines())
     monkeypatch.setenv("RAY_ADDRESS", "head:6379")  # a run would join that cluster: its GPUs are known there
     assert not any(line.startswith("gpus:") for line in preflight(job(tmp_path, resources={"model_gpus": 1})).lines())
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("out/videos", "'{out}/videos' is a Delta table that vidbatch did not write (it has no video_id, run_id column"),
+        ("out", "output '{out}' is itself a Delta table (it has a _delta_log)"),
+    ],
+    ids=["another-tools-videos-table", "output-is-a-table"],
+)
+def test_an_output_holding_another_tools_delta_table_is_refused_by_every_command(tmp_path, manifest, capsys, where, expected):
+    """Before: check blamed the bucket (ArrowInvalid ... FieldRef video_id), or a run wrote its tables inside
+    another table's folder, where that table's vacuum deletes them."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from vidbatch.cli import main
+
+    write_deltalake(str(tmp_path / where), pa.table({"id": [1, 2], "name": ["a", "b"]}))
+    message = expected.format(out=tmp_path / "out")
+    with pytest.raises(JobError) as refused:
+        preflight(job(tmp_path))
+    assert message in str(refused.value), refused.value
+    for command in (["history", str(tmp_path / "out")], ["vacuum", str(tmp_path / "out")]):
+        assert main(command) == 2
+        assert message in capsys.readouterr().err
+    assert DeltaTable(str(tmp_path / where)).to_pyarrow_table().num_rows == 2  # the other table is left as it was

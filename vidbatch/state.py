@@ -46,18 +46,46 @@ class PriorState:
     videos_version: int | None = None  # the videos table's version this state was read at (None: no table)
 
 
+# Columns every table vidbatch writes has: a table without them is another tool's.
+_OWN_COLUMNS = ("video_id", "run_id")
+
+
 def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | None:
+    """The output's `name` table (None before the first commit); JobError when it is not vidbatch's."""
     uri = join_uri(output, name)
     options = delta_storage_options(uri, storage)
     if not DeltaTable.is_deltatable(uri, storage_options=options):
+        if DeltaTable.is_deltatable(output, storage_options=delta_storage_options(output, storage)):
+            # vidbatch's tables would be folders inside another table, whose vacuum deletes files
+            # its log does not name: every row written there would be lost at its next vacuum.
+            raise JobError(
+                f"output {output!r} is itself a Delta table (it has a _delta_log); vidbatch writes its own tables "
+                f"inside the output ({name}/ and the others), where that table's vacuum would delete them: "
+                "choose an output folder of its own"
+            )
         return None
-    return DeltaTable(uri, storage_options=options)
+    table = DeltaTable(uri, storage_options=options)
+    refuse_lacking(output, uri, table, _OWN_COLUMNS)
+    return table
+
+
+def refuse_lacking(output: str, uri: str, table: DeltaTable, columns: Iterable[str]) -> None:
+    """JobError naming the columns of vidbatch's that the table lacks (another tool's table)."""
+    present = set(table.schema().to_arrow().names)  # the log's schema: no data file is read
+    lacking = [column for column in columns if column not in present]
+    if lacking:
+        raise JobError(
+            f"output {output!r}: {uri!r} is a Delta table that vidbatch did not write (it has no {', '.join(lacking)} "
+            f"column{'s' if len(lacking) > 1 else ''}); choose another output, or move that table away"
+        )
 
 
 def load_prior(output: str, storage: StorageConfig) -> PriorState:
     """What the output's tables say now; JobError (before any work) when they cannot be read."""
     try:
         return _load_prior(output, storage)
+    except JobError:
+        raise
     except Exception as exc:  # a missing bucket, an unreachable endpoint, no credentials, ...
         raise JobError(
             f"output {output!r} cannot be read ({explain_failure(exc)}); "
@@ -67,6 +95,8 @@ def load_prior(output: str, storage: StorageConfig) -> PriorState:
 
 def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     videos_table = open_table(output, "videos", storage)
+    if videos_table is not None:
+        refuse_lacking(output, join_uri(output, "videos"), videos_table, _VIDEO_COLUMNS)
     rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS).to_pylist() if videos_table is not None else []
     results = run_results_settings(output, storage, {row["run_id"] for row in rows if row["status"] == "ok" and row["run_id"]})
     videos = {
