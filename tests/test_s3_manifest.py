@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from datetime import datetime, timezone
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -94,6 +95,34 @@ def test_local_folder(tmp_path):
     again, _ = list_videos(str(root) + "/", StorageConfig())
     assert again.equals(table)
     assert pq.read_table(io.BytesIO((tmp_path / "out" / "m.parquet").read_bytes())).equals(table)
+
+
+def test_a_folder_without_videos_writes_no_manifest(tmp_path, capsys):
+    """An empty manifest would make the next run remove every row of its output."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    manifest = tmp_path / "m.parquet"
+    manifest.write_bytes(b"yesterday's manifest")
+    assert main(["manifest", "build", str(root), "-o", str(manifest)]) == 2
+    assert f"no videos under {str(root)!r} (it is empty)" in capsys.readouterr().err
+    (root / "cover.png").write_bytes(b"png")
+    assert main(["manifest", "build", str(root), "-o", str(manifest)]) == 2
+    assert "(1 other objects, none with a video extension" in capsys.readouterr().err
+    assert manifest.read_bytes() == b"yesterday's manifest"  # left as it was
+
+
+def test_a_folder_given_as_the_manifest_names_what_is_not_parquet(tmp_path):
+    from vidbatch.errors import JobError
+    from vidbatch.manifest import read_manifest
+
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(b"video")
+    pq.write_table(pa.table({"video_id": ["a"], "uri": [str(folder / "a.mp4")]}), folder / "manifest.parquet")
+    with pytest.raises(JobError, match=r"is a folder with files that are not Parquet \(a\.mp4\); give the manifest file itself"):
+        read_manifest(str(folder), StorageConfig())
+    (folder / "a.mp4").unlink()  # a folder of Parquet files (as Spark writes one) is a manifest
+    assert read_manifest(str(folder), StorageConfig()).column("video_id").to_pylist() == ["a"]
 
 
 def test_an_output_bucket_that_does_not_exist_is_refused_in_one_line(s3):

@@ -7,6 +7,7 @@ row (status decided here), or a counted duplicate of an earlier video_id.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,6 +41,23 @@ class Plan:
     extra_schema: pa.Schema
 
 
+def _unreadable(fs: Any, path: str, exc: Exception) -> str:
+    """Why the manifest is not Parquet. A folder is read as a dataset of Parquet files (as Spark
+    writes a table), so a folder of anything else names the files that are not."""
+    try:
+        listed = fs.ls(path, detail=False) if fs.isdir(path) else []
+    except Exception:  # only an explanation: the store's refusal to list is not the news
+        listed = []
+    others = sorted(name.rsplit("/", 1)[-1] for name in listed if not name.endswith(".parquet"))
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        return (
+            f"is a folder with files that are not Parquet ({shown}); give the manifest file itself, "
+            "or a folder of Parquet files only"
+        )
+    return f"is not a readable Parquet file: {str(exc)[:300]}"
+
+
 def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
     try:
         fs, path = filesystem(uri, storage)
@@ -51,7 +69,7 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
     except PermissionError as exc:
         raise JobError(f"manifest {uri!r}: access denied") from exc
     except pa.ArrowInvalid as exc:
-        raise JobError(f"manifest {uri!r} is not a readable Parquet file: {str(exc)[:200]}") from exc
+        raise JobError(f"manifest {uri!r} {_unreadable(fs, path, exc)}") from exc
     except Exception as exc:  # the store itself: endpoint unreachable, no bucket, no credentials, ...
         raise JobError(
             f"manifest {uri!r} cannot be read ({explain_failure(exc)}); "

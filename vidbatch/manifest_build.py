@@ -94,6 +94,14 @@ def list_videos(source: str, storage: StorageConfig, extensions: frozenset[str] 
 
 def build_manifest(source: str, output: str, storage: StorageConfig) -> BuildResult:
     table, skipped = list_videos(source, storage)
+    if not table.num_rows:
+        # An empty manifest makes the next run remove every row of its output: a wrong prefix or
+        # an empty listing must not get that far.
+        others = f"{skipped} other objects, none with a video extension such as .mp4, .mkv or .webm" if skipped else "it is empty"
+        raise JobError(
+            f"no videos under {source!r} ({others}); "
+            f"nothing was written, so {output!r} is left as it was: check the source"
+        )
     try:
         fs, path = filesystem(output, storage)
         if is_local(output):
