@@ -52,3 +52,29 @@ def test_cluster_sizes_that_make_no_sense_are_refused_naming_them():
             check_args(3, 30, cpus, gpus)
     check_args(3, 30, 16, 1)
     check_args(3, 30, None, 0)
+
+
+def test_a_plan_with_nothing_to_measure_says_why_and_exits_2(tmp_path, capsys):
+    """Before: exit 0 with the estimate-assumptions line, and 'every row is refused' for an empty manifest."""
+    import yaml
+
+    from vidbatch.cli import main
+
+    def plan_of(rows: dict[str, str]) -> tuple[int, str, str]:
+        table = pa.table({"video_id": pa.array(list(rows), pa.string()), "uri": pa.array(list(rows.values()), pa.string())})
+        pq.write_table(table, tmp_path / "manifest.parquet")
+        job = tmp_path / "job.yaml"
+        raw = {"name": "p", "manifest": str(tmp_path / "manifest.parquet"), "output": str(tmp_path / "out")}
+        job.write_text(yaml.safe_dump({**raw, "model": {"arch": "resnet18", "weights": "none"}}))
+        code = main(["plan", str(job), "--probe", "1", "--metadata", "2"])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = plan_of({})
+    assert code == 2 and "vidbatch: no estimate: the manifest has no rows" in err
+    assert "estimates assume" not in out
+    code, out, err = plan_of({"web": "http://host/a.mp4", "a": str(tmp_path / "a.mp4")})
+    assert code == 2 and "no decode rate could be measured (no probed video could be decoded)" in err, err
+    assert "not_found" in out and "estimates assume" not in out
+    code, out, err = plan_of({"web": "http://host/a.mp4"})
+    assert code == 2 and "of 1 rows, 1 are refused and 0 are duplicates" in err, err

@@ -298,6 +298,9 @@ def _plan(args: argparse.Namespace) -> int:
         config, probe_videos=args.probe, metadata_videos=args.metadata, cluster_cpus=args.cpus, cluster_gpus=args.gpus, say=say
     )
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
+    if not report.estimated:  # a script reading the plan must not take "no estimate" for one
+        print(f"vidbatch: no estimate: {report.notes[-1] if report.notes else 'nothing could be measured'}", file=sys.stderr)
+        return 2
     return 0
 
 

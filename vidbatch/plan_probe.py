@@ -94,8 +94,13 @@ class PlanReport:
     cluster: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def estimated(self) -> bool:
+        """Was a rate measured, so that the report holds an estimate of the run?"""
+        return self.here_video_s_per_s is not None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "estimated": self.estimated}
 
 
 def make_plan(
@@ -125,7 +130,12 @@ def make_plan(
     )
     candidates = list(zip(rows.to_process.column("video_id").to_pylist(), rows.to_process.column("uri").to_pylist(), strict=True))
     if not candidates:
-        report.notes.append("no video to process: every row is refused or a duplicate")
+        report.notes.append(
+            "the manifest has no rows"
+            if not rows.manifest_rows
+            else f"no video to process: of {rows.manifest_rows} rows, {len(rows.refused)} are refused and "
+            f"{rows.duplicates} are duplicates (`vidbatch check` says why rows are refused)"
+        )
         return report
     rng = random.Random(seed)
     sample = candidates if len(candidates) <= metadata_videos else rng.sample(candidates, metadata_videos)
@@ -249,7 +259,9 @@ def _estimate(report: PlanReport, *, cluster_cpus: int | None, cluster_gpus: int
     d = report.decode_video_s_per_core
     fpv = report.frames_per_video_s
     if not d or not fpv or not report.model_frames_per_s:
-        report.notes.append("no rate could be measured (no decodable video?): no estimate")
+        missing = "decode" if not d or not fpv else "model"
+        why = " (no probed video could be decoded)" if missing == "decode" else ""
+        report.notes.append(f"no {missing} rate could be measured{why}, so there is no estimate")
         return
     cores = report.here_cpus
     if report.model_device == "cpu":
@@ -331,10 +343,11 @@ def format_report(report: PlanReport) -> str:
             f"limited by {c['limited_by']}"
             + (f"; whole manifest about {_duration(c['wall_s'])}" if c.get("wall_s") else "")
         )
-    lines.append(
-        f"(estimates assume the pipeline reaches {PIPELINE_EFFICIENCY:.0%} of the stage bound and ~{DEFAULT_STARTUP_S:.0f} s "
-        "of start-up; measure with `vidbatch bench`)"
-    )
+    if report.estimated:
+        lines.append(
+            f"(estimates assume the pipeline reaches {PIPELINE_EFFICIENCY:.0%} of the stage bound and "
+            f"~{DEFAULT_STARTUP_S:.0f} s of start-up; measure with `vidbatch bench`)"
+        )
     lines.extend(f"note: {n}" for n in report.notes)
     return "\n".join(lines)
 
