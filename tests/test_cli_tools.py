@@ -156,6 +156,22 @@ def test_history_keeps_committed_runs_whose_commit_left_the_log(tmp_path, capsys
     assert [(e["run_id"], e["version"]) for e in entries][-1] == ("20260101T000000Z-00000a", 7)
 
 
+def test_history_shows_the_wall_time_the_run_reported(tmp_path, capsys):
+    """The commit records the time up to the commit; the summary (what the run printed) includes it.
+    Before, history showed 13.5 for a run that had printed 13.6."""
+    output = tmp_path / "out"
+    with_summary, without = "20260102T000000Z-00000b", "20260103T000000Z-00000c"
+    commit_run(str(output), with_summary, changes={**NO_CHANGES, "new": 1}, statuses={"ok": 1})  # commit: 1.500
+    reported = summary(with_summary, datetime(2026, 1, 2, 0, 1, tzinfo=timezone.utc), changes={**NO_CHANGES, "new": 1}, videos=1)
+    reported["wall_time_s"] = 13.61
+    write_local_summary(output, reported)
+    commit_run(str(output), without, changes={**NO_CHANGES, "new": 1}, statuses={"ok": 1})  # its summary was lost
+    walls = {e["run_id"]: e["wall_time_s"] for e in history_json(capsys, str(output))}
+    assert walls == {with_summary: 13.61, without: 1.5}
+    code, text, _ = run_cli(capsys, "history", str(output))
+    assert code == 0 and {row["run_id"]: row["wall_s"] for row in table_rows(text)}[with_summary] == "13.6"
+
+
 def test_history_reads_the_runs_of_an_s3_output(s3, capsys):
     """_runs is read through the object store too; --endpoint-url and --region are taken."""
     bucket = s3.new_bucket("hist")

@@ -38,7 +38,15 @@ def runs(output: str, storage: StorageConfig) -> list[dict[str, Any]]:
         if table is None:
             raise JobError(f"{output!r} holds no videos table (no run has committed there); check the job's output")
         committed = _committed_runs(table)
-        from_summaries = _runs_without_commit(output, storage, committed={entry["run_id"] for entry in committed})
+        summaries = _summaries(output, storage)
+    for entry in committed:
+        # The commit records the wall time up to the commit; the run's summary (and what the run
+        # printed) the whole run, commit included: the run's own figure is the one to show.
+        wall = (summaries.get(entry["run_id"]) or {}).get("wall_time_s")
+        if isinstance(wall, (int, float)):
+            entry["wall_time_s"] = float(wall)
+    ids = {entry["run_id"] for entry in committed}
+    from_summaries = [_summary_entry(summary, run_id) for run_id, summary in summaries.items() if run_id not in ids]
     return sorted([*committed, *from_summaries], key=_time_and_run, reverse=True)
 
 
@@ -73,26 +81,23 @@ def _committed_runs(table: DeltaTable) -> list[dict[str, Any]]:
     return entries
 
 
-def _runs_without_commit(output: str, storage: StorageConfig, *, committed: set[str]) -> list[dict[str, Any]]:
-    """The runs whose summary exists but whose run_id no videos commit in the log carries."""
+def _summaries(output: str, storage: StorageConfig) -> dict[str, dict[str, Any]]:
+    """Every finished run's summary.json, by run_id (a run without one did not finish)."""
     fs, runs_root = filesystem(join_uri(output, "_runs"), storage)
     fs.invalidate_cache(runs_root)  # s3fs keeps listings: a long-lived process must see new runs
-    paths = [
-        path
-        for path in fs.glob(posixpath.join(runs_root, "*", "summary.json"))
-        if _run_id_of(path) not in committed  # a committed run's summary would only repeat its commit
-    ]
+    paths = fs.glob(posixpath.join(runs_root, "*", "summary.json"))
     if not paths:
-        return []
+        return {}
     contents = fs.cat(paths)  # one request per file, concurrently on object stores
-    entries = []
+    summaries = {}
     for path in paths:
         try:
             summary = json.loads(contents[path])
         except ValueError:  # cut short by a crash while it was written: that run did not finish
             continue
-        entries.append(_summary_entry(summary, _run_id_of(path)))
-    return entries
+        if isinstance(summary, dict):
+            summaries[_run_id_of(path)] = summary
+    return summaries
 
 
 def _run_id_of(summary_path: str) -> str:
