@@ -40,14 +40,20 @@ def missing_filesystem(scheme: str) -> str | None:
     try:
         fsspec.get_filesystem_class(scheme)
     except ImportError as exc:
-        hint = str(exc).strip().splitlines()[0] if str(exc).strip() else "a package it needs is missing"
         return (
-            f"reading {scheme}:// needs a package that is not installed where this run reads its inputs ({hint}); "
+            f"reading {scheme}:// needs a package that is not installed where this run reads its inputs "
+            f"({_install_hint(exc)}); "
             f"install it there, or drop {scheme!r} from inputs.allowed_schemes"
         )
     except ValueError:  # not an fsspec protocol at all: the uri policy names it
         return None
     return None
+
+
+def _install_hint(exc: ImportError) -> str:
+    """The first line of fsspec's ImportError, which names the package to install."""
+    lines = _clean(exc).strip().splitlines()
+    return lines[0] if lines else "a package it needs is missing"
 
 
 def is_local(uri: str) -> bool:
@@ -245,26 +251,25 @@ class _SourceReader:
         self._handle.close()
 
 
-# Substrings of a store's error (deltalake's object_store and botocore spell them out) -> what they mean.
+# Substrings of a store's error (deltalake's object_store and botocore spell them out) -> what they
+# mean; the first match wins.
 _CAUSES = (
+    # object_store asking a cloud's metadata server for a token and being refused (a "403 Forbidden"
+    # in its chain): no credentials were found, not a bucket refusing them.
+    (("Error performing token request",), "no credentials were found; the cloud's metadata server gave no token"),
     (("NoSuchBucket",), "its bucket does not exist"),
     (("dns error", "Name or service not known", "nodename nor servname"), "the endpoint's host name does not resolve"),
     (("Connection refused", "client error (Connect)", "Could not connect"), "nothing answers at the endpoint"),
     (("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"), "access denied"),
     (("NoCredentialsError", "Unable to locate credentials"), "no credentials were found"),
 )
-# Checked before _CAUSES: object_store asking a cloud's metadata server for a token and being refused
-# (a "403 Forbidden" in its chain) means no credentials were found, not that the bucket refused them.
-_NO_TOKEN = ("Error performing token request",)
 
 
 def explain_failure(exc: BaseException) -> str:
     """What a failure of the store means, when it is one of the usual ones; else describe_failure."""
     if isinstance(exc, ImportError):  # fsspec names the package to install (gcsfs, adlfs, ...)
-        return f"a package it needs is not installed here; {_clean(exc).strip().splitlines()[0]}"
+        return f"a package it needs is not installed here; {_install_hint(exc)}"
     text = f"{type(exc).__name__}: {exc}"
-    if any(needle in text for needle in _NO_TOKEN):
-        return "no credentials were found; the cloud's metadata server gave no token"
     for needles, meaning in _CAUSES:
         if any(needle in text for needle in needles):
             return meaning
