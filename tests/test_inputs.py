@@ -87,6 +87,10 @@ def test_a_file_uri_is_percent_decoded_and_an_encoded_control_character_is_refus
     policy = InputPolicy(allowed_roots=[str(tmp_path)])
     assert refusal_reason(spaced.as_uri(), policy) is None
     assert "control characters" in refusal_reason(f"file://{tmp_path}/x%00.mp4", policy)
+    # a scheme is case-insensitive (RFC 3986): FILE:/// names the same file, not a relative path "FILE:"
+    shouting = "FILE://" + spaced.as_uri()[len("file://") :]
+    assert local_path(shouting) == str(spaced)
+    assert refusal_reason(shouting, policy) is None
 
 
 def test_a_named_pipe_is_unreadable_without_being_opened(tmp_path):

@@ -61,8 +61,10 @@ def is_local(uri: str) -> bool:
 
 
 def local_path(uri: str) -> str:
-    """The filesystem path of a local uri: a file:// uri's path is percent-encoded (RFC 8089), a plain path is literal."""
-    return unquote(urlsplit(uri).path) if uri.startswith("file://") else uri
+    """The filesystem path of a local uri: a file: uri's path is percent-encoded (RFC 8089; its scheme,
+    like any, is case-insensitive: FILE:///x is /x), a plain path is literal."""
+    parts = urlsplit(uri)
+    return unquote(parts.path) if parts.scheme.lower() == "file" else uri
 
 
 # Throttling (503 SlowDown), 5xx answers and dropped connections are retried by botocore

@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import vidbatch
 from vidbatch.config import JobConfig, load_job
 from vidbatch.errors import JobError
-from vidbatch.storage import is_local
+from vidbatch.storage import is_local, local_path
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
@@ -103,7 +103,7 @@ def path_overrides(job: JobConfig, overrides: Sequence[str], cwd: Path | None = 
         if not is_local(value):
             return value
         local.append(f"{key}={value}")
-        path = value[len("file://") :] if value.startswith("file://") else value
+        path = local_path(value)
         if Path(path).is_absolute():
             return value
         return str((cwd / path).resolve())
