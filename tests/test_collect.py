@@ -139,3 +139,28 @@ def test_clip_lines_never_hold_back_the_line_of_a_finished_video(tmp_path):
     c.add_batch(batch(video("a", 1)))
     assert [line.split(" (")[0] for line in lines] == ["videos 0/2", "videos 1/2"]
     c.close("lost")
+
+
+def test_progress_says_the_rate_of_decoded_videos_and_the_time_left():
+    from vidbatch.collect import ProgressPrinter, Tally
+
+    lines: list[str] = []
+    now = [100.0]
+    printer = ProgressPrinter(0.0, lines.append, written_up_front=2, clock=lambda: now[0])
+    tally = Tally()
+    for _ in range(2):  # refused before any decoding: counted, but not a rate
+        tally.add("invalid_uri")
+    now[0] = 110.0
+    printer(tally, 12)
+    assert lines[-1].endswith("| 0.00 videos/s, 0.0 video-h/wall-h, 10s elapsed"), lines[-1]
+    tally.add("ok", clips=3, frames=9, seconds=40.0)
+    tally.add("ok", clips=3, frames=9, seconds=40.0)
+    now[0] = 120.0
+    printer(tally, 12)
+    # 2 decoded in 20 s: the 8 left take about 80 s
+    assert lines[-1].endswith("| 0.10 videos/s, 4.0 video-h/wall-h, 20s elapsed, about 1m 20s left"), lines[-1]
+    for _ in range(8):
+        tally.add("ok", clips=1, frames=1, seconds=1.0)
+    now[0] = 7300.0
+    printer(tally, 12)
+    assert lines[-1].endswith("2h 00m elapsed"), lines[-1]  # done: no time left to promise

@@ -302,17 +302,28 @@ class _InFlight:
 class ProgressPrinter:
     """`videos 12/40 (ok 11, decode_error 1) clips 130 | 2.1 videos/s`, at most every `interval_s`."""
 
-    def __init__(self, interval_s: float, write: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        write: Callable[[str], None],
+        *,
+        written_up_front: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval_s = interval_s
         self.write = write
-        self.started = time.monotonic()
+        # Rows written before any decoding (refusals, files the stat found gone): in the count of
+        # videos, not in the rate, or a night of a few refusals would promise a fast finish.
+        self.written_up_front = written_up_front
+        self.clock = clock
+        self.started = clock()
         self.last = 0.0  # any line
         self.last_videos_line = 0.0  # a line after videos finished
         self.last_seen: tuple[int, int] = (0, 0)  # (videos done, clips seen) of the last line
         self.printed = False
 
     def __call__(self, tally: Tally, total: int, *, force: bool = False) -> None:
-        now = time.monotonic()
+        now = self.clock()
         seen = (tally.videos, tally.clips + tally.clips_in_flight)
         if seen == self.last_seen and (self.printed or not force):
             return  # nothing new (a forced line still comes once, e.g. for an empty manifest)
@@ -329,7 +340,21 @@ class ProgressPrinter:
         elapsed = max(now - self.started, 1e-9)
         statuses = ", ".join(f"{k} {v}" for k, v in sorted(tally.statuses.items()))
         in_flight = f" (+{tally.clips_in_flight} of videos in progress)" if tally.clips_in_flight else ""
+        decoded = max(tally.videos - self.written_up_front, 0)
+        left = total - tally.videos
+        eta = f", about {_duration(left * elapsed / decoded)} left" if decoded and left > 0 else ""
         self.write(
             f"videos {tally.videos}/{total} ({statuses or 'none yet'}) clips {tally.clips}{in_flight} frames {tally.frames}"
-            f" | {tally.videos / elapsed:.2f} videos/s, {elapsed:.0f}s elapsed"
+            f" | {decoded / elapsed:.2f} videos/s, {tally.video_seconds / elapsed:.1f} video-h/wall-h, "
+            f"{_duration(elapsed)} elapsed{eta}"
         )
+
+
+def _duration(seconds: float) -> str:
+    """3h 20m, 4m 05s, 12s: a time left to read at a glance."""
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"

@@ -121,7 +121,7 @@ def run_job(
 
     patience = config.limits.no_progress_timeout_s
     identity = Identity(model_id=weights.model_id, sampling_id=identity_sampling, run_id=run_id)
-    printer = ProgressPrinter(config.resources.progress_interval_s, say)
+    printer = ProgressPrinter(config.resources.progress_interval_s, say, written_up_front=len(work.refused))
     swept = remove_dead_runs_folders()
     if swept.folders:
         say(f"removed {swept.folders} spill folder(s) of runs killed earlier on this host ({swept.bytes / 1e6:.1f} MB)")
