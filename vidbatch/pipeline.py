@@ -218,16 +218,25 @@ def _interrupts_held(say: Callable[[str], None]) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _stops_recorded() -> Iterator[list[int]]:
+def _stops_recorded(*, second_stops: bool = False) -> Iterator[list[int]]:
     """SIGINT and SIGTERM received in the block are only recorded (in the list it yields); the
-    handlers in place before are back when it ends. Only the main thread can set signal handlers;
-    elsewhere (a run inside another program's thread) the list stays empty."""
+    handlers in place before are back when it ends. With `second_stops`, a second one stops the
+    block at once (a step that hangs must still yield to an insistent stop). Only the main thread
+    can set signal handlers; elsewhere (a run inside another program's thread) the list stays empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
+
+    def record(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if second_stops and len(received) > 1:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            _raise_stopped(signum, frame)
+
     held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, lambda signum, frame: received.append(signum)) for signum in held}
+    previous = {signum: signal.signal(signum, record) for signum in held}
     try:
         yield received
     finally:
@@ -597,8 +606,9 @@ def _ensure_ray(address: str | None) -> Any:
         # A stop during the seconds of Ray's start takes effect once it is up: ray.init's own
         # SIGTERM handler exits wherever the start is (exit 15, or a native abort with a stack
         # dump), and a KeyboardInterrupt could leave a half-started node. The Ray started here
-        # is stopped on the way out (cli._leave).
-        with _stops_recorded() as received, _ray_leaves_sigterm_alone(ray):
+        # is stopped on the way out (cli._leave). A second stop does not wait: a start that
+        # hangs must not outlast it.
+        with _stops_recorded(second_stops=True) as received, _ray_leaves_sigterm_alone(ray):
             ray.init(address=address, include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=True)
         stop_on_sigterm()  # had ray.init installed its handler, a SIGTERM would dump a native stack and die
         if signal.SIGINT in received:
