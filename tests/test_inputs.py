@@ -254,3 +254,14 @@ def test_store_failures_are_explained():
     token = OSError("Generic GCS error\n Error performing token request\n  403 Forbidden")
     assert explain_failure(token).startswith("no credentials were found")
     assert explain_failure(OSError("Generic S3 error: 403 Forbidden")) == "access denied"
+
+
+def test_an_address_the_object_store_client_refuses_is_invalid_uri_not_a_nightly_retry():
+    """Before: botocore's ParamValidationError (s3://Bad_Bucket!/x.mp4) became `timeout`, retried every night."""
+    from botocore.exceptions import ParamValidationError
+
+    from vidbatch.storage import storage_failure
+
+    error = storage_failure(ParamValidationError(report="Invalid bucket name \"Bad_Bucket!\""))
+    assert error.status == "invalid_uri" and "fix the manifest row" in error.message
+    assert "Bad_Bucket" not in error.message  # nothing of the uri rides along

@@ -168,6 +168,12 @@ def storage_failure(exc: BaseException) -> VideoError:
             "access_denied",
             "no credentials for the object store were found; set AWS credentials for the job or storage.anon: true",
         )
+    if type(exc).__name__ == "ParamValidationError":  # botocore refused the address before any request
+        return VideoError(
+            "invalid_uri",
+            "the uri is not a valid object-store address (a bucket name has only a-z, 0-9, '.' and '-', "
+            "and credentials do not belong in it); fix the manifest row",
+        )
     response = getattr(exc, "response", None)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
     detail = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
