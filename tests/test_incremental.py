@@ -226,6 +226,38 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     assert not DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().num_rows  # a warning, not a refusal
 
 
+def test_a_carried_column_whose_values_no_longer_fit_its_type_is_refused_before_any_work(
+    tmp_path, seeded_weights, ray_local
+):
+    """Before: string 'one' into the table's int64 column crashed every later run in the merge, after
+    decoding (its clips committed as orphans); 1.5 into it was stored as 1 without a word."""
+    from vidbatch.errors import JobError
+    from vidbatch.preflight import preflight
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    a = str(media.write_video(lib / "a.mp4", num_frames=20, fps=10).path)
+    new = str(media.write_video(lib / "new.mp4", num_frames=20, fps=10).path)
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": ["a"], "uri": [a], "n": pa.array([1], pa.int64())}), manifest)
+    run(tmp_path, seeded_weights)
+    config = parse_job(job_dict(tmp_path, seeded_weights))
+    clips_version = DeltaTable(str(tmp_path / "out" / "clips")).version()
+    for values, kind in [(["one", "two"], pa.string()), ([1.5, None], pa.float64())]:
+        pq.write_table(pa.table({"video_id": ["a", "new"], "uri": [a, new], "n": pa.array(values, kind)}), manifest)
+        for attempt in (lambda: preflight(config), lambda: run_job(config, progress=lambda _: None)):
+            with pytest.raises(JobError, match=rf"manifest column 'n' is {kind} now, but .* holds it as int64"):
+                attempt()
+    assert DeltaTable(str(tmp_path / "out" / "clips")).version() == clips_version  # nothing decoded or committed
+    # values that fit the column's type unchanged are taken (1.0 is 1), and a new column starts with its own type
+    pq.write_table(
+        pa.table({"video_id": ["a", "new"], "uri": [a, new], "n": pa.array([1.0, 2.0]), "m": ["x", "y"]}), manifest
+    )
+    run(tmp_path, seeded_weights)
+    rows = {v["video_id"]: v for v in assert_exact(tmp_path, {"a", "new"}).values()}
+    assert (rows["new"]["n"], rows["new"]["m"]) == (2, "y")
+
+
 def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     lib = tmp_path / "lib"
     lib.mkdir()

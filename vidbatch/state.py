@@ -44,6 +44,7 @@ class PriorState:
     stale_clips: frozenset[tuple[str, str]] = frozenset()
     clip_video_ids: frozenset[str] = frozenset()  # videos with any clip row
     videos_version: int | None = None  # the videos table's version this state was read at (None: no table)
+    videos_schema: pa.Schema | None = None  # the videos table's columns and types (None: no table)
 
 
 # Columns every table vidbatch writes has: a table without them is another tool's.
@@ -67,6 +68,38 @@ def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | N
     table = DeltaTable(uri, storage_options=options)
     refuse_lacking(output, uri, table, _OWN_COLUMNS)
     return table
+
+
+def refuse_retyped_columns(manifest: pa.Table, columns: Iterable[str], table: pa.Schema | None, output: str) -> None:
+    """JobError when a carried-through manifest column no longer fits its type in the videos table.
+
+    The table keeps a column's first type; the merge would cast today's values into it, which
+    fails (string 'one' into int64: the run dies after decoding) or loses them silently (1.5 into
+    int64 as 1). Found here, before any work, naming the column and both types.
+    """
+    if table is None:
+        return
+    for name in columns:
+        if name not in table.names:
+            continue  # a new column: added to the table as it is
+        before = table.field(name).type
+        values = manifest.column(name)
+        if values.type == before or values.null_count == len(values):
+            continue
+        try:
+            cast = values.cast(before, safe=True)
+            round_trip = cast.cast(values.type, safe=True)
+            same = values.equals(round_trip) and (pa.types.is_string(before) or pa.types.is_large_string(before)) == (
+                pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_string_view(values.type)
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            same = False
+        if not same:
+            raise JobError(
+                f"manifest column {name!r} is {values.type} now, but the output's videos table {output!r} holds it as "
+                f"{before} (its first run's type), and its values do not fit that type unchanged; give the column "
+                f"{before} values in the manifest, or rename it (a new column starts with its own type)"
+            )
 
 
 def refuse_lacking(output: str, uri: str, table: DeltaTable, columns: Iterable[str]) -> None:
@@ -132,6 +165,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         stale,
         frozenset(video_id for video_id, _ in clip_counts),
         videos_version=videos_table.version() if videos_table is not None else None,
+        videos_schema=pa.schema(videos_table.schema().to_arrow()) if videos_table is not None else None,
     )
 
 

@@ -17,7 +17,7 @@ from vidbatch.config import JobConfig
 from vidbatch.errors import VideoError
 from vidbatch.incremental import Decision, decide, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
-from vidbatch.state import PriorState, fingerprints, refreshed_rows
+from vidbatch.state import PriorState, fingerprints, refreshed_rows, refuse_retyped_columns
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Worklist:
 
 def make_worklist(config: JobConfig, plan: Plan, prior: PriorState, *, model_id: str, retry_failed: bool = False) -> Worklist:
     """Decide every manifest row against the output's current rows (see module doc)."""
+    refuse_retyped_columns(_extras_table(plan), plan.extra_columns, prior.videos_schema, config.output)
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
     missing: dict[str, VideoError] = {}  # the stat proved these missing or denied
     decision = decide(
@@ -115,3 +116,12 @@ def _refreshed_rows(config: JobConfig, plan: Plan, prior: PriorState, *, rewritt
     manifest_ids = set(plan.to_process.column("video_id").to_pylist()) | {r.video_id for r in plan.refused}
     kept = (set(prior.videos) & manifest_ids) - rewritten
     return refreshed_rows(config.output, config.storage, kept=kept, extras_by_id=extras, extra_columns=plan.extra_columns)
+
+
+def _extras_table(plan: Plan) -> pa.Table:
+    """The carried-through manifest columns of every kept row, with the manifest's types."""
+    rows = [*plan.extras_by_id.values(), *(r.extra for r in plan.refused)]
+    return pa.table(
+        {field.name: pa.array([row.get(field.name) for row in rows], field.type) for field in plan.extra_schema},
+        schema=plan.extra_schema,
+    )
