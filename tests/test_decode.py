@@ -232,3 +232,52 @@ def test_a_video_refused_by_its_limits_keeps_its_probed_facts_in_its_row(library
     row = video.to_pylist()[0]
     assert not clips and row["status"] == "too_large" and row["num_clips"] == 0
     assert row["width"] == library["h264"].width and row["codec"] == "h264" and row["duration_s"] > 0.5
+
+
+def _audio_with_cover_art(path):
+    import av
+
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("aac", rate=44100)
+        cover = container.add_stream("mjpeg")
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24").reformat(format="yuvj420p")
+        for packet in [*cover.encode(picture), *cover.encode()]:
+            container.mux(packet)
+        for index in range(40):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 44100, index * 1024
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    return path
+
+
+def _small_track_first(path):
+    import av
+
+    with av.open(str(path), "w") as container:
+        streams = [container.add_stream("libx264", rate=10) for _ in range(2)]
+        for stream, (width, height) in zip(streams, [(64, 48), (320, 240)], strict=True):
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(20):
+            for stream in streams:
+                frame = av.VideoFrame.from_ndarray(media.paint_frame(index, stream.width, stream.height), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for stream in streams:
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def test_cover_art_is_no_video_and_the_main_picture_is_the_largest_stream(tmp_path):
+    """Before: an audio file's cover picture was decoded as 'the video' (decode_error, 'damaged'), and a
+    small preview track that came first was embedded instead of the video."""
+    with pytest.raises(VideoError, match="only a still picture") as caught:
+        sample(_audio_with_cover_art(tmp_path / "song.mp4"), mode="fps")
+    assert caught.value.status == "no_video_stream"
+    info, clips = sample(_small_track_first(tmp_path / "two.mkv"), mode="fps", fps=1.0)
+    assert (info.width, info.height) == (320, 240) and len(clips[0].frames) > 0

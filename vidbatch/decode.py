@@ -532,7 +532,18 @@ def _video_stream(container: Any, limits: LimitsConfig) -> Any:
         raise VideoError("unreadable", "no stream could be found in the file; it may be damaged or truncated")
     if not container.streams.video:
         raise VideoError("no_video_stream", "the file has no video stream (audio only or data); nothing to embed")
-    return container.streams.video[0]
+    moving = [stream for stream in container.streams.video if not stream.disposition & _STILL_PICTURES]
+    if not moving:
+        raise VideoError(
+            "no_video_stream",
+            "the file has no video stream, only a still picture (e.g. an audio file's cover art); nothing to embed",
+        )
+    # The main picture: the largest stream (a file may carry a small preview track first).
+    return max(moving, key=lambda stream: (stream.codec_context.width or 0) * (stream.codec_context.height or 0))
+
+
+# Streams that are a picture, not the video: cover art and thumbnails.
+_STILL_PICTURES = av.stream.Disposition.attached_pic | av.stream.Disposition.timed_thumbnails
 
 
 def _probe(container: Any, stream: Any) -> VideoInfo:
