@@ -48,7 +48,9 @@ def test_missing_job_file(tmp_path):
 
 
 def test_yaml_null_weights_mean_random_init():
-    assert parse_job({"name": "t", "manifest": "m", "output": "o", "model": {"weights": None}}).model.weights == "none"
+    # an empty `weights:` is refused, not taken for `none` (random weights, exit 0)
+    with pytest.raises(JobError, match=r"model\.weights.*is empty \(null\); write `none` for a seeded random init"):
+        parse_job({"name": "t", "manifest": "m", "output": "o", "model": {"weights": None}})
 
 
 def test_sampling_id_ignores_settings_of_other_modes():

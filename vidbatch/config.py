@@ -82,9 +82,15 @@ class ModelConfig(_Frozen):
 
     @field_validator("weights", mode="before")
     @classmethod
-    def _none_is_a_word(cls, value: Any) -> Any:
-        # YAML turns a bare `none`/`null` into None; both mean "random init".
-        return "none" if value is None else value
+    def _weights_are_written_out(cls, value: Any) -> Any:
+        # YAML turns `weights:` left empty (or null, ~) into None. Taking that for `none` made an
+        # unfinished job file run on random weights, with meaningless results and exit 0.
+        if value is None:
+            raise ValueError(
+                "is empty (null); write `none` for a seeded random init (results not meaningful), "
+                "a torchvision weights name such as IMAGENET1K_V2, or a state_dict path/URI"
+            )
+        return value
 
 
 class ResourcesConfig(_Frozen):

@@ -85,7 +85,7 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
     except PermissionError as exc:
         raise VideoError("access_denied", "the file cannot be read with the job's permissions") from exc
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as exc:
-        raise VideoError("unreadable", f"not a readable media file ({_short(exc)})") from exc
+        raise VideoError("unreadable", f"not a readable media file ({_short(exc)}); {_NOT_MEDIA}") from exc
     try:
         stream = _video_stream(container, limits)
         if stream.codec_context is None:
@@ -116,6 +116,16 @@ def iter_clips(
     else:
         samples = _targeted_samples(container, stream, info, sampling, deadline, stream_end=end)
     yield from _group(samples, info, sampling.clip_len_s, spec, end)
+
+
+# What a person can do, said at the end of each per-video message.
+_NOT_MEDIA = "check that it is a video and re-upload it if it was cut short"
+_DAMAGED = "the file may be damaged: re-upload or re-encode it"
+_TOO_SLOW = (
+    "decoding took longer than limits.decode_timeout_s; each run tries it again: raise the limit if the video is long, "
+    "or check the file"
+)
+RAISE_LIMIT = "raise it and rerun with --retry-failed to process this video"  # a limit's row is a permanent failure
 
 
 # --- sampling --------------------------------------------------------------------------
@@ -245,7 +255,7 @@ class _TargetedReader:
         except VideoError:
             raise
         except (av.error.FFmpegError, ValueError, MemoryError) as exc:
-            raise VideoError("decode_error", f"decoding failed ({_short(exc)}); the file may be damaged") from exc
+            raise VideoError("decode_error", f"decoding failed ({_short(exc)}); {_DAMAGED}") from exc
         finally:
             self._set_skip(False)
 
@@ -274,7 +284,7 @@ class _TargetedReader:
                     continue
             packet = lookahead.popleft()
             if self.deadline is not None and time.monotonic() > self.deadline:
-                raise VideoError("timeout", "decoding took longer than limits.decode_timeout_s; raise it or check the file")
+                raise VideoError("timeout", _TOO_SLOW)
             self._set_skip(self.skip and self._unneeded(packet))
             for frame in packet.decode():
                 self.decoded += 1
@@ -455,12 +465,12 @@ def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, pack
         for packet in container.demux(stream):
             packets.note(packet)
             if deadline is not None and time.monotonic() > deadline:
-                raise VideoError("timeout", "decoding took longer than limits.decode_timeout_s; raise it or check the file")
+                raise VideoError("timeout", _TOO_SLOW)
             yield from packet.decode()
     except VideoError:
         raise
     except (av.error.FFmpegError, ValueError, MemoryError) as exc:
-        raise VideoError("decode_error", f"decoding failed ({_short(exc)}); the file may be damaged") from exc
+        raise VideoError("decode_error", f"decoding failed ({_short(exc)}); {_DAMAGED}") from exc
 
 
 def _group(
@@ -598,13 +608,13 @@ def _check_limits(info: VideoInfo, limits: LimitsConfig) -> None:
     if pixels > limits.max_pixels:
         raise VideoError(
             "too_large",
-            f"{info.width}x{info.height} is above limits.max_pixels={limits.max_pixels}; raise it to process this video",
+            f"{info.width}x{info.height} is above limits.max_pixels={limits.max_pixels}; {RAISE_LIMIT}",
             facts=info.facts(),
         )
     if info.duration_s > limits.max_duration_s:
         raise VideoError(
             "too_large",
-            f"{info.duration_s:.1f}s is above limits.max_duration_s={limits.max_duration_s:g}; raise it to process this video",
+            f"{info.duration_s:.1f}s is above limits.max_duration_s={limits.max_duration_s:g}; {RAISE_LIMIT}",
             facts=info.facts(),
         )
 

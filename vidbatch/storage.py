@@ -194,7 +194,7 @@ def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec
     except Exception as exc:
         raise storage_failure(exc) from exc
     if info.get("type") == "directory":
-        raise VideoError("not_found", "the uri names a directory, not a video file")
+        raise VideoError("not_found", "the uri names a directory, not a video file; point it at the video file")
     if info.get("type") == "other":  # fsspec's word for a pipe, socket or device: reading could block
         raise VideoError("unreadable", "the uri names a pipe or device, not a regular file; give a video file")
     return info, fs, path

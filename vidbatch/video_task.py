@@ -51,7 +51,7 @@ class DecodeSettings:
 
 
 def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
-    from vidbatch.decode import StreamEnd, iter_clips, open_video
+    from vidbatch.decode import RAISE_LIMIT, StreamEnd, iter_clips, open_video
     from vidbatch.storage import open_source, source_fingerprint, stat_video
 
     limits = settings.limits
@@ -63,7 +63,7 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         size = info_dict.get("size") or 0
         if size > limits.max_file_bytes:
             cap = limits.max_file_bytes
-            raise VideoError("too_large", f"{size} bytes is above limits.max_file_bytes={cap}; raise it to process this video")
+            raise VideoError("too_large", f"{size} bytes is above limits.max_file_bytes={cap}; {RAISE_LIMIT}")
         if size == 0:
             raise VideoError("unreadable", "the file is empty (0 bytes); re-upload it")
         deadline = time.monotonic() + limits.decode_timeout_s
