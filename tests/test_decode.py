@@ -129,6 +129,8 @@ def test_duration_limit_message_shows_the_limit_as_set(library):
     ):
         pass
     assert "limits.max_duration_s=0.5;" in caught.value.message
+    # too_large is permanent: raising the limit alone does not redo the row
+    assert "rerun with --retry-failed" in caught.value.message
     assert caught.value.facts["codec"] == "h264"
 
 
