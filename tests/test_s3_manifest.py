@@ -151,3 +151,16 @@ def test_a_manifest_on_a_store_that_cannot_be_reached_is_refused_in_one_line(mon
     with pytest.raises(JobError, match=refusal) as raised:
         read_manifest("s3://bucket/m.parquet", StorageConfig())
     assert "storage.endpoint_url" in str(raised.value)
+
+
+def test_video_ids_must_be_strings_or_integers():
+    """A float id column ('1.0' where an integer column gave '1') would re-key the whole library."""
+    from vidbatch.config import InputPolicy
+    from vidbatch.errors import JobError
+
+    def ids(values: pa.Array) -> pa.Table:
+        return pa.table({"video_id": values, "uri": pa.array(["/lib/a.mp4"] * len(values), pa.string())})
+
+    assert plan(ids(pa.array([7], pa.int64())), InputPolicy()).to_process.column("video_id").to_pylist() == ["7"]
+    with pytest.raises(JobError, match="manifest column 'video_id' must be strings .*got double; write the ids as strings"):
+        plan(ids(pa.array([7.0], pa.float64())), InputPolicy())

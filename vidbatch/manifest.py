@@ -157,3 +157,11 @@ def _validate_columns(manifest: pa.Table) -> None:
         manifest.schema.field("uri").type
     ):
         raise JobError(f"manifest column 'uri' must be strings, got {manifest.schema.field('uri').type}")
+    id_type = manifest.schema.field("video_id").type
+    if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type) or pa.types.is_integer(id_type)):
+        # A float id becomes '1.0' where yesterday's integer was '1' (pandas turns an integer column
+        # with a null into floats): every video would get a new key and be redone, the old rows removed.
+        raise JobError(
+            f"manifest column 'video_id' must be strings (or integers, taken as their digits), got {id_type}; "
+            "write the ids as strings"
+        )
