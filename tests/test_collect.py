@@ -154,12 +154,16 @@ def test_progress_says_the_rate_of_decoded_videos_and_the_time_left():
     printer(tally, 12)
     assert lines[-1].endswith("| 0.00 videos/s, 0.0 video-h/wall-h, 10s elapsed"), lines[-1]
     tally.add("ok", clips=3, frames=9, seconds=40.0)
-    tally.add("ok", clips=3, frames=9, seconds=40.0)
-    now[0] = 120.0
+    now[0] = 120.0  # the first decoded video, after 20 s of start-up: no rate to go by yet
     printer(tally, 12)
-    # 2 decoded in 20 s: the 8 left take about 80 s
-    assert lines[-1].endswith("| 0.10 videos/s, 4.0 video-h/wall-h, 20s elapsed, about 1m 20s left"), lines[-1]
-    for _ in range(8):
+    assert lines[-1].endswith("| 0.05 videos/s, 2.0 video-h/wall-h, 20s elapsed"), lines[-1]
+    tally.add("ok", clips=3, frames=9, seconds=40.0)
+    tally.add("ok", clips=3, frames=9, seconds=40.0)
+    now[0] = 130.0
+    # 2 more in 10 s: the 7 left take about 35 s (the start-up is not in that rate)
+    assert printer(tally, 12) is None
+    assert lines[-1].endswith("| 0.10 videos/s, 4.0 video-h/wall-h, 30s elapsed, about 35s left"), lines[-1]
+    for _ in range(7):
         tally.add("ok", clips=1, frames=1, seconds=1.0)
     now[0] = 7300.0
     printer(tally, 12)

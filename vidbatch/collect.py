@@ -321,6 +321,7 @@ class ProgressPrinter:
         self.last_videos_line = 0.0  # a line after videos finished
         self.last_seen: tuple[int, int] = (0, 0)  # (videos done, clips seen) of the last line
         self.printed = False
+        self.first_decoded: tuple[float, int] | None = None  # (time, videos decoded) at the first line with one
 
     def __call__(self, tally: Tally, total: int, *, force: bool = False) -> None:
         now = self.clock()
@@ -342,7 +343,14 @@ class ProgressPrinter:
         in_flight = f" (+{tally.clips_in_flight} of videos in progress)" if tally.clips_in_flight else ""
         decoded = max(tally.videos - self.written_up_front, 0)
         left = total - tally.videos
-        eta = f", about {_duration(left * elapsed / decoded)} left" if decoded and left > 0 else ""
+        if decoded and self.first_decoded is None:
+            self.first_decoded = (now, decoded)
+        eta = ""
+        if left > 0 and self.first_decoded is not None and decoded > self.first_decoded[1]:
+            # The rate since the first decoded video: Ray's and the actors' start-up, paid before
+            # it, would make the time left look many times longer than it is early in a run.
+            since, at = self.first_decoded
+            eta = f", about {_duration(left * (now - since) / (decoded - at))} left"
         self.write(
             f"videos {tally.videos}/{total} ({statuses or 'none yet'}) clips {tally.clips}{in_flight} frames {tally.frames}"
             f" | {decoded / elapsed:.2f} videos/s, {tally.video_seconds / elapsed:.1f} video-h/wall-h, "
