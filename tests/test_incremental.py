@@ -198,15 +198,18 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     write_manifest(tmp_path / "manifest.parquet", {"a": a, "b": b, "web": http})
     run(tmp_path, seeded_weights)
 
-    # tonight: b changed, c new, a gone from the manifest, the refused row as before
-    media.write_video(b, num_frames=30, fps=10)
+    # tonight: b's file deleted, c new, a gone from the manifest, the refused row as before
+    Path(b).unlink()
     c = media.write_video(lib / "c.mp4", num_frames=20, fps=10).path
     write_manifest(tmp_path / "manifest.parquet", {"b": b, "c": c, "web": http})
     config = parse_job(job_dict(tmp_path, seeded_weights))
     seen = preflight(config)
-    assert (seen.to_process, seen.unchanged, seen.removed, seen.refused) == (2, 0, 1, 1)
+    assert (seen.to_process, seen.unchanged, seen.removed, seen.refused) == (1, 0, 1, 1)  # b: its row from the stat
     text = "\n".join(seen.lines())
-    counts = "2 to decode (1 new, 1 changed, 0 retried), 0 unchanged, 1 removed, 1 refused (1 as before)"
+    counts = (
+        "2 to decode (1 new, 1 changed, 0 retried; 1 of them gone or denied, so not decoded), "
+        "0 unchanged, 1 removed, 1 refused (1 as before)"
+    )
     assert f"a run now: 3 manifest rows (0 duplicate ids); {counts}" in text, text
     assert "refused invalid_uri: 1 rows" in text and "'web': " in text and "http" in text, text
     assert "WARNING" not in text  # 1 of 3 rows removed is a normal night

@@ -47,9 +47,11 @@ class Worklist:
             f" ({len(self.refreshed)} with new manifest columns, rows updated without decoding)" if self.refreshed else ""
         )
         as_before = f" ({self.refused_as_before} as before)" if self.refused_as_before else ""
+        # files the stat found gone or denied: their rows come from the stat, nothing is decoded
+        gone = f"; {len(self.known)} of them gone or denied, so not decoded" if self.known else ""
         return (
             f"{self.plan.manifest_rows} manifest rows ({self.plan.duplicates} duplicate ids); "
-            f"{len(d.process)} to decode ({d.new} new, {d.changed} changed, {d.retried} retried), "
+            f"{len(d.process)} to decode ({d.new} new, {d.changed} changed, {d.retried} retried{gone}), "
             f"{len(d.skip)} unchanged{refreshed}, {len(d.removed)} removed, "
             f"{len(self.plan.refused)} refused{as_before}"
         )
