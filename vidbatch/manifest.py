@@ -38,7 +38,11 @@ class Plan:
     duplicates: int
     manifest_rows: int
     extra_columns: tuple[str, ...]
-    extra_schema: pa.Schema
+    extras: pa.Table  # the carried-through columns of every row that gets a videos row, with the manifest's types
+
+    @property
+    def extra_schema(self) -> pa.Schema:
+        return self.extras.schema
 
 
 def _unreadable(fs: Any, path: str, exc: Exception) -> str:
@@ -88,6 +92,7 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
     # video two rows now and drop its row at the next run's merge.
     taken = {str(v) for v in ids if v is not None and str(v).strip() != ""}
     keep_rows: list[int] = []
+    written_rows: list[int] = []  # rows that get a videos row: kept or refused, not duplicates
     refused: list[Refusal] = []
     duplicates = 0
     extra_rows = manifest.select(list(extras)).to_pylist() if extras else [{} for _ in ids]
@@ -95,6 +100,7 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
         if video_id is None or str(video_id).strip() == "":
             video_id = _stand_in_id(row, taken)
             taken.add(video_id)
+            written_rows.append(row)
             refused.append(
                 Refusal(video_id, uri, "invalid_uri", f"row {row} has no video_id; give it a unique id", extra_rows[row])
             )
@@ -104,6 +110,7 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
             duplicates += 1  # the first row wins; DESIGN: counted, no row of its own
             continue
         seen.add(video_id)
+        written_rows.append(row)
         reason = refusal_reason(uri, policy) or missing_filesystem(scheme_of(uri))
         if reason is not None:
             refused.append(Refusal(video_id, uri, "invalid_uri", reason, extra_rows[row]))
@@ -122,7 +129,7 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
         duplicates=duplicates,
         manifest_rows=manifest.num_rows,
         extra_columns=extras,
-        extra_schema=manifest.select(list(extras)).schema if extras else pa.schema([]),
+        extras=manifest.select(list(extras)).take(written_rows),
     )
 
 

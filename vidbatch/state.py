@@ -70,7 +70,7 @@ def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | N
     return table
 
 
-def refuse_retyped_columns(manifest: pa.Table, columns: Iterable[str], table: pa.Schema | None, output: str) -> None:
+def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: str) -> None:
     """JobError when a carried-through manifest column no longer fits its type in the videos table.
 
     The table keeps a column's first type; the merge would cast today's values into it, which
@@ -79,7 +79,7 @@ def refuse_retyped_columns(manifest: pa.Table, columns: Iterable[str], table: pa
     """
     if table is None:
         return
-    for name in columns:
+    for name in manifest.column_names:
         if name not in table.names:
             continue  # a new column: added to the table as it is
         before = table.field(name).type
@@ -89,9 +89,7 @@ def refuse_retyped_columns(manifest: pa.Table, columns: Iterable[str], table: pa
         try:
             cast = values.cast(before, safe=True)
             round_trip = cast.cast(values.type, safe=True)
-            same = values.equals(round_trip) and (pa.types.is_string(before) or pa.types.is_large_string(before)) == (
-                pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_string_view(values.type)
-            )
+            same = values.equals(round_trip) and _is_text(before) == _is_text(values.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             same = False
         if not same:
@@ -100,6 +98,10 @@ def refuse_retyped_columns(manifest: pa.Table, columns: Iterable[str], table: pa
                 f"{before} (its first run's type), and its values do not fit that type unchanged; give the column "
                 f"{before} values in the manifest, or rename it (a new column starts with its own type)"
             )
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
 
 
 def refuse_lacking(output: str, uri: str, table: DeltaTable, columns: Iterable[str]) -> None:

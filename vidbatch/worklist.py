@@ -77,7 +77,7 @@ class Worklist:
 
 def make_worklist(config: JobConfig, plan: Plan, prior: PriorState, *, model_id: str, retry_failed: bool = False) -> Worklist:
     """Decide every manifest row against the output's current rows (see module doc)."""
-    refuse_retyped_columns(_extras_table(plan), plan.extra_columns, prior.videos_schema, config.output)
+    refuse_retyped_columns(plan.extras, prior.videos_schema, config.output)
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
     missing: dict[str, VideoError] = {}  # the stat proved these missing or denied
     decision = decide(
@@ -119,11 +119,3 @@ def _refreshed_rows(config: JobConfig, plan: Plan, prior: PriorState, *, rewritt
     kept = (set(prior.videos) & manifest_ids) - rewritten
     return refreshed_rows(config.output, config.storage, kept=kept, extras_by_id=extras, extra_columns=plan.extra_columns)
 
-
-def _extras_table(plan: Plan) -> pa.Table:
-    """The carried-through manifest columns of every kept row, with the manifest's types."""
-    rows = [*plan.extras_by_id.values(), *(r.extra for r in plan.refused)]
-    return pa.table(
-        {field.name: pa.array([row.get(field.name) for row in rows], field.type) for field in plan.extra_schema},
-        schema=plan.extra_schema,
-    )
