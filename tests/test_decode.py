@@ -97,6 +97,22 @@ def test_rotation_is_applied(library):
     assert media.read_frame_index(clips[0].frames[0]) == 0  # but delivered upright
 
 
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+@pytest.mark.parametrize("mode", ["fps", "keyframes"])
+def test_the_video_row_has_the_size_the_video_is_shown_at(tmp_path, rotation, mode):
+    """A phone video stored 320x240 with a quarter turn is shown 240 wide, 320 high: the row says so."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    video = media.write_video(tmp_path / "phone.mp4", num_frames=10, fps=10, width=240, height=320, rotation=rotation)
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode=mode, fps=2.0, clip_len_s=1.0), limits=LimitsConfig(), storage=StorageConfig(), spec=SPEC
+    )
+    row = [t.to_pylist()[0] for t in decode_video("v", str(video.path), settings)][-1]
+    assert row["status"] == "ok"
+    assert (row["width"], row["height"]) == (240, 320)
+
+
 @pytest.mark.parametrize(
     ("make", "status"),
     [
@@ -197,17 +213,17 @@ def test_the_last_clip_and_the_duration_end_where_the_last_frame_stops_being_sho
     """This mp4's metadata says 1.7 s, but its last frame is shown from 2.0 s to 2.4 s: the sample
     at t = 2 must lie inside its clip's window, and the video row must say how long it really is."""
     from vidbatch.config import StorageConfig
-    from vidbatch.decode import StreamEnd
+    from vidbatch.decode import StreamFacts
     from vidbatch.video_task import DecodeSettings, decode_video
 
     video = media.write_video(tmp_path / "vfr.mp4", num_frames=5, pts_s=[0.0, 0.4, 0.8, 0.85, 2.0], width=64, height=48)
     real_end = end_of_last_frame(video)
     for mode in ("fps", "keyframes"):
-        end = StreamEnd()
+        end = StreamFacts()
         with open_video(str(video.path), limits=LimitsConfig()) as (container, stream, info):
             assert info.duration_s < 2.0 < real_end  # the premise: the metadata understates
             sampling = SamplingConfig(mode=mode, fps=1.0, clip_len_s=1.5)
-            clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC, stream_end=end))
+            clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC, stream_facts=end))
         assert end.end_s == pytest.approx(real_end, abs=1e-3), mode
         assert clips[-1].end_s == pytest.approx(min(clips[-1].start_s + 1.5, real_end), abs=1e-3), mode
         for clip in clips:

@@ -36,6 +36,16 @@ def test_cpu_only_default_shares_cores_and_the_model_waits_passively(monkeypatch
     assert sizing["decode_cpus"] * 2 + ResourcesConfig().model_cpus <= 2
 
 
+def test_keys_written_as_null_are_unset_and_keep_the_cpu_only_sizing():
+    """The README's job reference writes `decode_actors: null` and `decode_threads: null`; a job
+    copied from it must size like a job that leaves them out."""
+    written = ResourcesConfig.model_validate({"decode_actors": None, "decode_threads": None, "model_gpus": None})
+    assert _actor_sizing(_Cluster(cpus=2), written, 0.0, 1, 1) == _actor_sizing(_Cluster(cpus=2), ResourcesConfig(), 0.0, 1, 1)
+    assert ResourcesConfig().decode_threads is None  # shown as unset, not as 0 ("FFmpeg chooses")
+    chosen = _actor_sizing(_Cluster(cpus=2), ResourcesConfig(decode_threads=0), 0.0, 1, 1)
+    assert chosen["decode_threads"] == 0 and chosen["model_threads"] is None  # written: kept as written
+
+
 def test_a_wait_policy_in_the_jobs_environment_wins(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert _actor_sizing(_Cluster(cpus=2), ResourcesConfig(), 0.0, 1, 1)["model_env"] == {}

@@ -103,7 +103,7 @@ class ResourcesConfig(_Frozen):
     model_gpus: float | None = Field(None, ge=0)  # None: 1 when the cluster has GPUs
     batch_frames: int = Field(32, ge=1)  # frames per forward pass
     batch_clips: int = Field(8, ge=1)  # clips per Ray Data batch into the model
-    decode_threads: int = Field(0, ge=0)  # FFmpeg threads per decode; 0 = FFmpeg picks
+    decode_threads: int | None = Field(None, ge=0)  # FFmpeg threads per decode; None: one per CPU reserved; 0: FFmpeg picks
     progress_interval_s: float = Field(5.0, gt=0)
 
 

@@ -43,7 +43,6 @@ class VideoInfo:
     height: int
     fps: float | None
     codec: str
-    rotation: int
 
     def facts(self) -> dict[str, object]:
         """The videos table's columns this probe fills."""
@@ -60,15 +59,26 @@ class SampledClip:
 
 
 @dataclass
-class StreamEnd:
-    """Where the stream's last frame stops being shown, once decoding has read the whole stream.
+class StreamFacts:
+    """What decoding learns about the stream that probing cannot; iter_clips fills it in.
 
-    iter_clips fills it in (None until then, and when sampling stopped early): the last clip's
-    window and the video's duration use it instead of the container's metadata, which
-    overstates truncated files and understates some VFR muxes.
+    `end_s`: where the last frame stops being shown, once decoding has read the whole stream
+    (None until then, and when sampling stopped early). The last clip's window and the video's
+    duration use it instead of the container's metadata, which overstates truncated files and
+    understates some VFR muxes.
+    `quarter_turns`: the display matrix's counter-clockwise turn of the first sampled frame, in
+    quarter turns (None before a frame is sampled). PyAV exposes the display matrix on frames
+    only, and the probe's width and height are the stored picture's.
     """
 
     end_s: float | None = None
+    quarter_turns: int | None = None
+
+    def upright_size(self, info: VideoInfo) -> tuple[int, int]:
+        """(width, height) as the video is shown."""
+        if self.quarter_turns is not None and self.quarter_turns % 2:
+            return info.height, info.width
+        return info.width, info.height
 
 
 @contextmanager
@@ -107,15 +117,15 @@ def iter_clips(
     sampling: SamplingConfig,
     spec: PreprocessSpec,
     deadline: float | None = None,
-    stream_end: StreamEnd | None = None,
+    stream_facts: StreamFacts | None = None,
 ) -> Iterator[SampledClip]:
-    """The sampled clips in order; `stream_end` (if given) learns where the stream ends."""
-    end = stream_end if stream_end is not None else StreamEnd()
+    """The sampled clips in order; `stream_facts` (if given) learns where the stream ends and how it is turned."""
+    facts = stream_facts if stream_facts is not None else StreamFacts()
     if sampling.mode == "keyframes":
-        samples = _keyframe_samples(container, stream, info, deadline, end)
+        samples = _keyframe_samples(container, stream, info, deadline, facts)
     else:
-        samples = _targeted_samples(container, stream, info, sampling, deadline, stream_end=end)
-    yield from _group(samples, info, sampling.clip_len_s, spec, end)
+        samples = _targeted_samples(container, stream, info, sampling, deadline, stream_facts=facts)
+    yield from _group(samples, info, sampling.clip_len_s, spec, facts)
 
 
 # What a person can do, said at the end of each per-video message.
@@ -146,7 +156,7 @@ def _targeted_samples(
     *,
     fast: bool = True,
     stats: dict[str, int] | None = None,
-    stream_end: StreamEnd | None = None,
+    stream_facts: StreamFacts | None = None,
 ) -> Iterator[tuple[float, float, Any]]:
     """(target t, pts, frame) for every target with a frame on screen. `fast=False` decodes
     every packet (the reference the fast path is tested against); `stats` gets the counts
@@ -172,8 +182,8 @@ def _targeted_samples(
     # The video ends when its last frame stops being shown. Container metadata is not
     # trusted for this: it overstates truncated files and understates some VFR muxes.
     end_s = last_pts + _frame_duration(last, stream, info)
-    if stream_end is not None:
-        stream_end.end_s = end_s
+    if stream_facts is not None:
+        stream_facts.end_s = end_s
     yield from picker.finish(end_s)
 
 
@@ -404,7 +414,7 @@ def _key_frame_ticks(stream: Any) -> list[int]:
 
 
 def _keyframe_samples(
-    container: Any, stream: Any, info: VideoInfo, deadline: float | None, stream_end: StreamEnd
+    container: Any, stream: Any, info: VideoInfo, deadline: float | None, stream_facts: StreamFacts
 ) -> Iterator[tuple[float, float, Any]]:
     # The decoder drops non-key frames itself: no time spent decoding them.
     stream.codec_context.skip_frame = "NONKEY"
@@ -421,7 +431,7 @@ def _keyframe_samples(
     if not any_frame:
         raise _no_frame(packets=packets.count, what="key frame")
     # Every packet was read, so the end is known without decoding the last frames.
-    stream_end.end_s = packets.end_s
+    stream_facts.end_s = packets.end_s
 
 
 class _PacketTally:
@@ -474,7 +484,7 @@ def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, pack
 
 
 def _group(
-    samples: Iterator[tuple[float, float, Any]], info: VideoInfo, clip_len_s: float, spec: PreprocessSpec, stream_end: StreamEnd
+    samples: Iterator[tuple[float, float, Any]], info: VideoInfo, clip_len_s: float, spec: PreprocessSpec, facts: StreamFacts
 ) -> Iterator[SampledClip]:
     """Samples arrive in time order; emit each clip once the next clip starts."""
     current: int | None = None
@@ -488,10 +498,13 @@ def _group(
             pts_list, frames = [], []
         current = index
         pts_list.append(pts)
-        frames.append(to_model_input(_upright_rgb(frame), spec))
+        turns = _quarter_turns(frame)
+        if facts.quarter_turns is None:
+            facts.quarter_turns = turns
+        frames.append(to_model_input(_upright_rgb(frame, turns), spec))
     if current is not None:
         # The samples are exhausted: a sampler that read the whole stream has set its end.
-        end = stream_end.end_s if stream_end.end_s is not None else info.start_s + info.duration_s
+        end = facts.end_s if facts.end_s is not None else info.start_s + info.duration_s
         yield _clip(current, pts_list, frames, info, clip_len_s, end)
 
 
@@ -505,11 +518,14 @@ def _clip(
 # --- frames ----------------------------------------------------------------------------
 
 
-def _upright_rgb(frame: Any) -> np.ndarray:
+def _quarter_turns(frame: Any) -> int:
+    # `rotation` is the counter-clockwise angle the display matrix applies.
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def _upright_rgb(frame: Any, quarter_turns: int) -> np.ndarray:
     rgb = frame.to_ndarray(format="rgb24")
-    # `rotation` is the counter-clockwise angle the display matrix applies; np.rot90
-    # turns counter-clockwise for positive k.
-    quarter_turns = round((frame.rotation or 0) / 90) % 4
+    # np.rot90 turns counter-clockwise for positive k.
     return np.rot90(rgb, k=quarter_turns) if quarter_turns else rgb
 
 
@@ -573,7 +589,6 @@ def _probe(container: Any, stream: Any) -> VideoInfo:
         height=int(stream.codec_context.height or 0),
         fps=float(rate) if rate else None,
         codec=stream.codec_context.name,
-        rotation=0,
     )
 
 

@@ -388,12 +388,13 @@ def _actor_sizing(ray: Any, resources: Any, model_gpus: float, decoders_min: int
     less wall time (docs/performance.md). Explicit resources.decode_* / model_cpus settings,
     GPUs, or an autoscaling pool keep the configured sizes.
     """
-    explicit = resources.model_fields_set
+    # A key written as null (`decode_actors: null`, as the README's reference shows it) is unset.
+    explicit = {name for name in resources.model_fields_set if getattr(resources, name) is not None}
     configured = {
         "decoders_min": decoders_min,
         "decoders_max": decoders_max,
         "decode_cpus": resources.decode_cpus,
-        "decode_threads": resources.decode_threads if "decode_threads" in explicit else max(1, int(resources.decode_cpus)),
+        "decode_threads": max(1, int(resources.decode_cpus)) if resources.decode_threads is None else resources.decode_threads,
         "model_threads": None,
         "model_env": {},
     }

@@ -51,7 +51,7 @@ class DecodeSettings:
 
 
 def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
-    from vidbatch.decode import RAISE_LIMIT, StreamEnd, iter_clips, open_video
+    from vidbatch.decode import RAISE_LIMIT, StreamFacts, iter_clips, open_video
     from vidbatch.storage import open_source, source_fingerprint, stat_video
 
     limits = settings.limits
@@ -70,9 +70,9 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         with open_source(fs, path) as source, open_video(source, limits=limits, threads=settings.threads) as opened:
             container, stream, info = opened
             video.update(info.facts())
-            stream_end = StreamEnd()
+            facts = StreamFacts()
             clips = iter_clips(
-                container, stream, info, sampling=settings.sampling, spec=settings.spec, deadline=deadline, stream_end=stream_end
+                container, stream, info, sampling=settings.sampling, spec=settings.spec, deadline=deadline, stream_facts=facts
             )
             for clip in clips:
                 num_clips += 1
@@ -90,8 +90,9 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
                         "frames": clip.frames.tobytes(),
                     },
                 )
-            if stream_end.end_s is not None:  # decoding read the whole stream: its own length, not the metadata's
-                video["duration_s"] = max(0.0, stream_end.end_s - info.start_s)
+            if facts.end_s is not None:  # decoding read the whole stream: its own length, not the metadata's
+                video["duration_s"] = max(0.0, facts.end_s - info.start_s)
+            video["width"], video["height"] = facts.upright_size(info)
         if num_clips == 0:
             raise VideoError("too_short", "no frame was sampled; the video is shorter than one sample")
     except VideoError as exc:
