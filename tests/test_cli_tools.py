@@ -341,3 +341,11 @@ def test_check_help_describes_the_job_and_set(capsys):
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
     assert "job file (YAML)" in out and "override a job key" in out
+
+
+@pytest.mark.parametrize("command", ["history", "vacuum"])
+def test_history_and_vacuum_of_an_output_that_is_a_file_say_so(tmp_path, capsys, command):
+    (tmp_path / "out").write_text("not a folder")
+    code, _, err = run_cli(capsys, command, str(tmp_path / "out"))
+    assert code == 2
+    assert "is a file" in err and "Generic LocalFileSystem error" not in err

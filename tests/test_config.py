@@ -78,13 +78,27 @@ def test_shipped_job_files_are_valid():
         (BASE, ["resources.decode_actors=true"], "resources.decode_actors=True"),
         (BASE, ["sampling.fps=nan"], "sampling.fps='nan': Input should be a finite number"),
         (BASE, ["limits.max_duration_s=.inf"], "limits.max_duration_s=inf: Input should be a finite number"),
-        (BASE + "name: t2\n", [], "key 'name' is given twice \\(line 4\\)"),
-        (BASE + "model:\n  top_k: 3\n  top_k: 4\n", [], "key 'top_k' is given twice \\(line 6\\)"),
+        (BASE + "name: t2\n", [], "key 'name' is given twice \\(line 4, column 1\\)"),
+        (BASE + "model:\n  top_k: 3\n  top_k: 4\n", [], "key 'top_k' is given twice \\(line 6, column 3\\)"),
     ],
 )
 def test_booleans_non_finite_numbers_and_repeated_keys_are_refused(tmp_path, text, overrides, message):
     with pytest.raises(JobError, match=message):
         load_job(write(tmp_path, text), overrides)
+
+
+def test_yaml_errors_are_one_line_naming_where_and_how_to_fix(tmp_path):
+    with pytest.raises(JobError) as caught:
+        load_job(write(tmp_path, BASE + "manifest: [a\n"))
+    message = str(caught.value)
+    assert "\n" not in message and "<unicode string>" not in message
+    assert "while parsing a flow sequence (line 4, column 11)" in message
+    with pytest.raises(JobError) as caught:  # a --set value: before, a yaml ParserError traceback
+        load_job(write(tmp_path, BASE), ["model.top_k=[1"])
+    assert "--set 'model.top_k=[1': the value is not valid YAML" in str(caught.value)
+    with pytest.raises(JobError) as caught:  # one scheme where a list is wanted: say how to write the list
+        load_job(write(tmp_path, BASE), ["inputs.allowed_schemes=s3"])
+    assert "inputs.allowed_schemes='s3': should be a list, e.g. [s3]" in str(caught.value)
 
 
 def test_forgiving_where_nothing_is_lost(tmp_path):

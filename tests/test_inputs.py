@@ -254,6 +254,12 @@ def test_store_failures_are_explained():
     token = OSError("Generic GCS error\n Error performing token request\n  403 Forbidden")
     assert explain_failure(token).startswith("no credentials were found")
     assert explain_failure(OSError("Generic S3 error: 403 Forbidden")) == "access denied"
+    # S3 with no credentials anywhere: object_store's last try, the instance metadata service, refused
+    imds = OSError(
+        "Generic S3 error\n ↳ Error performing PUT http://169.254.169.254/latest/api/token in 1.3ms - "
+        "Server returned non-2xx status code\n  ↳ 403 Forbidden"
+    )
+    assert explain_failure(imds).startswith("no credentials were found")
 
 
 def test_an_address_the_object_store_client_refuses_is_invalid_uri_not_a_nightly_retry():

@@ -49,7 +49,7 @@ def test_a_good_job_is_summarised_and_nothing_is_left_behind(tmp_path, manifest)
         ({"manifest": "/nonexistent/manifest.parquet"}, "manifest '/nonexistent/manifest.parquet' does not exist"),
         ({"model__weights": "/nonexistent/w.pt"}, "model.weights='/nonexistent/w.pt'"),
         ({"model__weights": "IMAGENET9K_V9"}, "model.weights='IMAGENET9K_V9'"),
-        ({"output": "FILE/out"}, "is a file, not a directory"),
+        ({"output": "FILE/out"}, "which is a file; the output is a folder"),
     ],
 )
 def test_what_the_run_refuses_check_refuses(tmp_path, manifest, changes, message):
@@ -129,3 +129,14 @@ def test_an_output_holding_another_tools_delta_table_is_refused_by_every_command
         assert main(command) == 2
         assert message in capsys.readouterr().err
     assert DeltaTable(str(tmp_path / where)).to_pyarrow_table().num_rows == 2  # the other table is left as it was
+
+
+@pytest.mark.parametrize("below", ["", "sub/out"])
+def test_an_output_that_is_a_file_or_inside_one_is_refused_saying_so(tmp_path, manifest, below):
+    (tmp_path / "taken").write_text("not a folder")
+    output = str(tmp_path / "taken" / below) if below else str(tmp_path / "taken")
+    with pytest.raises(JobError) as caught:
+        preflight(job(tmp_path, output=output))
+    message = str(caught.value)
+    assert "which is a file" in message if below else "is a file" in message
+    assert "bucket" not in message and "choose another path" in message

@@ -252,5 +252,14 @@ def test_weights_stage_without_weights_or_with_wrong_names(s3, offline_v1, capsy
     assert not (tmp_path / "w").exists()
     assert main(["weights", "stage", "IMAGENET1K_V9", "--arch", "resnet18", "--to", str(tmp_path)]) == 2
     assert "not a torchvision weights name for resnet18" in capsys.readouterr().err
+    # The advice names the arch the weights are for, whichever way round the mismatch is.
     assert main(["weights", "stage", "ResNet18_Weights.IMAGENET1K_V1", "--arch", "resnet50", "--to", str(tmp_path)]) == 2
-    assert "give --arch to match" in capsys.readouterr().err
+    assert "give --arch resnet18" in capsys.readouterr().err
+    assert main(["weights", "stage", "ResNet50_Weights.IMAGENET1K_V2", "--arch", "resnet18", "--to", str(tmp_path)]) == 2
+    assert "give --arch resnet50" in capsys.readouterr().err
+    # Another model's weights: refused before any download, naming the models vidbatch runs.
+    for argv in (["VGG16_Weights.IMAGENET1K_V1"], ["IMAGENET1K_V1", "--arch", "vgg16"]):
+        assert main(["weights", "stage", *argv, "--to", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert "'vgg16'" in err and "resnet18, resnet34, resnet50, resnet101, resnet152" in err
+        assert "download" not in err

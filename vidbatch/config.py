@@ -245,7 +245,7 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise JobError(f"job file {str(path)!r} is not valid YAML: {exc}") from exc
+        raise JobError(f"job file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise JobError(f"job file {str(path)!r} must be a mapping of keys, got {type(raw).__name__}")
     for override in overrides:
@@ -264,7 +264,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -289,7 +289,12 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
             raise JobError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a section")
         node = child
     # YAML parsing gives "2" -> 2, "true" -> True, "[a, b]" -> list, like the job file would.
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise JobError(
+            f"--set {override!r}: the value is not valid YAML ({_yaml_problem(exc)}); quote it, e.g. --set '{key}=\"{text}\"'"
+        ) from exc
 
 
 def _describe(err: Any) -> str:
@@ -299,4 +304,17 @@ def _describe(err: Any) -> str:
     if err["type"] == "missing":
         return f"missing required key {where!r}"
     value = err.get("input")
+    if err["type"] in ("tuple_type", "list_type"):
+        return f"{where}={value!r}: should be a list, e.g. [{value}] (on the command line: --set '{where}=[{value}]')"
     return f"{where}={value!r}: {err['msg']}"
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line, with the line and column, without its '<unicode string>' source name."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc).replace("\n", " ")
+
+    def at(text: str | None, mark: Any) -> str:
+        return f"{text} (line {mark.line + 1}, column {mark.column + 1})" if text and mark is not None else text or ""
+
+    return "; ".join(part for part in (at(exc.context, exc.context_mark), at(exc.problem, exc.problem_mark)) if part)

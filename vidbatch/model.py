@@ -368,15 +368,20 @@ def stage_torchvision_weights(arch: str, name: str, to: str, storage: StorageCon
     """
     from vidbatch.storage import filesystem, is_local, join_uri
 
-    try:
-        weights_enum = get_model_weights(arch)
-    except ValueError as exc:
-        raise JobError(f"--arch {arch!r}: not a torchvision model name") from exc
+    archs = get_args(Arch)
+    if arch not in archs:
+        raise JobError(
+            f"model {arch!r} (from --arch, or else the weights name): vidbatch runs {', '.join(archs)}; "
+            "weights of another model cannot be used"
+        )
+    weights_enum = get_model_weights(arch)
     enum_name = name.split(".", 1)[1] if "." in name else name
     if enum_name.upper() == "DEFAULT":
         enum_name = "DEFAULT"
-    if name.startswith("ResNet") and not name.startswith(weights_enum.__name__ + "."):
-        raise JobError(f"weights {name!r} are not {arch}'s; give --arch to match (e.g. --arch resnet18 for ResNet18_Weights)")
+    if "." in name and not name.startswith(weights_enum.__name__ + "."):
+        named = name.split(".", 1)[0].removesuffix("_Weights").lower()
+        fix = f"--arch {named}" if named in archs else f"weights of one of {', '.join(archs)}"
+        raise JobError(f"weights {name!r} are not {arch}'s ({weights_enum.__name__}); give {fix}")
     if enum_name not in weights_enum.__members__:
         raise JobError(f"weights {name!r}: not a torchvision weights name for {arch} ({', '.join(weights_enum.__members__)})")
     weights = weights_enum[enum_name]

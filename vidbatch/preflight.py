@@ -23,7 +23,7 @@ from vidbatch.config import JobConfig, ResourcesConfig
 from vidbatch.errors import JobError
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
-from vidbatch.state import load_prior
+from vidbatch.state import load_prior, refuse_file_output
 from vidbatch.storage import is_local, local_path
 from vidbatch.worklist import make_worklist
 
@@ -159,10 +159,9 @@ def local_gpus() -> float | None:
 
 def _check_local_output(output: str) -> None:
     """The output directory, or the nearest existing one above it, takes a new entry."""
+    refuse_file_output(output)
     path = Path(local_path(output)).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise JobError(f"output {output!r} cannot be written: {str(existing)!r} is a file, not a directory")
     try:
         # A real attempt rather than os.access, which says yes to root on read-only or
         # virtual filesystems; the empty directory is removed at once.

@@ -6,6 +6,7 @@ Only small columns are read (no embeddings), so this stays cheap for large table
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from collections import Counter
 from collections.abc import Iterable
@@ -25,7 +26,9 @@ from vidbatch.storage import (
     delta_storage_options,
     explain_failure,
     filesystem,
+    is_local,
     join_uri,
+    local_path,
     source_fingerprint,
     stat_video,
 )
@@ -53,6 +56,7 @@ _OWN_COLUMNS = ("video_id", "run_id")
 
 def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | None:
     """The output's `name` table (None before the first commit); JobError when it is not vidbatch's."""
+    refuse_file_output(output)
     uri = join_uri(output, name)
     options = delta_storage_options(uri, storage)
     if not DeltaTable.is_deltatable(uri, storage_options=options):
@@ -68,6 +72,24 @@ def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | N
     table = DeltaTable(uri, storage_options=options)
     refuse_lacking(output, uri, table, _OWN_COLUMNS)
     return table
+
+
+def refuse_file_output(output: str) -> None:
+    """JobError when a local output, or a folder it would be made in, is a file."""
+    if not is_local(output):
+        return  # an object store has no files in the way: a key and a prefix of the same name coexist
+    path = os.path.abspath(local_path(output))
+    while True:
+        if os.path.exists(path) and not os.path.isdir(path):
+            where = "is a file" if path == os.path.abspath(local_path(output)) else f"is inside {path!r}, which is a file"
+            raise JobError(
+                f"output {output!r} {where}; the output is a folder (vidbatch writes its videos and clips tables and _runs/ "
+                "in it): choose another path"
+            )
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
 
 
 def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: str) -> None:
@@ -122,10 +144,12 @@ def load_prior(output: str, storage: StorageConfig) -> PriorState:
     except JobError:
         raise
     except Exception as exc:  # a missing bucket, an unreachable endpoint, no credentials, ...
-        raise JobError(
-            f"output {output!r} cannot be read ({explain_failure(exc)}); "
-            "check that its bucket exists, storage.endpoint_url and the job's credentials"
-        ) from exc
+        advice = (
+            "check the path and its permissions"
+            if is_local(output)
+            else "check that its bucket exists, storage.endpoint_url and the job's credentials"
+        )
+        raise JobError(f"output {output!r} cannot be read ({explain_failure(exc)}); {advice}") from exc
 
 
 def _load_prior(output: str, storage: StorageConfig) -> PriorState:

@@ -264,7 +264,12 @@ class _SourceReader:
 _CAUSES = (
     # object_store asking a cloud's metadata server for a token and being refused (a "403 Forbidden"
     # in its chain): no credentials were found, not a bucket refusing them.
-    (("Error performing token request",), "no credentials were found; the cloud's metadata server gave no token"),
+    # AWS's instance metadata service (IMDSv2 token at 169.254.169.254, ECS at 169.254.170.2)
+    # is asked last, when the environment and ~/.aws hold no credentials.
+    (
+        ("Error performing token request", "169.254.169.254", "169.254.170.2"),
+        "no credentials were found: none in the environment or ~/.aws, and no instance role gave a token",
+    ),
     (("NoSuchBucket",), "its bucket does not exist"),
     (("dns error", "Name or service not known", "nodename nor servname"), "the endpoint's host name does not resolve"),
     (("Connection refused", "client error (Connect)", "Could not connect"), "nothing answers at the endpoint"),
