@@ -57,3 +57,5 @@ def test_manifest_build_without_credentials_says_so_instead_of_a_traceback(monke
     with pytest.raises(JobError, match="source 's3://bucket/videos/' cannot be listed") as raised:
         list_videos("s3://bucket/videos/", storage)
     assert "no credentials were found" in str(raised.value)
+    # `manifest build` has no job file: the advice names its own options
+    assert "--endpoint-url" in str(raised.value) and "storage.endpoint_url" not in str(raised.value)

@@ -75,7 +75,13 @@ def test_endpoint_option_and_errors(s3, library_bucket, tmp_path, capsys):
     assert main(["manifest", "build", f"s3://{library_bucket}/library/", "-o", str(out), "--endpoint-url", s3.endpoint]) == 0
     assert pq.read_table(out).num_rows == 4
     assert main(["manifest", "build", f"s3://{library_bucket}/nothing-here/", "-o", str(out)]) == 2
-    assert "is not a folder or prefix" in capsys.readouterr().err
+    assert "has no objects under it; check the prefix" in capsys.readouterr().err
+    assert main(["manifest", "build", "s3://no-such-bucket-here/videos/", "-o", str(out)]) == 2
+    assert "its bucket 'no-such-bucket-here' does not exist" in capsys.readouterr().err
+    assert main(["manifest", "build", str(tmp_path / "missing"), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.endswith("does not exist\n")
+    assert main(["manifest", "build", str(out), "-o", str(tmp_path / "m2.parquet")]) == 2
+    assert "is a file; give the folder that holds the videos" in capsys.readouterr().err
 
 
 def test_local_folder(tmp_path):

@@ -55,21 +55,30 @@ class BuildResult:
     total_bytes: int
 
 
+def _why_not_a_folder(fs: Any, root: str, source: str) -> str:
+    if is_local(source):
+        return "is a file; give the folder that holds the videos" if fs.exists(root) else "does not exist"
+    bucket = root.split("/", 1)[0]
+    if not fs.exists(bucket):
+        return f"cannot be listed: its bucket {bucket!r} does not exist (or is not visible with these credentials and endpoint)"
+    return "has no objects under it; check the prefix"
+
+
 def list_videos(source: str, storage: StorageConfig, extensions: frozenset[str] = VIDEO_EXTENSIONS) -> tuple[pa.Table, int]:
     """(manifest table sorted by video_id, number of objects skipped as not video)."""
     try:
         fs, root = filesystem(source, storage)
         if not fs.isdir(root):
-            raise JobError(f"source {source!r} is not a folder or prefix with objects under it")
+            raise JobError(f"source {source!r} {_why_not_a_folder(fs, root, source)}")
         found: dict[str, dict[str, Any]] = fs.find(root, withdirs=False, detail=True)
     except JobError:
         raise
     except PermissionError as exc:
-        raise JobError(f"source {source!r}: access denied; the job's identity needs list and read access") from exc
+        raise JobError(f"source {source!r}: access denied; the identity running this needs list and read access") from exc
     except Exception as exc:  # OSError, and botocore's own (no credentials, endpoint unreachable)
         raise JobError(
-            f"source {source!r} cannot be listed ({explain_failure(exc)}); check the uri, storage.endpoint_url "
-            "and the job's credentials"
+            f"source {source!r} cannot be listed ({explain_failure(exc)}); check the uri, --endpoint-url (or "
+            "AWS_ENDPOINT_URL), --region and the credentials in the environment"
         ) from exc
     root = root.rstrip("/")
     rows: list[dict[str, Any]] = []
