@@ -78,3 +78,23 @@ def test_a_plan_with_nothing_to_measure_says_why_and_exits_2(tmp_path, capsys):
     assert "not_found" in out and "estimates assume" not in out
     code, out, err = plan_of({"web": "http://host/a.mp4"})
     assert code == 2 and "of 1 rows, 1 are refused and 0 are duplicates" in err, err
+
+
+def test_a_video_that_opens_but_does_not_decode_gives_its_turn_to_the_next(tmp_path, library):
+    """Before: `--probe 1` timed only the first video that opened; when its frames were damaged,
+    the plan had no decode rate although a good video was next in line."""
+    good = library["h264"].path
+    data = bytearray(good.read_bytes())
+    start, moov = data.find(b"mdat") + 4, data.find(b"moov")
+    end = moov if moov > start else len(data)
+    data[start:end] = bytes(end - start)  # the header is intact, every frame is zeros
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": ["a-damaged", "b-good"], "uri": [str(damaged), str(good)]}), manifest)
+    model = {"arch": "resnet18", "weights": "none"}
+    job = parse_job({"name": "p", "manifest": str(manifest), "output": str(tmp_path / "out"), "model": model})
+    report = make_plan(job, probe_videos=1, metadata_videos=2, model_seconds=0.2)
+    assert [p.status for p in report.probed] == ["ok", "ok"]  # both open: the damage shows only when decoding
+    assert [p.video_id for p in report.decode_probes] == ["b-good"]
+    assert report.decode_video_s_per_core and report.decode_video_s_per_core > 0

@@ -150,9 +150,12 @@ def make_plan(
         report.notes.append(f"{len(bad)} of {len(report.probed)} probed videos would fail: "
                             + ", ".join(sorted({p.status for p in bad})))
 
-    decodable = [p for p in report.probed if p.status == "ok"][:probe_videos]
-    say(f"timing decode + sampling on {len(decodable)} videos (up to {decode_budget_s:g} s each, one core) ...")
-    for probe in decodable:
+    decodable = [p for p in report.probed if p.status == "ok"]
+    timed = min(probe_videos, len(decodable))
+    say(f"timing decode + sampling on {timed} videos (up to {decode_budget_s:g} s each, one core) ...")
+    for probe in decodable:  # a video that opens but fails to decode gives its turn to the next
+        if len(report.decode_probes) == probe_videos:
+            break
         timed = _time_decode(probe, config, decode_budget_s)
         if timed is not None:
             report.decode_probes.append(timed)
