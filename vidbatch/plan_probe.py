@@ -151,8 +151,8 @@ def make_plan(
                             + ", ".join(sorted({p.status for p in bad})))
 
     decodable = [p for p in report.probed if p.status == "ok"]
-    timed = min(probe_videos, len(decodable))
-    say(f"timing decode + sampling on {timed} videos (up to {decode_budget_s:g} s each, one core) ...")
+    to_time = min(probe_videos, len(decodable))
+    say(f"timing decode + sampling on {to_time} videos (up to {decode_budget_s:g} s each, one core) ...")
     for probe in decodable:  # a video that opens but fails to decode gives its turn to the next
         if len(report.decode_probes) == probe_videos:
             break
