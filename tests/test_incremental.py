@@ -94,6 +94,18 @@ def test_decide_names_why(before, reason):
 
 
 @pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"model": "m2"}, "model changed"),
+        ({"sampling": "s2"}, "sampling changed"),
+        ({"model": "m2", "sampling": "s2"}, "model and sampling changed"),  # before: only the model was named
+    ],
+)
+def test_the_reason_names_every_setting_that_changed(changes, reason):
+    assert decide_one(prior(), **changes).reasons == {"v": reason}
+
+
+@pytest.mark.parametrize(
     ("before_results", "status", "now", "reason"),
     [
         ({"task": "embed", "precision": "fp32"}, "ok", {"task": "both", "precision": "fp32", "top_k": 5},

@@ -130,10 +130,10 @@ def _why_process(
         return f"retry after {before.status}"
     if not _same_source(before, fingerprint):
         return "source changed"
-    if before.model_id != model_id:
-        return "model changed"
-    if before.sampling_id != sampling_id:
-        return "sampling changed"
+    differ = {"model": before.model_id != model_id, "sampling": before.sampling_id != sampling_id}
+    settings = [what for what, changed in differ.items() if changed]
+    if settings:
+        return " and ".join(settings) + " changed"
     if _transient(before):
         return f"retry after {before.status}"
     if retry_failed and before.status != "ok":
