@@ -30,3 +30,21 @@ def test_a_second_demo_library_keeps_the_files_it_finds(tmp_path):
     after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "manifest.parquet"])  # no scratch files left
+
+
+def test_a_file_under_a_demo_name_that_is_not_that_video_is_replaced(tmp_path):
+    """Before: any file named h264_720p.mp4 was kept, so a leftover text file or a cut-short copy
+    made the quick start show an `unreadable` row where the README promises an ok one."""
+    write_demo_library(tmp_path)
+    kept = tmp_path / "vp9_clip.webm"
+    kept_before = (kept.stat().st_mtime_ns, kept.read_bytes())
+    (tmp_path / "h264_720p.mp4").write_text("not a video\n")
+    short = tmp_path / "mpeg4_avi.avi"
+    short.write_bytes(short.read_bytes()[:300])
+    write_demo_library(tmp_path)
+    for name, codec in (("h264_720p.mp4", "h264"), ("mpeg4_avi.avi", "mpeg4")):
+        with av.open(str(tmp_path / name)) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == codec
+            assert next(container.decode(stream)) is not None
+    assert (kept.stat().st_mtime_ns, kept.read_bytes()) == kept_before  # the good ones stay untouched

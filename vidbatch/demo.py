@@ -41,12 +41,13 @@ def write_demo_library(directory: str | Path) -> Path:
 def _write_library(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     ids, uris = [], []
-    # Files already there are kept as they are: their mtime is part of their fingerprint, so a
-    # second `make demo` shows what a nightly run over an unchanged library does (no decoding).
+    # Demo videos already there are kept as they are: their mtime is part of their fingerprint, so
+    # a second `make demo` shows what a nightly run over an unchanged library does (no decoding).
+    # A file under a demo name that is not that video (another file, a damaged copy) is replaced.
     # Each file is written under a scratch name first, so an interrupted run leaves no half file.
     for seed, (name, ext, codec, size, fps, seconds) in enumerate(_VIDEOS):
         path = root / f"{name}.{ext}"
-        if not path.exists():
+        if not _is_demo_video(path, codec=codec, size=size):
             scratch = root / f".{name}.partial.{ext}"
             _write_pattern_video(scratch, codec=codec, size=size, fps=fps, seconds=seconds, seed=seed)
             scratch.replace(path)
@@ -60,6 +61,21 @@ def _write_library(root: Path) -> Path:
     manifest = root / "manifest.parquet"
     pq.write_table(pa.table({"video_id": ids, "uri": uris}), manifest)
     return manifest
+
+
+def _is_demo_video(path: Path, *, codec: str, size: tuple[int, int]) -> bool:
+    """Does `path` hold a video written by this module: its codec and size, and a decodable first frame?"""
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if (stream.codec_context.width, stream.codec_context.height) != size:
+                return False
+            if stream.codec_context.codec.id != av.codec.Codec(codec, "w").id:
+                return False
+            next(container.decode(stream))
+            return True
+    except (OSError, av.error.FFmpegError, IndexError, StopIteration, ValueError):
+        return False
 
 
 def _write_pattern_video(path: Path, *, codec: str, size: tuple[int, int], fps: int, seconds: float, seed: int) -> None:
