@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import media
@@ -196,7 +197,11 @@ def run(tmp_path: Path, weights, **overrides):
     for key, value in overrides.items():
         section, name = key.split("__")
         raw[section][name] = value
-    return run_job(parse_job(raw), progress=lambda _: None)
+    result = run_job(parse_job(raw), progress=lambda _: None)
+    # Every scenario here checks the summary's whole-table totals against the committed table.
+    videos, _ = snapshot(tmp_path)
+    assert result.summary["table_statuses"] == dict(sorted(Counter(v["status"] for v in videos).items()))
+    return result
 
 
 def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_path, seeded_weights, ray_local):
@@ -399,6 +404,11 @@ def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, see
     assert second.summary["videos"] == 0 and "pipeline_s" not in second.summary["timings_s"]
     # junk's values are the same as before (its split is null): its row is not rewritten
     assert second.summary["changes"]["unchanged"] == 3 and second.summary["changes"]["refreshed"] == 2
+    from vidbatch.cli import _summary_text
+
+    said = _summary_text(second.summary, "summary.json")  # what the terminal shows at the run's end
+    assert " committed " in said.splitlines()[0]
+    assert "unchanged 3 (2 of them with new manifest columns: rows rewritten, not decoded)" in said
     v2 = assert_exact(tmp_path, set(ids))
     expected = {"a": ("lion", "train"), "b": ("dog", "test"), "junk": ("eel", None)}
     assert {k: (v["label"], v["split"]) for k, v in v2.items()} == expected

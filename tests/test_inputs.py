@@ -166,7 +166,7 @@ def test_a_local_output_that_cannot_be_written_is_refused_before_ray_starts(tmp_
             "model": {"arch": "resnet18", "weights": "none"},
         }
     )
-    with pytest.raises(JobError, match="cannot be written"):
+    with pytest.raises(JobError, match="which is a file; the output is a folder"):
         pipeline.run_job(config, progress=lambda line: None)
 
 

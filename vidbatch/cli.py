@@ -321,6 +321,19 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
+def _table_line(summary: dict) -> list[str]:
+    statuses = summary.get("table_statuses")
+    if statuses is None:
+        return []
+    parts = ", ".join(f"{status}: {count}" for status, count in statuses.items()) or "empty"
+    return [f"  the videos table now: {_count(sum(statuses.values()), 'row')} ({parts})"]
+
+
+def _refreshed(changes: dict) -> str:
+    refreshed = changes.get("refreshed", 0)
+    return f" ({refreshed} of them with new manifest columns: rows rewritten, not decoded)" if refreshed else ""
+
+
 def _summary_text(summary: dict, uri: str) -> str:
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
     changes = summary.get("changes") or {}
@@ -328,8 +341,9 @@ def _summary_text(summary: dict, uri: str) -> str:
         _headline(summary),
         f"  videos written {summary['videos']} ({statuses}); duplicates skipped {summary['duplicate_ids']}",
         f"  new {changes.get('new', 0)}, changed {changes.get('changed', 0)}, retried {changes.get('retried', 0)}, "
-        f"removed {changes.get('removed', 0)}, unchanged {changes.get('unchanged', 0)}",
+        f"removed {changes.get('removed', 0)}, unchanged {changes.get('unchanged', 0)}{_refreshed(changes)}",
         f"  clips {summary['clips']}, frames {summary['frames']}, video hours {summary['video_hours']:.4f}",
+        *_table_line(summary),
         f"  wall {summary['wall_time_s']:.1f}s, {summary['throughput']['videos_per_s']} videos/s, "
         f"{summary['throughput']['frames_per_s']} frames/s, "
         f"{summary['throughput']['video_hours_per_wall_hour']} video-hours/wall-hour",

@@ -201,6 +201,9 @@ def run_job(
             summary = _summary(config, run_id, weights, plan, tally, wall, versions)
             summary["changes"] = changes
             summary["reasons"] = reasons
+            # The whole videos table after this run, not only the rows it wrote: what a nightly
+            # dashboard watches (how much of the library is ok, how much keeps failing).
+            summary["table_statuses"] = worklist.table_statuses(prior, tally.statuses)
             summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
             summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)

@@ -8,6 +8,8 @@ disagree. Deciding stats every file the manifest keeps (that is how a changed fi
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +40,14 @@ class Worklist:
     def replaced_ids(self) -> set[str]:
         """The videos rows this run's commit replaces or deletes."""
         return set(self.decision.process) | set(self.decision.removed) | {r.video_id for r in self.work.refused}
+
+    def table_statuses(self, prior: PriorState, written: Mapping[str, int]) -> dict[str, int]:
+        """The videos table's rows per status once this run's `written` rows (per status) are committed:
+        the rows it keeps (refreshed rows keep their status) plus the ones it writes."""
+        replaced = self.replaced_ids
+        kept = Counter(before.status for video_id, before in prior.videos.items() if video_id not in replaced)
+        kept.update(written)
+        return dict(sorted(kept.items()))
 
     def counts_line(self) -> str:
         """Every manifest row counted once (decode + unchanged + refused + duplicates = manifest rows);
