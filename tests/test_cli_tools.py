@@ -349,3 +349,29 @@ def test_history_and_vacuum_of_an_output_that_is_a_file_say_so(tmp_path, capsys,
     code, _, err = run_cli(capsys, command, str(tmp_path / "out"))
     assert code == 2
     assert "is a file" in err and "Generic LocalFileSystem error" not in err
+
+
+def test_history_last_lists_the_newest_runs_reading_only_theirs(tmp_path, capsys):
+    """A library run every night for years: `--last N` lists the newest N runs, committed or not,
+    and does not read the summaries of older runs."""
+    output = tmp_path / "out"
+    start = datetime.now(timezone.utc) - timedelta(days=10)
+    ids = [run_id(start + timedelta(days=day), f"{day:06x}") for day in range(6)]
+    for day, rid in enumerate(ids):
+        if day % 2 == 0:  # even nights committed, odd nights changed nothing
+            commit_run(str(output), rid, changes={**NO_CHANGES, "changed": 1}, statuses={"ok": 1})
+            changes = {**NO_CHANGES, "changed": 1}
+            write_local_summary(output, summary(rid, datetime.now(timezone.utc), changes=changes, videos=1))
+        else:
+            write_local_summary(output, summary(rid, start + timedelta(days=day), changes=NO_CHANGES))
+    everything = history_json(capsys, str(output))
+    assert len(everything) == 6
+    # An old night's summary that cannot be read: listing every run fails on it, the newest three do not.
+    old = output / "_runs" / ids[1] / "summary.json"
+    old.unlink()
+    old.symlink_to(tmp_path / "gone.json")
+    assert run_cli(capsys, "history", str(output))[0] == 2
+    newest = history_json(capsys, str(output), "--last", "3")
+    assert [e["run_id"] for e in newest] == [e["run_id"] for e in everything][:3]
+    code, _, err = run_cli(capsys, "history", str(output), "--last", "0")
+    assert code == 2 and "--last 0" in err

@@ -135,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="list the runs of an output: its table commits, and the runs that changed nothing")
     history.add_argument("output", help="the job's output root")
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.add_argument("--last", type=int, metavar="N", help="only the newest N runs (reads only theirs)")
     _storage_arguments(history)
     history.set_defaults(func=_history)
 
@@ -166,7 +167,9 @@ def _parser() -> argparse.ArgumentParser:
 def _history(args: argparse.Namespace) -> int:
     from vidbatch.history import format_runs, runs
 
-    entries = runs(args.output, _storage_config(args))
+    if args.last is not None and args.last < 1:
+        raise JobError(f"--last {args.last}: give how many of the newest runs to list (1 or more)")
+    entries = runs(args.output, _storage_config(args), last=args.last)
     print(json.dumps(entries, indent=2) if args.json else format_runs(entries))
     return 0
 

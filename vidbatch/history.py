@@ -24,8 +24,12 @@ MIN_RETENTION_HOURS = 168
 TABLES = ("clips", "videos")
 
 
-def runs(output: str, storage: StorageConfig) -> list[dict[str, Any]]:
-    """Every finished run of `output`, newest first.
+def runs(output: str, storage: StorageConfig, *, last: int | None = None) -> list[dict[str, Any]]:
+    """Every finished run of `output`, newest first (the newest `last` of them, when given).
+
+    `last` bounds the reading too, so a library run every night for years lists its recent
+    nights without reading every summary and commit: the newest `last` run folders (run ids
+    start with their UTC start time) and the newest `last` commits of the log.
 
     A run that changed the tables is a commit of the videos table, whose metadata says what
     the run did. A run that changed nothing makes no commit (there is nothing to write), so
@@ -37,8 +41,8 @@ def runs(output: str, storage: StorageConfig) -> list[dict[str, Any]]:
         table = open_table(output, "videos", storage)
         if table is None:
             raise JobError(f"{output!r} holds no videos table (no run has committed there); check the job's output")
-        committed = _committed_runs(table)
-        summaries = _summaries(output, storage)
+        committed = _committed_runs(table, last)
+        summaries = _summaries(output, storage, last)
     for entry in committed:
         # The commit records the wall time up to the commit; the run's summary (and what the run
         # printed) the whole run, commit included: the run's own figure is the one to show.
@@ -47,7 +51,8 @@ def runs(output: str, storage: StorageConfig) -> list[dict[str, Any]]:
             entry["wall_time_s"] = float(wall)
     ids = {entry["run_id"] for entry in committed}
     from_summaries = [_summary_entry(summary, run_id) for run_id, summary in summaries.items() if run_id not in ids]
-    return sorted([*committed, *from_summaries], key=_time_and_run, reverse=True)
+    newest_first = sorted([*committed, *from_summaries], key=_time_and_run, reverse=True)
+    return newest_first if last is None else newest_first[:last]
 
 
 def changed_tables(summary: dict[str, Any]) -> bool:
@@ -58,9 +63,9 @@ def changed_tables(summary: dict[str, Any]) -> bool:
     return bool(summary.get("videos")) or any(count for kind, count in changes.items() if kind != "unchanged")
 
 
-def _committed_runs(table: DeltaTable) -> list[dict[str, Any]]:
+def _committed_runs(table: DeltaTable, last: int | None = None) -> list[dict[str, Any]]:
     entries = []
-    for commit in table.history():
+    for commit in table.history(limit=last):
         run_id = commit.get("vidbatch.run_id")
         if not run_id:  # vacuum's own commits, or a commit some other tool made
             continue
@@ -81,11 +86,14 @@ def _committed_runs(table: DeltaTable) -> list[dict[str, Any]]:
     return entries
 
 
-def _summaries(output: str, storage: StorageConfig) -> dict[str, dict[str, Any]]:
-    """Every finished run's summary.json, by run_id (a run without one did not finish)."""
+def _summaries(output: str, storage: StorageConfig, last: int | None = None) -> dict[str, dict[str, Any]]:
+    """Every finished run's summary.json, by run_id (a run without one did not finish); with
+    `last`, those of the newest `last` run ids."""
     fs, runs_root = filesystem(join_uri(output, "_runs"), storage)
     fs.invalidate_cache(runs_root)  # s3fs keeps listings: a long-lived process must see new runs
     paths = fs.glob(posixpath.join(runs_root, "*", "summary.json"))
+    if last is not None:
+        paths = sorted(paths, key=_run_id_of, reverse=True)[:last]
     if not paths:
         return {}
     contents = fs.cat(paths)  # one request per file, concurrently on object stores
