@@ -50,7 +50,9 @@ def ray_local(s3):
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        # log_to_driver=False: Ray's forwarded lines (a raylet's "disk over 95% full", say) would
+        # land in the stderr of whatever CLI test runs next in this process.
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     if started:
         ray.shutdown()

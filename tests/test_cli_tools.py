@@ -7,6 +7,7 @@ metadata and `_runs/<run_id>/summary.json` files a run writes; no test here star
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,16 @@ def write_local_summary(output: Path, payload: dict[str, Any]) -> None:
     (folder / "summary.json").write_text(json.dumps(payload))
 
 
+# A line Ray forwards to a driver in this process ("(raylet) ...", "(pid=12) ..."), maybe coloured.
+_RAY_FORWARDED = re.compile(r"^(\x1b\[[0-9;]*m)?\((raylet|[\w:]*\s*pid=\d+)")
+
+
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The command's exit code, stdout and stderr, less what a Ray shared by this test process forwards."""
     code = main(list(argv))
     captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    err = "".join(line for line in captured.err.splitlines(keepends=True) if not _RAY_FORWARDED.match(line))
+    return code, captured.out, err
 
 
 def history_json(capsys: pytest.CaptureFixture[str], output: str, *options: str) -> list[dict[str, Any]]:
