@@ -197,6 +197,7 @@ def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> R
     sha = hashlib.sha256(raw).hexdigest()
     state_dict = _load_state_dict(raw, uri)
     _check_fits(config.arch, state_dict, uri)
+    _check_values(state_dict, uri)
     num_classes = _num_classes(state_dict)
     known = _known_torchvision(config.arch, sha)
     if known is not None:
@@ -241,6 +242,28 @@ def _check_fits(arch: str, state_dict: dict[str, torch.Tensor], what: str) -> No
     except (RuntimeError, KeyError, ValueError, AttributeError) as exc:
         misfit = _misfit(arch, state_dict) or str(exc)[:300]
         raise JobError(f"model.weights={what!r} does not fit {arch}: {misfit}") from exc
+
+
+def _check_values(state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Weights that fit but cannot give usable embeddings are refused before any video is decoded:
+    NaN or Inf anywhere (a diverged training run, a damaged export), or a first convolution of
+    zeros (its output is the same for every frame, so is every embedding)."""
+    non_finite = [
+        key for key, tensor in state_dict.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if non_finite:
+        more = f" and {len(non_finite) - 3} more" if len(non_finite) > 3 else ""
+        shown = ", ".join(repr(key) for key in non_finite[:3]) + more
+        raise JobError(
+            f"model.weights={what!r} holds NaN or Inf values (in {shown}); the training diverged or the "
+            "file is damaged: export the weights again"
+        )
+    first = state_dict.get("conv1.weight")
+    if first is not None and not bool(first.any()):
+        raise JobError(
+            f"model.weights={what!r}: 'conv1.weight' is all zeros, so every video would get the same "
+            "embedding; export the trained weights again"
+        )
 
 
 def _assemble(arch: str, state_dict: dict[str, torch.Tensor]) -> ResNet:

@@ -111,28 +111,35 @@ class ModelStage:
         n = batch.num_rows
         embeddings = probs = pa.nulls(n, pa.list_(pa.float32()))
         rows = np.flatnonzero(is_clip)
+        failures: dict[int, tuple[str, str]] = {}  # row -> (error_type, message)
         if len(rows):
             try:
                 clip_emb, clip_probs = self._embed(batch, rows)
                 embeddings = _list_rows(clip_emb, rows, n)
                 if self.want_probs:
                     probs = _list_rows(clip_probs, rows, n)
+                for j, problem in enumerate(unusable_outputs(clip_emb, clip_probs if self.want_probs else None)):
+                    if problem:
+                        failures[int(rows[j])] = ("unusable_output", problem)
             except Exception as exc:  # one bad batch must not end the run
                 log.exception("model failed on a batch of %d clips", len(rows))
-                statuses = batch.column("status").to_pylist()
-                messages = batch.column("error_message").to_pylist()
-                error_types = batch.column("error_type").to_pylist()
-                for row in rows:
-                    statuses[row] = "model_error"
-                    error_types[row] = type(exc).__name__
-                    messages[row] = f"the model failed on this video's frames: {str(exc)[:200]}"
-                passthrough = _set(passthrough, "status", pa.array(statuses, pa.string()))
-                passthrough = _set(passthrough, "error_type", pa.array(error_types, pa.string()))
-                passthrough = _set(passthrough, "error_message", pa.array(messages, pa.string()))
+                message = f"the model failed on this video's frames: {str(exc)[:200]}"
+                failures = {int(row): (type(exc).__name__, message) for row in rows}
+        if failures:
+            statuses = batch.column("status").to_pylist()
+            error_types = batch.column("error_type").to_pylist()
+            messages = batch.column("error_message").to_pylist()
+            for row, (error_type, message) in failures.items():
+                statuses[row], error_types[row], messages[row] = "model_error", error_type, message
+            passthrough = _set(passthrough, "status", pa.array(statuses, pa.string()))
+            passthrough = _set(passthrough, "error_type", pa.array(error_types, pa.string()))
+            passthrough = _set(passthrough, "error_message", pa.array(messages, pa.string()))
         out = passthrough.append_column("embedding", embeddings).append_column("probs", probs)
         return out.cast(EMBEDDED)
 
     def _embed(self, batch: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per clip: the L2-normalised mean of its frames' pooled features (all zeros where that mean
+        is zero; `unusable_outputs` reports it) and the mean class probabilities."""
         counts = batch.column("num_frames").to_numpy(zero_copy_only=False)[rows].astype(np.int64)
         frames = _frames_of(batch.column("frames"), rows, (self.crop, self.crop, 3))
         if len(frames) != int(counts.sum()):
@@ -144,6 +151,31 @@ class ModelStage:
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         mean_probs = np.add.reduceat(class_probs.astype(np.float64), bounds[:-1], axis=0) / counts[:, None]
         return emb.astype(np.float32), mean_probs.astype(np.float32)
+
+
+def unusable_outputs(embeddings: np.ndarray, probs: np.ndarray | None) -> list[str]:
+    """Per clip, why its model output cannot be committed ('' when it can).
+
+    A NaN or Inf (an overflow in fp16/bf16, or damaged weights) or an all-zero embedding (nothing
+    to normalise: every video would match it equally) would be committed as an `ok` row that
+    poisons a search index; such a clip fails its video with `model_error` instead.
+    """
+    finite = np.isfinite(embeddings).all(axis=1)
+    if probs is not None:
+        finite &= np.isfinite(probs).all(axis=1)
+    zero = finite & ~np.any(embeddings != 0, axis=1)
+    problems = []
+    for is_finite, is_zero in zip(finite.tolist(), zero.tolist(), strict=True):
+        if not is_finite:
+            problems.append(
+                "the model gave NaN or Inf for this video's frames; with precision fp16 or bf16 try "
+                "model.precision: fp32, otherwise check model.weights"
+            )
+        elif is_zero:
+            problems.append("the model gave an all-zero embedding for this video's frames; check model.weights")
+        else:
+            problems.append("")
+    return problems
 
 
 def _frames_of(column: pa.ChunkedArray, rows: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
