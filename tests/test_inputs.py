@@ -271,3 +271,63 @@ def test_an_address_the_object_store_client_refuses_is_invalid_uri_not_a_nightly
     error = storage_failure(ParamValidationError(report="Invalid bucket name \"Bad_Bucket!\""))
     assert error.status == "invalid_uri" and "fix the manifest row" in error.message
     assert "Bad_Bucket" not in error.message  # nothing of the uri rides along
+
+
+def test_carried_columns_get_types_the_delta_videos_table_holds_without_loss():
+    """deltalake writes uint8 as a signed byte and failed on 200 at the commit, after all the work."""
+    from datetime import datetime, timezone
+
+    paris = pa.array([datetime(2026, 1, 1, 12, tzinfo=timezone.utc)], pa.timestamp("us", tz="Europe/Paris"))
+    manifest = pa.table(
+        {
+            "video_id": ["a"],
+            "uri": ["/v/a.mp4"],
+            "rating": pa.array([200], pa.uint8()),
+            "views": pa.array([2**63 - 1], pa.uint64()),
+            "tags": pa.array([[65535]], pa.list_(pa.uint16())),
+            "shot_at": paris,
+            "note": pa.array([None], pa.null()),
+            "score": pa.array([0.5], pa.float32()),
+        }
+    )
+    result = plan(manifest, InputPolicy())
+    types = {name: result.extra_schema.field(name).type for name in result.extra_columns}
+    assert types == {
+        "rating": pa.int16(),
+        "views": pa.int64(),
+        "tags": pa.list_(pa.int32()),
+        "shot_at": pa.timestamp("us", tz="UTC"),
+        "note": pa.null(),  # Delta's void: takes its first real type on a later night
+        "score": pa.float32(),
+    }
+    assert result.extras_by_id["a"]["rating"] == 200 and result.extras_by_id["a"]["tags"] == [65535]
+    assert result.extras_by_id["a"]["shot_at"] == datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("column", "why"),
+    [
+        (pa.array([1], pa.duration("s")), r"'length' is duration\[s\], a type the videos table \(Delta\) cannot hold"),
+        (pa.array([1], pa.time64("us")), r"'length' is time64\[us\], a type"),
+        (pa.array([1.0], pa.float16()), r"'length' is halffloat, a type"),
+        (pa.array([[1]], pa.list_(pa.duration("ms"))), r"'length' is list<item: duration\[ms\]>, a type"),
+        (pa.array([2**63 + 5], pa.uint64()), r"'length' is uint64 with values above int64's largest.*write it as strings"),
+    ],
+)
+def test_carried_columns_delta_cannot_hold_are_refused_naming_the_column(column, why):
+    with pytest.raises(JobError, match=rf"manifest column {why}"):
+        plan(pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"], "length": column}), InputPolicy())
+
+
+def test_a_failing_local_file_system_is_named_as_such_and_s3fs_errors_stay_the_stores():
+    import errno
+
+    from vidbatch.storage import storage_failure
+
+    disk = storage_failure(OSError(errno.EIO, "Input/output error", "/mnt/videos/a.mp4"))
+    assert disk.status == "timeout"
+    assert disk.message.startswith("the file system failed to read this video (EIO: Input/output error)")
+    store = storage_failure(OSError(errno.EIO, "We encountered an internal error"))  # as s3fs translates a 500
+    assert store.status == "timeout" and store.message.startswith("the object store failed to serve this video")
+    too_long = storage_failure(OSError(errno.ENAMETOOLONG, "KeyTooLongError"))  # s3fs: a key over 1024 bytes
+    assert too_long.status == "invalid_uri"

@@ -84,6 +84,7 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
 def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
     manifest = _decoded(manifest)
     _validate_columns(manifest)
+    manifest = _storable(manifest)
     extras = tuple(name for name in manifest.column_names if name not in REQUIRED)
     ids = manifest.column("video_id").to_pylist()
     uris = manifest.column("uri").to_pylist()
@@ -149,6 +150,60 @@ def _decoded(manifest: pa.Table) -> pa.Table:
             plain = manifest.column(index).cast(column_field.type.value_type)
             manifest = manifest.set_column(index, pa.field(column_field.name, plain.type, column_field.nullable), plain)
     return manifest
+
+
+def _storable(manifest: pa.Table) -> pa.Table:
+    """The carried-through columns as types the Delta videos table holds without loss.
+
+    Delta has no unsigned integers: deltalake writes uint8 as a signed byte and fails on 200, after
+    all the decoding. Unsigned columns are widened to the next signed type (uint64 to int64 where
+    the values fit). A time zone is written as UTC, the same instants. Types Delta cannot hold at
+    all (durations, times of day, float16, ...) are refused here, before any work, naming the column.
+    """
+    from deltalake import Schema  # deltalake's own Arrow -> Delta mapping decides what it can hold
+
+    for index, column_field in enumerate(manifest.schema):
+        if column_field.name in REQUIRED:
+            continue
+        wanted = _storable_type(column_field.type)
+        if wanted != column_field.type:
+            try:
+                values = manifest.column(index).cast(wanted, safe=True)
+            except pa.ArrowInvalid as exc:
+                raise JobError(
+                    f"manifest column {column_field.name!r} is {column_field.type} with values above {wanted}'s "
+                    f"largest ({str(exc)[:120]}); Delta tables have no unsigned integers: write it as strings"
+                ) from exc
+            manifest = manifest.set_column(index, pa.field(column_field.name, wanted, column_field.nullable), values)
+        try:
+            Schema.from_arrow(pa.schema([manifest.schema.field(index)]))
+        except Exception as exc:  # deltalake raises a bare Exception naming the Rust type
+            raise JobError(
+                f"manifest column {column_field.name!r} is {column_field.type}, a type the videos table (Delta) cannot "
+                "hold; convert it (e.g. a duration to int64 seconds, a time of day to a string) or leave it out"
+            ) from exc
+    return manifest
+
+
+_WIDER_SIGNED = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(), pa.uint64(): pa.int64()}
+
+
+def _storable_type(kind: pa.DataType) -> pa.DataType:
+    """`kind` with unsigned integers widened and time zones made UTC, at any depth; else `kind` itself."""
+    if kind in _WIDER_SIGNED:
+        return _WIDER_SIGNED[kind]
+    if pa.types.is_timestamp(kind) and kind.tz is not None and kind.tz != "UTC":
+        return pa.timestamp(kind.unit, tz="UTC")
+    if pa.types.is_map(kind):
+        key, item = _storable_type(kind.key_type), _storable_type(kind.item_type)
+        return kind if (key, item) == (kind.key_type, kind.item_type) else pa.map_(key, item)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        inner = _storable_type(kind.value_type)
+        return kind if inner == kind.value_type else pa.list_(inner)
+    if pa.types.is_struct(kind):
+        fields = [pa.field(f.name, _storable_type(f.type), f.nullable) for f in kind]
+        return kind if all(f.type == g.type for f, g in zip(fields, kind, strict=True)) else pa.struct(fields)
+    return kind
 
 
 def _validate_columns(manifest: pa.Table) -> None:

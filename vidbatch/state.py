@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 
 from vidbatch.config import ModelConfig, StorageConfig
 from vidbatch.errors import JobError, VideoError
-from vidbatch.incremental import PriorVideo, settled_failure
+from vidbatch.incremental import PERMANENT, PriorVideo, settled_failure
 from vidbatch.schema import VIDEOS
 from vidbatch.storage import (
     delta_storage_options,
@@ -106,8 +106,8 @@ def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: 
             continue  # a new column: added to the table as it is
         before = table.field(name).type
         values = manifest.column(name)
-        if values.type == before or values.null_count == len(values):
-            continue
+        if values.type == before or values.null_count == len(values) or pa.types.is_null(before):
+            continue  # a column that was all nulls so far (Delta's void) takes its first real type at the merge
         try:
             cast = values.cast(before, safe=True)
             round_trip = cast.cast(values.type, safe=True)
@@ -237,8 +237,8 @@ def fingerprints(
         video_id, uri = row
         try:
             info, _, _ = stat_video(uri, storage)
-        except VideoError as exc:  # still missing / still denied: a settled answer, like a fingerprint
-            if exc.status not in ("not_found", "access_denied"):
+        except VideoError as exc:  # still gone, denied, a pipe, a path too long: a settled answer, like a fingerprint
+            if exc.status not in PERMANENT:
                 return video_id, None
             if settled is not None:
                 settled[video_id] = exc
