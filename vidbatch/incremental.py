@@ -16,10 +16,20 @@ from typing import Any
 from vidbatch.uri_policy import redact_uri
 
 # A retry of these cannot succeed until the file (or the model/sampling) changes.
-# not_found / access_denied are re-checked with a cheap stat every run (see _same_source);
-# timeout and model_error are transient and always retried.
+# not_found / access_denied / invalid_uri, and a pipe's unreadable, are re-checked with a cheap stat
+# every run (see _same_source); timeout and model_error are transient and always retried.
 PERMANENT = frozenset(
-    {"ok", "unreadable", "no_video_stream", "decode_error", "too_short", "too_large", "not_found", "access_denied"}
+    {
+        "ok",
+        "unreadable",
+        "no_video_stream",
+        "decode_error",
+        "too_short",
+        "too_large",
+        "not_found",
+        "access_denied",
+        "invalid_uri",
+    }
 )
 
 

@@ -7,6 +7,7 @@ settings (endpoint, region) come from the job file.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from vidbatch.config import StorageConfig
-from vidbatch.errors import VideoError
+from vidbatch.errors import Status, VideoError
 
 
 def scheme_of(uri: str) -> str:
@@ -150,6 +151,17 @@ _DENIED = "access denied; grant the job's identity read access to this object"
 
 _NO_CREDENTIALS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
 
+# A path the file system refuses for what it is: the same answer every night, so a permanent status
+# (not `timeout`, which would retry it every run).
+_PATH_ERRORS: dict[int, tuple[Status, str]] = {
+    errno.ELOOP: ("not_found", "the path loops through symbolic links (ELOOP); fix the link or the manifest row"),
+    errno.ENOTDIR: ("not_found", "a folder in the path is a file (ENOTDIR); check the manifest row"),
+    errno.ENAMETOOLONG: (
+        "invalid_uri",
+        "the path or a name in it is longer than the file system allows (ENAMETOOLONG); fix the manifest row",
+    ),
+}
+
 
 def storage_failure(exc: BaseException) -> VideoError:
     """A failure of the store itself (throttling or dropped connections past every retry, timeouts).
@@ -163,6 +175,9 @@ def storage_failure(exc: BaseException) -> VideoError:
         return VideoError("not_found", _NOT_FOUND)
     if isinstance(exc, PermissionError):
         return VideoError("access_denied", _DENIED)
+    if isinstance(exc, OSError) and exc.errno in _PATH_ERRORS:
+        path_status, problem = _PATH_ERRORS[exc.errno]
+        return VideoError(path_status, problem)
     if type(exc).__name__ in _NO_CREDENTIALS:  # botocore's; not transient, so not `timeout`
         return VideoError(
             "access_denied",
@@ -177,6 +192,11 @@ def storage_failure(exc: BaseException) -> VideoError:
     response = getattr(exc, "response", None)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
     detail = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+        # The operating system's (it names the file; s3fs's translated errors do not): a failing disk's
+        # EIO, a stale NFS handle. Said as the file system's failure, not the object store's.
+        detail = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror}"
+        return VideoError("timeout", f"the file system failed to read this video ({detail}); the next run tries it again")
     return VideoError(
         "timeout",
         f"the object store failed to serve this video after retries ({detail}); the next run tries it again",

@@ -28,7 +28,7 @@ class Worklist:
     decision: Decision
     work: Plan  # to_process: what is decoded; refused: the rows written without decoding
     refusals: tuple[Refusal, ...]  # refused by the plan, with a row that does not already say so
-    known: tuple[Refusal, ...]  # to process, but the stat proved the file gone or denied
+    known: tuple[Refusal, ...]  # to process, but the stat proved the file gone, denied or not a file
     refreshed: list[dict[str, Any]]  # rows kept whose carried-through manifest columns changed
 
     @property
@@ -58,7 +58,7 @@ class Worklist:
         )
         as_before = f" ({self.refused_as_before} as before)" if self.refused_as_before else ""
         # files the stat found gone or denied: their rows come from the stat, nothing is decoded
-        gone = f"; {len(self.known)} of them gone or denied, so not decoded" if self.known else ""
+        gone = f"; {len(self.known)} of them gone, denied or not a file, so not decoded" if self.known else ""
         return (
             f"{self.plan.manifest_rows} manifest rows ({self.plan.duplicates} duplicate ids); "
             f"{len(d.process)} to decode ({d.new} new, {d.changed} changed, {d.retried} retried{gone}), "
@@ -89,7 +89,7 @@ def make_worklist(config: JobConfig, plan: Plan, prior: PriorState, *, model_id:
     """Decide every manifest row against the output's current rows (see module doc)."""
     refuse_retyped_columns(plan.extras, prior.videos_schema, config.output)
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
-    missing: dict[str, VideoError] = {}  # the stat proved these missing or denied
+    missing: dict[str, VideoError] = {}  # the stat proved these gone, denied or not a file
     decision = decide(
         candidates,
         prior=prior.videos,
@@ -103,7 +103,7 @@ def make_worklist(config: JobConfig, plan: Plan, prior: PriorState, *, model_id:
     )
     refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
     todo = set(decision.process)
-    # A video to process whose file the stat found gone (or denied) gets its row here: decoding
+    # A video to process whose file the stat found gone (denied, a pipe, ...) gets its row here: decoding
     # would only stat it again, and a night whose only change is a deleted file then needs no Ray.
     known = tuple(
         Refusal(video_id, uri, missing[video_id].status, missing[video_id].message, plan.extras_by_id.get(video_id, {}))
