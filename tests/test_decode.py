@@ -299,3 +299,31 @@ def test_cover_art_is_no_video_and_the_main_picture_is_the_largest_stream(tmp_pa
     assert caught.value.status == "no_video_stream"
     info, clips = sample(_small_track_first(tmp_path / "two.mkv"), mode="fps", fps=1.0)
     assert (info.width, info.height) == (320, 240) and len(clips[0].frames) > 0
+
+
+def test_a_jump_in_the_timestamps_holds_the_deadline_per_sample_and_converts_the_still_once(tmp_path, monkeypatch):
+    """A frame shown for ten minutes settles 600 targets at once. Before, all of them were handed
+    out with no look at the deadline (a 1-hour jump overran decode_timeout_s many times), each one
+    converted again."""
+    import time
+
+    import vidbatch.decode as decode
+
+    video = media.write_video(tmp_path / "gap.mkv", num_frames=6, pts_s=[0.0, 0.1, 0.2, 0.3, 0.4, 600.0])
+    conversions = []
+    real = decode.to_model_input
+    monkeypatch.setattr(decode, "to_model_input", lambda rgb, spec: conversions.append(1) or real(rgb, spec))
+    sampling = SamplingConfig(mode="fps", fps=1.0, clip_len_s=2.0)
+    with open_video(str(video.path), limits=LimitsConfig()) as (container, stream, info):
+        clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))
+    assert len(clips) == 301 and sum(len(c.frame_pts_s) for c in clips) == 601
+    assert clips[150].frame_pts_s == (0.4, 0.4)  # the still, on screen at t = 300 and 301
+    assert len(conversions) == 3  # frames 0.0, 0.4 and 600.0: one conversion each
+
+    with open_video(str(video.path), limits=LimitsConfig()) as (container, stream, info):
+        clips_of = iter_clips(container, stream, info, sampling=sampling, spec=SPEC, deadline=time.monotonic() + 1.0)
+        assert next(clips_of).index == 0  # handed out in the middle of the 600 targets the jump settles
+        time.sleep(1.1)
+        with pytest.raises(VideoError) as raised:
+            next(clips_of)
+    assert raised.value.status == "timeout"

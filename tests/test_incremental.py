@@ -224,7 +224,7 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     assert (seen.to_process, seen.unchanged, seen.removed, seen.refused) == (1, 0, 1, 1)  # b: its row from the stat
     text = "\n".join(seen.lines())
     counts = (
-        "2 to decode (1 new, 1 changed, 0 retried; 1 of them gone or denied, so not decoded), "
+        "2 to decode (1 new, 1 changed, 0 retried; 1 of them gone, denied or not a file, so not decoded), "
         "0 unchanged, 1 removed, 1 refused (1 as before)"
     )
     assert f"a run now: 3 manifest rows (0 duplicate ids); {counts}" in text, text
@@ -276,6 +276,72 @@ def test_a_carried_column_whose_values_no_longer_fit_its_type_is_refused_before_
     run(tmp_path, seeded_weights)
     rows = {v["video_id"]: v for v in assert_exact(tmp_path, {"a", "new"}).values()}
     assert (rows["new"]["n"], rows["new"]["m"]) == (2, "y")
+
+
+def test_carried_columns_of_any_writer_commit_and_an_all_null_column_takes_its_first_real_type(
+    tmp_path, seeded_weights, ray_local
+):
+    """Before: uint8 200 failed in the commit after all the work (leaving a broken videos table), and a
+    column that was all nulls on the first night refused its first real values for ever."""
+    from datetime import datetime, timezone
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    a = str(media.write_video(lib / "a.mp4", num_frames=20, fps=10).path)
+    manifest = tmp_path / "manifest.parquet"
+    shot_at = datetime(2026, 6, 1, 8, tzinfo=timezone.utc)
+    columns = {
+        "video_id": ["a"],
+        "uri": [a],
+        "rating": pa.array([200], pa.uint8()),
+        "shot_at": pa.array([shot_at], pa.timestamp("us", tz="Asia/Tokyo")),
+    }
+    pq.write_table(pa.table({**columns, "note": pa.nulls(1, pa.null())}), manifest)
+    assert run(tmp_path, seeded_weights).summary["statuses"] == {"ok": 1}
+    row = assert_exact(tmp_path, {"a"})["a"]
+    assert (row["rating"], row["shot_at"], row["note"]) == (200, shot_at, None)
+
+    pq.write_table(pa.table({**columns, "note": ["keeper"]}), manifest)
+    run(tmp_path, seeded_weights)
+    assert assert_exact(tmp_path, {"a"})["a"]["note"] == "keeper"
+    note_type = DeltaTable(str(tmp_path / "out" / "videos")).schema().to_arrow().field("note").type
+    assert note_type in (pa.string(), pa.large_string(), pa.string_view())
+
+
+def test_paths_the_file_system_refuses_for_what_they_are_are_settled_and_left_alone_the_next_night(
+    tmp_path, seeded_weights, ray_local
+):
+    """Before: a symlink loop and a name too long were `timeout` ("the object store failed") and a named
+    pipe had no fingerprint ("source changed"): all three were decoded again every night."""
+    import os
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    good = media.write_video(lib / "good.mp4", num_frames=20, fps=10).path
+    os.symlink(lib / "loop-b.mp4", lib / "loop-a.mp4")
+    os.symlink(lib / "loop-a.mp4", lib / "loop-b.mp4")
+    os.mkfifo(lib / "fifo.mp4")
+    (lib / "clip.mp4").write_bytes(b"not a folder")
+    rows = {
+        "good": good,
+        "loop": lib / "loop-a.mp4",
+        "long": lib / ("n" * 300 + ".mp4"),
+        "fifo": lib / "fifo.mp4",
+        "under_a_file": lib / "clip.mp4" / "x.mp4",
+    }
+    write_manifest(tmp_path / "manifest.parquet", rows)
+    run(tmp_path, seeded_weights)
+    by_id = assert_exact(tmp_path, set(rows))
+    got = {video_id: (row["status"], row["error_message"]) for video_id, row in by_id.items()}
+    assert got["good"][0] == "ok"
+    assert got["loop"][0] == "not_found" and "loops through symbolic links" in got["loop"][1]
+    assert got["long"][0] == "invalid_uri" and "longer than the file system allows" in got["long"][1]
+    assert got["fifo"][0] == "unreadable" and "pipe" in got["fifo"][1]
+    assert got["under_a_file"][0] == "not_found" and "a folder in the path is a file" in got["under_a_file"][1]
+
+    again = run(tmp_path, seeded_weights)
+    assert again.summary["videos"] == 0 and again.summary["changes"]["unchanged"] == len(rows), again.summary
+    assert {v: (r["status"], r["error_message"]) for v, r in assert_exact(tmp_path, set(rows)).items()} == got
 
 
 def test_nightly_reruns(tmp_path, seeded_weights, ray_local):

@@ -171,7 +171,11 @@ def _targeted_samples(
     try:
         for pts, frame in reader.frames(picker):
             last, last_pts = frame, pts
-            yield from picker.push(pts, frame)
+            # One frame can settle many targets (a still shown for an hour, a jump in the
+            # timestamps): the deadline holds per sample, not only per packet read.
+            for sample in picker.push(pts, frame):
+                _check_deadline(deadline)
+                yield sample
             if picker.done:
                 return
     finally:
@@ -184,7 +188,9 @@ def _targeted_samples(
     end_s = last_pts + _frame_duration(last, stream, info)
     if stream_facts is not None:
         stream_facts.end_s = end_s
-    yield from picker.finish(end_s)
+    for sample in picker.finish(end_s):
+        _check_deadline(deadline)
+        yield sample
 
 
 class _TargetTimes:
@@ -293,8 +299,7 @@ class _TargetedReader:
                     exhausted = False
                     continue
             packet = lookahead.popleft()
-            if self.deadline is not None and time.monotonic() > self.deadline:
-                raise VideoError("timeout", _TOO_SLOW)
+            _check_deadline(self.deadline)
             self._set_skip(self.skip and self._unneeded(packet))
             for frame in packet.decode():
                 self.decoded += 1
@@ -463,6 +468,11 @@ class _PacketTally:
         return float(latest.pts * latest.time_base) + duration
 
 
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise VideoError("timeout", _TOO_SLOW)
+
+
 def _no_frame(*, packets: int, what: str = "frame") -> VideoError:
     if not packets:
         return VideoError("too_short", "the video stream holds no frames; nothing to sample")
@@ -474,8 +484,7 @@ def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, pack
     try:
         for packet in container.demux(stream):
             packets.note(packet)
-            if deadline is not None and time.monotonic() > deadline:
-                raise VideoError("timeout", _TOO_SLOW)
+            _check_deadline(deadline)
             yield from packet.decode()
     except VideoError:
         raise
@@ -490,6 +499,7 @@ def _group(
     current: int | None = None
     pts_list: list[float] = []
     frames: list[np.ndarray] = []
+    converted: tuple[Any, np.ndarray] | None = None  # the last frame and its model input
     for sample_t, pts, frame in samples:
         index = clip_index_of(sample_t, start_s=info.start_s, clip_len_s=clip_len_s)
         if current is not None and index != current:
@@ -498,10 +508,13 @@ def _group(
             pts_list, frames = [], []
         current = index
         pts_list.append(pts)
-        turns = _quarter_turns(frame)
-        if facts.quarter_turns is None:
-            facts.quarter_turns = turns
-        frames.append(to_model_input(_upright_rgb(frame, turns), spec))
+        if converted is None or converted[0] is not frame:
+            # A frame on screen at several targets (a still, a low-rate video) is converted once.
+            turns = _quarter_turns(frame)
+            if facts.quarter_turns is None:
+                facts.quarter_turns = turns
+            converted = (frame, to_model_input(_upright_rgb(frame, turns), spec))
+        frames.append(converted[1])
     if current is not None:
         # The samples are exhausted: a sampler that read the whole stream has set its end.
         end = facts.end_s if facts.end_s is not None else info.start_s + info.duration_s
