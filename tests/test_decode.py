@@ -327,3 +327,53 @@ def test_a_jump_in_the_timestamps_holds_the_deadline_per_sample_and_converts_the
         with pytest.raises(VideoError) as raised:
             next(clips_of)
     assert raised.value.status == "timeout"
+
+
+def _encode(path, fmt: str, codec: str, pix_fmt: str, frames: int = 3) -> None:
+    import av
+
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 40, np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def _mp3(path) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libmp3lame", rate=44100)
+        for _ in range(5):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 2304), np.int16), format="s16", layout="stereo")
+            frame.sample_rate = 44100
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "status", "said"),
+    [
+        ("a.gif", lambda p: _encode(p, "gif", "gif", "rgb8"), "unreadable", "the file is a GIF image"),
+        ("a.mp4", lambda p: _encode(p, "apng", "apng", "rgb24"), "unreadable", "the file is a PNG or APNG image"),
+        ("a.mjpeg", lambda p: _encode(p, "mjpeg", "mjpeg", "yuvj420p"), "unreadable", "a JPEG image or a raw Motion-JPEG"),
+        ("a.y4m", lambda p: _encode(p, "yuv4mpegpipe", "rawvideo", "yuv420p"), "unreadable", "a YUV4MPEG (.y4m) raw video"),
+        ("a.h264", lambda p: _encode(p, "h264", "libx264", "yuv420p"), "unreadable", "a raw H.264 stream with no container"),
+        ("cover.mp3", _mp3, "no_video_stream", "the file is an MP3 audio file; it has no video stream"),
+    ],
+)
+def test_files_of_kinds_that_are_not_read_say_what_they_are(tmp_path, name, make, status, said):
+    """Before: "not a readable media file (Invalid argument)" for each, and the raw H.264 stream a
+    decode_error with a traceback (a seek its demuxer does not allow)."""
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(VideoError) as raised:
+        with open_video(str(path), limits=LimitsConfig()):
+            pass
+    assert raised.value.status == status and said in str(raised.value), str(raised.value)
+    with path.open("rb") as handle, pytest.raises(VideoError) as from_a_file_object:  # as an object store's reader
+        with open_video(handle, limits=LimitsConfig()):
+            pass
+    assert str(from_a_file_object.value) == str(raised.value)

@@ -23,6 +23,7 @@ import numpy as np
 
 from vidbatch.config import LimitsConfig, SamplingConfig
 from vidbatch.errors import VideoError
+from vidbatch.media_kinds import read_head, sniff
 from vidbatch.preprocess import PreprocessSpec, to_model_input
 from vidbatch.sampling import OnScreenPicker, fps_times_from, uniform_times
 from vidbatch.sampling.clips import clip_index_of, clip_window
@@ -31,6 +32,8 @@ from vidbatch.sampling.keyframes import keyframe_sample_time
 # Demuxers a video library needs. Anything else (HLS/DASH playlists, concat lists,
 # image2 patterns, tee, ...) could make FFmpeg open other files or hosts.
 FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf,m4v,h264,hevc,ivf,nut"
+# Raw elementary streams: accepted by the whitelist only to be named (their frames carry no times).
+_RAW_STREAMS = {"h264": "H.264", "hevc": "HEVC (H.265)"}
 # Local paths go through FFmpeg's file protocol; nothing else may be opened.
 PROTOCOL_WHITELIST = "file"
 
@@ -95,8 +98,17 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
     except PermissionError as exc:
         raise VideoError("access_denied", "the file cannot be read with the job's permissions") from exc
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as exc:
+        kind = sniff(read_head(source))
+        if kind is not None:
+            raise VideoError(kind.status, kind.message()) from exc
         raise VideoError("unreadable", f"not a readable media file ({_short(exc)}); {_NOT_MEDIA}") from exc
     try:
+        if container.format.name in _RAW_STREAMS:
+            raise VideoError(
+                "unreadable",
+                f"the file is a raw {_RAW_STREAMS[container.format.name]} stream with no container, so its frames have "
+                "no times; put it in a container first, e.g. `ffmpeg -r <its frame rate> -i in.h264 -c copy out.mp4`",
+            )
         stream = _video_stream(container, limits)
         if stream.codec_context is None:
             raise VideoError("decode_error", "the video codec is unknown or not supported by this build; transcode the file")

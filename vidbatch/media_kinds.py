@@ -1,0 +1,78 @@
+"""What a file that FFmpeg may not open is, from its first bytes: for a message a person can act on.
+
+decode.py opens only the containers of FORMAT_WHITELIST (a demuxer is attack surface, and image
+sequences, playlists and concat lists would read other files). A file of another kind fails to open
+with FFmpeg's "Invalid argument"; its row should say what the file is and what to do instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import IO
+
+from vidbatch.errors import Status
+
+_CONVERT = "convert it to MP4 (H.264) or another accepted container, e.g. `ffmpeg -i {name} out.mp4`"
+
+
+@dataclass(frozen=True)
+class MediaKind:
+    what: str  # "a GIF image"
+    status: Status
+    advice: str
+
+    def message(self) -> str:
+        return f"the file is {self.what}; {self.advice}"
+
+
+def _image(what: str) -> MediaKind:
+    return MediaKind(what, "unreadable", "images are not read; " + _CONVERT.format(name="image"))
+
+
+def _audio(what: str) -> MediaKind:
+    return MediaKind(what, "no_video_stream", "it has no video stream; nothing to embed")
+
+
+def _container(what: str) -> MediaKind:
+    return MediaKind(what, "unreadable", "that container is not accepted; " + _CONVERT.format(name="video"))
+
+
+# (offset, magic, kind); checked in order, the first match wins.
+_MAGIC: tuple[tuple[int, bytes, MediaKind], ...] = (
+    (0, b"GIF87a", _image("a GIF image (animated GIFs too)")),
+    (0, b"GIF89a", _image("a GIF image (animated GIFs too)")),
+    (0, b"\x89PNG\r\n\x1a\n", _image("a PNG or APNG image")),
+    (0, b"\xff\xd8\xff", _image("a JPEG image or a raw Motion-JPEG stream")),
+    (8, b"WAVE", _audio("a WAV audio file")),  # RIFF; AVI is RIFF too, but opens
+    (8, b"WEBP", _image("a WebP image")),
+    (0, b"YUV4MPEG2", _container("a YUV4MPEG (.y4m) raw video")),
+    (0, b"\x06\x0e\x2b\x34", _container("an MXF file")),
+    (0, b"ID3", _audio("an MP3 audio file")),
+    (0, b"fLaC", _audio("a FLAC audio file")),
+    (0, b"\xff\xfb", _audio("an MP3 audio file")),
+    (0, b"\xff\xf3", _audio("an MP3 audio file")),
+    (0, b"\xff\xf1", _audio("an AAC (ADTS) audio file")),
+    (0, b"%PDF", MediaKind("a PDF document", "unreadable", "check that the manifest row names the video")),
+)
+
+
+def sniff(head: bytes) -> MediaKind | None:
+    """The kind of file these first bytes start, when it is one of the common non-video kinds."""
+    for offset, magic, kind in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return kind
+    return None
+
+
+def read_head(source: str | IO[bytes], size: int = 64) -> bytes:
+    """The first bytes of a local path or a seekable file object ('' when they cannot be read)."""
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as handle:
+                return handle.read(size)
+        source.seek(0)
+        head = source.read(size)
+        source.seek(0)
+        return head
+    except Exception:  # only an explanation: the open's own failure is the news
+        return b""
