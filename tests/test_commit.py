@@ -59,3 +59,32 @@ def test_commits_without_a_run_such_as_compaction_do_not_stop_a_run(tmp_path):
     run(out, tmp_path / "s3", "r3", "c", planned_at=planned)
     ids = sorted(DeltaTable(str(out / "videos")).to_pyarrow_table(columns=["video_id"]).column("video_id").to_pylist())
     assert ids == ["a", "b", "c"]
+
+
+def _immutable(*paths) -> bool:
+    """chattr +i (root on ext4/xfs): the folder cannot be written even by root, as a read-only mount."""
+    import subprocess
+
+    return all(subprocess.run(["chattr", "+i", str(p)], capture_output=True).returncode == 0 for p in paths)
+
+
+@pytest.mark.parametrize(("frozen", "left"), [("clips", "nothing of this run was committed"), ("videos", "clips were committed")])
+def test_an_output_that_cannot_be_written_at_the_commit_is_one_line_naming_what_is_left(tmp_path, frozen, left):
+    """Before: a DeltaError traceback (and a Rust panic) with exit code 1, saying nothing of the state left."""
+    import subprocess
+
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    planned = load_prior(str(out), StorageConfig()).videos_version
+    folders = [out / frozen, out / frozen / "_delta_log"]
+    if not _immutable(*folders):
+        pytest.skip("chattr +i is not available here (needs root and a file system that has it)")
+    try:
+        with pytest.raises(JobError) as raised:
+            run(out, tmp_path / "s2", "r2", "b", planned_at=planned)
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, folders)], check=True)
+    said = str(raised.value)
+    assert said.startswith(f"committing to output {str(out)!r} failed (") and left in said, said
+    assert "\n" not in said and "permission denied by the file system" in said, said
+    assert DeltaTable(str(out / "videos")).version() == planned  # the last complete run stays as it was

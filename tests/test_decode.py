@@ -369,11 +369,10 @@ def test_files_of_kinds_that_are_not_read_say_what_they_are(tmp_path, name, make
     decode_error with a traceback (a seek its demuxer does not allow)."""
     path = tmp_path / name
     make(path)
-    with pytest.raises(VideoError) as raised:
-        with open_video(str(path), limits=LimitsConfig()):
-            pass
+    with pytest.raises(VideoError) as raised, open_video(str(path), limits=LimitsConfig()):
+        pass
     assert raised.value.status == status and said in str(raised.value), str(raised.value)
-    with path.open("rb") as handle, pytest.raises(VideoError) as from_a_file_object:  # as an object store's reader
-        with open_video(handle, limits=LimitsConfig()):
-            pass
+    # As an object store's reader hands it to FFmpeg: a file object.
+    with path.open("rb") as handle, pytest.raises(VideoError) as from_a_file_object, open_video(handle, limits=LimitsConfig()):
+        pass
     assert str(from_a_file_object.value) == str(raised.value)

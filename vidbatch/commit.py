@@ -7,6 +7,7 @@ adds before that commit, and the ones it replaces after it, are never seen by su
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
-from vidbatch.storage import delta_storage_options, filesystem, is_local, join_uri
+from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
 
 _OP = "_vidbatch_op"  # source-only column telling the merge which rows are tombstones
 
@@ -76,17 +77,36 @@ def commit_tables(
         _check_no_run_committed_since(output, videos_uri, videos_version, storage)
     commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
     tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
-    _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
+    with _step_failure(output, "nothing of this run was committed; run it again once the output can be written"):
+        _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
     _fault_hook("after-clips-commit")
     replaced = sorted(replace_ids | set(refreshed_ids))
-    _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)
+    left = (
+        "this run's clips were committed but not its videos rows, so the output still holds the last complete run; "
+        "the next run removes those clips and does this run's work again"
+    )
+    with _step_failure(output, left):
+        _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)
     _fault_hook("after-videos-commit")
     had_clips = sorted(replace_ids & set(clip_video_ids))
-    _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips], tidy, storage)
+    with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
+        _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips], tidy, storage)
     return {
         name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())
         for name, uri in (("clips", clips_uri), ("videos", videos_uri))
     }
+
+
+@contextlib.contextmanager
+def _step_failure(output: str, left: str) -> Iterator[None]:
+    """A commit step the store refused (the output made read-only or full mid-run, credentials that
+    expired during a long run): one line naming the output, the cause and what is left, not a traceback."""
+    try:
+        yield
+    except JobError:
+        raise
+    except Exception as exc:  # deltalake's DeltaError/OSError, fsspec's errors: the store's answer
+        raise JobError(f"committing to output {output!r} failed ({explain_failure(exc)}); {left}") from exc
 
 
 def _spilled_rows(path: Path) -> int:

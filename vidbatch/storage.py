@@ -295,6 +295,13 @@ _CAUSES = (
     (("Connection refused", "client error (Connect)", "Could not connect"), "nothing answers at the endpoint"),
     (("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403 Forbidden"), "access denied"),
     (("NoCredentialsError", "Unable to locate credentials"), "no credentials were found"),
+    # A local or mounted file system's refusals, as object_store (Rust) and Python word them.
+    (("No space left on device", "os error 28)"), "no space is left on the device"),
+    (("Read-only file system", "os error 30)"), "the file system is read-only"),
+    (
+        ("Operation not permitted", "Permission denied", "os error 1)", "os error 13)"),
+        "permission denied by the file system (its permissions, or a folder made read-only or immutable)",
+    ),
 )
 
 
