@@ -168,3 +168,18 @@ def test_progress_says_the_rate_of_decoded_videos_and_the_time_left():
     now[0] = 7300.0
     printer(tally, 12)
     assert lines[-1].endswith("2h 00m elapsed"), lines[-1]  # done: no time left to promise
+
+
+def test_the_first_progress_lines_come_at_once_on_a_node_booted_moments_ago():
+    """time.monotonic() counts from the boot: a printer that took 0 as "the last line" held back
+    every line for the first interval_s after a node's boot (seen on a fresh CI machine)."""
+    from vidbatch.collect import ProgressPrinter, Tally
+
+    lines: list[str] = []
+    printer = ProgressPrinter(3600.0, lines.append, clock=lambda: 5.0)  # up for 5 s
+    tally = Tally()
+    tally.clips_in_flight = 2
+    printer(tally, 3)
+    tally.add("ok", clips=2, frames=4, seconds=8.0)
+    printer(tally, 3)
+    assert [line.split(" (")[0].split(" clips")[0] for line in lines] == ["videos 0/3", "videos 1/3"], lines

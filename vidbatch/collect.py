@@ -317,8 +317,10 @@ class ProgressPrinter:
         self.written_up_front = written_up_front
         self.clock = clock
         self.started = clock()
-        self.last = 0.0  # any line
-        self.last_videos_line = 0.0  # a line after videos finished
+        # -inf, not 0: time.monotonic() counts from the boot, and a node up for less than
+        # interval_s would otherwise hold back the first lines.
+        self.last = -math.inf  # any line
+        self.last_videos_line = -math.inf  # a line after videos finished
         self.last_seen: tuple[int, int] = (0, 0)  # (videos done, clips seen) of the last line
         self.printed = False
         self.first_decoded: tuple[float, int] | None = None  # (time, videos decoded) at the first line with one
