@@ -388,8 +388,9 @@ def test_relative_local_paths_become_absolute_overrides(tmp_path, monkeypatch):
     )
     staging = tmp_path / "staging"
     staging.mkdir()
-    sub = submit_mod.build_submission(tmp_path / "job.yaml", ["sampling.fps=2"], staging)
+    sub = submit_mod.build_submission(tmp_path / "job.yaml", ["sampling.fps=2"], staging, run_flags=["--allow-empty"])
     assert sub.entrypoint.startswith("python -m vidbatch.cli run job/job.yaml --set sampling.fps=2")
+    assert sub.entrypoint.endswith(" --allow-empty")  # submit's run flags reach the run on the cluster
     args = shlex.split(sub.entrypoint)
     assert f"manifest={tmp_path}/lib/manifest.parquet" in args
     assert f"model.weights={tmp_path}/w/r18.pt" in args

@@ -205,6 +205,7 @@ def run(tmp_path: Path, weights, **overrides):
 
 
 def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_path, seeded_weights, ray_local):
+    from vidbatch.errors import JobError
     from vidbatch.preflight import preflight
 
     lib = tmp_path / "lib"
@@ -235,15 +236,22 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     run_job(config, progress=said.append)
     assert any(counts in line for line in said), said  # the run does what check said
 
-    # an empty manifest would remove every row: check and the run say so before it happens
+    # An empty manifest (an upstream export that failed, most often) would remove every row: check
+    # and the run refuse it before anything happens, unless --allow-empty says the library is empty.
     empty = pa.table({"video_id": pa.array([], pa.string()), "uri": pa.array([], pa.string())})
     pq.write_table(empty, tmp_path / "manifest.parquet")
-    text = "\n".join(preflight(config).lines())
+    version = DeltaTable(str(tmp_path / "out" / "videos")).version()
+    refusal = r"has no rows, so this run would remove all 3 videos rows of the output .*--allow-empty"
+    for attempt in (lambda: preflight(config), lambda: run_job(config, progress=lambda _: None)):
+        with pytest.raises(JobError, match=refusal):
+            attempt()
+    assert DeltaTable(str(tmp_path / "out" / "videos")).version() == version
+    text = "\n".join(preflight(config, allow_empty=True).lines())
     assert "WARNING: the manifest has no rows, so this run removes all 3 videos rows" in text, text
     said.clear()
-    run_job(config, progress=said.append)
+    run_job(config, progress=said.append, allow_empty=True)
     assert any("removes all 3 videos rows" in line for line in said), said
-    assert not DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().num_rows  # a warning, not a refusal
+    assert not DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().num_rows
 
 
 def test_a_carried_column_whose_values_no_longer_fit_its_type_is_refused_before_any_work(

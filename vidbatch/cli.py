@@ -80,6 +80,17 @@ def _started_local_ray(ray: Any) -> bool:
         return False
 
 
+ALLOW_EMPTY_HELP = "let a manifest with no rows empty the output (refused otherwise: an export that failed looks the same)"
+
+
+def run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a run, shared by `run` and `submit` (which hands them to the run on the cluster)."""
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="also redo videos whose last status was a permanent failure (unreadable, ...)"
+    )
+    parser.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vidbatch", description="Turn a video library into embeddings and labels.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,9 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job file here (local Ray, or --address / RAY_ADDRESS)")
     _job_arguments(run)
     run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray)")
-    run.add_argument(
-        "--retry-failed", action="store_true", help="also redo videos whose last status was a permanent failure (unreadable, ...)"
-    )
+    run_flags(run)
     run.set_defaults(func=_run)
 
     check = sub.add_parser(
@@ -102,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only validate the settings: do not read the manifest, resolve the weights or look at the output",
     )
+    check.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
     check.set_defaults(func=_check)
 
     demo = sub.add_parser("demo-library", help="generate a small sample library and its manifest (no downloads)")
@@ -251,7 +261,7 @@ def _run(args: argparse.Namespace) -> int:
 
     stop_on_sigterm()  # before Ray starts too (the manifest, the weights)
     config = load_job(args.job, args.overrides)
-    result = run_job(config, address=args.address, retry_failed=args.retry_failed)
+    result = run_job(config, address=args.address, retry_failed=args.retry_failed, allow_empty=args.allow_empty)
     print(_summary_text(result.summary, result.summary_uri))
     return 0
 
@@ -265,7 +275,7 @@ def _check(args: argparse.Namespace) -> int:
         from vidbatch.preflight import preflight
 
         # What the run would refuse the job for, found now (JobError -> exit 2), and what it would see.
-        for line in preflight(config).lines():
+        for line in preflight(config, allow_empty=args.allow_empty).lines():
             print(line, file=sys.stderr)
     return 0
 

@@ -31,6 +31,9 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
         metavar="SECONDS",
         help="with --wait: stop the job if it is still running after this long (it then commits nothing; exit 1)",
     )
+    from vidbatch.cli import run_flags
+
+    run_flags(submit)  # handed to `vidbatch run` on the cluster
     submit.set_defaults(func=_submit)
 
     status = sub.add_parser("status", help="status of a submitted job")
@@ -53,8 +56,15 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
 def _submit(args: argparse.Namespace) -> int:
     from vidbatch.submit import submit
 
+    flags = [flag for flag, given in (("--retry-failed", args.retry_failed), ("--allow-empty", args.allow_empty)) if given]
     return submit(
-        args.job, args.overrides, args.address, submission_id=args.submission_id, wait=args.wait, timeout_s=args.timeout
+        args.job,
+        args.overrides,
+        args.address,
+        submission_id=args.submission_id,
+        wait=args.wait,
+        timeout_s=args.timeout,
+        run_flags=flags,
     )
 
 

@@ -74,6 +74,7 @@ def run_job(
     address: str | None = None,
     progress: Callable[[str], None] | None = None,
     retry_failed: bool = False,
+    allow_empty: bool = False,
 ) -> RunResult:
     """Run the whole job; returns once both tables are committed. Raises JobError before any work on bad input."""
     say = progress or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -109,7 +110,9 @@ def run_job(
             f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); "
             "embeddings and labels are NOT meaningful"
         )
-    worklist = make_worklist(config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed)
+    worklist = make_worklist(
+        config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty
+    )
     decision, work, refreshed = worklist.decision, worklist.work, worklist.refreshed
     say(f"run {run_id}: {worklist.counts_line()}; model {weights.model_id}")
     for warning in worklist.warnings(prior):

@@ -134,7 +134,9 @@ def _yaml_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def build_submission(job_file: str | Path, overrides: Sequence[str], staging: Path) -> Submission:
+def build_submission(
+    job_file: str | Path, overrides: Sequence[str], staging: Path, *, run_flags: Sequence[str] = ()
+) -> Submission:
     """Validate the job file here and lay out the working_dir in `staging`. Raises JobError."""
     job_path = Path(job_file)
     config = load_job(job_path, list(overrides))
@@ -152,6 +154,7 @@ def build_submission(job_file: str | Path, overrides: Sequence[str], staging: Pa
     command = ["python", "-m", "vidbatch.cli", "run", shipped]
     for override in all_overrides:
         command += ["--set", override]
+    command += list(run_flags)
     runtime_env = {
         # The working_dir holds vidbatch/ and job/; Ray puts it on every worker's sys.path and
         # runs the entrypoint in it, so this copy of vidbatch wins over an installed one.
@@ -248,13 +251,14 @@ def submit(
     submission_id: str | None = None,
     wait: bool = False,
     timeout_s: float | None = None,
+    run_flags: Sequence[str] = (),
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
-    """`vidbatch submit`. Returns the exit code."""
+    """`vidbatch submit`. Returns the exit code. `run_flags` (--retry-failed, --allow-empty) go to the run."""
     with tempfile.TemporaryDirectory(prefix="vidbatch-submit-") as staging:
         # Refusals of the job itself (JobError) propagate to the CLI: exit 2, nothing sent.
-        sub = build_submission(job_file, overrides, Path(staging))
+        sub = build_submission(job_file, overrides, Path(staging), run_flags=run_flags)
         sid = expand_id(submission_id, sub.job.name)
         for note in sub.notes:
             print(f"note: {note}", file=err)

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from vidbatch.config import JobConfig
-from vidbatch.errors import VideoError
+from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import Decision, decide, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
 from vidbatch.state import PriorState, fingerprints, refreshed_rows, refuse_retyped_columns
@@ -85,8 +85,11 @@ class Worklist:
         return []
 
 
-def make_worklist(config: JobConfig, plan: Plan, prior: PriorState, *, model_id: str, retry_failed: bool = False) -> Worklist:
+def make_worklist(
+    config: JobConfig, plan: Plan, prior: PriorState, *, model_id: str, retry_failed: bool = False, allow_empty: bool = False
+) -> Worklist:
     """Decide every manifest row against the output's current rows (see module doc)."""
+    refuse_emptying(config, plan, prior, allow_empty=allow_empty)
     refuse_retyped_columns(plan.extras, prior.videos_schema, config.output)
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
     missing: dict[str, VideoError] = {}  # the stat proved these gone, denied or not a file
@@ -118,6 +121,21 @@ def make_worklist(config: JobConfig, plan: Plan, prior: PriorState, *, model_id:
         refused=refusals + known,
     )
     return Worklist(plan=plan, decision=decision, work=work, refusals=refusals, known=known, refreshed=refreshed)
+
+
+def refuse_emptying(config: JobConfig, plan: Plan, prior: PriorState, *, allow_empty: bool) -> None:
+    """JobError when an empty manifest would remove every row of an output that has some.
+
+    An upstream export that failed and wrote an empty file is the usual cause; a night that
+    followed it would wipe the output (its embeddings feed search). A library that really is
+    empty now says so with --allow-empty.
+    """
+    if plan.manifest_rows == 0 and prior.videos and not allow_empty:
+        raise JobError(
+            f"the manifest {config.manifest!r} has no rows, so this run would remove all {len(prior.videos)} videos rows "
+            f"of the output {config.output!r} (and their clips); check the manifest, or run with --allow-empty if the "
+            "library is empty now"
+        )
 
 
 def _refreshed_rows(config: JobConfig, plan: Plan, prior: PriorState, *, rewritten: set[str]) -> list[dict[str, Any]]:
