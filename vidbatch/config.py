@@ -48,7 +48,9 @@ class SamplingConfig(_Frozen):
     mode: SamplingMode = "fps"
     fps: float = Field(1.0, gt=0, le=240)
     num_frames: int = Field(16, ge=1, le=100_000)
-    clip_len_s: float = Field(4.0, gt=0)
+    # At least 10 ms (a frame at 100 fps): shorter clips hold no frame of their own, and a clip index
+    # (int32 in the clips table) would overflow within hours of video.
+    clip_len_s: float = Field(4.0, ge=0.01)
 
     def sampling_id(self) -> str:
         """Stable hash of only the settings that change which frames are used."""

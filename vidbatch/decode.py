@@ -577,7 +577,8 @@ def _frame_time(frame: Any, stream: Any) -> float | None:
 def _video_stream(container: Any, limits: LimitsConfig) -> Any:
     if len(container.streams) > limits.max_streams:
         raise VideoError(
-            "too_large", f"the file has {len(container.streams)} streams, above limits.max_streams={limits.max_streams}"
+            "too_large",
+            f"the file has {len(container.streams)} streams, above limits.max_streams={limits.max_streams}; {RAISE_LIMIT}",
         )
     if not container.streams:
         raise VideoError("unreadable", "no stream could be found in the file; it may be damaged or truncated")

@@ -20,7 +20,8 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
     if not isinstance(uri, str) or not uri.strip():
         return "the manifest's uri is empty; fill it in or remove the row"
     if any(ch in uri for ch in ("\x00", "\n", "\r")):
-        return "the uri contains control characters"
+        # Refused, not read: a name with a line break splits log lines and breaks tools downstream.
+        return "the uri contains control characters (a line break or NUL); rename the file and fix the manifest row"
     scheme = scheme_of(uri)
     if scheme not in policy.allowed_schemes:
         allowed = ", ".join(policy.allowed_schemes)
@@ -28,7 +29,10 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
     path = urlsplit(uri).path if "://" in uri else uri
     decoded = unquote(unquote(path))
     if any(ch in decoded for ch in ("\x00", "\n", "\r")):
-        return "the uri contains control characters (percent-encoded)"
+        return (
+            "the uri contains control characters (a percent-encoded line break or NUL); rename the file and fix "
+            "the manifest row"
+        )
     if ".." in decoded.replace("\\", "/").split("/"):
         return "the uri contains a '..' path segment; give the direct path"
     if scheme == "file" and policy.allowed_roots:
