@@ -452,6 +452,18 @@ def test_task_top_k_and_precision_changes_redo_the_ok_rows(tmp_path, seeded_weig
     again = run(tmp_path, seeded_weights, model__task="both", model__top_k=1)
     assert again.summary["videos"] == 0 and again.summary["changes"]["unchanged"] == 2
 
+    # The record of the run that made row a, damaged: its settings are unknown, so a change of
+    # top_k cannot be seen. Before, that was silent; now check and the run say so.
+    from vidbatch.preflight import preflight
+
+    (tmp_path / "out" / "_runs" / fewer.run_id / "started.json").write_text('{"job": {"mod')
+    raw = job_dict(tmp_path, seeded_weights)
+    raw["model"].update(task="both", top_k=3)
+    seen = preflight(parse_job(raw))
+    assert seen.to_process == 0
+    text = "\n".join(seen.lines())
+    assert f"WARNING: 1 ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({fewer.run_id})" in text
+
 
 def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, seeded_weights, ray_local):
     """A relabelled video keeps its results but not its old label (columns carried through)."""

@@ -48,6 +48,8 @@ class PriorState:
     clip_video_ids: frozenset[str] = frozenset()  # videos with any clip row
     videos_version: int | None = None  # the videos table's version this state was read at (None: no table)
     videos_schema: pa.Schema | None = None  # the videos table's columns and types (None: no table)
+    # Runs with ok rows whose started.json is gone or unreadable: their task/top_k/precision are unknown.
+    unrecorded_runs: frozenset[str] = frozenset()
 
 
 # Columns every table vidbatch writes has: a table without them is another tool's.
@@ -157,7 +159,8 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     if videos_table is not None:
         refuse_lacking(output, join_uri(output, "videos"), videos_table, _VIDEO_COLUMNS)
     rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS).to_pylist() if videos_table is not None else []
-    results = run_results_settings(output, storage, {row["run_id"] for row in rows if row["status"] == "ok" and row["run_id"]})
+    ok_runs = {row["run_id"] for row in rows if row["status"] == "ok" and row["run_id"]}
+    results = run_results_settings(output, storage, ok_runs)
     videos = {
         row["video_id"]: PriorVideo(
             uri=row["uri"],
@@ -192,6 +195,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         frozenset(video_id for video_id, _ in clip_counts),
         videos_version=videos_table.version() if videos_table is not None else None,
         videos_schema=pa.schema(videos_table.schema().to_arrow()) if videos_table is not None else None,
+        unrecorded_runs=frozenset(ok_runs - set(results)),
     )
 
 

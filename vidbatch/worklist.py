@@ -67,7 +67,10 @@ class Worklist:
         )
 
     def warnings(self, prior: PriorState) -> list[str]:
-        """What a person should hear before a run rewrites much of an output."""
+        """What a person should hear before a run rewrites much of an output, or cannot tell what it holds."""
+        return self._removal_warnings(prior) + _unrecorded_note(prior)
+
+    def _removal_warnings(self, prior: PriorState) -> list[str]:
         if not self.decision.removed:
             return []
         before = len(prior.videos)
@@ -121,6 +124,17 @@ def make_worklist(
         refused=refusals + known,
     )
     return Worklist(plan=plan, decision=decision, work=work, refusals=refusals, known=known, refreshed=refreshed)
+
+
+def _unrecorded_note(prior: PriorState) -> list[str]:
+    if not prior.unrecorded_runs:
+        return []
+    rows = sum(1 for video in prior.videos.values() if video.status == "ok" and video.run_id in prior.unrecorded_runs)
+    shown = ", ".join(sorted(prior.unrecorded_runs)[:3]) + (", ..." if len(prior.unrecorded_runs) > 3 else "")
+    return [
+        f"WARNING: {rows} ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({shown}): "
+        "their task, top_k and precision are unknown, so a change of those settings does not redo them"
+    ]
 
 
 def refuse_emptying(config: JobConfig, plan: Plan, prior: PriorState, *, allow_empty: bool) -> None:
