@@ -88,3 +88,16 @@ def test_an_output_that_cannot_be_written_at_the_commit_is_one_line_naming_what_
     assert said.startswith(f"committing to output {str(out)!r} failed (") and left in said, said
     assert "\n" not in said and "permission denied by the file system" in said, said
     assert DeltaTable(str(out / "videos")).version() == planned  # the last complete run stays as it was
+
+
+def test_a_summary_that_cannot_be_written_says_the_run_is_committed(tmp_path):
+    from vidbatch.commit import write_summary
+
+    out = tmp_path / "out"
+    (out / "_runs").mkdir(parents=True)
+    (out / "_runs" / "r1").write_text("a file where the run's folder goes")
+    with pytest.raises(JobError) as raised:
+        write_summary(str(out), "r1", {"table_versions": {"videos": 4}}, StorageConfig())
+    said = str(raised.value)
+    assert said.startswith(f"committing to output {str(out)!r} failed (") and "\n" not in said
+    assert said.endswith("the run is committed (videos table version 4); only its summary is missing"), said

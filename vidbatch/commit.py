@@ -228,7 +228,9 @@ def _merge(table: DeltaTable, spilled: pq.ParquetFile | None, tombstones: list[_
 
 def write_summary(output: str, run_id: str, summary: dict[str, Any], storage: StorageConfig) -> str:
     uri = join_uri(output, "_runs", run_id, "summary.json")
-    _write_json(uri, summary, storage)
+    version = summary.get("table_versions", {}).get("videos")
+    with _step_failure(output, f"the run is committed (videos table version {version}); only its summary is missing"):
+        _write_json(uri, summary, storage)
     return uri
 
 
