@@ -376,3 +376,30 @@ def test_files_of_kinds_that_are_not_read_say_what_they_are(tmp_path, name, make
     with path.open("rb") as handle, pytest.raises(VideoError) as from_a_file_object, open_video(handle, limits=LimitsConfig()):
         pass
     assert str(from_a_file_object.value) == str(raised.value)
+
+
+@pytest.mark.parametrize("mode", ["fps", "uniform", "keyframes"])
+def test_an_upload_cut_short_whose_index_is_first_is_a_decode_error_in_every_mode(tmp_path, mode):
+    """An MP4 written for streaming (index first) still opens when cut short and says its whole
+    duration. Before: fps sampling ended early as `ok`, uniform gave 1 of 8 frames as `ok`, and
+    keyframes said decode_error."""
+    import av
+
+    whole = tmp_path / "whole.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(whole), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for _ in range(200):  # noise: the bytes grow with the time, so a cut at an eighth keeps ~2 of 20 s
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 8])
+    sampling = SamplingConfig(mode=mode, num_frames=8, clip_len_s=4.0)
+    with pytest.raises(VideoError) as raised, open_video(str(cut), limits=LimitsConfig()) as (container, stream, info):
+        list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))
+    assert raised.value.status == "decode_error"
+    assert str(raised.value).startswith("the file is cut short: it holds") and "of its 20.0 s); re-upload it" in str(raised.value)
+    with open_video(str(whole), limits=LimitsConfig()) as (container, stream, info):  # the whole file is fine
+        assert list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))  # (one key frame: x264's GOP is 250)

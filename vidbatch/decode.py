@@ -116,6 +116,7 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
         stream.codec_context.thread_count = threads
         info = _probe(container, stream)
         _check_limits(info, limits)
+        _check_complete(container, stream, info)
         yield container, stream, info
     finally:
         container.close()
@@ -642,6 +643,31 @@ def _duration_by_demuxing(container: Any, stream: Any, start: float) -> float:
             end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
     container.seek(0)
     return end - start
+
+
+def _check_complete(container: Any, stream: Any, info: VideoInfo) -> None:
+    """decode_error when the file's own index lists packets past its last byte: an upload cut short.
+
+    An MP4 written for streaming has its index first, so a cut-short copy still opens and says its
+    full duration; fps sampling then ends early without a word and uniform sampling spreads its
+    frames over time the file does not hold (1 of 8 frames from a file cut at a tenth).
+    """
+    size = getattr(container, "size", 0) or 0
+    try:
+        entries = stream.index_entries if size > 0 else ()
+        listed_end = max((entry.pos + entry.size for entry in entries), default=0)
+        if listed_end <= size:
+            return
+        readable = [entry.timestamp for entry in entries if entry.pos + entry.size <= size]
+    except (AttributeError, av.error.FFmpegError):  # no index to compare with
+        return
+    held = f"{float(max(readable) * stream.time_base):.1f} s of its {info.duration_s:.1f} s" if readable else "none of its video"
+    raise VideoError(
+        "decode_error",
+        f"the file is cut short: it holds {size / 1e6:.1f} MB of the {listed_end / 1e6:.1f} MB its index lists ({held}); "
+        "re-upload it",
+        facts=info.facts(),
+    )
 
 
 def _check_limits(info: VideoInfo, limits: LimitsConfig) -> None:
