@@ -232,3 +232,29 @@ def test_the_input_dataset_is_built_on_the_driver_one_block_per_slice(ray_local)
     assert dataset.num_blocks() == 3
     assert dataset.schema().names == ["video_id", "uri"]
     assert sorted(dataset.take_all(), key=lambda r: r["video_id"]) == table.to_pylist()
+
+
+def test_a_stop_while_the_driver_adds_a_batch_stops_the_execution_first(ray_local):
+    """SIGTERM or Ctrl-C can land while the driver adds a batch to the collector, not only while it
+    waits for one. Before, only the wait stopped the execution: the stop line was then followed by
+    Ray Data's tracebacks (its executor outlived the Ray shut down on the way out)."""
+    import threading
+
+    from vidbatch.errors import Stopped
+    from vidbatch.pipeline import _drain
+
+    class StoppedWhileAdding:
+        def add_batch(self, batch):
+            raise Stopped("stopped by SIGTERM")
+
+    def slow(batch):  # defined here, so Ray ships it by value: the still-running execution
+        import time
+
+        time.sleep(0.5)
+        return batch
+
+    dataset = ray_local.data.range(40, override_num_blocks=40).map_batches(slow, batch_size=1)
+    with pytest.raises(Stopped):
+        _drain(dataset, StoppedWhileAdding(), no_progress_timeout_s=60)
+    executors = [t for t in threading.enumerate() if t.name.startswith("StreamingExecutor-") and t.is_alive()]
+    assert not executors, executors

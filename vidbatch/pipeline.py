@@ -464,25 +464,27 @@ def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float) 
 
     consumer = threading.Thread(target=consume, name="vidbatch-consume", daemon=True)
     consumer.start()
-    while True:
-        try:
-            item = batches.get(timeout=no_progress_timeout_s)
-        except queue.Empty:
-            abandoned.set()
-            _stop_execution(dataset, consumer, batches)
-            return False
-        except (KeyboardInterrupt, Stopped):
-            # Stopped before Ray is: an execution left running would print Ray's tracebacks
-            # after the one-line message, and restart a Ray of its own once ours is shut down.
-            abandoned.set()
-            with _stops_recorded():  # a second Ctrl-C must not cut the stop short
+    try:
+        while True:
+            try:
+                item = batches.get(timeout=no_progress_timeout_s)
+            except queue.Empty:
+                abandoned.set()
                 _stop_execution(dataset, consumer, batches)
-            raise
-        if item is end:
-            return True
-        if isinstance(item, BaseException):
-            raise item
-        collector.add_batch(item)
+                return False
+            if item is end:
+                return True
+            if isinstance(item, BaseException):
+                raise item
+            collector.add_batch(item)
+    except (KeyboardInterrupt, Stopped):
+        # Stopped before Ray is, wherever the signal lands (waiting for a batch, or adding one to
+        # the collector): an execution left running would print Ray's tracebacks after the
+        # one-line message, and restart a Ray of its own once ours is shut down.
+        abandoned.set()
+        with _stops_recorded():  # a second Ctrl-C must not cut the stop short
+            _stop_execution(dataset, consumer, batches)
+        raise
 
 
 def _stop_execution(dataset: Any, consumer: threading.Thread, batches: queue.Queue[Any]) -> None:
@@ -492,12 +494,19 @@ def _stop_execution(dataset: Any, consumer: threading.Thread, batches: queue.Que
     tracebacks after a committed run and, on a cluster that had lost a node, crashed the
     driver with SIGSEGV after its commit, so the job was reported failed.
     """
-    for executor in _running_executors(dataset):
+    executors = _running_executors(dataset)
+    for executor in executors:
         try:
             executor.shutdown(force=True)  # cancels its tasks and kills its actors
         except Exception as exc:  # Ray's internals: a failed stop must not lose the commit
             log.warning("could not stop the abandoned dataset execution: %s", exc)
     deadline = time.monotonic() + _STOP_JOIN_S
+    for executor in executors:
+        # shutdown() waits 2 s for the executor's scheduling loop; on a busy machine the loop can
+        # still be in a step then, and once Ray is shut down that step prints Ray's tracebacks
+        # after the run's one-line message. The executor is that loop's thread: wait for it.
+        if isinstance(executor, threading.Thread) and executor is not threading.current_thread():
+            executor.join(timeout=max(0.0, deadline - time.monotonic()))
     while consumer.is_alive() and time.monotonic() < deadline:
         with contextlib.suppress(queue.Empty):
             batches.get_nowait()  # a consumer blocked on a full queue must see `abandoned`
