@@ -101,3 +101,26 @@ def test_a_summary_that_cannot_be_written_says_the_run_is_committed(tmp_path):
     said = str(raised.value)
     assert said.startswith(f"committing to output {str(out)!r} failed (") and "\n" not in said
     assert said.endswith("the run is committed (videos table version 4); only its summary is missing"), said
+
+
+def test_a_refused_commit_of_a_run_without_clips_does_not_speak_of_clips(tmp_path):
+    """A run that only removes or refreshes rows writes no clips: its failed videos commit left nothing."""
+    import subprocess
+
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    planned = load_prior(str(out), StorageConfig()).videos_version
+    spill = tmp_path / "s2"
+    spill.mkdir()
+    pq.write_table(CLIPS.empty_table(), spill / "clips.parquet")  # as a run's collector leaves them
+    pq.write_table(VIDEOS.empty_table(), spill / "videos.parquet")
+    folders = [out / "videos", out / "videos" / "_delta_log"]
+    if not _immutable(*folders):
+        pytest.skip("chattr +i is not available here (needs root and a file system that has it)")
+    try:
+        with pytest.raises(JobError) as raised:
+            commit_tables(str(out), spill, run_id="r2", replace_ids={"a"}, storage=StorageConfig(), metadata={},
+                          stale_clips=(), clip_video_ids=("a",), videos_version=planned)  # fmt: skip
+    finally:
+        subprocess.run(["chattr", "-i", *map(str, folders)], check=True)
+    assert str(raised.value).endswith("nothing of this run was committed; run it again once the output can be written")

@@ -362,6 +362,10 @@ def _mp3(path) -> None:
         ("a.y4m", lambda p: _encode(p, "yuv4mpegpipe", "rawvideo", "yuv420p"), "unreadable", "a YUV4MPEG (.y4m) raw video"),
         ("a.h264", lambda p: _encode(p, "h264", "libx264", "yuv420p"), "unreadable", "a raw H.264 stream with no container"),
         ("cover.mp3", _mp3, "no_video_stream", "the file is an MP3 audio file; it has no video stream"),
+        ("a.hevc", lambda p: _encode(p, "hevc", "libx265", "yuv420p"), "unreadable", "raw HEVC (H.265) stream"),
+        ("a.m2v", lambda p: _encode(p, "mpeg2video", "mpeg2video", "yuv420p"), "unreadable", "a raw MPEG-1/2 video stream"),
+        ("list.m3u8", lambda p: p.write_text("#EXTM3U\n#EXTINF:4,\nseg0.ts\n"), "unreadable", "an HLS playlist; it names other"),
+        ("cat.ffconcat", lambda p: p.write_text("ffconcat version 1.0\nfile a.mp4\n"), "unreadable", "an FFmpeg concat list"),
     ],
 )
 def test_files_of_kinds_that_are_not_read_say_what_they_are(tmp_path, name, make, status, said):

@@ -238,7 +238,8 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
 
     # An empty manifest (an upstream export that failed, most often) would remove every row: check
     # and the run refuse it before anything happens, unless --allow-empty says the library is empty.
-    empty = pa.table({"video_id": pa.array([], pa.string()), "uri": pa.array([], pa.string())})
+    # (with a carried column, as a failed export keeps its columns: before, its planning crashed)
+    empty = pa.table({name: pa.array([], pa.string()) for name in ("video_id", "uri", "label")})
     pq.write_table(empty, tmp_path / "manifest.parquet")
     version = DeltaTable(str(tmp_path / "out" / "videos")).version()
     refusal = r"has no rows, so this run would remove all 3 videos rows of the output .*--allow-empty"
@@ -303,11 +304,15 @@ def test_carried_columns_of_any_writer_commit_and_an_all_null_column_takes_its_f
         "uri": [a],
         "rating": pa.array([200], pa.uint8()),
         "shot_at": pa.array([shot_at], pa.timestamp("us", tz="Asia/Tokyo")),
+        # pandas' default unit; Delta keeps microseconds. Before: cut at the first write, then refused
+        # as a changed type on the second night with the same manifest.
+        "seen_ns": pa.array([1_700_000_000_123_456_789], pa.timestamp("ns")),
     }
     pq.write_table(pa.table({**columns, "note": pa.nulls(1, pa.null())}), manifest)
     assert run(tmp_path, seeded_weights).summary["statuses"] == {"ok": 1}
     row = assert_exact(tmp_path, {"a"})["a"]
     assert (row["rating"], row["shot_at"], row["note"]) == (200, shot_at, None)
+    assert row["seen_ns"] == datetime(2023, 11, 14, 22, 13, 20, 123456)
 
     pq.write_table(pa.table({**columns, "note": ["keeper"]}), manifest)
     run(tmp_path, seeded_weights)

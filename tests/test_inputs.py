@@ -331,3 +331,72 @@ def test_a_failing_local_file_system_is_named_as_such_and_s3fs_errors_stay_the_s
     assert store.status == "timeout" and store.message.startswith("the object store failed to serve this video")
     too_long = storage_failure(OSError(errno.ENAMETOOLONG, "KeyTooLongError"))  # s3fs: a key over 1024 bytes
     assert too_long.status == "invalid_uri"
+
+
+def _within(seconds: float, call):
+    """call()'s result or exception, or TimeoutError when it blocks (as opening a FIFO for reading does)."""
+    import threading
+
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(_outcome(call)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(f"still blocked after {seconds}s")
+    return outcome[0]
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+def test_weights_or_a_manifest_that_name_a_pipe_are_refused_instead_of_blocking_for_ever(tmp_path):
+    import os
+
+    from vidbatch.config import ModelConfig, StorageConfig
+    from vidbatch.manifest import read_manifest
+    from vidbatch.model import resolve_weights
+
+    os.mkfifo(tmp_path / "weights.pt")
+    os.mkfifo(tmp_path / "manifest.parquet")
+    config = ModelConfig(arch="resnet18", weights=str(tmp_path / "weights.pt"))
+    weights = _within(20, lambda: resolve_weights(config, StorageConfig()))
+    assert isinstance(weights, JobError) and "names a pipe or device, not a weights file" in str(weights), weights
+    manifest = _within(20, lambda: read_manifest(str(tmp_path / "manifest.parquet"), StorageConfig()))
+    assert isinstance(manifest, JobError) and "names a pipe or device, not a Parquet file" in str(manifest), manifest
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling"])
+def test_an_output_that_is_a_broken_symbolic_link_is_refused_by_check_as_by_run(tmp_path, kind):
+    import os
+
+    from vidbatch.state import refuse_file_output
+
+    out = tmp_path / "out"
+    if kind == "loop":
+        os.symlink(tmp_path / "other", out)
+        os.symlink(out, tmp_path / "other")
+    else:
+        os.symlink(tmp_path / "gone", out)
+    with pytest.raises(JobError, match="loops through symbolic links" if kind == "loop" else "which does not exist"):
+        refuse_file_output(str(out / "nightly"))
+
+
+@pytest.mark.parametrize(("columns", "said"), [
+    (["Status"], "column\\(s\\) Status clash with output columns of the videos table \\(Delta column names ignore case\\)"),
+    (["tag", "Tag"], "manifest columns 'tag' and 'Tag' differ only in case"),
+])  # fmt: skip
+def test_column_names_that_delta_takes_for_the_same_are_refused_before_any_work(columns, said):
+    """Before: check passed them, and every run failed at its commit after all the decoding."""
+    with pytest.raises(JobError, match=said):
+        plan(pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"], **{name: ["x"] for name in columns}}), InputPolicy())
+
+
+def test_nanosecond_timestamps_are_kept_to_the_microsecond_every_night_alike():
+    ns = pa.array([1_700_000_000_123_456_789], pa.timestamp("ns", tz="Europe/Paris"))
+    result = plan(pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"], "seen": ns}), InputPolicy())
+    assert result.extra_schema.field("seen").type == pa.timestamp("us", tz="UTC")
+    assert result.extras.column("seen").cast(pa.int64()).to_pylist() == [1_700_000_000_123_456]

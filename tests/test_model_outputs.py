@@ -34,13 +34,15 @@ def _resolve(path: Path):
 
 
 def test_unusable_outputs_names_non_finite_and_zero_clips():
-    emb = np.array([[0.6, 0.8], [np.nan, 0.0], [0.0, 0.0], [1.0, 0.0]], np.float32)
-    probs = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [np.inf, 0.0]], np.float32)
+    # Rows as _embed gives them: normalised, or left as they were when their norm was below 1e-12.
+    emb = np.array([[0.6, 0.8], [np.nan, 0.0], [0.0, 0.0], [1.0, 0.0], [2e-13, 1e-13]], np.float32)
+    probs = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [np.inf, 0.0], [0.5, 0.5]], np.float32)
     problems = unusable_outputs(emb, probs)
     assert problems[0] == ""
     assert "NaN or Inf" in problems[1] and "fp32" in problems[1]
-    assert "all-zero embedding" in problems[2]
+    assert "all-zero (or vanishingly small) embedding" in problems[2]
     assert "NaN or Inf" in problems[3]
+    assert "vanishingly small" in problems[4]  # subnormal weights: features of 1e-26, not quite zero
     # Without probabilities (task embed), only the embedding counts.
     assert unusable_outputs(emb, None)[3] == ""
 
@@ -112,3 +114,15 @@ def test_probabilities_that_overflow_fail_a_classifying_run_only(tmp_path, libra
     embedding_only = _model_rows(weights, library["h264"].path, want_probs=False)
     assert {row["status"] for row in embedding_only} == {"ok"}
     assert all(np.isfinite(row["embedding"]).all() for row in embedding_only)
+
+
+def test_weights_so_small_the_features_vanish_give_model_error_clips(tmp_path, library):
+    """conv1 of 1e-40 (subnormal): not zero, so it loads, but the features are ~1e-26. Before, such
+    rows were ok with embeddings of norm 1e-13 (they could not be normalised)."""
+
+    def vanishing(state):
+        state["conv1.weight"].fill_(1e-40)
+
+    rows = _model_rows(_saved(tmp_path, "vanishing.pt", vanishing), library["h264"].path, want_probs=False)
+    assert rows and {row["status"] for row in rows} == {"model_error"}
+    assert all("vanishingly small" in row["error_message"] for row in rows)

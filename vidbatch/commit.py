@@ -84,6 +84,8 @@ def commit_tables(
     left = (
         "this run's clips were committed but not its videos rows, so the output still holds the last complete run; "
         "the next run removes those clips and does this run's work again"
+        if _spilled_rows(spill_dir / "clips.parquet") or stale
+        else "nothing of this run was committed; run it again once the output can be written"
     )
     with _step_failure(output, left):
         _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)

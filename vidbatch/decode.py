@@ -33,7 +33,7 @@ from vidbatch.sampling.keyframes import keyframe_sample_time
 # image2 patterns, tee, ...) could make FFmpeg open other files or hosts.
 FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf,m4v,h264,hevc,ivf,nut"
 # Raw elementary streams: accepted by the whitelist only to be named (their frames carry no times).
-_RAW_STREAMS = {"h264": "H.264", "hevc": "HEVC (H.265)"}
+_RAW_STREAMS = {"h264": ("H.264", "h264"), "hevc": ("HEVC (H.265)", "hevc")}
 # Local paths go through FFmpeg's file protocol; nothing else may be opened.
 PROTOCOL_WHITELIST = "file"
 
@@ -104,10 +104,11 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
         raise VideoError("unreadable", f"not a readable media file ({_short(exc)}); {_NOT_MEDIA}") from exc
     try:
         if container.format.name in _RAW_STREAMS:
+            codec, suffix = _RAW_STREAMS[container.format.name]
             raise VideoError(
                 "unreadable",
-                f"the file is a raw {_RAW_STREAMS[container.format.name]} stream with no container, so its frames have "
-                "no times; put it in a container first, e.g. `ffmpeg -r <its frame rate> -i in.h264 -c copy out.mp4`",
+                f"the file is a raw {codec} stream with no container, so its frames have no times; put it in a "
+                f"container first, e.g. `ffmpeg -r <its frame rate> -i in.{suffix} -c copy out.mp4`",
             )
         stream = _video_stream(container, limits)
         if stream.codec_context is None:

@@ -67,6 +67,8 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
         fs, path = filesystem(uri, storage)
         if not fs.exists(path):
             raise JobError(f"manifest {uri!r} does not exist")
+        if fs.info(path).get("type") == "other":  # a pipe or device: reading could block for ever
+            raise JobError(f"manifest {uri!r} names a pipe or device, not a Parquet file")
         return pq.read_table(path, filesystem=fs)
     except JobError:
         raise
@@ -130,7 +132,7 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
         duplicates=duplicates,
         manifest_rows=manifest.num_rows,
         extra_columns=extras,
-        extras=manifest.select(list(extras)).take(written_rows),
+        extras=manifest.select(list(extras)).take(pa.array(written_rows, pa.int64())),  # typed: [] would be null-typed
     )
 
 
@@ -168,7 +170,10 @@ def _storable(manifest: pa.Table) -> pa.Table:
         wanted = _storable_type(column_field.type)
         if wanted != column_field.type:
             try:
-                values = manifest.column(index).cast(wanted, safe=True)
+                # Unsafe only to cut nanoseconds; where unsigned integers are widened the cast stays safe,
+                # so a uint64 above int64's largest is refused, never wrapped.
+                safe = _has_unsigned(column_field.type)
+                values = manifest.column(index).cast(wanted, safe=safe)
             except pa.ArrowInvalid as exc:
                 raise JobError(
                     f"manifest column {column_field.name!r} is {column_field.type} with values above {wanted}'s "
@@ -185,6 +190,12 @@ def _storable(manifest: pa.Table) -> pa.Table:
     return manifest
 
 
+def _has_unsigned(kind: pa.DataType) -> bool:
+    if kind in _WIDER_SIGNED:
+        return True
+    return any(_has_unsigned(kind.field(i).type) for i in range(kind.num_fields))
+
+
 _WIDER_SIGNED = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64(), pa.uint64(): pa.int64()}
 
 
@@ -192,8 +203,10 @@ def _storable_type(kind: pa.DataType) -> pa.DataType:
     """`kind` with unsigned integers widened and time zones made UTC, at any depth; else `kind` itself."""
     if kind in _WIDER_SIGNED:
         return _WIDER_SIGNED[kind]
-    if pa.types.is_timestamp(kind) and kind.tz is not None and kind.tz != "UTC":
-        return pa.timestamp(kind.unit, tz="UTC")
+    if pa.types.is_timestamp(kind) and (kind.unit == "ns" or (kind.tz is not None and kind.tz != "UTC")):
+        # Delta keeps microseconds: nanoseconds are cut here, the same way every night (deltalake
+        # would cut them at the write, and the next night's manifest would no longer match the table).
+        return pa.timestamp("us" if kind.unit == "ns" else kind.unit, tz="UTC" if kind.tz is not None else None)
     if pa.types.is_map(kind):
         key, item = _storable_type(kind.key_type), _storable_type(kind.item_type)
         return kind if (key, item) == (kind.key_type, kind.item_type) else pa.map_(key, item)
@@ -212,9 +225,23 @@ def _validate_columns(manifest: pa.Table) -> None:
         raise JobError(
             f"manifest lacks column(s) {', '.join(missing)}; it has {', '.join(manifest.column_names) or 'no columns'}"
         )
-    clashes = [name for name in manifest.column_names if name in VIDEOS.names and name not in REQUIRED]
+    # Delta column names are case-insensitive: 'Status' is the videos table's 'status', and 'x'
+    # beside 'X' is one column twice; either fails the commit after all the decoding.
+    own = {name.lower(): name for name in VIDEOS.names}
+    clashes = [name for name in manifest.column_names if name.lower() in own and name not in REQUIRED]
     if clashes:
-        raise JobError(f"manifest column(s) {', '.join(clashes)} clash with output columns of the videos table; rename them")
+        raise JobError(
+            f"manifest column(s) {', '.join(clashes)} clash with output columns of the videos table "
+            "(Delta column names ignore case); rename them"
+        )
+    seen: dict[str, str] = {}
+    for name in manifest.column_names:
+        if name.lower() in seen:
+            raise JobError(
+                f"manifest columns {seen[name.lower()]!r} and {name!r} differ only in case, and Delta column names "
+                "ignore case; rename one of them"
+            )
+        seen[name.lower()] = name
     if not pa.types.is_string(manifest.schema.field("uri").type) and not pa.types.is_large_string(
         manifest.schema.field("uri").type
     ):

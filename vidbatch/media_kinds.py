@@ -53,6 +53,10 @@ _MAGIC: tuple[tuple[int, bytes, MediaKind], ...] = (
     (0, b"\xff\xf3", _audio("an MP3 audio file")),
     (0, b"\xff\xf1", _audio("an AAC (ADTS) audio file")),
     (0, b"%PDF", MediaKind("a PDF document", "unreadable", "check that the manifest row names the video")),
+    # Lists that name other files: never opened, as they could reach any file or address.
+    (0, b"#EXTM3U", MediaKind("an HLS playlist", "unreadable", "it names other files; list the video files themselves")),
+    (0, b"ffconcat", MediaKind("an FFmpeg concat list", "unreadable", "it names other files; list the video files themselves")),
+    (0, b"\x00\x00\x01\xb3", _container("a raw MPEG-1/2 video stream with no container")),
 )
 
 

@@ -227,6 +227,8 @@ def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
     where = f"model.weights={uri!r}"
     try:
         fs, path = filesystem(uri, storage)
+        if fs.info(path).get("type") == "other":  # fsspec's word for a pipe or device: reading could block for ever
+            raise JobError(f"{where} names a pipe or device, not a weights file. " + ways_to_provide(arch))
         return bytes(fs.cat_file(path))  # one GET; read once, on the driver
     except FileNotFoundError as exc:
         raise JobError(f"{where}: no such file. " + ways_to_provide(arch)) from exc

@@ -156,14 +156,16 @@ class ModelStage:
 def unusable_outputs(embeddings: np.ndarray, probs: np.ndarray | None) -> list[str]:
     """Per clip, why its model output cannot be committed ('' when it can).
 
-    A NaN or Inf (an overflow in fp16/bf16, or damaged weights) or an all-zero embedding (nothing
-    to normalise: every video would match it equally) would be committed as an `ok` row that
-    poisons a search index; such a clip fails its video with `model_error` instead.
+    A NaN or Inf (an overflow in fp16/bf16, or damaged weights), or an embedding that could not be
+    normalised (features of zero or vanishingly small, below the 1e-12 the normalisation divides by
+    at least: every video would match it equally) would be committed as an `ok` row that poisons a
+    search index; such a clip fails its video with `model_error` instead.
     """
     finite = np.isfinite(embeddings).all(axis=1)
     if probs is not None:
         finite &= np.isfinite(probs).all(axis=1)
-    zero = finite & ~np.any(embeddings != 0, axis=1)
+    # A normalised embedding has norm 1; one whose features were (nearly) zero keeps its tiny norm.
+    zero = finite & (np.linalg.norm(np.where(np.isfinite(embeddings), embeddings, 0.0), axis=1) < 0.5)
     problems = []
     for is_finite, is_zero in zip(finite.tolist(), zero.tolist(), strict=True):
         if not is_finite:
@@ -172,7 +174,9 @@ def unusable_outputs(embeddings: np.ndarray, probs: np.ndarray | None) -> list[s
                 "model.precision: fp32, otherwise check model.weights"
             )
         elif is_zero:
-            problems.append("the model gave an all-zero embedding for this video's frames; check model.weights")
+            problems.append(
+                "the model gave an all-zero (or vanishingly small) embedding for this video's frames; check model.weights"
+            )
         else:
             problems.append("")
     return problems

@@ -5,6 +5,7 @@ Only small columns are read (no embeddings), so this stays cheap for large table
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -82,6 +83,11 @@ def refuse_file_output(output: str) -> None:
         return  # an object store has no files in the way: a key and a prefix of the same name coexist
     path = os.path.abspath(local_path(output))
     while True:
+        if os.path.islink(path) and not os.path.exists(path):  # a loop, or a link to nothing
+            target = os.readlink(path)
+            why = "loops through symbolic links" if _loops(path) else f"is a symbolic link to {target!r}, which does not exist"
+            where = "" if path == os.path.abspath(local_path(output)) else f" ({path!r} on its way)"
+            raise JobError(f"output {output!r}{where} {why}; fix the link or choose another path")
         if os.path.exists(path) and not os.path.isdir(path):
             where = "is a file" if path == os.path.abspath(local_path(output)) else f"is inside {path!r}, which is a file"
             raise JobError(
@@ -92,6 +98,14 @@ def refuse_file_output(output: str) -> None:
         if parent == path:
             return
         path = parent
+
+
+def _loops(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: str) -> None:
