@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from extended import extended
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +42,7 @@ def test_bench_runs_on_a_tiny_workload(tmp_path):
     assert "stage bounds after vs before the pipeline" in proc.stdout
 
 
+@extended  # the benchmark's memory check, run by hand with `vidbatch bench --memory-check`
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_the_memory_check_samples_every_process_of_a_whole_run(tmp_path):
     import media

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from deltalake import DeltaTable
+from extended import extended
 
 from vidbatch import submit as submit_mod
 
@@ -292,15 +293,12 @@ def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, libra
 @pytest.mark.parametrize(
     "replaced",
     [
-        # ~80 s on 2 cores: in the extended suite only (VIDBATCH_EXTENDED_TESTS=1), so the default
-        # suite stays well inside its 10 minutes. The lost-node-not-replaced case below is the
-        # harder one (nothing can finish the work) and always runs.
-        pytest.param(
-            True,
-            id="node-replaced",
-            marks=pytest.mark.skipif(os.environ.get("VIDBATCH_EXTENDED_TESTS") != "1", reason="VIDBATCH_EXTENDED_TESTS=1"),
-        ),
-        pytest.param(False, id="node-not-replaced"),
+        # ~50-80 s each on 2 cores: in the extended suite only, so the default suite stays inside
+        # its 10 minutes. Lost actors in the default suite: test_bad_inputs'
+        # test_actor_killed_mid_run_still_gives_every_row; a run nothing can finish:
+        # test_incremental's stuck-run watchdog test.
+        pytest.param(True, id="node-replaced", marks=extended),
+        pytest.param(False, id="node-not-replaced", marks=extended),
     ],
 )
 def test_a_worker_node_killed_mid_run_never_hangs(cluster, tmp_path, seeded_weights, replaced):

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from deltalake import DeltaTable
+from extended import extended
 
 from vidbatch.config import StorageConfig, parse_job
 from vidbatch.incremental import PriorVideo, decide
@@ -598,7 +599,7 @@ def test_sigterm_stops_a_run_with_one_line_and_commits_nothing(tmp_path, seeded_
 @pytest.mark.parametrize(
     ("term_after", "term_delay_s"),
     [
-        (" to decode ", 0.3),  # while ray.init starts the run's own Ray (seconds)
+        pytest.param(" to decode ", 0.3, marks=extended),  # while ray.init starts the run's own Ray (seconds)
         ("videos 1/", 0.0),  # while the pipeline runs
     ],
     ids=["ray-starting", "pipeline-running"],
@@ -659,7 +660,8 @@ def own_clips(tmp_path: Path) -> dict[str, tuple[str, int]]:
     }
 
 
-@pytest.mark.parametrize("fault", ["after-clips-commit", "after-videos-commit"])
+# After the videos commit: extended (the repair path is the after-clips case's).
+@pytest.mark.parametrize("fault", ["after-clips-commit", pytest.param("after-videos-commit", marks=extended)])
 def test_crash_between_the_commits_keeps_the_last_run_whole_and_is_repaired(tmp_path, seeded_weights, ray_local, fault):
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -692,6 +694,7 @@ def test_crash_between_the_commits_keeps_the_last_run_whole_and_is_repaired(tmp_
         assert repaired.summary["changes"]["removed"] == 1 and repaired.summary["changes"]["changed"] == 0
 
 
+@extended  # the tidying itself is in the default suite: the crash test's repair run
 def test_a_run_that_only_removes_a_dead_runs_clips_commits_and_says_so(tmp_path, seeded_weights, ray_local):
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -719,6 +722,7 @@ def test_a_run_that_only_removes_a_dead_runs_clips_commits_and_says_so(tmp_path,
     assert own_clips(tmp_path) == seen_before
 
 
+@extended  # a driver dead mid-run in the default suite: the crash test (os._exit between the commits)
 def test_sigkill_mid_run_leaves_last_commit_and_rerun_finishes(tmp_path, seeded_weights, ray_local):
     lib = tmp_path / "lib"
     lib.mkdir()
