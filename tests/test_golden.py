@@ -23,11 +23,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
+from stages_here import decode_and_embed
 
-from vidbatch.config import LimitsConfig, SamplingConfig, StorageConfig
-from vidbatch.stages import DecodeStage, ModelStage
+from vidbatch.config import StorageConfig
 
 GOLDEN = Path(__file__).parent / "golden" / "resnet18_seed1234_h264.json"
 DIMS = 16
@@ -36,26 +35,8 @@ EMBEDDING_ATOL = 1e-3
 
 
 def embed_without_ray(video_path: Path, weights_path: Path) -> list[dict]:
-    decode = DecodeStage(
-        sampling=SamplingConfig(mode="fps", fps=1.0, clip_len_s=2.0),
-        limits=LimitsConfig(),
-        storage=StorageConfig(),
-        resize_size=256,
-        crop_size=224,
-    )
-    decoded = pa.concat_tables(decode(pa.table({"video_id": ["v"], "uri": [str(video_path)]})))
-    model = ModelStage(
-        arch="resnet18",
-        state_dict_ref=_state_dict_bytes(weights_path),
-        resize_size=256,
-        crop_size=224,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        precision="fp32",
-        batch_frames=8,
-        want_probs=True,
-    )
-    out = model(decoded).to_pylist()
+    decoded, embedded = decode_and_embed(video_path, _state_dict_bytes(weights_path))
+    out = embedded.to_pylist()
     frames = {r["clip_index"]: _channel_means(r["frames"]) for r in decoded.to_pylist() if r["kind"] == "clip"}
     return [
         {

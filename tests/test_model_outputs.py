@@ -9,15 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 import torchvision
+from stages_here import decode_and_embed
 
-from vidbatch.config import LimitsConfig, ModelConfig, SamplingConfig, StorageConfig
+from vidbatch.config import ModelConfig, StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.model import resolve_weights
-from vidbatch.stages import DecodeStage, ModelStage, unusable_outputs
+from vidbatch.stages import unusable_outputs
 
 
 def _saved(tmp_path: Path, name: str, change) -> Path:
@@ -69,26 +69,8 @@ def test_sound_weights_still_resolve(tmp_path):
 
 
 def _model_rows(weights: Path, video: Path, *, want_probs: bool) -> list[dict]:
-    decode = DecodeStage(
-        sampling=SamplingConfig(mode="fps", fps=1.0, clip_len_s=2.0),
-        limits=LimitsConfig(),
-        storage=StorageConfig(),
-        resize_size=256,
-        crop_size=224,
-    )
-    decoded = pa.concat_tables(decode(pa.table({"video_id": ["v"], "uri": [str(video)]})))
-    model = ModelStage(
-        arch="resnet18",
-        state_dict_ref=_resolve(weights).state_dict_bytes,
-        resize_size=256,
-        crop_size=224,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        precision="fp32",
-        batch_frames=8,
-        want_probs=want_probs,
-    )
-    return [row for row in model(decoded).to_pylist() if row["kind"] == "clip"]
+    _, embedded = decode_and_embed(video, _resolve(weights).state_dict_bytes, want_probs=want_probs)
+    return [row for row in embedded.to_pylist() if row["kind"] == "clip"]
 
 
 def test_weights_that_overflow_at_run_time_give_model_error_clips(tmp_path, library):
