@@ -73,7 +73,8 @@ def commit_tables(
     """
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     stale = sorted(set(stale_clips))
-    if replace_ids or stale or any(_spilled_rows(spill_dir / f"{name}.parquet") for name in ("clips", "videos")):
+    clips_spilled = _spilled_rows(spill_dir / "clips.parquet")
+    if replace_ids or stale or clips_spilled or _spilled_rows(spill_dir / "videos.parquet"):
         _check_no_run_committed_since(output, videos_uri, videos_version, storage)
     commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
     tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
@@ -84,7 +85,7 @@ def commit_tables(
     left = (
         "this run's clips were committed but not its videos rows, so the output still holds the last complete run; "
         "the next run removes those clips and does this run's work again"
-        if _spilled_rows(spill_dir / "clips.parquet") or stale
+        if clips_spilled or stale
         else "nothing of this run was committed; run it again once the output can be written"
     )
     with _step_failure(output, left):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from vidbatch.config import InputPolicy, StorageConfig
 from vidbatch.errors import JobError, Status
 from vidbatch.schema import VIDEOS
-from vidbatch.storage import explain_failure, filesystem, missing_filesystem, scheme_of
+from vidbatch.storage import explain_failure, filesystem, is_pipe_or_device, missing_filesystem, scheme_of
 from vidbatch.uri_policy import refusal_reason
 
 REQUIRED = ("video_id", "uri")
@@ -67,7 +67,7 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
         fs, path = filesystem(uri, storage)
         if not fs.exists(path):
             raise JobError(f"manifest {uri!r} does not exist")
-        if fs.info(path).get("type") == "other":  # a pipe or device: reading could block for ever
+        if is_pipe_or_device(fs.info(path)):
             raise JobError(f"manifest {uri!r} names a pipe or device, not a Parquet file")
         return pq.read_table(path, filesystem=fs)
     except JobError:
@@ -227,7 +227,7 @@ def _validate_columns(manifest: pa.Table) -> None:
         )
     # Delta column names are case-insensitive: 'Status' is the videos table's 'status', and 'x'
     # beside 'X' is one column twice; either fails the commit after all the decoding.
-    own = {name.lower(): name for name in VIDEOS.names}
+    own = {name.lower() for name in VIDEOS.names}
     clashes = [name for name in manifest.column_names if name.lower() in own and name not in REQUIRED]
     if clashes:
         raise JobError(

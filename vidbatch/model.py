@@ -222,12 +222,12 @@ def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> R
 
 
 def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
-    from vidbatch.storage import filesystem  # storage is light; keeps this module's import graph small
+    from vidbatch.storage import filesystem, is_pipe_or_device  # storage is light; keeps this module's import graph small
 
     where = f"model.weights={uri!r}"
     try:
         fs, path = filesystem(uri, storage)
-        if fs.info(path).get("type") == "other":  # fsspec's word for a pipe or device: reading could block for ever
+        if is_pipe_or_device(fs.info(path)):
             raise JobError(f"{where} names a pipe or device, not a weights file. " + ways_to_provide(arch))
         return bytes(fs.cat_file(path))  # one GET; read once, on the driver
     except FileNotFoundError as exc:

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import posixpath
+import stat
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -81,15 +82,22 @@ def refuse_file_output(output: str) -> None:
     """JobError when a local output, or a folder it would be made in, is a file."""
     if not is_local(output):
         return  # an object store has no files in the way: a key and a prefix of the same name coexist
-    path = os.path.abspath(local_path(output))
+    start = path = os.path.abspath(local_path(output))
     while True:
-        if os.path.islink(path) and not os.path.exists(path):  # a loop, or a link to nothing
-            target = os.readlink(path)
-            why = "loops through symbolic links" if _loops(path) else f"is a symbolic link to {target!r}, which does not exist"
-            where = "" if path == os.path.abspath(local_path(output)) else f" ({path!r} on its way)"
-            raise JobError(f"output {output!r}{where} {why}; fix the link or choose another path")
-        if os.path.exists(path) and not os.path.isdir(path):
-            where = "is a file" if path == os.path.abspath(local_path(output)) else f"is inside {path!r}, which is a file"
+        try:
+            in_the_way = not stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError as exc:  # nothing there (yet), or a link that leads nowhere
+            if os.path.islink(path) and exc.errno in (errno.ELOOP, errno.ENOENT):
+                where = "" if path == start else f" ({path!r} on its way)"
+                why = (
+                    "loops through symbolic links"
+                    if exc.errno == errno.ELOOP
+                    else f"is a symbolic link to {os.readlink(path)!r}, which does not exist"
+                )
+                raise JobError(f"output {output!r}{where} {why}; fix the link or choose another path") from None
+            in_the_way = False
+        if in_the_way:
+            where = "is a file" if path == start else f"is inside {path!r}, which is a file"
             raise JobError(
                 f"output {output!r} {where}; the output is a folder (vidbatch writes its videos and clips tables and _runs/ "
                 "in it): choose another path"
@@ -98,14 +106,6 @@ def refuse_file_output(output: str) -> None:
         if parent == path:
             return
         path = parent
-
-
-def _loops(path: str) -> bool:
-    try:
-        os.stat(path)
-    except OSError as exc:
-        return exc.errno == errno.ELOOP
-    return False
 
 
 def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: str) -> None:

@@ -203,6 +203,11 @@ def storage_failure(exc: BaseException) -> VideoError:
     )
 
 
+def is_pipe_or_device(info: dict[str, Any]) -> bool:
+    """fsspec's type "other": a pipe, socket or device, where reading could block for ever."""
+    return info.get("type") == "other"
+
+
 def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec.AbstractFileSystem, str]:
     """fs.info() with the errors sorted into statuses."""
     try:
@@ -215,7 +220,7 @@ def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec
         raise storage_failure(exc) from exc
     if info.get("type") == "directory":
         raise VideoError("not_found", "the uri names a directory, not a video file; point it at the video file")
-    if info.get("type") == "other":  # fsspec's word for a pipe, socket or device: reading could block
+    if is_pipe_or_device(info):
         raise VideoError("unreadable", "the uri names a pipe or device, not a regular file; give a video file")
     return info, fs, path
 
