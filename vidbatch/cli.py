@@ -156,6 +156,31 @@ def _parser() -> argparse.ArgumentParser:
     _storage_arguments(vacuum)
     vacuum.set_defaults(func=_vacuum)
 
+    train = sub.add_parser(
+        "train-head",
+        help="custom tags: train a linear head on an output's embeddings and a manifest label column; "
+        "prints accuracy, precision, recall and F1 on held-out videos",
+    )
+    train.add_argument("output", help="the job's output root (its current snapshot is read)")
+    train.add_argument("--label-column", required=True, help="the manifest column (carried into the videos table) to learn")
+    train.add_argument("-o", "--head", required=True, metavar="HEAD", help="where to write the head (.json; local or s3://...)")
+    train.add_argument(
+        "--level", choices=["video", "clip"], default="video", help="learn from video embeddings or clip embeddings"
+    )
+    train.add_argument("--test-fraction", type=float, default=0.2, help="share of each label's videos held out to score (0.2)")
+    train.add_argument("--seed", type=int, default=0, help="which videos are held out (stable per video)")
+    train.add_argument("--l2", type=float, default=None, help="weight decay (default: chosen by cross-validation)")
+    train.add_argument("--json", action="store_true", help="print the head file's report as JSON instead of a table")
+    _storage_arguments(train)
+    train.set_defaults(func=_train_head)
+
+    tag = sub.add_parser("tag", help="apply a head from train-head to an output's current snapshot; writes Parquet")
+    tag.add_argument("output", help="the job's output root")
+    tag.add_argument("--head", required=True, help="a head file written by train-head")
+    tag.add_argument("-o", "--to", required=True, metavar="TAGS", help="where to write the tags (.parquet)")
+    _storage_arguments(tag)
+    tag.set_defaults(func=_tag)
+
     bench = sub.add_parser(
         "bench", help="benchmark: the pipeline vs a plain script and the stage bounds, on generated 720p videos"
     )
@@ -205,6 +230,46 @@ def _listed_files(table: str, files: list[str]) -> list[str]:
     if len(files) > VACUUM_LISTED_FILES:
         lines.append(f"  ... and {len(files) - VACUUM_LISTED_FILES} more")
     return lines
+
+
+def _train_head(args: argparse.Namespace) -> int:
+    from vidbatch.train_head import format_report, train_on_output, write_head
+
+    storage = _storage_config(args)
+    trained = train_on_output(
+        args.output,
+        storage,
+        label_column=args.label_column,
+        level=args.level,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        l2=args.l2,
+    )
+    write_head(trained, args.head, storage)
+    if args.json:
+        report = trained.to_dict()
+        report.pop("head")  # the weights are in the file
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(trained, args.head))
+    return 0
+
+
+def _tag(args: argparse.Namespace) -> int:
+    from vidbatch.tag import tag_output
+    from vidbatch.train_head import UNTRAINED_NOTE, read_head
+
+    storage = _storage_config(args)
+    head_file = read_head(args.head, storage)
+    result = tag_output(args.output, storage, head_file, args.to)
+    tags = ", ".join(f"{tag}: {count}" for tag, count in result.tags.items())
+    noun = "videos" if head_file["level"] == "video" else "clips"
+    print(f"tagged {result.rows} {noun} with {head_file['label_column']!r} ({tags}); wrote {args.to}")
+    for reason, count in result.left_out.items():
+        print(f"  not tagged: {reason}: {count}")
+    if head_file.get("untrained_backbone"):
+        print("  " + UNTRAINED_NOTE)
+    return 0
 
 
 def _job_arguments(parser: argparse.ArgumentParser) -> None:

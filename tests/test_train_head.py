@@ -1,0 +1,236 @@
+"""`vidbatch train-head` and `vidbatch tag` on real Delta tables (written here with the deltalake
+library in the output tables' schema; tests/test_train_head_run.py runs them on a real run's output)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import write_deltalake
+from test_cli_tools import run_cli
+
+from vidbatch.schema import EMBEDDING
+
+MODEL = "resnet18:sha256-0123abcd"
+SAMPLING = "fps1-clip4-abc"
+DIM = 16
+
+
+def _unit(rng: np.random.Generator, centre: np.ndarray) -> list[float]:
+    vector = centre + 0.4 * rng.normal(size=DIM)
+    return (vector / np.linalg.norm(vector)).astype(np.float32).tolist()
+
+
+def write_output(
+    root: Path,
+    videos: list[dict],
+    *,
+    clips_per_video: int = 3,
+    stale_clips_of: tuple[str, ...] = (),
+    label_type: pa.DataType | None = None,
+) -> Path:
+    """A videos and a clips table as a run writes them: each ok video's clips carry its run_id;
+    `stale_clips_of` also get clips of a run that died between its commits."""
+    rng = np.random.default_rng(0)
+    centres = {label: rng.normal(size=DIM) * 3 for label in ("cat", "dog", "owl", None, 1, 2)}
+    video_rows, clip_rows = [], []
+    for video in videos:
+        ok = video.get("status", "ok") == "ok"
+        centre = centres[video.get("looks_like", video.get("label"))]
+        clips = [_unit(rng, centre) for _ in range(clips_per_video)] if ok else []
+        mean = np.mean(clips, axis=0) if clips else None
+        video_rows.append(
+            {
+                "video_id": video["video_id"],
+                "uri": f"/library/{video['video_id']}.mp4",
+                "status": video.get("status", "ok"),
+                "embedding": None if mean is None or video.get("classify_only") else (mean / np.linalg.norm(mean)).tolist(),
+                "model_id": video.get("model_id", MODEL),
+                "sampling_id": SAMPLING,
+                "run_id": video.get("run_id", "run-2"),
+                "label": video.get("label"),
+            }
+        )
+        for index, embedding in enumerate(clips):
+            clip_rows.append(
+                {
+                    "video_id": video["video_id"],
+                    "clip_index": index,
+                    "run_id": video.get("run_id", "run-2"),
+                    "embedding": embedding,
+                }
+            )
+        if video["video_id"] in stale_clips_of:
+            for index in range(5):  # a dead run's clips: unlike the video's own, and not current
+                clip_rows.append(
+                    {"video_id": video["video_id"], "clip_index": index, "run_id": "run-dead", "embedding": _unit(rng, -centre)}
+                )
+    videos_schema = pa.schema(
+        [("video_id", pa.string()), ("uri", pa.string()), ("status", pa.string()), ("embedding", EMBEDDING),
+         ("model_id", pa.string()), ("sampling_id", pa.string()), ("run_id", pa.string()), ("label", label_type or pa.string())]
+    )  # fmt: skip
+    clips_schema = pa.schema(
+        [("video_id", pa.string()), ("clip_index", pa.int32()), ("run_id", pa.string()), ("embedding", EMBEDDING)]
+    )
+    write_deltalake(str(root / "videos"), pa.Table.from_pylist(video_rows, schema=videos_schema))
+    write_deltalake(str(root / "clips"), pa.Table.from_pylist(clip_rows, schema=clips_schema))
+    return root
+
+
+def labelled(per_label: int, labels: tuple[str, ...] = ("cat", "dog", "owl")) -> list[dict]:
+    return [{"video_id": f"{label}{i}", "label": label} for label in labels for i in range(per_label)]
+
+
+def test_train_head_scores_held_out_videos_and_tag_labels_every_ok_video(tmp_path, capsys):
+    videos = [
+        *labelled(5),
+        {"video_id": "broken", "status": "decode_error", "label": "cat"},
+        {"video_id": "new1", "label": None, "looks_like": "dog"},
+        {"video_id": "new2", "label": None, "looks_like": "owl"},
+    ]
+    output = write_output(tmp_path / "out", videos)
+    head = tmp_path / "heads" / "animal.json"
+    code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
+    assert code == 0, err
+    assert (
+        "trained a linear head for 'label' (3 labels) on 12 videos of 12 videos; scored on 3 videos of 3 held-out videos" in out
+    )
+    assert "left out: videos not ok (no embedding) 1, ok videos with no label 2" in out
+    assert "accuracy 1.000 on 3 held-out examples" in out
+    assert "cross-validation" in out
+    saved = json.loads(head.read_text())
+    assert saved["format"] == "vidbatch-linear-head/1"
+    assert (saved["model_id"], saved["sampling_id"], saved["level"]) == (MODEL, SAMPLING, "video")
+    assert saved["untrained_backbone"] is False
+    assert saved["split"]["train_videos"] == 12 and saved["split"]["test_videos"] == 3
+    assert saved["evaluation"]["per_class"]["owl"]["support"] == 1
+    assert len(saved["head"]["weight"]) == 3 and len(saved["head"]["weight"][0]) == DIM
+
+    tags = tmp_path / "tags.parquet"
+    code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tags))
+    assert code == 0, err
+    assert "tagged 17 videos with 'label'" in out
+    assert "not tagged: videos not ok (no embedding): 1" in out
+    table = pq.read_table(tags)
+    assert table.schema.names == ["video_id", "tag", "score"]
+    tagged = dict(zip(table.column("video_id").to_pylist(), table.column("tag").to_pylist(), strict=True))
+    assert "broken" not in tagged and len(tagged) == 17
+    assert (tagged["new1"], tagged["new2"]) == ("dog", "owl")  # the unlabelled ones too
+    assert all(tagged[v["video_id"]] == v["label"] for v in labelled(5))
+
+
+def test_clip_level_learns_only_from_each_videos_current_clips(tmp_path, capsys):
+    output = write_output(tmp_path / "out", labelled(4), clips_per_video=3, stale_clips_of=("cat0", "dog1"))
+    head = tmp_path / "clip-head.json"
+    code, out, err = run_cli(
+        capsys, "train-head", str(output), "--label-column", "label", "--level", "clip", "-o", str(head), "--json"
+    )
+    assert code == 0, err
+    report = json.loads(out)
+    assert "head" not in report  # the weights stay in the file
+    # 12 videos of 3 clips; the dead run's 10 clips (made to look like the opposite label) are not read.
+    assert report["split"]["train_examples"] + report["split"]["test_examples"] == 36
+    assert report["split"]["test_videos"] == 3 and report["split"]["test_examples"] == 9
+    assert report["evaluation"]["accuracy"] == 1.0
+    tags = tmp_path / "clip-tags.parquet"
+    code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tags))
+    assert code == 0, err
+    table = pq.read_table(tags)
+    assert table.schema.names == ["video_id", "clip_index", "tag", "score"]
+    assert table.num_rows == 36 and "tagged 36 clips" in out
+    keys = list(zip(table.column("video_id").to_pylist(), table.column("clip_index").to_pylist(), strict=True))
+    assert len(set(keys)) == 36
+
+
+def test_a_chosen_weight_decay_and_seed_are_kept_in_the_head(tmp_path, capsys):
+    output = write_output(tmp_path / "out", labelled(5, ("cat", "dog")))
+    head = tmp_path / "h.json"
+    code, out, err = run_cli(
+        capsys,
+        "train-head",
+        str(output),
+        "--label-column",
+        "label",
+        "-o",
+        str(head),
+        "--l2",
+        "0.5",
+        "--seed",
+        "7",
+        "--test-fraction",
+        "0.4",
+    )
+    assert code == 0, err
+    saved = json.loads(head.read_text())
+    assert saved["head"]["l2"] == 0.5 and saved["l2_search"] is None
+    assert saved["split"]["seed"] == 7 and saved["split"]["test_videos"] == 4  # 2 of each label's 5
+
+
+@pytest.mark.parametrize(
+    ("videos", "options", "message"),
+    [
+        (labelled(3), ["--label-column", "genre"], "'genre' is not a column of .* its manifest columns are: label"),
+        (labelled(3, ("cat",)), [], r"same one \('cat': 3\): a head needs at least 2 labels"),
+        (
+            [{"video_id": "cat0", "label": "cat"}, {"video_id": "dog0", "label": "dog"}],
+            [],
+            "no label of 'label' has 2 or more ok videos",
+        ),
+        (
+            [*labelled(3), {"video_id": "x", "label": "cat", "model_id": "resnet50:other"}],
+            [],
+            "mixes embeddings of different models or samplings .*9 videos of model resnet18.*1 videos of model resnet50:other",
+        ),
+        ([{**v, "classify_only": True} for v in labelled(3)], [], "model.task classify, which writes labels only"),
+        (
+            [{"video_id": "a", "status": "timeout", "label": "cat"}],
+            [],
+            r"no ok videos with a 'label': nothing to train on \(videos not ok",
+        ),
+        (labelled(3), ["--test-fraction", "1.5"], "--test-fraction 1.5"),
+        (labelled(3), ["--l2", "-1"], "--l2 -1.0: give a positive weight decay"),
+    ],
+    ids=["no-such-column", "one-label", "one-video-each", "two-models", "classify-only", "nothing-ok", "fraction", "l2"],
+)
+def test_train_head_refuses_what_it_cannot_learn_from_and_says_what_to_do(tmp_path, capsys, videos, options, message):
+    output = write_output(tmp_path / "out", videos)
+    head = tmp_path / "h.json"
+    label = [] if "--label-column" in options else ["--label-column", "label"]
+    code, _, err = run_cli(capsys, "train-head", str(output), *label, *options, "-o", str(head))
+    assert code == 2
+    assert err.startswith("vidbatch: ") and err.count("\n") == 1
+    assert re.search(message, err), err
+    assert not head.exists()
+
+
+def test_a_label_column_of_lists_is_refused(tmp_path, capsys):
+    output = tmp_path / "out"
+    write_output(
+        output, [{**v, "label": [v["label"]], "looks_like": v["label"]} for v in labelled(3)], label_type=pa.list_(pa.string())
+    )
+    code, _, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(tmp_path / "h.json"))
+    assert code == 2 and "is list<element: string>: a head learns one label per video" in err
+
+
+def test_tag_refuses_a_head_of_another_model_and_files_that_are_not_heads(tmp_path, capsys):
+    trained_on = write_output(tmp_path / "a", labelled(3))
+    head = tmp_path / "h.json"
+    assert run_cli(capsys, "train-head", str(trained_on), "--label-column", "label", "-o", str(head))[0] == 0
+    other = write_output(tmp_path / "b", [{**v, "model_id": "resnet50:sha256-ffff"} for v in labelled(3)])
+    code, _, err = run_cli(capsys, "tag", str(other), "--head", str(head), "-o", str(tmp_path / "t.parquet"))
+    assert code == 2 and f"no ok videos of the head's model {MODEL}" in err and "ok videos of another model or sampling: 9" in err
+    assert not (tmp_path / "t.parquet").exists()
+    (tmp_path / "not-a-head.json").write_text('{"classes": []}')
+    code, _, err = run_cli(
+        capsys, "tag", str(trained_on), "--head", str(tmp_path / "not-a-head.json"), "-o", str(tmp_path / "t.parquet")
+    )
+    assert code == 2 and "is not a head file of vidbatch train-head" in err
+    code, _, err = run_cli(
+        capsys, "tag", str(trained_on), "--head", str(tmp_path / "none.json"), "-o", str(tmp_path / "t.parquet")
+    )
+    assert code == 2 and "no such file; `vidbatch train-head" in err

@@ -1,0 +1,117 @@
+"""`vidbatch tag`: apply a head from train-head to an output's current snapshot.
+
+Streams the table (videos or clips, as the head was trained) in batches, so a library of
+millions of videos is tagged in bounded memory, and writes one Parquet row per ok video (or
+current clip) of the head's model and sampling: video_id[, clip_index], tag, score. Rows it
+cannot tag are counted and named in the report, never dropped without a word.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vidbatch.config import StorageConfig
+from vidbatch.errors import JobError
+from vidbatch.head import LinearHead
+from vidbatch.head_data import embedding_matrix, of_current_runs
+from vidbatch.state import open_table
+from vidbatch.storage import filesystem, is_local
+
+BATCH_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class TagResult:
+    rows: int
+    tags: dict[str, int]  # how many rows got each tag
+    left_out: dict[str, int]
+
+
+def tag_output(output: str, storage: StorageConfig, head_file: dict[str, Any], destination: str) -> TagResult:
+    head = LinearHead.from_dict(head_file["head"])
+    level = head_file["level"]
+    model_id, sampling_id = head_file["model_id"], head_file["sampling_id"]
+    videos_table = open_table(output, "videos", storage)
+    if videos_table is None:
+        raise JobError(f"{output!r} holds no videos table (no run has committed there); check the output")
+    videos = videos_table.to_pyarrow_table(columns=["video_id", "status", "model_id", "sampling_id", "run_id"])
+    left_out = _left_out(videos, model_id, sampling_id)
+    current = videos.filter(_taggable(videos, model_id, sampling_id))
+    if current.num_rows == 0:
+        raise JobError(
+            f"output {output!r} has no ok videos of the head's model {model_id} and sampling {sampling_id} "
+            f"({', '.join(f'{k}: {v}' for k, v in left_out.items()) or 'no videos'}); "
+            "a head applies only to the embeddings it was trained on: train one on this output"
+        )
+    if level == "video":
+        batches = _video_batches(videos_table, current)
+        schema = pa.schema([("video_id", pa.string()), ("tag", pa.string()), ("score", pa.float32())])
+    else:
+        clips_table = open_table(output, "clips", storage)
+        if clips_table is None:
+            raise JobError(f"{output!r} holds no clips table, and the head was trained on clips")
+        batches = _clip_batches(clips_table, current)
+        schema = pa.schema([("video_id", pa.string()), ("clip_index", pa.int32()), ("tag", pa.string()), ("score", pa.float32())])
+    counts: Counter[str] = Counter()
+    rows = 0
+    fs, path = filesystem(destination, storage)
+    if is_local(destination) and "/" in path:
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            tags, scores = head.predict(embedding_matrix(batch.column("embedding")))
+            counts.update(tags)
+            rows += batch.num_rows
+            keys = {name: batch.column(name) for name in schema.names if name in batch.column_names}
+            writer.write_table(
+                pa.table({**keys, "tag": pa.array(tags, pa.string()), "score": pa.array(scores, pa.float32())}, schema=schema)
+            )
+    return TagResult(rows=rows, tags=dict(counts.most_common()), left_out=left_out)
+
+
+def _taggable(videos: pa.Table, model_id: str, sampling_id: str) -> pa.Array:
+    return pc.and_(
+        pc.equal(videos.column("status"), "ok"),
+        pc.and_(pc.equal(videos.column("model_id"), model_id), pc.equal(videos.column("sampling_id"), sampling_id)),
+    )
+
+
+def _left_out(videos: pa.Table, model_id: str, sampling_id: str) -> dict[str, int]:
+    ok = pc.equal(videos.column("status"), "ok")
+    same = pc.and_(pc.equal(videos.column("model_id"), model_id), pc.equal(videos.column("sampling_id"), sampling_id))
+    counts = {
+        "videos not ok (no embedding)": pc.sum(pc.invert(ok)).as_py() or 0,
+        "ok videos of another model or sampling": pc.sum(pc.and_(ok, pc.invert(pc.fill_null(same, False)))).as_py() or 0,
+    }
+    return {reason: count for reason, count in counts.items() if count}
+
+
+def _video_batches(table: Any, current: pa.Table) -> Iterator[pa.Table]:
+    dataset = table.to_pyarrow_dataset()
+    wanted = current.column("video_id")
+    for batch in dataset.to_batches(
+        columns=["video_id", "embedding"], filter=pc.field("video_id").isin(wanted), batch_size=BATCH_ROWS
+    ):
+        yield pa.Table.from_batches([batch])
+
+
+def _clip_batches(table: Any, current: pa.Table) -> Iterator[pa.Table]:
+    dataset = table.to_pyarrow_dataset()
+    keys = current.select(["video_id", "run_id"])
+    for batch in dataset.to_batches(
+        columns=["video_id", "clip_index", "run_id", "embedding"],
+        filter=pc.field("video_id").isin(keys.column("video_id")),
+        batch_size=BATCH_ROWS,
+    ):
+        clips = pa.Table.from_batches([batch])
+        # Only the clips of the run each videos row names (a dead run's clips are not current).
+        yield clips.filter(of_current_runs(clips, keys))

@@ -1,0 +1,189 @@
+"""`vidbatch train-head`: custom tags by transfer learning on an output's frozen embeddings.
+
+Reads the labelled ok videos (or their clips), holds out a share of each label's videos,
+picks the weight decay by cross-validation on the rest, trains a linear head there, and
+scores it on the held-out videos: accuracy, precision, recall and F1. The head that is
+written is the one those figures describe (trained without the held-out videos).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from vidbatch.config import StorageConfig
+from vidbatch.errors import JobError
+from vidbatch.head import LinearHead, choose_l2, train_head
+from vidbatch.head_data import Examples, Level, read_examples
+from vidbatch.head_metrics import Evaluation, evaluate, format_evaluation
+from vidbatch.head_split import held_out_videos
+from vidbatch.storage import filesystem, is_local
+
+HEAD_FORMAT = "vidbatch-linear-head/1"
+UNTRAINED_NOTE = (
+    "NOTE: the embeddings come from untrained weights (seeded random init): a head on them shows the "
+    "pipeline works, not what a trained backbone would score"
+)
+
+
+@dataclass(frozen=True)
+class TrainedHead:
+    head: LinearHead
+    examples: Examples
+    label_column: str
+    evaluation: Evaluation
+    train_videos: int
+    test_videos: int
+    untested_classes: tuple[str, ...]  # labels with one video: trained on, not scored
+    l2_scores: dict[float, float]
+    seed: int
+    test_fraction: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": HEAD_FORMAT,
+            "level": self.examples.level,
+            "label_column": self.label_column,
+            "model_id": self.examples.model_id,
+            "sampling_id": self.examples.sampling_id,
+            "untrained_backbone": self.examples.untrained_backbone,
+            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "split": {
+                "by": "video",
+                "seed": self.seed,
+                "test_fraction": self.test_fraction,
+                "train_videos": self.train_videos,
+                "test_videos": self.test_videos,
+                "train_examples": len(self.examples.video_ids) - self.evaluation.examples,
+                "test_examples": self.evaluation.examples,
+                "untested_classes": list(self.untested_classes),
+            },
+            "left_out": self.examples.left_out,
+            "l2_search": {"macro_f1_by_l2": {str(k): v for k, v in self.l2_scores.items()}} if self.l2_scores else None,
+            "evaluation": self.evaluation.to_dict(),
+            "head": self.head.to_dict(),
+        }
+
+
+def train_on_output(
+    output: str,
+    storage: StorageConfig,
+    *,
+    label_column: str,
+    level: Level = "video",
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    l2: float | None = None,
+) -> TrainedHead:
+    _validate_test_fraction(test_fraction)
+    _validate_l2(l2)
+    examples = read_examples(output, storage, label_column=label_column, level=level)
+    video_labels = dict(zip(examples.video_ids, examples.labels, strict=True))
+    _refuse_one_label(video_labels, label_column)
+    held = held_out_videos(video_labels, test_fraction=test_fraction, seed=seed)
+    if not held:
+        raise JobError(
+            f"no label of {label_column!r} has 2 or more ok videos ({_per_label(video_labels)}): "
+            "a head cannot be scored without held-out videos of a label it learned; label more videos"
+        )
+    is_test = np.array([video_id in held for video_id in examples.video_ids])
+    train_ids = [video_id for video_id, test in zip(examples.video_ids, is_test, strict=True) if not test]
+    train_labels = [label for label, test in zip(examples.labels, is_test, strict=True) if not test]
+    train_features = examples.features[~is_test]
+    scores: dict[float, float] = {}
+    if l2 is None:
+        l2, scores = choose_l2(train_features, train_labels, train_ids)
+    head = train_head(train_features, train_labels, l2=l2)
+    predicted, _ = head.predict(examples.features[is_test])
+    truth = [label for label, test in zip(examples.labels, is_test, strict=True) if test]
+    counts = Counter(video_labels.values())
+    return TrainedHead(
+        head=head,
+        examples=examples,
+        label_column=label_column,
+        evaluation=evaluate(truth, predicted, classes=head.classes),
+        train_videos=len(video_labels) - len(held),
+        test_videos=len(held),
+        untested_classes=tuple(sorted(label for label, n in counts.items() if n < 2)),
+        l2_scores=scores,
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def write_head(trained: TrainedHead, uri: str, storage: StorageConfig) -> None:
+    fs, path = filesystem(uri, storage)
+    if is_local(uri) and "/" in path:
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as handle:
+        json.dump(trained.to_dict(), handle)
+
+
+def read_head(uri: str, storage: StorageConfig) -> dict[str, Any]:
+    """A head file written by train-head; JobError naming the file when it is not one."""
+    fs, path = filesystem(uri, storage)
+    try:
+        with fs.open(path, "r") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise JobError(
+            f"--head {uri!r}: no such file; `vidbatch train-head OUTPUT --label-column L -o {uri}` writes one"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise JobError(f"--head {uri!r} cannot be read as a head file ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != HEAD_FORMAT:
+        raise JobError(f"--head {uri!r} is not a head file of vidbatch train-head (format {HEAD_FORMAT!r})")
+    return data
+
+
+def format_report(trained: TrainedHead, head_uri: str) -> str:
+    examples = trained.examples
+    noun = "videos" if examples.level == "video" else "clips"
+    test_rows = trained.evaluation.examples
+    lines = [
+        f"trained a linear head for {trained.label_column!r} ({len(trained.head.classes)} labels) on "
+        f"{len(examples.video_ids) - test_rows} {noun} of {trained.train_videos} videos; scored on {test_rows} "
+        f"{noun} of {trained.test_videos} held-out videos",
+        f"  embeddings: {examples.model_id}, sampling {examples.sampling_id}",
+        f"  weight decay {trained.head.l2:g}"
+        + (" (best macro F1 in 3-fold cross-validation on the training videos)" if trained.l2_scores else ""),
+    ]
+    if examples.untrained_backbone:
+        lines.insert(1, "  " + UNTRAINED_NOTE)
+    if examples.left_out:
+        lines.append("  left out: " + ", ".join(f"{reason} {count}" for reason, count in examples.left_out.items()))
+    if trained.untested_classes:
+        lines.append(
+            f"  not scored (one video each, used for training): {', '.join(trained.untested_classes)}; "
+            "label a second video of each to score them"
+        )
+    lines.extend(format_evaluation(trained.evaluation))
+    lines.append(f"  head: {head_uri}")
+    return "\n".join(lines)
+
+
+def _refuse_one_label(video_labels: dict[str, str], label_column: str) -> None:
+    if len(set(video_labels.values())) < 2:
+        raise JobError(
+            f"every ok video with a {label_column!r} has the same one ({_per_label(video_labels)}): "
+            "a head needs at least 2 labels to tell apart"
+        )
+
+
+def _per_label(video_labels: dict[str, str]) -> str:
+    return ", ".join(f"{label!r}: {count}" for label, count in sorted(Counter(video_labels.values()).items()))
+
+
+def _validate_test_fraction(test_fraction: float) -> None:
+    if not 0 < test_fraction < 1:
+        raise JobError(f"--test-fraction {test_fraction}: give the share of each label's videos to hold out, e.g. 0.2")
+
+
+def _validate_l2(l2: float | None) -> None:
+    if l2 is not None and not (np.isfinite(l2) and l2 > 0):
+        raise JobError(f"--l2 {l2}: give a positive weight decay, e.g. 0.01 (or leave it out to choose by cross-validation)")
