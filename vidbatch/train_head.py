@@ -143,12 +143,17 @@ def read_head(uri: str, storage: StorageConfig) -> dict[str, Any]:
 
 def format_report(trained: TrainedHead, head_uri: str) -> str:
     examples = trained.examples
-    noun = "videos" if examples.level == "video" else "clips"
     test_rows = trained.evaluation.examples
+    if examples.level == "video":
+        sizes = f"on {trained.train_videos} videos; scored on {test_rows} held-out videos"
+    else:
+        train_rows = len(examples.video_ids) - test_rows
+        sizes = (
+            f"on {train_rows} clips of {trained.train_videos} videos; "
+            f"scored on {test_rows} clips of {trained.test_videos} held-out videos"
+        )
     lines = [
-        f"trained a linear head for {trained.label_column!r} ({len(trained.head.classes)} labels) on "
-        f"{len(examples.video_ids) - test_rows} {noun} of {trained.train_videos} videos; scored on {test_rows} "
-        f"{noun} of {trained.test_videos} held-out videos",
+        f"trained a linear head for {trained.label_column!r} ({len(trained.head.classes)} labels) {sizes}",
         f"  embeddings: {examples.model_id}, sampling {examples.sampling_id}",
         f"  weight decay {trained.head.l2:g}"
         + (" (best macro F1 in 3-fold cross-validation on the training videos)" if trained.l2_scores else ""),
