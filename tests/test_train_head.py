@@ -27,13 +27,14 @@ def _unit(rng: np.random.Generator, centre: np.ndarray) -> list[float]:
 
 
 def write_output(
-    root: Path,
+    root: Path | str,
     videos: list[dict],
     *,
     clips_per_video: int = 3,
     stale_clips_of: tuple[str, ...] = (),
     label_type: pa.DataType | None = None,
-) -> Path:
+    storage_options: dict[str, str] | None = None,
+) -> Path | str:
     """A videos and a clips table as a run writes them: each ok video's clips carry its run_id;
     `stale_clips_of` also get clips of a run that died between its commits."""
     rng = np.random.default_rng(0)
@@ -77,8 +78,9 @@ def write_output(
     clips_schema = pa.schema(
         [("video_id", pa.string()), ("clip_index", pa.int32()), ("run_id", pa.string()), ("embedding", EMBEDDING)]
     )
-    write_deltalake(str(root / "videos"), pa.Table.from_pylist(video_rows, schema=videos_schema))
-    write_deltalake(str(root / "clips"), pa.Table.from_pylist(clip_rows, schema=clips_schema))
+    options = {"storage_options": storage_options} if storage_options else {}
+    write_deltalake(f"{root}/videos", pa.Table.from_pylist(video_rows, schema=videos_schema), **options)  # type: ignore[arg-type]
+    write_deltalake(f"{root}/clips", pa.Table.from_pylist(clip_rows, schema=clips_schema), **options)  # type: ignore[arg-type]
     return root
 
 
@@ -97,9 +99,7 @@ def test_train_head_scores_held_out_videos_and_tag_labels_every_ok_video(tmp_pat
     head = tmp_path / "heads" / "animal.json"
     code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
     assert code == 0, err
-    assert (
-        "trained a linear head for 'label' (3 labels) on 12 videos; scored on 3 held-out videos" in out
-    )
+    assert "trained a linear head for 'label' (3 labels) on 12 videos; scored on 3 held-out videos" in out
     assert "left out: videos not ok (no embedding) 1, ok videos with no label 2" in out
     assert "accuracy 1.000 on 3 held-out examples" in out
     assert "cross-validation" in out
@@ -234,3 +234,31 @@ def test_tag_refuses_a_head_of_another_model_and_files_that_are_not_heads(tmp_pa
         capsys, "tag", str(trained_on), "--head", str(tmp_path / "none.json"), "-o", str(tmp_path / "t.parquet")
     )
     assert code == 2 and "no such file; `vidbatch train-head" in err
+
+
+def test_train_head_and_tag_read_and_write_object_storage(s3, capsys):
+    bucket = s3.new_bucket("heads")
+    output = f"s3://{bucket}/out"
+    write_output(output, labelled(4), storage_options={**s3.delta_options(), "conditional_put": "etag"})
+    storage = ("--endpoint-url", s3.endpoint, "--region", "us-east-1")
+    head = f"s3://{bucket}/heads/label.json"
+    code, out, err = run_cli(capsys, "train-head", output, "--label-column", "label", "-o", head, *storage)
+    assert code == 0, err
+    saved = json.loads(s3.client.get_object(Bucket=bucket, Key="heads/label.json")["Body"].read())
+    assert saved["model_id"] == MODEL and saved["split"]["test_videos"] == 3
+    code, out, err = run_cli(capsys, "tag", output, "--head", head, "-o", f"s3://{bucket}/tags/label.parquet", *storage)
+    assert code == 0, err
+    body = s3.client.get_object(Bucket=bucket, Key="tags/label.parquet")["Body"].read()
+    assert pq.read_table(pa.BufferReader(body)).num_rows == 12
+
+
+def test_a_head_on_untrained_embeddings_says_so_in_the_report_the_file_and_the_tags(tmp_path, capsys):
+    untrained = "resnet18:UNTRAINED-random-init-seed0"
+    output = write_output(tmp_path / "out", [{**v, "model_id": untrained} for v in labelled(3)])
+    head = tmp_path / "h.json"
+    code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
+    assert code == 0, err
+    assert "NOTE: the embeddings come from untrained weights" in out
+    assert json.loads(head.read_text())["untrained_backbone"] is True
+    code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tmp_path / "t.parquet"))
+    assert code == 0 and "NOTE: the embeddings come from untrained weights" in out
