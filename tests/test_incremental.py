@@ -500,7 +500,7 @@ def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, see
 
     said = _summary_text(second.summary, "summary.json")  # what the terminal shows at the run's end
     assert " committed " in said.splitlines()[0]
-    assert "unchanged 3 (2 of them with new manifest columns: rows rewritten, not decoded)" in said
+    assert "unchanged 3 (2 of them with changed manifest columns: rows rewritten, not decoded)" in said
     v2 = assert_exact(tmp_path, set(ids))
     expected = {"a": ("lion", "train"), "b": ("dog", "test"), "junk": ("eel", None)}
     assert {k: (v["label"], v["split"]) for k, v in v2.items()} == expected
@@ -781,3 +781,9 @@ def test_a_stuck_run_commits_at_the_no_progress_deadline_and_exits_cleanly(tmp_p
     rerun = run(tmp_path, seeded_weights)  # a watchdog timeout is transient: retried next run
     assert rerun.summary["changes"]["retried"] == (fine["status"] == "timeout") + 1, rerun.summary["changes"]
     assert {r["status"] for r in assert_exact(tmp_path, {"stuck", "fine"}).values()} == {"ok"}
+
+
+def test_the_emptying_warning_counts_one_row_in_words():
+    from vidbatch.worklist import _all_rows
+
+    assert (_all_rows(1), _all_rows(3)) == ("the only videos row", "all 3 videos rows")

@@ -409,7 +409,7 @@ def _table_line(summary: dict) -> list[str]:
 
 def _refreshed(changes: dict) -> str:
     refreshed = changes.get("refreshed", 0)
-    return f" ({refreshed} of them with new manifest columns: rows rewritten, not decoded)" if refreshed else ""
+    return f" ({refreshed} of them with changed manifest columns: rows rewritten, not decoded)" if refreshed else ""
 
 
 def _summary_text(summary: dict, uri: str) -> str:

@@ -54,7 +54,7 @@ class Worklist:
         removed rows are the output's, gone from the manifest."""
         d = self.decision
         refreshed = (
-            f" ({len(self.refreshed)} with new manifest columns, rows updated without decoding)" if self.refreshed else ""
+            f" ({len(self.refreshed)} with changed manifest columns, rows updated without decoding)" if self.refreshed else ""
         )
         as_before = f" ({self.refused_as_before} as before)" if self.refused_as_before else ""
         # files the stat found gone or denied: their rows come from the stat, nothing is decoded
@@ -77,7 +77,7 @@ class Worklist:
         removed = len(self.decision.removed)
         if self.plan.manifest_rows == 0:
             return [
-                f"WARNING: the manifest has no rows, so this run removes all {removed} videos rows of the output "
+                f"WARNING: the manifest has no rows, so this run removes {_all_rows(removed)} of the output "
                 "(and their clips); check the manifest if that is not meant"
             ]
         if removed * 2 >= before:
@@ -86,6 +86,10 @@ class Worklist:
                 "by this run; check the manifest if that is not meant"
             ]
         return []
+
+
+def _all_rows(count: int) -> str:
+    return "the only videos row" if count == 1 else f"all {count} videos rows"
 
 
 def make_worklist(
@@ -146,7 +150,7 @@ def refuse_emptying(config: JobConfig, plan: Plan, prior: PriorState, *, allow_e
     """
     if plan.manifest_rows == 0 and prior.videos and not allow_empty:
         raise JobError(
-            f"the manifest {config.manifest!r} has no rows, so this run would remove all {len(prior.videos)} videos rows "
+            f"the manifest {config.manifest!r} has no rows, so this run would remove {_all_rows(len(prior.videos))} "
             f"of the output {config.output!r} (and their clips); check the manifest, or run with --allow-empty if the "
             "library is empty now"
         )
