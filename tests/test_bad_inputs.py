@@ -359,3 +359,39 @@ def test_gpus_that_do_not_exist_fail_fast(tmp_path, library, seeded_weights, ray
     with pytest.raises(JobError, match="model_gpus"):
         run_job(job, progress=lambda _: None)
     assert time.monotonic() - started < 30
+
+
+def test_a_link_swapped_in_after_the_plan_gets_no_read_in_a_whole_run(tmp_path, seeded_weights, ray_local):
+    """The run plans (roots checked on the driver), then decodes on Ray's actors: a library file
+    replaced by a link out of the roots in between is refused where it is opened."""
+    root, outside = tmp_path / "library", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    kept = media.write_video(root / "kept.mp4", num_frames=12, fps=6).path
+    swapped = media.write_video(root / "swapped.mp4", num_frames=12, fps=6).path
+    media.write_video(outside / "secret.mp4", num_frames=30, fps=6)
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": ["kept", "swapped"], "uri": [str(kept), str(swapped)]}), manifest)
+    job = parse_job(
+        {
+            "name": "swap",
+            "manifest": str(manifest),
+            "output": str(tmp_path / "out"),
+            "sampling": {"mode": "fps", "fps": 1.0, "clip_len_s": 1.0},
+            "model": {"arch": "resnet18", "weights": str(seeded_weights), "precision": "fp32"},
+            "inputs": {"allowed_roots": [str(root)]},
+        }
+    )
+
+    def swap_once_planned(line: str) -> None:
+        if "to decode" in line and not swapped.is_symlink():
+            swapped.unlink()
+            swapped.symlink_to(outside / "secret.mp4")
+
+    run_job(job, progress=swap_once_planned)
+    rows = {v["video_id"]: v for v in DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()}
+    assert swapped.is_symlink()
+    assert rows["kept"]["status"] == "ok"
+    assert rows["swapped"]["status"] == "invalid_uri" and "when opened" in rows["swapped"]["error_message"]
+    clips = DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table(columns=["video_id"]).column("video_id").to_pylist()
+    assert set(clips) == {"kept"}  # nothing of the 5 s outside file was embedded

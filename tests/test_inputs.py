@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from vidbatch.config import InputPolicy
-from vidbatch.errors import JobError
+from vidbatch.errors import JobError, VideoError
 from vidbatch.manifest import plan
 from vidbatch.uri_policy import refusal_reason
 
@@ -400,3 +400,77 @@ def test_nanosecond_timestamps_are_kept_to_the_microsecond_every_night_alike():
     result = plan(pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"], "seen": ns}), InputPolicy())
     assert result.extra_schema.field("seen").type == pa.timestamp("us", tz="UTC")
     assert result.extras.column("seen").cast(pa.int64()).to_pylist() == [1_700_000_000_123_456]
+
+
+def test_a_file_uri_naming_a_host_is_refused_not_read_as_a_local_path():
+    policy = InputPolicy()
+    for uri in ("file://127.0.0.1:18721/lib/a.mp4", "file://server/share/a.mp4"):
+        assert "names the host" in (refusal_reason(uri, policy) or ""), uri
+    assert refusal_reason("file://localhost/lib/a.mp4", policy) is None
+    assert refusal_reason("file:///lib/a.mp4", policy) is None
+
+
+def _confined_decode(uri: str, root) -> dict:
+    """One video decoded in-process as a decode actor does, confined to `root`."""
+    from vidbatch.config import LimitsConfig, SamplingConfig, StorageConfig
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode="fps", fps=2.0, clip_len_s=1.0),
+        limits=LimitsConfig(),
+        storage=StorageConfig(),
+        spec=PreprocessSpec(),
+        allowed_roots=(str(root),),
+    )
+    return [table.to_pylist()[0] for table in decode_video("v", uri, settings)][-1]
+
+
+@pytest.mark.parametrize("swapped", ["file", "folder"])
+def test_a_link_swapped_in_after_the_plan_is_refused_when_the_file_is_opened(tmp_path, swapped):
+    """The plan checks the roots on the driver; the decoder opens the file maybe hours later. A file
+    (or a folder on its path) replaced by a link out of the roots in between must not be read."""
+    import os
+
+    import media
+
+    root, outside = tmp_path / "library", tmp_path / "outside"
+    (root / "shows").mkdir(parents=True)
+    outside.mkdir()
+    media.write_video(outside / "secret.mp4", num_frames=6, fps=6)
+    inside = media.write_video(root / "shows" / "a.mp4", num_frames=6, fps=6).path
+    policy = InputPolicy(allowed_roots=(str(root),))
+    assert refusal_reason(str(inside), policy) is None  # the plan's check passes
+    assert _confined_decode(str(inside), root)["status"] == "ok"
+
+    if swapped == "file":
+        inside.unlink()
+        os.symlink(outside / "secret.mp4", inside)
+    else:
+        os.rename(root / "shows", tmp_path / "old-shows")
+        os.symlink(outside, root / "shows")
+        os.rename(outside / "secret.mp4", outside / "a.mp4")
+    row = _confined_decode(str(inside), root)
+    assert row["status"] == "invalid_uri", row
+    assert "outside inputs.allowed_roots when opened" in row["error_message"]
+    assert row["num_clips"] == 0 and row["duration_s"] is None  # nothing of the outside file was read
+
+
+def test_a_link_inside_the_roots_still_reads_and_a_pipe_swapped_in_does_not_block(tmp_path):
+    import os
+
+    import media
+
+    root = tmp_path / "library"
+    root.mkdir()
+    real = media.write_video(root / "real.mp4", num_frames=6, fps=6).path
+    os.symlink(real, root / "alias.mp4")
+    assert _confined_decode(str(root / "alias.mp4"), root)["status"] == "ok"
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    from vidbatch.storage import open_source
+
+    os.mkfifo(root / "pipe.mp4")  # stat said a file; by the open it is a pipe with no writer
+    with pytest.raises(VideoError, match="pipe or device"), open_source(LocalFileSystem(), str(root / "pipe.mp4")):
+        pass

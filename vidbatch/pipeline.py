@@ -291,6 +291,8 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
                 "resize_size": spec.resize_size,
                 "crop_size": spec.crop_size,
                 "threads": sizing["decode_threads"],
+                # absolute as the driver sees them: a worker's current directory is another one
+                "allowed_roots": tuple(os.path.abspath(root) for root in config.inputs.allowed_roots),
             },
             # Autoscaling pool: what fits now, growing to what the cluster's autoscaler can add.
             compute=ray.data.ActorPoolStrategy(min_size=decoders_min, max_size=decoders_max),

@@ -147,8 +147,9 @@ def make_plan(
         report.estimated_video_s = report.mean_duration_s * len(candidates) * len(durations) / len(report.probed)
     bad = [p for p in report.probed if p.status != "ok"]
     if bad:
-        report.notes.append(f"{len(bad)} of {len(report.probed)} probed videos would fail: "
-                            + ", ".join(sorted({p.status for p in bad})))
+        report.notes.append(
+            f"{len(bad)} of {len(report.probed)} probed videos would fail: " + ", ".join(sorted({p.status for p in bad}))
+        )
 
     decodable = [p for p in report.probed if p.status == "ok"]
     to_time = min(probe_videos, len(decodable))
@@ -179,7 +180,10 @@ def _probe_metadata(video_id: str, uri: str, config: JobConfig) -> VideoProbe:
     probe = VideoProbe(video_id=video_id, uri=uri, status="ok")
     try:
         _, fs, path = stat_video(uri, config.storage)
-        with open_source(fs, path) as source, open_video(source, limits=config.limits, threads=1) as (_, _, info):
+        with (
+            open_source(fs, path, allowed_roots=config.inputs.allowed_roots) as source,
+            open_video(source, limits=config.limits, threads=1) as (_, _, info),
+        ):
             probe.duration_s, probe.width, probe.height = info.duration_s, info.width, info.height
             probe.codec, probe.fps = info.codec, info.fps
     except VideoError as exc:
@@ -201,7 +205,10 @@ def _time_decode(probe: VideoProbe, config: JobConfig, budget_s: float) -> Decod
     covered, frames = 0.0, 0
     try:
         _, fs, path = stat_video(probe.uri, config.storage)
-        with open_source(fs, path) as source, open_video(source, limits=config.limits, threads=1) as (container, stream, info):
+        with (
+            open_source(fs, path, allowed_roots=config.inputs.allowed_roots) as source,
+            open_video(source, limits=config.limits, threads=1) as (container, stream, info),
+        ):
             covered = 0.0
             for clip in iter_clips(container, stream, info, sampling=config.sampling, spec=spec):
                 frames += len(clip.frame_pts_s)
@@ -343,8 +350,7 @@ def format_report(report: PlanReport) -> str:
         c = report.cluster
         lines.append(
             f"cluster ({c['cpus']} CPUs, {c['gpus']} GPUs): about {c['video_s_per_s']:.0f} video-s/s, "
-            f"limited by {c['limited_by']}"
-            + (f"; whole manifest about {_duration(c['wall_s'])}" if c.get("wall_s") else "")
+            f"limited by {c['limited_by']}" + (f"; whole manifest about {_duration(c['wall_s'])}" if c.get("wall_s") else "")
         )
     if report.estimated:
         lines.append(

@@ -36,6 +36,7 @@ class DecodeStage:
         resize_size: int,
         crop_size: int,
         threads: int = 0,
+        allowed_roots: tuple[str, ...] = (),
     ) -> None:
         from vidbatch.isolation import IsolatedDecoder
         from vidbatch.preprocess import PreprocessSpec
@@ -46,6 +47,7 @@ class DecodeStage:
             storage=storage,
             spec=PreprocessSpec(resize_size=resize_size, crop_size=crop_size),
             threads=threads,
+            allowed_roots=allowed_roots,
         )
         self.sandbox = IsolatedDecoder(self.settings) if limits.isolate_decode else None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, cast
@@ -227,9 +228,12 @@ def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec
 
 @contextmanager
 def open_source(
-    fs: fsspec.AbstractFileSystem, path: str, *, block_size: int = VIDEO_BLOCK_SIZE
+    fs: fsspec.AbstractFileSystem, path: str, *, allowed_roots: tuple[str, ...] = (), block_size: int = VIDEO_BLOCK_SIZE
 ) -> Iterator[str | IO[bytes]]:
     """A local path for FFmpeg's own file I/O, or a seekable file object that reads by range.
+
+    A local file is opened here first and checked as opened (see `_opened_local`): it must be a
+    regular file and, when `allowed_roots` are given, really lie under one of them.
 
     Only the blocks the demuxer touches are fetched (one ranged GET each), and at most
     VIDEO_MAX_BLOCKS of them are held: a video is never downloaded whole into memory.
@@ -237,7 +241,8 @@ def open_source(
     file object's exceptions back unchanged), so the row gets a status, not decode_error.
     """
     if isinstance(fs, LocalFileSystem):
-        yield path
+        with _opened_local(path, allowed_roots) as opened:
+            yield opened
         return
     try:
         handle = fs.open(
@@ -247,6 +252,66 @@ def open_source(
         raise storage_failure(exc) from exc
     with handle:
         yield cast(IO[bytes], _SourceReader(handle))
+
+
+@contextmanager
+def _opened_local(path: str, allowed_roots: tuple[str, ...]) -> Iterator[str | IO[bytes]]:
+    """The local file, opened once and checked as opened; FFmpeg reads that same open file.
+
+    The plan checked the uri against inputs.allowed_roots on the driver, maybe hours before the
+    decode: a file or folder swapped for a symlink since then would send FFmpeg outside the roots,
+    and a pipe swapped in would block its open for ever. So the file is opened here without
+    blocking, its type and real path are checked on the open file, and FFmpeg is given the open
+    file itself (/proc/self/fd/N: a later swap of the path cannot redirect it).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise storage_failure(exc) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise VideoError("not_found", "the uri names a directory, not a video file; point it at the video file")
+        if not stat.S_ISREG(mode):
+            raise VideoError("unreadable", "the uri names a pipe or device, not a regular file; give a video file")
+        by_descriptor = f"/proc/self/fd/{fd}"
+        if os.path.exists(by_descriptor):
+            real = os.readlink(by_descriptor)
+            if allowed_roots and not within_roots(real, allowed_roots):
+                raise VideoError("invalid_uri", OUTSIDE_ROOTS_NOW)
+            yield by_descriptor
+            return
+        # No /proc (not Linux): the path's real target must be the file that was opened, and FFmpeg
+        # reads the open file through Python.
+        real = os.path.realpath(path)
+        opened = os.fstat(fd)
+        try:
+            now = os.stat(real)
+        except OSError:
+            now = None
+        if allowed_roots and (
+            now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino) or not within_roots(real, allowed_roots)
+        ):
+            raise VideoError("invalid_uri", OUTSIDE_ROOTS_NOW)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            yield cast(IO[bytes], handle)
+    finally:
+        os.close(fd)
+
+
+OUTSIDE_ROOTS_NOW = (
+    "the file lies outside inputs.allowed_roots when opened (the path leads through a link that was changed "
+    "after the run was planned); check who changes the library's links, or add the folder to inputs.allowed_roots"
+)
+
+
+def within_roots(real_path: str, roots: tuple[str, ...]) -> bool:
+    """Whether a real (symlink-free) path lies in or under one of `roots` (resolved here)."""
+    for root in roots:
+        real_root = os.path.realpath(root)
+        if real_path == real_root or real_path.startswith(real_root.rstrip(os.sep) + os.sep):
+            return True
+    return False
 
 
 class _SourceReader:

@@ -10,7 +10,7 @@ import os
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from vidbatch.config import InputPolicy
-from vidbatch.storage import local_path, scheme_of
+from vidbatch.storage import local_path, scheme_of, within_roots
 
 
 def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
@@ -30,16 +30,18 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
     decoded = unquote(unquote(path))
     if any(ch in decoded for ch in ("\x00", "\n", "\r")):
         return (
-            "the uri contains control characters (a percent-encoded line break or NUL); rename the file and fix "
-            "the manifest row"
+            "the uri contains control characters (a percent-encoded line break or NUL); rename the file and fix the manifest row"
         )
     if ".." in decoded.replace("\\", "/").split("/"):
         return "the uri contains a '..' path segment; give the direct path"
-    if scheme == "file" and policy.allowed_roots:
-        real = os.path.realpath(local_path(uri))
-        roots = [os.path.realpath(root) for root in policy.allowed_roots]
-        if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
-            return "the file lies outside inputs.allowed_roots; move it or add its folder there"
+    if scheme == "file" and "://" in uri and urlsplit(uri).netloc not in ("", "localhost"):
+        # file://host/path would read /path of this machine: not the file the row names.
+        return (
+            f"the uri names the host {urlsplit(uri).netloc!r}; file:// reads this machine's files only: "
+            "write file:///path (or the plain path) for a local file, or serve the file from object storage"
+        )
+    if scheme == "file" and policy.allowed_roots and not within_roots(os.path.realpath(local_path(uri)), policy.allowed_roots):
+        return "the file lies outside inputs.allowed_roots; move it or add its folder there"
     return None
 
 

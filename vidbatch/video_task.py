@@ -48,6 +48,8 @@ class DecodeSettings:
     storage: StorageConfig
     spec: PreprocessSpec
     threads: int = 0
+    # inputs.allowed_roots, checked again on the file as it is opened (storage.open_source)
+    allowed_roots: tuple[str, ...] = ()
 
 
 def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
@@ -67,7 +69,10 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         if size == 0:
             raise VideoError("unreadable", "the file is empty (0 bytes); re-upload it")
         deadline = time.monotonic() + limits.decode_timeout_s
-        with open_source(fs, path) as source, open_video(source, limits=limits, threads=settings.threads) as opened:
+        with (
+            open_source(fs, path, allowed_roots=settings.allowed_roots) as source,
+            open_video(source, limits=limits, threads=settings.threads) as opened,
+        ):
             container, stream, info = opened
             video.update(info.facts())
             facts = StreamFacts()
