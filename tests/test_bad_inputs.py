@@ -395,3 +395,87 @@ def test_a_link_swapped_in_after_the_plan_gets_no_read_in_a_whole_run(tmp_path, 
     assert rows["swapped"]["status"] == "invalid_uri" and "when opened" in rows["swapped"]["error_message"]
     clips = DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table(columns=["video_id"]).column("video_id").to_pylist()
     assert set(clips) == {"kept"}  # nothing of the 5 s outside file was embedded
+
+
+def _raw_h264(width: int, height: int, frames: int, seed: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"x264-params": "bframes=0:keyint=5"}
+        rng = np.random.default_rng(seed)
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return buffer.getvalue()
+
+
+def write_growing_mkv(path: Path) -> Path:
+    """H.264 in Matroska whose header (first SPS) says 64x48 while the frames from 1 s on are 320x240."""
+    import io
+    from fractions import Fraction
+
+    source = av.open(io.BytesIO(_raw_h264(64, 48, 10, 0) + _raw_h264(320, 240, 10, 1)), format="h264")
+    with source, av.open(str(path), "w") as out:
+        template = source.streams.video[0]
+        stream = out.add_stream_from_template(template)
+        stream.time_base = Fraction(1, 1000)
+        for index, packet in enumerate(p for p in source.demux(template) if p.size):
+            packet.stream, packet.time_base = stream, Fraction(1, 1000)
+            packet.pts = packet.dts = index * 100
+            out.mux(packet)
+    return path
+
+
+def write_understated_mp4(path: Path) -> Path:
+    """An MP4 whose headers (mvhd, tkhd, mdhd) say 2 s while its frame times jump to 200 s."""
+    import struct
+
+    media.write_video(path, num_frames=6, fps=25, width=160, height=120, pts_s=[0, 0.04, 0.08, 0.12, 200.0, 200.04])
+    data = bytearray(path.read_bytes())
+    movie_scale = struct.unpack(">I", data[data.find(b"mvhd") + 16 : data.find(b"mvhd") + 20])[0]
+    # Version 0 boxes, offsets from the box's name: mvhd/mdhd hold their timescale at +16 and the
+    # duration at +20; tkhd its duration (in the movie's timescale) at +24.
+    for box, duration_at, timescale_at in ((b"mvhd", 20, 16), (b"mdhd", 20, 16), (b"tkhd", 24, None)):
+        at = data.find(box)
+        while at >= 0:
+            assert data[at + 4] == 0, box  # version 0: 32-bit times
+            scale = struct.unpack(">I", data[at + timescale_at : at + timescale_at + 4])[0] if timescale_at else movie_scale
+            data[at + duration_at : at + duration_at + 4] = struct.pack(">I", 2 * scale)
+            at = data.find(box, at + 1)
+    path.write_bytes(bytes(data))
+    with av.open(str(path)) as container:
+        assert container.duration is not None and container.duration / 1e6 < 3  # the header lies
+    return path
+
+
+@pytest.mark.parametrize("mode", ["fps", "keyframes"])
+def test_limits_hold_against_the_frames_not_only_the_header(tmp_path, mode):
+    """The probe reads the header; a header that understates the size or the length got past the
+    limits (helper-21: a 134 Mpx stream with a 160x120 header, 200 s of frames behind a 2 s header)."""
+    from vidbatch.video_task import decode_video
+
+    def row(path: Path, **limits: object) -> dict:
+        settings = DecodeSettings(
+            sampling=SamplingConfig(mode=mode, fps=2.0, clip_len_s=1.0),
+            limits=LimitsConfig(**limits),
+            storage=StorageConfig(),
+            spec=PreprocessSpec(),
+        )
+        return [t.to_pylist()[0] for t in decode_video("v", str(path), settings)][-1]
+
+    growing = write_growing_mkv(tmp_path / "grows.mkv")
+    assert row(growing)["status"] == "ok"  # within the default limits
+    refused = row(growing, max_pixels=64 * 48 * 4)
+    assert refused["status"] == "too_large", refused
+    assert "is 320x240, above limits.max_pixels=12288" in refused["error_message"]
+    assert "64x48 its header states" in refused["error_message"]
+
+    understated = write_understated_mp4(tmp_path / "jump.mp4")
+    refused = row(understated, max_duration_s=60)
+    assert refused["status"] == "too_large", refused
+    assert "frames run past limits.max_duration_s=60 (one at 200.0s) although its header says" in refused["error_message"]
+    assert row(understated, max_duration_s=300)["status"] == "ok"

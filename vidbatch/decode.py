@@ -132,13 +132,16 @@ def iter_clips(
     spec: PreprocessSpec,
     deadline: float | None = None,
     stream_facts: StreamFacts | None = None,
+    limits: LimitsConfig | None = None,
 ) -> Iterator[SampledClip]:
-    """The sampled clips in order; `stream_facts` (if given) learns where the stream ends and how it is turned."""
+    """The sampled clips in order; `stream_facts` (if given) learns where the stream ends and how it is turned.
+    `limits` (if given) are held against every decoded frame, not only the header (`FrameLimits`)."""
     facts = stream_facts if stream_facts is not None else StreamFacts()
+    guard = FrameLimits(info, limits) if limits is not None else None
     if sampling.mode == "keyframes":
-        samples = _keyframe_samples(container, stream, info, deadline, facts)
+        samples = _keyframe_samples(container, stream, info, deadline, facts, guard=guard)
     else:
-        samples = _targeted_samples(container, stream, info, sampling, deadline, stream_facts=facts)
+        samples = _targeted_samples(container, stream, info, sampling, deadline, stream_facts=facts, guard=guard)
     yield from _group(samples, info, sampling.clip_len_s, spec, facts)
 
 
@@ -171,6 +174,7 @@ def _targeted_samples(
     fast: bool = True,
     stats: dict[str, int] | None = None,
     stream_facts: StreamFacts | None = None,
+    guard: FrameLimits | None = None,
 ) -> Iterator[tuple[float, float, Any]]:
     """(target t, pts, frame) for every target with a frame on screen. `fast=False` decodes
     every packet (the reference the fast path is tested against); `stats` gets the counts
@@ -179,7 +183,7 @@ def _targeted_samples(
     picker: OnScreenPicker[Any] = OnScreenPicker(targets.times())
     if picker.done:
         raise VideoError("too_short", f"the video is {info.duration_s:.3f}s long; no frame to sample")
-    reader = _TargetedReader(container, stream, targets, deadline, skip=fast, seek=fast)
+    reader = _TargetedReader(container, stream, targets, deadline, skip=fast, seek=fast, guard=guard)
     last: Any = None
     last_pts = 0.0
     try:
@@ -254,9 +258,18 @@ class _TargetedReader:
     """
 
     def __init__(
-        self, container: Any, stream: Any, targets: _TargetTimes, deadline: float | None, *, skip: bool, seek: bool
+        self,
+        container: Any,
+        stream: Any,
+        targets: _TargetTimes,
+        deadline: float | None,
+        *,
+        skip: bool,
+        seek: bool,
+        guard: FrameLimits | None = None,
     ) -> None:
         self.container = container
+        self.guard = guard
         self.stream = stream
         self.targets = targets
         self.deadline = deadline
@@ -320,6 +333,8 @@ class _TargetedReader:
                 pts = _frame_time(frame, self.stream)
                 if pts is None or pts <= self.drop_through or pts < self.floor - _EPS_S:
                     continue
+                if self.guard is not None:
+                    self.guard.check(pts, frame)
                 self.handed_out = pts
                 yield pts, frame
 
@@ -433,7 +448,13 @@ def _key_frame_ticks(stream: Any) -> list[int]:
 
 
 def _keyframe_samples(
-    container: Any, stream: Any, info: VideoInfo, deadline: float | None, stream_facts: StreamFacts
+    container: Any,
+    stream: Any,
+    info: VideoInfo,
+    deadline: float | None,
+    stream_facts: StreamFacts,
+    *,
+    guard: FrameLimits | None = None,
 ) -> Iterator[tuple[float, float, Any]]:
     # The decoder drops non-key frames itself: no time spent decoding them.
     stream.codec_context.skip_frame = "NONKEY"
@@ -445,10 +466,15 @@ def _keyframe_samples(
         # the frame's own flag decides what a key frame is.
         if pts is None or not frame.key_frame:
             continue
+        if guard is not None:
+            guard.check(pts, frame)
         any_frame = True
         yield keyframe_sample_time(pts), pts, frame
     if not any_frame:
         raise _no_frame(packets=packets.count, what="key frame")
+    latest = packets.latest_pts_s
+    if guard is not None and latest is not None:  # frames only demuxed (not key frames) count too
+        guard.check_time(latest)
     # Every packet was read, so the end is known without decoding the last frames.
     stream_facts.end_s = packets.end_s
 
@@ -474,12 +500,53 @@ class _PacketTally:
             self._latest = packet
 
     @property
+    def latest_pts_s(self) -> float | None:
+        latest = self._latest
+        return float(latest.pts * latest.time_base) if latest is not None and latest.time_base else None
+
+    @property
     def end_s(self) -> float | None:
         latest = self._latest
         if latest is None or not latest.time_base:
             return None
         duration = float(latest.duration * latest.time_base) if latest.duration else self.default_duration_s
         return float(latest.pts * latest.time_base) + duration
+
+
+class FrameLimits:
+    """limits.max_pixels and max_duration_s held against the decoded frames themselves.
+
+    The probe checks the header, and a header can understate: a stream whose size grows after
+    its first frames (a 160x120 header over 16384x8192 pictures), or a file whose stated length
+    is 2 s while its frame times run on for hours (every target in between a sample of one held
+    frame). Both are refused as soon as such a frame is decoded.
+    """
+
+    def __init__(self, info: VideoInfo, limits: LimitsConfig) -> None:
+        self.info = info
+        self.max_pixels = limits.max_pixels
+        self.last_allowed_s = info.start_s + limits.max_duration_s
+        self.max_duration_s = limits.max_duration_s
+
+    def check(self, pts: float, frame: Any) -> None:
+        self.check_time(pts)
+        if frame.width * frame.height > self.max_pixels:
+            raise VideoError(
+                "too_large",
+                f"a frame at {pts - self.info.start_s:.1f}s is {frame.width}x{frame.height}, above limits.max_pixels="
+                f"{self.max_pixels} (the stream grows past the {self.info.width}x{self.info.height} its header states); "
+                f"{RAISE_LIMIT}",
+                facts=self.info.facts(),
+            )
+
+    def check_time(self, pts: float) -> None:
+        if pts > self.last_allowed_s:
+            raise VideoError(
+                "too_large",
+                f"its frames run past limits.max_duration_s={self.max_duration_s:g} (one at {pts - self.info.start_s:.1f}s) "
+                f"although its header says {self.info.duration_s:.1f}s; {RAISE_LIMIT}",
+                facts=self.info.facts(),
+            )
 
 
 def _check_deadline(deadline: float | None) -> None:

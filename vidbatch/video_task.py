@@ -77,7 +77,14 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
             video.update(info.facts())
             facts = StreamFacts()
             clips = iter_clips(
-                container, stream, info, sampling=settings.sampling, spec=settings.spec, deadline=deadline, stream_facts=facts
+                container,
+                stream,
+                info,
+                sampling=settings.sampling,
+                spec=settings.spec,
+                deadline=deadline,
+                stream_facts=facts,
+                limits=limits,
             )
             for clip in clips:
                 num_clips += 1
