@@ -407,3 +407,11 @@ def test_an_upload_cut_short_whose_index_is_first_is_a_decode_error_in_every_mod
     assert str(raised.value).startswith("the file is cut short: it holds") and "of its 20.0 s); re-upload it" in str(raised.value)
     with open_video(str(whole), limits=LimitsConfig()) as (container, stream, info):  # the whole file is fine
         assert list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))  # (one key frame: x264's GOP is 250)
+
+
+def test_sizes_in_messages_tell_two_close_sizes_apart():
+    """A cut-short file said 'it holds 0.1 MB of the 0.1 MB its index lists' (helper-21)."""
+    from vidbatch.decode import _bytes
+
+    assert (_bytes(61_234), _bytes(102_345)) == ("61.2 KB", "102 KB")
+    assert (_bytes(999), _bytes(4_500_000), _bytes(7_250_000_000)) == ("999 bytes", "4.5 MB", "7.25 GB")

@@ -732,10 +732,18 @@ def _check_complete(container: Any, stream: Any, info: VideoInfo) -> None:
     held = f"{float(max(readable) * stream.time_base):.1f} s of its {info.duration_s:.1f} s" if readable else "none of its video"
     raise VideoError(
         "decode_error",
-        f"the file is cut short: it holds {size / 1e6:.1f} MB of the {listed_end / 1e6:.1f} MB its index lists ({held}); "
+        f"the file is cut short: it holds {_bytes(size)} of the {_bytes(listed_end)} its index lists ({held}); "
         "re-upload it",
         facts=info.facts(),
     )
+
+
+def _bytes(count: int) -> str:
+    """A size a person can compare with another: 3 significant digits in B, KB, MB or GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"
 
 
 def _check_limits(info: VideoInfo, limits: LimitsConfig) -> None:
