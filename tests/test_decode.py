@@ -415,3 +415,25 @@ def test_sizes_in_messages_tell_two_close_sizes_apart():
 
     assert (_bytes(61_234), _bytes(102_345)) == ("61.2 KB", "102 KB")
     assert (_bytes(999), _bytes(4_500_000), _bytes(7_250_000_000)) == ("999 bytes", "4.5 MB", "7.25 GB")
+
+
+@pytest.mark.parametrize("cut_in", ["media", "index"])
+def test_an_mp4_cut_short_before_its_index_says_so(tmp_path, cut_in):
+    """An MP4 with its index (moov) at the end, cut short: FFmpeg says only "Invalid data" (helper-21)."""
+    from vidbatch.decode import open_video
+
+    whole = media.write_video(tmp_path / "whole.mp4", num_frames=30, fps=10).path
+    data = whole.read_bytes()
+    assert data.find(b"moov") > data.find(b"mdat")  # index last, as a plain mux writes it
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2 if cut_in == "media" else data.find(b"moov") + 200])
+    with pytest.raises(VideoError) as raised, open_video(str(cut), limits=LimitsConfig()):
+        pass
+    assert raised.value.status == "decode_error"
+    message = str(raised.value)
+    assert message.startswith("the file is cut short: its ") and message.endswith("; re-upload it")
+    assert ("mdat box needs" in message) if cut_in == "media" else ("index (moov box) needs" in message)
+    # Garbage with no boxes stays "not a readable media file".
+    junk = media.write_garbage(tmp_path / "junk.mp4", 5000, seed=3)
+    with pytest.raises(VideoError, match="not a readable media file"), open_video(str(junk), limits=LimitsConfig()):
+        pass

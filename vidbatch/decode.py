@@ -23,7 +23,7 @@ import numpy as np
 
 from vidbatch.config import LimitsConfig, SamplingConfig
 from vidbatch.errors import VideoError
-from vidbatch.media_kinds import read_head, sniff
+from vidbatch.media_kinds import cut_short_iso, read_head, sniff
 from vidbatch.preprocess import PreprocessSpec, to_model_input
 from vidbatch.sampling import OnScreenPicker, fps_times_from, uniform_times
 from vidbatch.sampling.clips import clip_index_of, clip_window
@@ -101,6 +101,9 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
         kind = sniff(read_head(source))
         if kind is not None:
             raise VideoError(kind.status, kind.message()) from exc
+        cut = cut_short_iso(source)
+        if cut is not None:
+            raise VideoError("decode_error", f"the file is cut short: {cut}; re-upload it") from exc
         raise VideoError("unreadable", f"not a readable media file ({_short(exc)}); {_NOT_MEDIA}") from exc
     try:
         if container.format.name in _RAW_STREAMS:
@@ -110,6 +113,10 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
                 f"the file is a raw {codec} stream with no container, so its frames have no times; put it in a "
                 f"container first, e.g. `ffmpeg -r <its frame rate> -i in.{suffix} -c copy out.mp4`",
             )
+        if not container.streams.video:
+            cut = cut_short_iso(source)  # an index cut short lists no stream: not an audio file
+            if cut is not None:
+                raise VideoError("decode_error", f"the file is cut short: {cut}; re-upload it")
         stream = _video_stream(container, limits)
         if stream.codec_context is None:
             raise VideoError("decode_error", "the video codec is unknown or not supported by this build; transcode the file")

@@ -80,3 +80,63 @@ def read_head(source: str | IO[bytes], size: int = 64) -> bytes:
         return head
     except Exception:  # only an explanation: the open's own failure is the news
         return b""
+
+
+# ISO base media files (MP4, MOV, M4V, 3GP) start with one of these boxes.
+_ISO_FIRST_BOXES = (b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide")
+_MAX_TOP_LEVEL_BOXES = 64  # a real file has a handful; bounds the walk over a hostile one
+
+
+def cut_short_iso(source: str | IO[bytes]) -> str | None:
+    """Why an MP4/MOV that FFmpeg could not open is cut short, or None.
+
+    An upload cut short whose index (`moov`) comes after the media data loses its index with its
+    tail: FFmpeg then only says "Invalid data". The top-level boxes tell: one of them runs past
+    the end of the file, and no `moov` came before it.
+    """
+    try:
+        if isinstance(source, str):
+            with open(source, "rb") as handle:
+                return _walk_top_level(handle)
+        try:
+            return _walk_top_level(source)
+        finally:
+            source.seek(0)
+    except Exception:  # only an explanation: the open's own failure is the news
+        return None
+
+
+def _walk_top_level(handle: IO[bytes]) -> str | None:
+    size = handle.seek(0, 2)
+    at, seen_index = 0, False
+    for _ in range(_MAX_TOP_LEVEL_BOXES):
+        if at + 8 > size:
+            return None
+        handle.seek(at)
+        header = handle.read(16)
+        box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if at == 0 and kind not in _ISO_FIRST_BOXES:
+            return None  # not an ISO base media file
+        if box_size == 1:
+            box_size = int.from_bytes(header[8:16], "big")
+        elif box_size == 0:  # "to the end of the file"
+            return None if seen_index else f"its {_name(kind)} box runs to the end and no index (moov box) was found"
+        if box_size < 8:
+            return None  # not boxes after all
+        if at + box_size > size:
+            missing = at + box_size - size
+            if kind == b"moov":
+                return f"its index (moov box) needs {missing} more bytes than the file holds"
+            if seen_index:
+                return None  # the index is whole: FFmpeg's refusal is about something else
+            return (
+                f"its {_name(kind)} box needs {missing} more bytes than the file holds, "
+                "and the index (moov box) that follows the media data is missing"
+            )
+        seen_index = seen_index or kind == b"moov"
+        at += box_size
+    return None
+
+
+def _name(kind: bytes) -> str:
+    return kind.decode("latin-1") if kind.isalnum() else repr(kind)
