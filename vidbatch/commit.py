@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from vidbatch.config import StorageConfig
+from vidbatch.delta_files import fits, prepare
 from vidbatch.errors import JobError
 from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
 
@@ -69,7 +71,13 @@ def commit_tables(
     manifest columns but the same run_id: their clips stay theirs and are not touched.
 
     A crash at any point leaves every videos row with exactly its own clips; the leftovers
-    of the dead run are stale pairs that the next run deletes in its step 1.
+    of the dead run are stale pairs that the next run deletes.
+
+    When both tables exist (and the videos rows bring no new column), the files of all three
+    steps are written before the first commit, and the commits land back to back
+    (`_commit_prepared`, vidbatch.delta_files): a reader of the clips alone sees a replaced video's
+    clips of two runs for milliseconds, not for the time of two merges. The stale pairs then go in
+    step 3.
     """
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     stale = sorted(set(stale_clips))
@@ -78,6 +86,21 @@ def commit_tables(
         _check_no_run_committed_since(output, videos_uri, videos_version, storage)
     commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
     tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
+    tables = _prepared_tables(clips_uri, videos_uri, spill_dir / "videos.parquet", storage)
+    if tables is not None:
+        _commit_prepared(
+            output,
+            spill_dir,
+            tables,
+            run_id=run_id,
+            storage=storage,
+            replaced=replace_ids | set(refreshed_ids),
+            had_clips=replace_ids & set(clip_video_ids),
+            stale=stale,
+            commits=(commit, tidy),
+            clips_added=bool(clips_spilled),
+        )
+        return {name: int(table.version()) for name, table in zip(("clips", "videos"), tables, strict=True)}
     with _step_failure(output, "nothing of this run was committed; run it again once the output can be written"):
         _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
     _fault_hook("after-clips-commit")
@@ -98,6 +121,81 @@ def commit_tables(
         name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())
         for name, uri in (("clips", clips_uri), ("videos", videos_uri))
     }
+
+
+def _prepared_tables(
+    clips_uri: str, videos_uri: str, videos_spill: Path, storage: StorageConfig
+) -> tuple[DeltaTable, DeltaTable] | None:
+    """Both tables, when this run's commits can be prepared as files (delta_files); None when a table
+    is still to be created or the videos rows bring new manifest columns (a merge evolves the schema)."""
+    opened = []
+    for uri in (clips_uri, videos_uri):
+        options = delta_storage_options(uri, storage)
+        if not DeltaTable.is_deltatable(uri, storage_options=options):
+            return None
+        opened.append(DeltaTable(uri, storage_options=options))
+    clips, videos = opened
+    if videos_spill.is_file() and not fits(videos, pq.ParquetFile(videos_spill).schema_arrow):
+        return None
+    return clips, videos
+
+
+def _commit_prepared(
+    output: str,
+    spill_dir: Path,
+    tables: tuple[DeltaTable, DeltaTable],
+    *,
+    run_id: str,
+    storage: StorageConfig,
+    replaced: set[str],
+    had_clips: set[str],
+    stale: list[tuple[str, str]],
+    commits: tuple[CommitProperties, CommitProperties],
+    clips_added: bool,
+) -> None:
+    """The three steps of `commit_tables`, their files written first and their commits landed back to
+    back; the old clips of replaced videos and the stale pairs go in the third commit."""
+    clips_table, videos_table = tables
+    clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
+    commit, tidy = commits
+    stale_keys = pa.array([f"{video}\0{run}" for video, run in stale], pa.string())
+    replaced_ids = pa.array(sorted(replaced), pa.string())
+    superseded_ids = pa.array(sorted(had_clips), pa.string())
+
+    def superseded(rows: pa.Table) -> pa.Array:
+        run = pc.fill_null(rows.column("run_id"), "")
+        other_run = pc.and_(pc.is_in(rows.column("video_id"), value_set=superseded_ids), pc.not_equal(run, run_id))
+        key = pc.binary_join_element_wise(rows.column("video_id"), run, "\0")
+        return pc.or_(other_run, pc.is_in(key, value_set=stale_keys))
+
+    with _step_failure(output, "nothing of this run was committed; run it again once the output can be written"):
+        clips_spill = spill_dir / "clips.parquet"
+        videos_spill = spill_dir / "videos.parquet"
+        add_clips = prepare(clips_table, clips_uri, storage, add=pq.ParquetFile(clips_spill) if clips_spill.is_file() else None)
+        videos = prepare(
+            videos_table,
+            videos_uri,
+            storage,
+            add=pq.ParquetFile(videos_spill) if videos_spill.is_file() else None,
+            drop=lambda rows: pc.is_in(rows.column("video_id"), value_set=replaced_ids),
+            candidates=replaced,
+        )
+        tidy_clips = prepare(
+            clips_table, clips_uri, storage, drop=superseded, candidates=had_clips | {video for video, _ in stale}
+        )
+        add_clips.commit(commit)
+    _fault_hook("after-clips-commit")
+    left = (
+        "this run's clips were committed but not its videos rows, so the output still holds the last complete run; "
+        "the next run removes those clips and does this run's work again"
+        if clips_added
+        else "nothing of this run was committed; run it again once the output can be written"
+    )
+    with _step_failure(output, left):
+        videos.commit(commit)
+    _fault_hook("after-videos-commit")
+    with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
+        tidy_clips.commit(tidy)
 
 
 @contextlib.contextmanager

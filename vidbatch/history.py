@@ -158,7 +158,7 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
 
 
 def vacuum(output: str, storage: StorageConfig, *, retention_hours: int, dry_run: bool) -> dict[str, list[str]]:
-    """Delete data files no longer in the current snapshot and older than the retention.
+    """Delete data files no longer in the current snapshot (or never committed) and older than the retention.
 
     Returns, per table, the files deleted (or, with dry_run, that would be), relative to
     the table's root. Safe while a run is going: its files are not referenced yet but are
@@ -195,7 +195,9 @@ def _vacuum_table(table: DeltaTable, uri: str, storage: StorageConfig, *, retent
 
 def _delta_vacuum(table: DeltaTable, retention_hours: int, *, dry_run: bool) -> list[str]:
     # The retention was checked against MIN_RETENTION_HOURS, which may differ from the table's own setting.
-    return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False)
+    # full: also files no commit ever named (a run killed after writing its files, before committing
+    # them), once they are older than the retention, as a running run's files never are.
+    return table.vacuum(retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True)
 
 
 def _file_names(uri: str, storage: StorageConfig) -> set[str]:

@@ -1,0 +1,166 @@
+"""Delta commits prepared ahead of time, so a run's commits land back to back.
+
+A run changes two tables and Delta commits one table at a time. Between the commit that adds a
+run's clips and the one that removes the clips they replace, the clips table holds both (the
+videos table says which are current). With merges, that window lasted as long as the videos
+merge and the clean-up merge took to compute: a second or more, where a crash leaves it open
+until the next run. Here every data file of a commit is written first (new rows; each old file
+that loses rows rewritten without them), and a commit is only the log entry that adds and
+removes those files: the window is the time of two log writes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import CommitProperties, DeltaTable
+from deltalake.transaction import AddAction, RemoveAction
+
+from vidbatch.config import StorageConfig
+from vidbatch.storage import filesystem
+
+# Which rows of a data file to drop: a boolean mask over the file's rows.
+RowFilter = Callable[[pa.Table], pa.Array]
+
+
+@dataclass
+class PreparedCommit:
+    """The add and remove actions of one commit, their data files already written."""
+
+    table: DeltaTable
+    actions: list[AddAction | RemoveAction] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.actions
+
+    def commit(self, properties: CommitProperties) -> None:
+        if self.actions:
+            self.table.create_write_transaction(
+                self.actions, mode="append", schema=self.table.schema(), commit_properties=properties
+            )
+
+
+def prepare(
+    table: DeltaTable,
+    table_uri: str,
+    storage: StorageConfig,
+    *,
+    add: pq.ParquetFile | None = None,
+    drop: RowFilter | None = None,
+    candidates: set[str] | frozenset[str] = frozenset(),
+) -> PreparedCommit:
+    """Write the files of a commit that adds `add`'s rows and drops the rows `drop` marks.
+
+    Only data files whose video_id range holds one of `candidates` are read for `drop` (the
+    table's own file statistics say which).
+    """
+    fs, root = filesystem(table_uri, storage)
+    prepared = PreparedCommit(table)
+    if drop is not None and candidates:
+        for path, size in _files_holding(table, candidates):
+            with fs.open(f"{root}/{unquote(path)}", "rb") as handle:
+                rows = _plain(pq.read_table(handle))
+            dropped = drop(rows)
+            if not pc.any(dropped).as_py():
+                continue
+            prepared.actions.append(
+                RemoveAction(path=path, data_change=True, deletion_timestamp=_now_ms(), size=size, partition_values={})
+            )
+            kept = rows.filter(pc.invert(dropped))
+            if kept.num_rows:
+                prepared.actions.append(_write(fs, root, kept))
+    if add is not None and add.metadata.num_rows:
+        prepared.actions.append(_write(fs, root, add.read()))
+    return prepared
+
+
+def fits(table: DeltaTable, rows: pa.Schema) -> bool:
+    """Whether rows of this schema can be added as files to the table as it is: no new column and
+    no column of another type (a merge evolves the table's schema for those)."""
+    columns = {f.name: plain_type(f.type) for f in pa.schema(table.schema().to_arrow())}
+    return all(columns.get(f.name) == plain_type(f.type) for f in rows)
+
+
+def plain_type(kind: pa.DataType) -> pa.DataType:
+    """The type without Arrow's view and large variants, which Parquet and Delta store alike
+    (delta-rs reads strings back as string_view, which some compute kernels do not take)."""
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+        return pa.binary()
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind):
+        return pa.list_(pa.field(kind.value_field.name, plain_type(kind.value_type), kind.value_field.nullable))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, plain_type(f.type), f.nullable) for f in kind])
+    return kind
+
+
+def _plain(rows: pa.Table) -> pa.Table:
+    schema = pa.schema([pa.field(f.name, plain_type(f.type), f.nullable, f.metadata) for f in rows.schema])
+    return rows if schema == rows.schema else rows.cast(schema)
+
+
+def _files_holding(table: DeltaTable, candidates: set[str] | frozenset[str]) -> list[tuple[str, int]]:
+    files = pa.table(table.get_add_actions(flatten=True))
+    names = set(files.column_names)
+    low = files.column("min.video_id").to_pylist() if "min.video_id" in names else [None] * files.num_rows
+    high = files.column("max.video_id").to_pylist() if "max.video_id" in names else [None] * files.num_rows
+    ordered = sorted(candidates)
+    held = []
+    for path, size, first, last in zip(
+        files.column("path").to_pylist(), files.column("size_bytes").to_pylist(), low, high, strict=True
+    ):
+        if first is None or last is None or _any_between(ordered, first, last):
+            held.append((path, int(size)))
+    return held
+
+
+def _any_between(ordered: list[str], low: str, high: str) -> bool:
+    at = bisect.bisect_left(ordered, low)
+    return at < len(ordered) and ordered[at] <= high
+
+
+def _write(fs: Any, root: str, rows: pa.Table) -> AddAction:
+    name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+    with fs.open(f"{root}/{name}", "wb") as handle:
+        pq.write_table(rows, handle, compression="zstd")
+    size = int(fs.info(f"{root}/{name}")["size"])
+    return AddAction(path=name, size=size, partition_values={}, modification_time=_now_ms(), data_change=True, stats=_stats(rows))
+
+
+def _stats(rows: pa.Table) -> str:
+    """Delta file statistics: the row count, and min/max/null counts of the plain columns (readers skip files by them)."""
+    low: dict[str, Any] = {}
+    high: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in rows.column_names:
+        column = rows.column(name)
+        kind = column.type
+        if not (
+            pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        ):
+            continue
+        nulls[name] = column.null_count
+        if column.null_count < len(column):
+            extremes = pc.min_max(column)
+            first, last = extremes["min"].as_py(), extremes["max"].as_py()
+            if isinstance(first, float) and not (math.isfinite(first) and math.isfinite(last)):
+                continue  # JSON has no NaN or infinity: the file just gets no range for this column
+            low[name], high[name] = first, last
+    return json.dumps({"numRecords": rows.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls})
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
