@@ -14,7 +14,7 @@ from vidbatch.schema import CLIPS, VIDEOS
 from vidbatch.state import load_prior
 
 
-def run(output, spill, run_id, video_id, *, planned_at):
+def run(output, spill, run_id, video_id, *, planned_at, clip_video_ids=()):
     spill.mkdir(exist_ok=True)
     clip = {"video_id": video_id, "run_id": run_id, "clip_index": 0}
     pq.write_table(pa.Table.from_pylist([clip], schema=CLIPS), spill / "clips.parquet")
@@ -30,7 +30,7 @@ def run(output, spill, run_id, video_id, *, planned_at):
         storage=StorageConfig(),
         metadata={},
         stale_clips=(),
-        clip_video_ids=(),
+        clip_video_ids=clip_video_ids,
         videos_version=planned_at,
     )
 
@@ -134,3 +134,20 @@ def test_a_refused_commit_of_a_run_without_clips_does_not_speak_of_clips(tmp_pat
     finally:
         subprocess.run(["chattr", "-i", *map(str, folders)], check=True)
     assert str(raised.value).endswith("nothing of this run was committed; run it again once the output can be written")
+
+
+def test_a_prepared_nightly_commit_on_an_object_store_output(s3, tmp_path):
+    """The second run's commits are prepared as files written through the object store (s3fs) and
+    landed as log entries; read back through S3 with the deltalake library."""
+    bucket = s3.new_bucket("commit")
+    out = f"s3://{bucket}/out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    run(out, tmp_path / "s2", "r2", "b", planned_at=load_prior(out, StorageConfig()).videos_version)
+    prior = load_prior(out, StorageConfig())
+    versions = run(out, tmp_path / "s3", "r3", "a", planned_at=prior.videos_version, clip_video_ids={"a", "b"})
+    options = s3.delta_options()
+    videos = DeltaTable(f"{out}/videos", storage_options=options).to_pyarrow_table(columns=["video_id", "run_id"])
+    clips = DeltaTable(f"{out}/clips", storage_options=options).to_pyarrow_table(columns=["video_id", "run_id"])
+    assert sorted(zip(*videos.to_pydict().values(), strict=True)) == [("a", "r3"), ("b", "r2")]
+    assert sorted(zip(*clips.to_pydict().values(), strict=True)) == [("a", "r3"), ("b", "r2")]  # a's r1 clip is gone
+    assert versions == {"clips": 3, "videos": 2}  # clips: r1, r2, r3's added, then a's r1 clip removed

@@ -100,7 +100,7 @@ def commit_tables(
             commits=(commit, tidy),
             clips_added=bool(clips_spilled),
         )
-        return {name: int(table.version()) for name, table in zip(("clips", "videos"), tables, strict=True)}
+        return _versions(clips_uri, videos_uri, storage)
     with _step_failure(output, "nothing of this run was committed; run it again once the output can be written"):
         _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
     _fault_hook("after-clips-commit")
@@ -117,6 +117,10 @@ def commit_tables(
     had_clips = sorted(replace_ids & set(clip_video_ids))
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
         _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips], tidy, storage)
+    return _versions(clips_uri, videos_uri, storage)
+
+
+def _versions(clips_uri: str, videos_uri: str, storage: StorageConfig) -> dict[str, int]:
     return {
         name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())
         for name, uri in (("clips", clips_uri), ("videos", videos_uri))
