@@ -382,3 +382,18 @@ def test_history_last_lists_the_newest_runs_reading_only_theirs(tmp_path, capsys
     assert [e["run_id"] for e in newest] == [e["run_id"] for e in everything][:3]
     code, _, err = run_cli(capsys, "history", str(output), "--last", "0")
     assert code == 2 and "--last 0" in err
+
+
+def test_a_run_that_only_removed_a_killed_runs_clips_is_listed_as_such(tmp_path, capsys):
+    """It committed to the clips table alone: history gave it the videos version of the run before (helper-20)."""
+    output = tmp_path / "out"
+    commit_run(str(output), "r1-committed", changes={**NO_CHANGES, "new": 3}, statuses={"ok": 3})
+    later = datetime.now(timezone.utc) + timedelta(minutes=5)
+    tidy = summary("r2-tidy", later, changes={**NO_CHANGES, "leftovers_removed": 2})
+    write_local_summary(output, tidy)
+    entries = {e["run_id"]: e for e in history_json(capsys, str(output))}
+    assert (entries["r2-tidy"]["version"], entries["r2-tidy"]["tidied_only"]) == (None, True)
+    assert (entries["r1-committed"]["version"], entries["r1-committed"]["tidied_only"]) == (0, False)
+    code, text, _ = run_cli(capsys, "history", str(output))
+    line = next(row for row in text.splitlines() if "r2-tidy" in row)
+    assert " tidy " in line and "removed the clips of 2 videos a killed run left" in line

@@ -73,6 +73,7 @@ def _committed_runs(table: DeltaTable, last: int | None = None) -> list[dict[str
         entries.append(
             {
                 "run_id": run_id,
+                "tidied_only": False,
                 "time": time,
                 "version": commit.get("version"),
                 "committed_at": time,
@@ -112,11 +113,21 @@ def _run_id_of(summary_path: str) -> str:
     return posixpath.basename(posixpath.dirname(summary_path))
 
 
+def tidied_only(summary: dict[str, Any]) -> bool:
+    """A run whose only change was removing the clips a killed run left: it committed to the clips
+    table alone, so the videos table's version it reports is another run's."""
+    changes = summary.get("changes") or {}
+    others = any(count for kind, count in changes.items() if kind not in ("unchanged", "leftovers_removed"))
+    return bool(changes.get("leftovers_removed")) and not summary.get("videos") and not others
+
+
 def _summary_entry(summary: dict[str, Any], run_id: str) -> dict[str, Any]:
     # A summary that changed the tables has no commit left in the log (expired and cleaned up):
     # the version its run left the videos table at still says which commit it was.
-    version = (summary.get("table_versions") or {}).get("videos") if changed_tables(summary) else None
+    tidy = tidied_only(summary)
+    version = (summary.get("table_versions") or {}).get("videos") if changed_tables(summary) and not tidy else None
     return {
+        "tidied_only": tidy,
         "run_id": summary.get("run_id") or run_id,
         "time": summary.get("finished_at"),
         "version": version,
@@ -148,7 +159,9 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
     for e in entries:
         c = e["changes"] or {}
         statuses = ", ".join(f"{k} {v}" for k, v in (e["statuses"] or {}).items()) or "-"
-        version = "no change" if e["version"] is None else str(e["version"])
+        version = str(e["version"]) if e["version"] is not None else "tidy" if e.get("tidied_only") else "no change"
+        if e.get("tidied_only"):
+            statuses = f"removed the clips of {c.get('leftovers_removed', 0)} videos a killed run left"
         lines.append(
             f"{e['time'] or '?':29} {e['run_id']:24} {version:>9} {c.get('new', 0):>5} {c.get('changed', 0):>5} "
             f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {e['clips']:>7} "
