@@ -122,3 +122,13 @@ def test_files_written_by_a_deltalake_merge_are_rewritten_too(tmp_path):
     prepared = prepare(DeltaTable(str(root)), str(root), StorageConfig(), drop=_ids("c", "a"), candidates={"a", "c"})
     prepared.commit(CommitProperties())
     assert _rows(root) == [("b", "r1", 2), ("m", "r1", 3), ("n", "r1", 4)]
+
+
+def test_tables_whose_files_cannot_be_rewritten_by_reading_them_are_told_apart(tmp_path):
+    from vidbatch.delta_files import plain_files
+
+    assert plain_files(_table(tmp_path / "plain"))
+    write_deltalake(str(tmp_path / "mapped"), pa.table({"video_id": ["a"]}), configuration={"delta.columnMapping.mode": "name"})
+    assert not plain_files(DeltaTable(str(tmp_path / "mapped")))
+    write_deltalake(str(tmp_path / "parted"), pa.table({"video_id": ["a"], "day": ["x"]}), partition_by=["day"])
+    assert not plain_files(DeltaTable(str(tmp_path / "parted")))

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from vidbatch.config import StorageConfig
-from vidbatch.delta_files import fits, prepare
+from vidbatch.delta_files import fits, plain_files, prepare
 from vidbatch.errors import JobError
 from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
 
@@ -139,6 +139,8 @@ def _prepared_tables(
             return None
         opened.append(DeltaTable(uri, storage_options=options))
     clips, videos = opened
+    if not (plain_files(clips) and plain_files(videos)):
+        return None  # another tool turned on a feature whose files cannot be rewritten by reading them
     if videos_spill.is_file() and not fits(videos, pq.ParquetFile(videos_spill).schema_arrow):
         return None
     return clips, videos

@@ -86,6 +86,17 @@ def prepare(
     return prepared
 
 
+def plain_files(table: DeltaTable) -> bool:
+    """Whether the table's data files hold its rows as they are, so a file can be rewritten by reading
+    it: no deletion vectors (rows deleted beside the file), no column mapping (other column names
+    inside the files), no partitions (values in the paths). Tables vidbatch creates are such."""
+    protocol = table.protocol()
+    features = set(protocol.reader_features or ()) | set(protocol.writer_features or ())
+    metadata = table.metadata()
+    mapping = (metadata.configuration or {}).get("delta.columnMapping.mode", "none")
+    return "deletionVectors" not in features and mapping == "none" and not metadata.partition_columns
+
+
 def fits(table: DeltaTable, rows: pa.Schema) -> bool:
     """Whether rows of this schema can be added as files to the table as it is: no new column and
     no column of another type (a merge evolves the table's schema for those)."""
