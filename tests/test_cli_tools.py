@@ -396,4 +396,35 @@ def test_a_run_that_only_removed_a_killed_runs_clips_is_listed_as_such(tmp_path,
     assert (entries["r1-committed"]["version"], entries["r1-committed"]["tidied_only"]) == (0, False)
     code, text, _ = run_cli(capsys, "history", str(output))
     line = next(row for row in text.splitlines() if "r2-tidy" in row)
-    assert " tidy " in line and "removed the clips of 2 videos a killed run left" in line
+    assert " tidy " in line and "removed the clips of 2 videos killed runs left" in line
+
+
+def test_history_last_reads_past_commits_that_runs_did_not_make(tmp_path, capsys):
+    """--last 2 read the newest 2 commits; after a vacuum (or an OPTIMIZE) those are not runs, and a
+    committed run whose summary was lost vanished from the list (helper-22)."""
+    output = tmp_path / "out"
+    for rid in ("r1", "r2"):
+        commit_run(str(output), rid, changes={**NO_CHANGES, "new": 1}, statuses={"ok": 1})
+    table = DeltaTable(str(output / "videos"))
+    for _ in range(3):  # maintenance commits with no vidbatch.run_id
+        table.optimize.compact()
+        write_deltalake(str(output / "videos"), pa.table({"video_id": ["x"], "run_id": [None]}), mode="append")
+    # the last append above carries no run_id either: every newest commit is someone else's
+    newest = history_json(capsys, str(output), "--last", "2")
+    assert [e["run_id"] for e in newest] == ["r2", "r1"]
+    assert all(e["version"] is not None for e in newest)
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path, capsys, monkeypatch):
+    """`vidbatch history OUT --json | head` ended with a BrokenPipeError traceback (helper-22)."""
+    import os
+
+    output = tmp_path / "out"
+    commit_run(str(output), "r1", changes={**NO_CHANGES, "new": 1}, statuses={"ok": 1})
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    with os.fdopen(write_end, "w", buffering=1) as closed_pipe:  # line-buffered, as a terminal-less pipe fills
+        monkeypatch.setattr("sys.stdout", closed_pipe)
+        code = main(["history", str(output), "--json"])
+    assert code == 141
+    assert "Traceback" not in capsys.readouterr().err

@@ -144,3 +144,25 @@ def test_cross_validation_picks_from_the_grid_and_falls_back_when_it_cannot():
     assert all(0 <= score <= 1 for score in scores.values())
     few = [0, 1, 12, 13]  # two videos of alpha, two of beta: too few for 3 folds
     assert choose_l2(features[few], [labels[i] for i in few], [groups[i] for i in few]) == (DEFAULT_L2, {})
+
+
+@pytest.mark.parametrize("l2", [1e-4, 1e6])
+def test_few_examples_in_many_dimensions_and_a_huge_decay_reach_the_optimum(l2):
+    """helper-23: 12 examples of 512-d features at l2=1e-4 stopped at a gradient of 1e-4 (the CV then
+    picked another decay), and l2=1e6 left the undecayed biases far off."""
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(12, 64)).astype(np.float32)
+    labels = ["a", "b", "c"] * 4
+    head = train_head(features, labels, l2=l2)
+    x = (features.astype(np.float64) - head.mean) / head.scale
+    onehot = np.eye(3)[[head.classes.index(label) for label in labels]]
+    params = np.concatenate([head.weight, head.bias[:, None]], axis=1)
+    assert np.linalg.norm(_gradient(params, x, onehot, l2)) < 1e-5
+    assert head.converged and head.to_dict()["converged"] is True
+
+
+def test_labels_that_would_break_the_table_are_shown_quoted():
+    scores = evaluate(["", "a\nb", "ok"], ["", "ok", "ok"], classes=["", "a\nb", "ok"])
+    rows = format_evaluation(scores)
+    assert any(row.startswith("  ''") for row in rows) and any(row.startswith("  'a\\nb'") for row in rows)
+    assert all("\n" not in row for row in rows)

@@ -167,7 +167,7 @@ def test_a_chosen_weight_decay_and_seed_are_kept_in_the_head(tmp_path, capsys):
     )
     assert code == 0, err
     saved = json.loads(head.read_text())
-    assert saved["head"]["l2"] == 0.5 and saved["l2_search"] is None
+    assert saved["head"]["l2"] == 0.5 and saved["l2_search"] == {"source": "given", "macro_f1_by_l2": None}
     assert saved["split"]["seed"] == 7 and saved["split"]["test_videos"] == 4  # 2 of each label's 5
 
 
@@ -262,3 +262,84 @@ def test_a_head_on_untrained_embeddings_says_so_in_the_report_the_file_and_the_t
     assert json.loads(head.read_text())["untrained_backbone"] is True
     code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tmp_path / "t.parquet"))
     assert code == 0 and "NOTE: the embeddings come from untrained weights" in out
+
+
+def test_tables_a_merge_rewrote_are_read_and_tagged(tmp_path, capsys):
+    """A run that adds a manifest column rewrites the videos file with a merge, which delta-rs writes
+    with string_view columns: tag's scan filter crashed on them (helper-23)."""
+    from deltalake import DeltaTable
+
+    output = write_output(tmp_path / "out", labelled(4))
+    table = DeltaTable(f"{output}/videos")
+    rows = table.to_pyarrow_table().append_column("genre", pa.array(["x"] * 12))
+    (
+        table.merge(rows, predicate="t.video_id = s.video_id", source_alias="s", target_alias="t", merge_schema=True)
+        .when_matched_update_all()
+        .execute()
+    )
+    head = tmp_path / "h.json"
+    assert run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))[0] == 0
+    code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tmp_path / "t.parquet"))
+    assert code == 0, err
+    assert pq.read_table(tmp_path / "t.parquet").num_rows == 12
+
+
+def test_a_refused_or_failed_tag_leaves_the_last_tags_file_as_it_was(tmp_path, capsys):
+    output = write_output(tmp_path / "out", labelled(3))
+    head = tmp_path / "h.json"
+    tags = tmp_path / "tags.parquet"
+    assert run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))[0] == 0
+    assert run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tags))[0] == 0
+    before = tags.read_bytes()
+    classify_only = write_output(tmp_path / "classify", [{**v, "classify_only": True} for v in labelled(3)])
+    code, _, err = run_cli(capsys, "tag", str(classify_only), "--head", str(head), "-o", str(tags))
+    assert code == 2 and "a head needs embeddings" in err
+    assert tags.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("tags")) == ["tags.parquet"]  # no partial file left
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda h: h.pop("model_id"), "'model_id' is missing"),
+        (lambda h: h.update(level="frame"), "level 'frame' is not one of video, clip"),
+        (lambda h: h["head"]["weight"][0].__setitem__(0, float("nan")), "weight holds NaN or Inf"),
+        (lambda h: h["head"].update(feature_scale=[0.0] * DIM), "feature_scale holds values that are not positive"),
+        (lambda h: h["head"].update(classes=["cat", "cat", "dog"]), "classes name a label twice"),
+        (lambda h: h["head"].update(bias=[0.0]), "do not fit 3 classes"),
+        (lambda h: h.pop("head"), "'head' is missing"),
+    ],
+    ids=["no-model", "level", "nan", "zero-scale", "twice", "bias", "no-weights"],
+)
+def test_a_head_file_edited_by_hand_is_refused_naming_the_field(tmp_path, capsys, edit, message):
+    output = write_output(tmp_path / "out", labelled(3))
+    head = tmp_path / "h.json"
+    assert run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))[0] == 0
+    data = json.loads(head.read_text())
+    edit(data)
+    head.write_text(json.dumps(data))
+    code, _, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tmp_path / "t.parquet"))
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_destinations_and_label_columns_that_cannot_work_are_refused_before_the_training(tmp_path, capsys):
+    output = write_output(tmp_path / "out", labelled(3))
+    (tmp_path / "a-file").write_text("x")
+    for destination, message in (
+        (tmp_path, "is a folder; give a file name in it"),
+        (tmp_path / "a-file" / "h.json", "on its path is a file, not a folder"),
+    ):
+        code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(destination))
+        assert code == 2 and message in err and "trained" not in out, err
+    code, _, err = run_cli(capsys, "train-head", str(output), "--label-column", "status", "-o", str(tmp_path / "h.json"))
+    assert code == 2 and "'status' is one of vidbatch's own columns" in err
+
+
+def test_the_report_says_when_cross_validation_could_not_choose_the_decay(tmp_path, capsys):
+    output = write_output(tmp_path / "out", labelled(2, ("cat", "dog")) + labelled(5, ("owl",)))
+    head = tmp_path / "h.json"
+    code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
+    assert code == 0, err
+    assert "weight decay 0.01 (default 0.01: a label has fewer than 3 training videos, too few for 3 folds)" in out
+    assert json.loads(head.read_text())["l2_search"]["source"].startswith("default")

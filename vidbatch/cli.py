@@ -33,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vidbatch: interrupted; nothing was committed by this run", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`vidbatch history --json | head`): nothing more to say,
+        # and the exit flush must not fail on the closed pipe either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def entry() -> None:
@@ -233,9 +238,11 @@ def _listed_files(table: str, files: list[str]) -> list[str]:
 
 
 def _train_head(args: argparse.Namespace) -> int:
+    from vidbatch.storage import check_destination
     from vidbatch.train_head import format_report, train_on_output, write_head
 
     storage = _storage_config(args)
+    check_destination(args.head, storage)  # before the training, not after it
     trained = train_on_output(
         args.output,
         storage,

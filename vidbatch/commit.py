@@ -71,13 +71,13 @@ def commit_tables(
     manifest columns but the same run_id: their clips stay theirs and are not touched.
 
     A crash at any point leaves every videos row with exactly its own clips; the leftovers
-    of the dead run are stale pairs that the next run deletes.
+    of dead runs are stale pairs that the next run to complete deletes.
 
     When both tables exist (and the videos rows bring no new column), the files of all three
     steps are written before the first commit, and the commits land back to back
     (`_commit_prepared`, vidbatch.delta_files): a reader of the clips alone sees a replaced video's
     clips of two runs for milliseconds, not for the time of two merges. The stale pairs then go in
-    step 3.
+    step 3 (so runs that each die before it leave theirs until one completes).
     """
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     stale = sorted(set(stale_clips))

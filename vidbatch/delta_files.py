@@ -71,7 +71,7 @@ def prepare(
     if drop is not None and candidates:
         for path, size in _files_holding(table, candidates):
             with fs.open(f"{root}/{unquote(path)}", "rb") as handle:
-                rows = _plain(pq.read_table(handle))
+                rows = plain_table(pq.read_table(handle))
             dropped = drop(rows)
             if not pc.any(dropped).as_py():
                 continue
@@ -118,7 +118,7 @@ def plain_type(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def _plain(rows: pa.Table) -> pa.Table:
+def plain_table(rows: pa.Table) -> pa.Table:
     schema = pa.schema([pa.field(f.name, plain_type(f.type), f.nullable, f.metadata) for f in rows.schema])
     return rows if schema == rows.schema else rows.cast(schema)
 

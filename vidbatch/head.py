@@ -16,7 +16,10 @@ import numpy as np
 # The grid `choose_l2` searches; weight decay per example, on standardised features.
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 DEFAULT_L2 = 1e-2
-MAX_ITERATIONS = 2000
+MAX_ITERATIONS = 5000
+# Newton's method while its Hessian (this many parameters squared) stays small.
+NEWTON_MAX_PARAMETERS = 1200
+NEWTON_MAX_ITERATIONS = 100
 # Stop when the gradient's norm falls below this (the loss is then flat to ~1e-10).
 GRADIENT_TOLERANCE = 1e-5
 
@@ -31,6 +34,7 @@ class LinearHead:
     mean: np.ndarray  # (dim,)
     scale: np.ndarray  # (dim,)
     l2: float
+    converged: bool = True  # the solver reached GRADIENT_TOLERANCE
 
     @property
     def dim(self) -> int:
@@ -57,6 +61,7 @@ class LinearHead:
             "feature_mean": self.mean.tolist(),
             "feature_scale": self.scale.tolist(),
             "l2": self.l2,
+            "converged": self.converged,
         }
 
     @classmethod
@@ -70,7 +75,22 @@ class LinearHead:
             raise ValueError(f"weight {weight.shape} and bias {bias.shape} do not fit {len(classes)} classes")
         if mean.shape != (weight.shape[1],) or scale.shape != (weight.shape[1],):
             raise ValueError(f"feature_mean {mean.shape} / feature_scale {scale.shape} do not fit dim {weight.shape[1]}")
-        return cls(classes=classes, weight=weight, bias=bias, mean=mean, scale=scale, l2=float(data["l2"]))
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"classes name a label twice: {sorted(c for c in set(classes) if classes.count(c) > 1)}")
+        for name, values in (("weight", weight), ("bias", bias), ("feature_mean", mean), ("feature_scale", scale)):
+            if not np.isfinite(values).all():
+                raise ValueError(f"{name} holds NaN or Inf")
+        if (scale <= 0).any():
+            raise ValueError("feature_scale holds values that are not positive")
+        return cls(
+            classes=classes,
+            weight=weight,
+            bias=bias,
+            mean=mean,
+            scale=scale,
+            l2=float(data["l2"]),
+            converged=bool(data.get("converged", True)),
+        )
 
 
 def train_head(features: np.ndarray, labels: list[str], *, l2: float = DEFAULT_L2) -> LinearHead:
@@ -82,8 +102,8 @@ def train_head(features: np.ndarray, labels: list[str], *, l2: float = DEFAULT_L
     targets = np.searchsorted(np.array(classes, dtype=object), np.array(labels, dtype=object))
     mean, scale = _standardisation(features)
     x = _standardise(features, mean, scale)
-    weight, bias = _fit(x, targets.astype(np.int64), len(classes), l2)
-    return LinearHead(classes=classes, weight=weight, bias=bias, mean=mean, scale=scale, l2=l2)
+    weight, bias, converged = _fit(x, targets.astype(np.int64), len(classes), l2)
+    return LinearHead(classes=classes, weight=weight, bias=bias, mean=mean, scale=scale, l2=l2, converged=converged)
 
 
 def choose_l2(
@@ -112,26 +132,102 @@ def choose_l2(
     return best, scores
 
 
-def _fit(x: np.ndarray, targets: np.ndarray, num_classes: int, l2: float) -> tuple[np.ndarray, np.ndarray]:
+def _fit(x: np.ndarray, targets: np.ndarray, num_classes: int, l2: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The weights and biases minimising the mean cross-entropy plus l2/2 * |weights|^2, and whether
+    the gradient fell below GRADIENT_TOLERANCE.
+
+    With fewer examples than dimensions (a few hundred labelled videos, 2048-d features) the
+    optimal weights lie in the span of the examples, so a small problem is solved exactly in those
+    coordinates (an SVD) by Newton's method, which does not slow down on the ill-conditioned
+    problems a weak decay makes; a large one by accelerated gradient.
+    """
     rows, dim = x.shape
     onehot = np.zeros((rows, num_classes))
     onehot[np.arange(rows), targets] = 1.0
+    basis = None
+    if rows < dim and num_classes * (rows + 1) <= NEWTON_MAX_PARAMETERS:
+        left, singular, basis = np.linalg.svd(x, full_matrices=False)
+        x = left * singular
+    if num_classes * (x.shape[1] + 1) <= NEWTON_MAX_PARAMETERS:
+        params, converged = _newton(x, onehot, l2)
+    else:
+        params, converged = _accelerated(x, onehot, l2)
+    weight, bias = params[:, :-1], params[:, -1]
+    return (weight @ basis if basis is not None else weight), bias, converged
+
+
+def _objective(params: np.ndarray, x: np.ndarray, onehot: np.ndarray, l2: float) -> float:
+    logits = x @ params[:, :-1].T + params[:, -1]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(-(log_probs * onehot).sum() / len(x) + 0.5 * l2 * (params[:, :-1] ** 2).sum())
+
+
+def _newton(x: np.ndarray, onehot: np.ndarray, l2: float) -> tuple[np.ndarray, bool]:
+    rows, dim = x.shape
+    classes = onehot.shape[1]
+    with_bias = np.concatenate([x, np.ones((rows, 1))], axis=1)
+    decay = np.tile(np.append(np.full(dim, l2), 0.0), classes)  # the biases are not decayed
+    params = np.zeros((classes, dim + 1))
+    for _ in range(NEWTON_MAX_ITERATIONS):
+        gradient = _gradient(params, x, onehot, l2)
+        if np.linalg.norm(gradient) < GRADIENT_TOLERANCE:
+            return params, True
+        probs = _softmax(with_bias @ params.T)
+        # Hessian of the mean cross-entropy: (diag(p) - p p^T) (x) x x^T, averaged over the rows.
+        outer = np.einsum("ia,ib->iab", with_bias, with_bias)
+        hessian = -np.einsum("ic,id,iab->cadb", probs, probs, outer)
+        for c in range(classes):
+            hessian[c, :, c, :] += np.einsum("i,iab->ab", probs[:, c], outer)
+        size = classes * (dim + 1)
+        matrix = hessian.reshape(size, size) / rows + np.diag(decay) + 1e-10 * np.eye(size)  # the shift of all biases is flat
+        direction = -np.linalg.solve(matrix, gradient.reshape(size)).reshape(classes, dim + 1)
+        params = _line_search(params, direction, gradient, x, onehot, l2)
+    return params, bool(np.linalg.norm(_gradient(params, x, onehot, l2)) < GRADIENT_TOLERANCE)
+
+
+def _line_search(
+    params: np.ndarray, direction: np.ndarray, gradient: np.ndarray, x: np.ndarray, onehot: np.ndarray, l2: float
+) -> np.ndarray:
+    """Backtracking (Armijo) from the full Newton step."""
+    start = _objective(params, x, onehot, l2)
+    slope = float(np.vdot(gradient, direction))
+    step = 1.0
+    for _ in range(40):
+        candidate = params + step * direction
+        if _objective(candidate, x, onehot, l2) <= start + 1e-4 * step * slope:
+            return candidate
+        step /= 2
+    return params
+
+
+def _accelerated(x: np.ndarray, onehot: np.ndarray, l2: float) -> tuple[np.ndarray, bool]:
+    """Accelerated gradient descent with adaptive restart."""
+    dim = x.shape[1]
+    classes = onehot.shape[1]
     # The softmax loss's curvature is at most 1/2 * ||x||^2 per example; with the bias as a
-    # feature of 1, the mean loss's gradient is Lipschitz with at most this constant.
-    lipschitz = 0.5 * (_top_eigenvalue(x) + 1.0) + l2
-    step = 1.0 / lipschitz
-    params = np.zeros((num_classes, dim + 1))
+    # feature of 1 (orthogonal to the centred features), the mean loss's gradient is Lipschitz
+    # with at most `smooth`. The weight decay adds l2 to the weights only, so each block gets
+    # its own step: a large decay must not slow the (undecayed) biases down.
+    smooth = 0.5 * (_top_eigenvalue(x) + 1.0)
+    step = np.full((classes, dim + 1), 1.0 / (smooth + l2))
+    step[:, dim] = 1.0 / smooth
+    params = np.zeros((classes, dim + 1))
     momentum_point = params.copy()
     t = 1.0
     for _ in range(MAX_ITERATIONS):
         gradient = _gradient(momentum_point, x, onehot, l2)
+        if np.linalg.norm(gradient) < GRADIENT_TOLERANCE:
+            return momentum_point, True
         updated = momentum_point - step * gradient
+        if np.vdot(gradient, updated - params) > 0:
+            # The momentum points uphill: restart it (O'Donoghue and Candes), which keeps the
+            # fast rate on strongly convex problems instead of oscillating.
+            t = 1.0
         t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
         momentum_point = updated + ((t - 1.0) / t_next) * (updated - params)
         params, t = updated, t_next
-        if np.linalg.norm(gradient) < GRADIENT_TOLERANCE:
-            break
-    return params[:, :dim], params[:, dim]
+    return params, bool(np.linalg.norm(_gradient(params, x, onehot, l2)) < GRADIENT_TOLERANCE)
 
 
 def _gradient(params: np.ndarray, x: np.ndarray, onehot: np.ndarray, l2: float) -> np.ndarray:

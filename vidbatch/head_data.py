@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidbatch.config import StorageConfig
+from vidbatch.delta_files import plain_table
 from vidbatch.errors import JobError
 from vidbatch.state import open_table
 
@@ -84,6 +85,11 @@ def _videos(output: str, storage: StorageConfig, label_column: str) -> pa.Table:
     if table is None:
         raise JobError(f"{output!r} holds no videos table (no run has committed there); check the output")
     names = [column.name for column in table.schema().fields]
+    if label_column in _all_own_columns():
+        raise JobError(
+            f"--label-column {label_column!r} is one of vidbatch's own columns of the videos table, not a manifest "
+            "column; name the manifest column that holds the labels"
+        )
     if label_column not in names:
         carried = [name for name in names if name not in _all_own_columns()]
         offer = (
@@ -95,7 +101,7 @@ def _videos(output: str, storage: StorageConfig, label_column: str) -> pa.Table:
             f"--label-column {label_column!r} is not a column of {output!r}'s videos table; {offer}. "
             "Add the label to the manifest (one value per video, null where unknown) and run the job"
         )
-    videos = table.to_pyarrow_table(columns=[*_OWN, label_column])
+    videos = plain_table(table.to_pyarrow_table(columns=[*_OWN, label_column]))
     kind = videos.schema.field(label_column).type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
         raise JobError(
@@ -125,13 +131,16 @@ def _current_clips(output: str, storage: StorageConfig, videos: pa.Table) -> pa.
     if table is None:
         raise JobError(f"{output!r} holds no clips table; train at --level video")
     wanted = pa.table({"video_id": videos.column("video_id"), "run_id": videos.column("run_id")})
-    dataset = table.to_pyarrow_dataset()
-    clips = dataset.to_table(
-        columns=["video_id", "clip_index", "run_id", "embedding"],
-        filter=pc.field("video_id").isin(wanted.column("video_id")),
-    )
-    # Only the clips of the run the videos row names (see the module's docstring).
-    current = clips.filter(of_current_runs(clips, wanted))
+    kept = []
+    for batch in table.to_pyarrow_dataset().to_batches(columns=["video_id", "clip_index", "run_id", "embedding"]):
+        # Filtered here, not in the scan: delta-rs writes strings as string_view, which the scan's
+        # filter cannot compare. Only the clips of the run the videos row names (module docstring).
+        clips = plain_table(pa.Table.from_batches([batch]))
+        kept.append(clips.filter(of_current_runs(clips, wanted)))
+    if not kept:
+        empty = {"video_id": pa.string(), "clip_index": pa.int32(), "run_id": pa.string(), "embedding": pa.list_(pa.float32())}
+        return pa.table({name: pa.array([], kind) for name, kind in empty.items()})
+    current = pa.concat_tables(kept, promote_options="permissive")
     return current.sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
 
 
@@ -150,7 +159,7 @@ def embedding_matrix(embeddings: pa.ChunkedArray) -> np.ndarray:
     if lists.null_count:
         raise JobError(
             "ok rows without an embedding: the run had model.task classify, which writes labels only; "
-            "run the job with task embed or both for a head to learn from"
+            "a head needs embeddings: run the job with task embed or both"
         )
     if len(lists) == 0:
         return np.zeros((0, 0), dtype=np.float32)

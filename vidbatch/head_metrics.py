@@ -93,14 +93,15 @@ def _mean(values: list[float]) -> float:
 
 
 def format_evaluation(evaluation: Evaluation) -> list[str]:
-    width = max(12, *(len(label) for label in evaluation.classes))
+    shown = {label: _shown(label) for label in evaluation.classes}
+    width = max(12, *(len(text) for text in shown.values()))
     lines = [
         f"  accuracy {evaluation.accuracy:.3f} on {evaluation.examples} held-out examples "
         f"(always guessing the commonest label: {evaluation.majority_accuracy:.3f})",
         f"  {'label':<{width}} precision  recall     f1  support",
     ]
     for s in evaluation.per_class:
-        lines.append(f"  {s.label:<{width}} {s.precision:9.3f} {s.recall:7.3f} {s.f1:6.3f} {s.support:8d}")
+        lines.append(f"  {shown[s.label]:<{width}} {s.precision:9.3f} {s.recall:7.3f} {s.f1:6.3f} {s.support:8d}")
     lines.append(
         f"  {'macro avg':<{width}} {evaluation.macro_precision:9.3f} {evaluation.macro_recall:7.3f} "
         f"{evaluation.macro_f1:6.3f} {evaluation.examples:8d}"
@@ -109,6 +110,11 @@ def format_evaluation(evaluation: Evaluation) -> list[str]:
     lines.append("  confusion (rows: true label, columns: predicted, in the order above):")
     lines.extend("    " + " ".join(f"{count:5d}" for count in row) for row in evaluation.confusion)
     return lines
+
+
+def _shown(label: str) -> str:
+    """A label as the table shows it: quoted when it is empty or holds a line break or tab."""
+    return label if label.strip() and label.isprintable() else repr(label)
 
 
 def _validate_pairs(truth: Sequence[str], predicted: Sequence[str]) -> None:

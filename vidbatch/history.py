@@ -65,7 +65,7 @@ def changed_tables(summary: dict[str, Any]) -> bool:
 
 def _committed_runs(table: DeltaTable, last: int | None = None) -> list[dict[str, Any]]:
     entries = []
-    for commit in table.history(limit=last):
+    for commit in _run_commits(table, last):
         run_id = commit.get("vidbatch.run_id")
         if not run_id:  # vacuum's own commits, or a commit some other tool made
             continue
@@ -85,6 +85,20 @@ def _committed_runs(table: DeltaTable, last: int | None = None) -> list[dict[str
             }
         )
     return entries
+
+
+def _run_commits(table: DeltaTable, last: int | None) -> list[dict[str, Any]]:
+    """The newest `last` commits that runs made (all with None): other commits (vacuum's, an
+    OPTIMIZE) are read past, so they never push a run out of the list."""
+    if last is None:
+        return table.history()
+    limit = last
+    while True:
+        commits = table.history(limit=limit)
+        runs = [commit for commit in commits if commit.get("vidbatch.run_id")]
+        if len(runs) >= last or len(commits) < limit:
+            return runs
+        limit *= 4
 
 
 def _summaries(output: str, storage: StorageConfig, last: int | None = None) -> dict[str, dict[str, Any]]:
@@ -161,7 +175,8 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
         statuses = ", ".join(f"{k} {v}" for k, v in (e["statuses"] or {}).items()) or "-"
         version = str(e["version"]) if e["version"] is not None else "tidy" if e.get("tidied_only") else "no change"
         if e.get("tidied_only"):
-            statuses = f"removed the clips of {c.get('leftovers_removed', 0)} videos a killed run left"
+            count = c.get("leftovers_removed", 0)
+            statuses = f"removed the clips of {count} video{'' if count == 1 else 's'} killed runs left"
         lines.append(
             f"{e['time'] or '?':29} {e['run_id']:24} {version:>9} {c.get('new', 0):>5} {c.get('changed', 0):>5} "
             f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {e['clips']:>7} "

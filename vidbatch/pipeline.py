@@ -175,7 +175,7 @@ def run_job(
             "refreshed": len(refreshed),
             # clip rows of a run that died between its commits, deleted by this one: a run whose
             # only work is this tidying still commits, and must not say it changed nothing
-            "leftovers_removed": len(prior.stale_clips),
+            "leftovers_removed": len({video_id for video_id, _ in prior.stale_clips}),  # videos, not (video, run) pairs
         }
         # From the first commit to the summary, Ctrl-C waits: an interrupted run would otherwise
         # say "nothing was committed" about a run whose commit had landed, and leave no summary.

@@ -12,7 +12,7 @@ import functools
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO, Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -21,7 +21,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from vidbatch.config import StorageConfig
-from vidbatch.errors import Status, VideoError
+from vidbatch.errors import JobError, Status, VideoError
 
 
 def scheme_of(uri: str) -> str:
@@ -455,3 +455,42 @@ def _credentials_object_store_cannot_find(*, with_region: bool) -> dict[str, str
 
 def join_uri(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
+
+
+def check_destination(uri: str, storage: StorageConfig) -> None:
+    """JobError now, before any work, when a local file cannot be written at `uri` (a folder is
+    there, a folder on its path is a file, or the folder cannot be written)."""
+    if not is_local(uri):
+        return  # an object store answers only when written to
+    path = os.path.abspath(local_path(uri))
+    if os.path.isdir(path):
+        raise JobError(f"{uri!r} is a folder; give a file name in it")
+    parent = os.path.dirname(path)
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise JobError(f"{uri!r} cannot be written: {existing!r} on its path is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise JobError(f"{uri!r} cannot be written: the folder {existing!r} is not writable")
+
+
+@contextmanager
+def replaced_file(uri: str, storage: StorageConfig, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file written beside `uri` and moved onto it once whole: a failure or a refusal midway
+    leaves what was there before (a good file from the night before), not a truncated one."""
+    check_destination(uri, storage)
+    fs, path = filesystem(uri, storage)
+    if is_local(uri) and "/" in path:
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    partial = f"{path}.partial-{os.getpid()}-{int.from_bytes(os.urandom(4), 'big'):08x}"
+    try:
+        with fs.open(partial, mode) as handle:
+            yield handle
+        fs.mv(partial, path)
+    except BaseException as exc:
+        with suppress(Exception):
+            fs.rm(partial)
+        if isinstance(exc, OSError):
+            raise JobError(f"{uri!r} cannot be written ({explain_failure(exc)})") from exc
+        raise

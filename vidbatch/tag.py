@@ -18,11 +18,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vidbatch.config import StorageConfig
+from vidbatch.delta_files import plain_table
 from vidbatch.errors import JobError
 from vidbatch.head import LinearHead
 from vidbatch.head_data import embedding_matrix, of_current_runs
 from vidbatch.state import open_table
-from vidbatch.storage import filesystem, is_local
+from vidbatch.storage import check_destination, replaced_file
 
 BATCH_ROWS = 4096
 
@@ -35,13 +36,14 @@ class TagResult:
 
 
 def tag_output(output: str, storage: StorageConfig, head_file: dict[str, Any], destination: str) -> TagResult:
+    check_destination(destination, storage)
     head = LinearHead.from_dict(head_file["head"])
     level = head_file["level"]
     model_id, sampling_id = head_file["model_id"], head_file["sampling_id"]
     videos_table = open_table(output, "videos", storage)
     if videos_table is None:
         raise JobError(f"{output!r} holds no videos table (no run has committed there); check the output")
-    videos = videos_table.to_pyarrow_table(columns=["video_id", "status", "model_id", "sampling_id", "run_id"])
+    videos = plain_table(videos_table.to_pyarrow_table(columns=["video_id", "status", "model_id", "sampling_id", "run_id"]))
     left_out = _left_out(videos, model_id, sampling_id)
     current = videos.filter(_taggable(videos, model_id, sampling_id))
     if current.num_rows == 0:
@@ -61,10 +63,7 @@ def tag_output(output: str, storage: StorageConfig, head_file: dict[str, Any], d
         schema = pa.schema([("video_id", pa.string()), ("clip_index", pa.int32()), ("tag", pa.string()), ("score", pa.float32())])
     counts: Counter[str] = Counter()
     rows = 0
-    fs, path = filesystem(destination, storage)
-    if is_local(destination) and "/" in path:
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+    with replaced_file(destination, storage) as handle, pq.ParquetWriter(handle, schema) as writer:
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -95,23 +94,21 @@ def _left_out(videos: pa.Table, model_id: str, sampling_id: str) -> dict[str, in
     return {reason: count for reason, count in counts.items() if count}
 
 
+# Batches are filtered here, not in the scan: delta-rs writes strings as string_view, which the
+# scan's filter cannot compare with a list of ids.
+
+
 def _video_batches(table: Any, current: pa.Table) -> Iterator[pa.Table]:
-    dataset = table.to_pyarrow_dataset()
-    wanted = current.column("video_id")
-    for batch in dataset.to_batches(
-        columns=["video_id", "embedding"], filter=pc.field("video_id").isin(wanted), batch_size=BATCH_ROWS
-    ):
-        yield pa.Table.from_batches([batch])
+    wanted = current.column("video_id").combine_chunks()
+    for batch in table.to_pyarrow_dataset().to_batches(columns=["video_id", "embedding"], batch_size=BATCH_ROWS):
+        rows = plain_table(pa.Table.from_batches([batch]))
+        yield rows.filter(pc.is_in(rows.column("video_id"), value_set=wanted))
 
 
 def _clip_batches(table: Any, current: pa.Table) -> Iterator[pa.Table]:
-    dataset = table.to_pyarrow_dataset()
     keys = current.select(["video_id", "run_id"])
-    for batch in dataset.to_batches(
-        columns=["video_id", "clip_index", "run_id", "embedding"],
-        filter=pc.field("video_id").isin(keys.column("video_id")),
-        batch_size=BATCH_ROWS,
-    ):
-        clips = pa.Table.from_batches([batch])
+    columns = ["video_id", "clip_index", "run_id", "embedding"]
+    for batch in table.to_pyarrow_dataset().to_batches(columns=columns, batch_size=BATCH_ROWS):
+        clips = plain_table(pa.Table.from_batches([batch]))
         # Only the clips of the run each videos row names (a dead run's clips are not current).
         yield clips.filter(of_current_runs(clips, keys))

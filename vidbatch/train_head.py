@@ -19,10 +19,10 @@ import numpy as np
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.head import LinearHead, choose_l2, train_head
-from vidbatch.head_data import Examples, Level, read_examples
+from vidbatch.head_data import LEVELS, Examples, Level, read_examples
 from vidbatch.head_metrics import Evaluation, evaluate, format_evaluation
 from vidbatch.head_split import held_out_videos
-from vidbatch.storage import filesystem, is_local
+from vidbatch.storage import filesystem, replaced_file
 
 HEAD_FORMAT = "vidbatch-linear-head/1"
 UNTRAINED_NOTE = (
@@ -41,6 +41,7 @@ class TrainedHead:
     test_videos: int
     untested_classes: tuple[str, ...]  # labels with one video: trained on, not scored
     l2_scores: dict[float, float]
+    l2_source: str  # "given", "cross-validation", or why the default was taken
     seed: int
     test_fraction: float
 
@@ -64,7 +65,10 @@ class TrainedHead:
                 "untested_classes": list(self.untested_classes),
             },
             "left_out": self.examples.left_out,
-            "l2_search": {"macro_f1_by_l2": {str(k): v for k, v in self.l2_scores.items()}} if self.l2_scores else None,
+            "l2_search": {
+                "source": self.l2_source,
+                "macro_f1_by_l2": {str(k): v for k, v in self.l2_scores.items()} or None,
+            },
             "evaluation": self.evaluation.to_dict(),
             "head": self.head.to_dict(),
         }
@@ -96,8 +100,12 @@ def train_on_output(
     train_labels = [label for label, test in zip(examples.labels, is_test, strict=True) if not test]
     train_features = examples.features[~is_test]
     scores: dict[float, float] = {}
+    source = "given"
     if l2 is None:
         l2, scores = choose_l2(train_features, train_labels, train_ids)
+        source = (
+            "cross-validation" if scores else f"default {l2:g}: a label has fewer than 3 training videos, too few for 3 folds"
+        )
     head = train_head(train_features, train_labels, l2=l2)
     predicted, _ = head.predict(examples.features[is_test])
     truth = [label for label, test in zip(examples.labels, is_test, strict=True) if test]
@@ -111,16 +119,14 @@ def train_on_output(
         test_videos=len(held),
         untested_classes=tuple(sorted(label for label, n in counts.items() if n < 2)),
         l2_scores=scores,
+        l2_source=source,
         seed=seed,
         test_fraction=test_fraction,
     )
 
 
 def write_head(trained: TrainedHead, uri: str, storage: StorageConfig) -> None:
-    fs, path = filesystem(uri, storage)
-    if is_local(uri) and "/" in path:
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "w") as handle:
+    with replaced_file(uri, storage, "w") as handle:
         json.dump(trained.to_dict(), handle)
 
 
@@ -138,7 +144,24 @@ def read_head(uri: str, storage: StorageConfig) -> dict[str, Any]:
         raise JobError(f"--head {uri!r} cannot be read as a head file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != HEAD_FORMAT:
         raise JobError(f"--head {uri!r} is not a head file of vidbatch train-head (format {HEAD_FORMAT!r})")
+    _validate_head_file(data, uri)
     return data
+
+
+def _validate_head_file(data: dict[str, Any], uri: str) -> None:
+    """A head file edited by hand or damaged: refused naming the field, before anything is written."""
+    for key in ("model_id", "sampling_id", "label_column"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise JobError(f"--head {uri!r}: {key!r} is missing or not a string; write the head again with train-head")
+    if data.get("level") not in LEVELS:
+        raise JobError(f"--head {uri!r}: level {data.get('level')!r} is not one of {', '.join(LEVELS)}")
+    head = data.get("head")
+    try:
+        if not isinstance(head, dict):
+            raise ValueError("'head' is missing")
+        LinearHead.from_dict(head)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise JobError(f"--head {uri!r}: its weights cannot be used ({exc}); write the head again with train-head") from None
 
 
 def format_report(trained: TrainedHead, head_uri: str) -> str:
@@ -155,11 +178,15 @@ def format_report(trained: TrainedHead, head_uri: str) -> str:
     lines = [
         f"trained a linear head for {trained.label_column!r} ({len(trained.head.classes)} labels) {sizes}",
         f"  embeddings: {examples.model_id}, sampling {examples.sampling_id}",
-        f"  weight decay {trained.head.l2:g}"
-        + (" (best macro F1 in 3-fold cross-validation on the training videos)" if trained.l2_scores else ""),
+        f"  weight decay {trained.head.l2:g} ({_l2_said(trained.l2_source)})",
     ]
     if examples.untrained_backbone:
         lines.insert(1, "  " + UNTRAINED_NOTE)
+    if not trained.head.converged:
+        lines.append(
+            "  WARNING: the solver stopped before the optimum (its gradient is above 1e-5): the head is usable, "
+            "but a stronger --l2 gives one that is exactly the optimum"
+        )
     if examples.left_out:
         lines.append("  left out: " + ", ".join(f"{reason} {count}" for reason, count in examples.left_out.items()))
     if trained.untested_classes:
@@ -170,6 +197,14 @@ def format_report(trained: TrainedHead, head_uri: str) -> str:
     lines.extend(format_evaluation(trained.evaluation))
     lines.append(f"  head: {head_uri}")
     return "\n".join(lines)
+
+
+def _l2_said(source: str) -> str:
+    if source == "given":
+        return "as given"
+    if source == "cross-validation":
+        return "best macro F1 in 3-fold cross-validation on the training videos"
+    return source
 
 
 def _refuse_one_label(video_labels: dict[str, str], label_column: str) -> None:
