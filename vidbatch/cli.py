@@ -242,7 +242,7 @@ def _train_head(args: argparse.Namespace) -> int:
     from vidbatch.train_head import format_report, train_on_output, write_head
 
     storage = _storage_config(args)
-    check_destination(args.head, storage)  # before the training, not after it
+    check_destination(args.head)  # before the training, not after it
     trained = train_on_output(
         args.output,
         storage,

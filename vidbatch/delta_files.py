@@ -16,7 +16,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -70,20 +70,37 @@ def prepare(
     prepared = PreparedCommit(table)
     if drop is not None and candidates:
         for path, size in _files_holding(table, candidates):
-            with fs.open(f"{root}/{unquote(path)}", "rb") as handle:
-                rows = plain_table(pq.read_table(handle))
-            dropped = drop(rows)
-            if not pc.any(dropped).as_py():
+            source = f"{root}/{unquote(path)}"
+            # The key columns first (small): most candidate files lose nothing and are not rewritten.
+            with fs.open(source, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                keys = plain_table(parquet.read(columns=[n for n in _KEY_COLUMNS if n in parquet.schema_arrow.names]))
+            if not pc.any(drop(keys)).as_py():
                 continue
             prepared.actions.append(
                 RemoveAction(path=path, data_change=True, deletion_timestamp=_now_ms(), size=size, partition_values={})
             )
-            kept = rows.filter(pc.invert(dropped))
-            if kept.num_rows:
-                prepared.actions.append(_write(fs, root, kept))
-    if add is not None and add.metadata.num_rows:
-        prepared.actions.append(_write(fs, root, add.read()))
+            with fs.open(source, "rb") as handle:
+                kept = _write(fs, root, _kept(pq.ParquetFile(handle), drop))
+            if kept is not None:
+                prepared.actions.append(kept)
+    if add is not None:
+        added = _write(fs, root, (plain_table(pa.Table.from_batches([b])) for b in add.iter_batches(batch_size=_BATCH_ROWS)))
+        if added is not None:
+            prepared.actions.append(added)
     return prepared
+
+
+# The columns a RowFilter reads; the rest of a file is read only when the file is rewritten.
+_KEY_COLUMNS = ("video_id", "run_id")
+# Rows per batch when files are copied: files are streamed, never held whole (a run's clips can be GBs).
+_BATCH_ROWS = 1024
+
+
+def _kept(parquet: pq.ParquetFile, drop: RowFilter) -> Iterator[pa.Table]:
+    for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
+        rows = plain_table(pa.Table.from_batches([batch]))
+        yield rows.filter(pc.invert(drop(rows)))
 
 
 def plain_files(table: DeltaTable) -> bool:
@@ -143,34 +160,66 @@ def _any_between(ordered: list[str], low: str, high: str) -> bool:
     return at < len(ordered) and ordered[at] <= high
 
 
-def _write(fs: Any, root: str, rows: pa.Table) -> AddAction:
+def _write(fs: Any, root: str, parts: Iterable[pa.Table]) -> AddAction | None:
+    """One new data file of the rows in `parts` (streamed), with its statistics; None when there are none."""
     name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+    ranges = _Ranges()
+    writer: pq.ParquetWriter | None = None
     with fs.open(f"{root}/{name}", "wb") as handle:
-        pq.write_table(rows, handle, compression="zstd")
-    size = int(fs.info(f"{root}/{name}")["size"])
-    return AddAction(path=name, size=size, partition_values={}, modification_time=_now_ms(), data_change=True, stats=_stats(rows))
+        try:
+            for part in parts:
+                if not part.num_rows:
+                    continue
+                writer = writer or pq.ParquetWriter(handle, part.schema, compression="zstd")
+                writer.write_table(part)
+                ranges.add(part)
+        finally:
+            if writer is not None:
+                writer.close()
+        size = handle.tell()
+    if writer is None:
+        fs.rm(f"{root}/{name}")
+        return None
+    return AddAction(
+        path=name, size=size, partition_values={}, modification_time=_now_ms(), data_change=True, stats=ranges.stats()
+    )
 
 
-def _stats(rows: pa.Table) -> str:
-    """Delta file statistics: the row count, and min/max/null counts of the plain columns (readers skip files by them)."""
-    low: dict[str, Any] = {}
-    high: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    for name in rows.column_names:
-        column = rows.column(name)
-        kind = column.type
-        if not (
-            pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
-        ):
-            continue
-        nulls[name] = column.null_count
-        if column.null_count < len(column):
+class _Ranges:
+    """Delta file statistics, gathered part by part: the row count, and min/max/null counts of the
+    string and number columns (readers skip files by them)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.low: dict[str, Any] = {}
+        self.high: dict[str, Any] = {}
+        self.nulls: dict[str, int] = {}
+        self.unranged: set[str] = set()  # NaN or infinity seen: JSON cannot hold them, so no range
+
+    def add(self, part: pa.Table) -> None:
+        self.rows += part.num_rows
+        for name in part.column_names:
+            column = part.column(name)
+            if not any(test(column.type) for test in _RANGED_TYPES):
+                continue
+            self.nulls[name] = self.nulls.get(name, 0) + column.null_count
+            if column.null_count == len(column):
+                continue
             extremes = pc.min_max(column)
             first, last = extremes["min"].as_py(), extremes["max"].as_py()
             if isinstance(first, float) and not (math.isfinite(first) and math.isfinite(last)):
-                continue  # JSON has no NaN or infinity: the file just gets no range for this column
-            low[name], high[name] = first, last
-    return json.dumps({"numRecords": rows.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls})
+                self.unranged.add(name)
+                continue
+            self.low[name] = first if name not in self.low else min(self.low[name], first)
+            self.high[name] = last if name not in self.high else max(self.high[name], last)
+
+    def stats(self) -> str:
+        low = {k: v for k, v in self.low.items() if k not in self.unranged}
+        high = {k: v for k, v in self.high.items() if k not in self.unranged}
+        return json.dumps({"numRecords": self.rows, "minValues": low, "maxValues": high, "nullCount": self.nulls})
+
+
+_RANGED_TYPES = (pa.types.is_string, pa.types.is_integer, pa.types.is_floating)
 
 
 def _now_ms() -> int:

@@ -209,6 +209,10 @@ def is_pipe_or_device(info: dict[str, Any]) -> bool:
     return info.get("type") == "other"
 
 
+_A_DIRECTORY = "the uri names a directory, not a video file; point it at the video file"
+_A_PIPE = "the uri names a pipe or device, not a regular file; give a video file"
+
+
 def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec.AbstractFileSystem, str]:
     """fs.info() with the errors sorted into statuses."""
     try:
@@ -220,9 +224,9 @@ def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec
     except Exception as exc:
         raise storage_failure(exc) from exc
     if info.get("type") == "directory":
-        raise VideoError("not_found", "the uri names a directory, not a video file; point it at the video file")
+        raise VideoError("not_found", _A_DIRECTORY)
     if is_pipe_or_device(info):
-        raise VideoError("unreadable", "the uri names a pipe or device, not a regular file; give a video file")
+        raise VideoError("unreadable", _A_PIPE)
     return info, fs, path
 
 
@@ -271,9 +275,9 @@ def _opened_local(path: str, allowed_roots: tuple[str, ...]) -> Iterator[str | I
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
-            raise VideoError("not_found", "the uri names a directory, not a video file; point it at the video file")
+            raise VideoError("not_found", _A_DIRECTORY)
         if not stat.S_ISREG(mode):
-            raise VideoError("unreadable", "the uri names a pipe or device, not a regular file; give a video file")
+            raise VideoError("unreadable", _A_PIPE)
         by_descriptor = f"/proc/self/fd/{fd}"
         if os.path.exists(by_descriptor):
             real = os.readlink(by_descriptor)
@@ -457,7 +461,7 @@ def join_uri(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *parts])
 
 
-def check_destination(uri: str, storage: StorageConfig) -> None:
+def check_destination(uri: str) -> None:
     """JobError now, before any work, when a local file cannot be written at `uri` (a folder is
     there, a folder on its path is a file, or the folder cannot be written)."""
     if not is_local(uri):
@@ -479,7 +483,7 @@ def check_destination(uri: str, storage: StorageConfig) -> None:
 def replaced_file(uri: str, storage: StorageConfig, mode: str = "wb") -> Iterator[IO[Any]]:
     """A file written beside `uri` and moved onto it once whole: a failure or a refusal midway
     leaves what was there before (a good file from the night before), not a truncated one."""
-    check_destination(uri, storage)
+    check_destination(uri)
     fs, path = filesystem(uri, storage)
     if is_local(uri) and "/" in path:
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
@@ -492,5 +496,5 @@ def replaced_file(uri: str, storage: StorageConfig, mode: str = "wb") -> Iterato
         with suppress(Exception):
             fs.rm(partial)
         if isinstance(exc, OSError):
-            raise JobError(f"{uri!r} cannot be written ({explain_failure(exc)})") from exc
+            raise JobError(f"writing {uri!r} failed ({explain_failure(exc)}); what was there is left as it was") from exc
         raise

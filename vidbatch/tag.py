@@ -23,7 +23,7 @@ from vidbatch.errors import JobError
 from vidbatch.head import LinearHead
 from vidbatch.head_data import embedding_matrix, of_current_runs
 from vidbatch.state import open_table
-from vidbatch.storage import check_destination, replaced_file
+from vidbatch.storage import replaced_file
 
 BATCH_ROWS = 4096
 
@@ -36,7 +36,6 @@ class TagResult:
 
 
 def tag_output(output: str, storage: StorageConfig, head_file: dict[str, Any], destination: str) -> TagResult:
-    check_destination(destination, storage)
     head = LinearHead.from_dict(head_file["head"])
     level = head_file["level"]
     model_id, sampling_id = head_file["model_id"], head_file["sampling_id"]
@@ -44,8 +43,8 @@ def tag_output(output: str, storage: StorageConfig, head_file: dict[str, Any], d
     if videos_table is None:
         raise JobError(f"{output!r} holds no videos table (no run has committed there); check the output")
     videos = plain_table(videos_table.to_pyarrow_table(columns=["video_id", "status", "model_id", "sampling_id", "run_id"]))
-    left_out = _left_out(videos, model_id, sampling_id)
-    current = videos.filter(_taggable(videos, model_id, sampling_id))
+    taggable, left_out = _taggable(videos, model_id, sampling_id)
+    current = videos.filter(taggable)
     if current.num_rows == 0:
         raise JobError(
             f"output {output!r} has no ok videos of the head's model {model_id} and sampling {sampling_id} "
@@ -77,21 +76,17 @@ def tag_output(output: str, storage: StorageConfig, head_file: dict[str, Any], d
     return TagResult(rows=rows, tags=dict(counts.most_common()), left_out=left_out)
 
 
-def _taggable(videos: pa.Table, model_id: str, sampling_id: str) -> pa.Array:
-    return pc.and_(
-        pc.equal(videos.column("status"), "ok"),
-        pc.and_(pc.equal(videos.column("model_id"), model_id), pc.equal(videos.column("sampling_id"), sampling_id)),
-    )
-
-
-def _left_out(videos: pa.Table, model_id: str, sampling_id: str) -> dict[str, int]:
+def _taggable(videos: pa.Table, model_id: str, sampling_id: str) -> tuple[pa.Array, dict[str, int]]:
+    """Which videos rows a head of this model and sampling can tag, and how many of the others there are, by reason."""
     ok = pc.equal(videos.column("status"), "ok")
-    same = pc.and_(pc.equal(videos.column("model_id"), model_id), pc.equal(videos.column("sampling_id"), sampling_id))
+    same = pc.fill_null(
+        pc.and_(pc.equal(videos.column("model_id"), model_id), pc.equal(videos.column("sampling_id"), sampling_id)), False
+    )
     counts = {
         "videos not ok (no embedding)": pc.sum(pc.invert(ok)).as_py() or 0,
-        "ok videos of another model or sampling": pc.sum(pc.and_(ok, pc.invert(pc.fill_null(same, False)))).as_py() or 0,
+        "ok videos of another model or sampling": pc.sum(pc.and_(ok, pc.invert(same))).as_py() or 0,
     }
-    return {reason: count for reason, count in counts.items() if count}
+    return pc.and_(ok, same), {reason: count for reason, count in counts.items() if count}
 
 
 # Batches are filtered here, not in the scan: delta-rs writes strings as string_view, which the
