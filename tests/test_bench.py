@@ -56,3 +56,34 @@ def test_the_memory_check_samples_every_process_of_a_whole_run(tmp_path):
     assert peaks["model actor"]["private_mb"] > peaks["decode sandbox"]["private_mb"]  # torch and the model
     assert len(format_peaks("fps 3 s", peaks)) == len(peaks)
     assert not list(tmp_path.glob("memory-run-*"))  # its job and output are removed
+
+
+def test_the_model_bound_checks_the_weights_off_the_thread_that_times_the_model(tmp_path, monkeypatch):
+    # A weights file is checked with torch reductions; run on the main thread they leave an
+    # OpenMP team there beside the runner's, libgomp throttles its spinning and the bound comes
+    # out low in some runs (docs/performance.md, 2026-12-06). The check must run on a thread that ends.
+    import threading
+
+    import torch
+
+    import vidbatch.model as model
+    from vidbatch.bench_measure import _worker_model
+
+    weights_file = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    torch.save(__import__("torchvision").models.resnet18(weights=None).state_dict(), weights_file)
+    real = model.resolve_weights
+    threads_seen = []
+
+    def recording(*args, **kwargs):
+        threads_seen.append(threading.current_thread())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "resolve_weights", recording)
+    job = {"name": "b", "manifest": str(tmp_path / "m.parquet"), "output": str(tmp_path / "out"),
+           "model": {"arch": "resnet18", "weights": str(weights_file), "precision": "fp32"}}
+    result = _worker_model({"job": job, "frames_per_clip": 1, "seconds": 0.1})
+    assert result["frames_per_s"] > 0
+    assert len(threads_seen) == 1
+    assert threads_seen[0] is not threading.main_thread()
+    assert not threads_seen[0].is_alive()

@@ -185,7 +185,7 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     from vidbatch.model import ResNetRunner, resolve_weights
 
     job = parse_job(p["job"])
-    weights = resolve_weights(job.model, job.storage)
+    weights = _resolved_off_main_thread(resolve_weights, job.model, job.storage)
     runner = ResNetRunner(
         compile=os.environ.get("VIDBATCH_TORCH_COMPILE") == "1",
         threads=os.cpu_count() or 1,
@@ -213,6 +213,25 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
         "dtype": str(runner.dtype),
         "threads": os.cpu_count(),
     }
+
+
+def _resolved_off_main_thread(resolve: Any, *args: Any) -> Any:
+    """resolve(*args) on a thread that ends before the runner is built.
+
+    Checking a weights file runs torch reductions (the NaN/Inf check), and GNU OpenMP keeps a
+    team of worker threads for every thread that has run a parallel region. A team left on the
+    main thread beside the runner's own puts more OpenMP threads than cores in the process, and
+    libgomp may then throttle its spinning. Measured on 2 cores (Intel, AMX), resnet50 bf16,
+    `--weights FILE`: in the first runs of 2026-12-06 40-74 frames/s with 1.6 cores busy against
+    83-102 frames/s with 1.99 when the check ran on a thread that has ended; an hour later both
+    gave 69-90 frames/s, so the effect is intermittent, but when it shows the bound comes out
+    low and flatters every ratio. The pipeline's model actor never runs torch on its main
+    thread (the driver checks the weights), so it is not affected.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-weights") as pool:
+        return pool.submit(resolve, *args).result()
 
 
 def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
