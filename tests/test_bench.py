@@ -65,13 +65,14 @@ def test_the_model_bound_checks_the_weights_off_the_thread_that_times_the_model(
     import threading
 
     import torch
+    import torchvision
 
     import vidbatch.model as model
     from vidbatch.bench_measure import _worker_model
 
     weights_file = tmp_path / "w.pt"
     torch.manual_seed(0)
-    torch.save(__import__("torchvision").models.resnet18(weights=None).state_dict(), weights_file)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights_file)
     real = model.resolve_weights
     threads_seen = []
 
