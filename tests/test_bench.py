@@ -13,6 +13,43 @@ from extended import extended
 pytestmark = pytest.mark.slow
 
 
+def test_the_plain_script_and_the_decode_stage_sample_the_same_frames(tmp_path):
+    """The default suite's case of the benchmark (the end-to-end run below is extended): the
+    bench's own workload, weights and job, its plain script and its decode stage, in this process.
+    A comparison of the two is only fair if both sample the same frames of the same video."""
+    from vidbatch.bench import BenchOptions, _ids, _job_dict, _prepare_weights
+    from vidbatch.bench_measure import _decode_one, _worker_plain
+    from vidbatch.bench_workload import WorkloadSpec, ensure_workload
+    from vidbatch.config import parse_job
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    opts = BenchOptions(videos=1, seconds=3, arch="resnet18", modes=("fps",), workdir=tmp_path)
+    workload = ensure_workload(tmp_path / "videos", WorkloadSpec(videos=1, seconds=3), say=lambda _: None)
+    assert workload.video_seconds == pytest.approx(3.0, abs=0.05) and workload.bitrate_mbps > 0.5  # not a flat picture
+    weights_file, resize = _prepare_weights(opts)
+    job = _job_dict(opts, "fps", workload, tmp_path / "out")
+    plain = _worker_plain({"paths": [str(p) for p in workload.paths], "ids": _ids(workload), "mode": "fps",
+                           "fps": opts.fps, "clip_len_s": opts.clip_len_s, "arch": opts.arch,
+                           "weights_file": str(weights_file), "resize": resize})  # fmt: skip
+    assert plain["frames"] == 3 and plain["video_seconds"] == pytest.approx(3.0, abs=0.05)  # t = 0, 1, 2 s
+
+    (video_id,) = _ids(workload)
+    frames, clips, seconds, _cpu = _decode_one((video_id, str(workload.paths[0]), job, resize))
+    assert (frames, clips) == (plain["frames"], plain["clips"]) and seconds == pytest.approx(plain["video_seconds"])
+    config = parse_job(job)
+    spec = PreprocessSpec(resize_size=resize, crop_size=224)
+    settings = DecodeSettings(sampling=config.sampling, limits=config.limits, storage=config.storage, spec=spec, threads=1)
+    stage_pts = {
+        f"{video_id}#{row['clip_index']}": row["frame_pts_s"]
+        for table in decode_video(video_id, str(workload.paths[0]), settings)
+        for row in table.drop_columns(["frames"]).to_pylist()
+        if row["kind"] == "clip"
+    }
+    assert stage_pts == {key: clip["pts"] for key, clip in plain["check"].items()}
+
+
+@extended  # ~80 s on 2 cores (five fresh processes, a local Ray); the default case is the one above
 def test_bench_runs_on_a_tiny_workload(tmp_path):
     """One round end to end (how rounds combine into medians is tested in test_bench_stats: a
     second round here cost the suite ~40 s for no path of its own)."""

@@ -358,7 +358,9 @@ def test_paths_the_file_system_refuses_for_what_they_are_are_settled_and_left_al
     assert {v: (r["status"], r["error_message"]) for v, r in assert_exact(tmp_path, set(rows)).items()} == got
 
 
-def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
+def _three_nights(tmp_path: Path, weights: Path) -> dict:
+    """The first nights of a library: everything new, nothing changed, then a change, a removal
+    and an addition. Returns the files and the rows after the third night."""
     lib = tmp_path / "lib"
     lib.mkdir()
     a = media.write_video(lib / "a.mp4", num_frames=30, fps=10).path
@@ -368,13 +370,13 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     junk.write_bytes(b"not a video" * 100)
     write_manifest(tmp_path / "manifest.parquet", {"a": a, "b": b, "c": c, "junk": junk})
 
-    first = run(tmp_path, seeded_weights)
+    first = run(tmp_path, weights)
     assert first.summary["changes"]["new"] == 4
     v1 = assert_exact(tmp_path, {"a", "b", "c", "junk"})
     assert v1["junk"]["status"] == "unreadable"
 
     started = time.monotonic()
-    second = run(tmp_path, seeded_weights)
+    second = run(tmp_path, weights)
     second_wall = time.monotonic() - started
     assert second.summary["videos"] == 0 and second.summary["changes"]["unchanged"] == 4
     assert second_wall < first.summary["wall_time_s"] / 2
@@ -385,7 +387,7 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     media.write_video(a, num_frames=40, fps=10)
     d = media.write_video(lib / "d.avi", num_frames=12, fps=12).path
     write_manifest(tmp_path / "manifest.parquet", {"a": a, "c": c, "junk": junk, "d": d})
-    third = run(tmp_path, seeded_weights)
+    third = run(tmp_path, weights)
     assert third.summary["changes"] == {
         "new": 1, "changed": 1, "retried": 0, "removed": 1, "unchanged": 2, "refreshed": 0, "leftovers_removed": 0,
     }  # fmt: skip
@@ -393,6 +395,20 @@ def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     assert v3["a"]["run_id"] == v3["d"]["run_id"] == third.run_id
     assert v3["c"]["run_id"] == v3["junk"]["run_id"] == first.run_id
     assert v3["a"]["num_clips"] == 2  # 4 s now: samples 0..3 -> windows 0, 1
+    return {"a": a, "c": c, "junk": junk, "d": d, "lib": lib}
+
+
+def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
+    _three_nights(tmp_path, seeded_weights)
+
+
+# Four more runs (~35 s on 2 cores): extended. Their logic has default cases of its own:
+# --retry-failed and a changed model in test_decide, a deleted file under a kept row in
+# test_check_previews_the_night_and_every_manifest_row_is_counted_once.
+@extended
+def test_later_nights_retry_failures_follow_the_model_and_settle_deleted_files(tmp_path, seeded_weights, ray_local):
+    nights = _three_nights(tmp_path, seeded_weights)
+    a, c, junk, d, lib = (nights[k] for k in ("a", "c", "junk", "d", "lib"))
 
     # --retry-failed redoes the permanent failure only
     fourth = run_job(parse_job(job_dict(tmp_path, seeded_weights)), progress=lambda _: None, retry_failed=True)
@@ -451,24 +467,23 @@ def test_task_top_k_and_precision_changes_redo_the_ok_rows(tmp_path, seeded_weig
     clip_labels = DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table(columns=["labels"]).column("labels").to_pylist()
     assert clip_labels and all(len(labels) == 2 for labels in clip_labels)
 
-    fewer = run(tmp_path, seeded_weights, model__task="both", model__top_k=1)
-    assert fewer.summary["reasons"] == {"model settings changed (top_k 2 -> 1)": 1}
-    assert len(assert_exact(tmp_path, {"a", "junk"})["a"]["labels"]) == 1
-
-    again = run(tmp_path, seeded_weights, model__task="both", model__top_k=1)
+    # A change of top_k alone (2 -> 1) is test_decide_redoes_ok_rows_made_with_other_model_settings's: one
+    # more decoding run here cost ~10 s on 2 cores for no path of its own. A rerun with nothing to
+    # decode starts no actors.
+    again = run(tmp_path, seeded_weights, model__task="both")
     assert again.summary["videos"] == 0 and again.summary["changes"]["unchanged"] == 2
 
     # The record of the run that made row a, damaged: its settings are unknown, so a change of
     # top_k cannot be seen. Before, that was silent; now check and the run say so.
     from vidbatch.preflight import preflight
 
-    (tmp_path / "out" / "_runs" / fewer.run_id / "started.json").write_text('{"job": {"mod')
+    (tmp_path / "out" / "_runs" / both.run_id / "started.json").write_text('{"job": {"mod')
     raw = job_dict(tmp_path, seeded_weights)
     raw["model"].update(task="both", top_k=3)
     seen = preflight(parse_job(raw))
     assert seen.to_process == 0
     text = "\n".join(seen.lines())
-    assert f"WARNING: 1 ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({fewer.run_id})" in text
+    assert f"WARNING: 1 ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({both.run_id})" in text
 
 
 def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, seeded_weights, ray_local):
@@ -596,10 +611,14 @@ def test_sigterm_stops_a_run_with_one_line_and_commits_nothing(tmp_path, seeded_
     assert not (tmp_path / "out" / "videos").exists()
 
 
+# A run that starts its own Ray pays Ray's start and the driver's imports (~40 s on 2 cores):
+# extended. The default case of the guarantee (one line, exit 143, nothing committed) is
+# test_sigterm_stops_a_run_with_one_line_and_commits_nothing, on the session's Ray.
+@extended
 @pytest.mark.parametrize(
     ("term_after", "term_delay_s"),
     [
-        pytest.param(" to decode ", 0.3, marks=extended),  # while ray.init starts the run's own Ray (seconds)
+        (" to decode ", 0.3),  # while ray.init starts the run's own Ray (seconds)
         ("videos 1/", 0.0),  # while the pipeline runs
     ],
     ids=["ray-starting", "pipeline-running"],
