@@ -288,6 +288,10 @@ def test_a_carried_column_whose_values_no_longer_fit_its_type_is_refused_before_
     assert (rows["new"]["n"], rows["new"]["m"]) == (2, "y")
 
 
+# Two runs: extended (~10 s on 2 cores). The default cases of the type mapping are test_inputs.py's
+# test_carried_columns_get_types_the_delta_videos_table_holds_without_loss and
+# test_nanosecond_timestamps_are_kept_to_the_microsecond_every_night_alike.
+@extended
 def test_carried_columns_of_any_writer_commit_and_an_all_null_column_takes_its_first_real_type(
     tmp_path, seeded_weights, ray_local
 ):
