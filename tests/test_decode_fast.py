@@ -15,14 +15,14 @@ import pytest
 from vidbatch import decode
 from vidbatch.config import LimitsConfig, SamplingConfig
 
+# Sparse (seeks), irregular, dense (skips non-reference frames), every frame; uniform at both ends.
+# (fps 3 and uniform 5 sat between neighbours here and cost the suite ~12 s on 2 cores.)
 SAMPLINGS = [
     SamplingConfig(mode="fps", fps=0.1),
     SamplingConfig(mode="fps", fps=0.37),
     SamplingConfig(mode="fps", fps=1.0),
-    SamplingConfig(mode="fps", fps=3.0),
     SamplingConfig(mode="fps", fps=30.0),
     SamplingConfig(mode="uniform", num_frames=1),
-    SamplingConfig(mode="uniform", num_frames=5),
     SamplingConfig(mode="uniform", num_frames=40),
 ]
 

@@ -326,6 +326,9 @@ def test_carried_columns_of_any_writer_commit_and_an_all_null_column_takes_its_f
     assert note_type in (pa.string(), pa.large_string(), pa.string_view())
 
 
+# Two runs: extended (~12 s on 2 cores). The default case is test_inputs.py's
+# test_paths_the_file_system_refuses_for_what_they_are_get_permanent_statuses (the same stat, no run).
+@extended
 def test_paths_the_file_system_refuses_for_what_they_are_are_settled_and_left_alone_the_next_night(
     tmp_path, seeded_weights, ray_local
 ):

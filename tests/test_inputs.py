@@ -474,3 +474,28 @@ def test_a_link_inside_the_roots_still_reads_and_a_pipe_swapped_in_does_not_bloc
     os.mkfifo(root / "pipe.mp4")  # stat said a file; by the open it is a pipe with no writer
     with pytest.raises(VideoError, match="pipe or device"), open_source(LocalFileSystem(), str(root / "pipe.mp4")):
         pass
+
+
+def test_paths_the_file_system_refuses_for_what_they_are_get_permanent_statuses(tmp_path):
+    """The default case of the nightly test of the same name (a whole run twice, extended): a real
+    symbolic-link loop, a name too long, a named pipe and a path through a file, each stat'ed as the
+    planner does, get a status that is not `timeout` (which would be retried every night)."""
+    import os
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.storage import stat_video
+
+    os.symlink(tmp_path / "loop-b.mp4", tmp_path / "loop-a.mp4")
+    os.symlink(tmp_path / "loop-a.mp4", tmp_path / "loop-b.mp4")
+    os.mkfifo(tmp_path / "fifo.mp4")
+    (tmp_path / "clip.mp4").write_bytes(b"not a folder")
+    expected = {
+        tmp_path / "loop-a.mp4": ("not_found", "loops through symbolic links"),
+        tmp_path / ("n" * 300 + ".mp4"): ("invalid_uri", "longer than the file system allows"),
+        tmp_path / "fifo.mp4": ("unreadable", "pipe"),
+        tmp_path / "clip.mp4" / "x.mp4": ("not_found", "a folder in the path is a file"),
+    }
+    for path, (status, words) in expected.items():
+        with pytest.raises(VideoError) as caught:
+            stat_video(str(path), StorageConfig())
+        assert (caught.value.status, words in caught.value.message) == (status, True), (path.name[:20], caught.value)
