@@ -367,7 +367,7 @@ def test_paths_the_file_system_refuses_for_what_they_are_are_settled_and_left_al
 
 def _three_nights(tmp_path: Path, weights: Path) -> dict:
     """The first nights of a library: everything new, nothing changed, then a change, a removal
-    and an addition. Returns the files and the rows after the third night."""
+    and an addition. Returns the library's folder and the files its manifest names after the third night."""
     lib = tmp_path / "lib"
     lib.mkdir()
     a = media.write_video(lib / "a.mp4", num_frames=30, fps=10).path
