@@ -18,11 +18,9 @@ def test_the_plain_script_and_the_decode_stage_sample_the_same_frames(tmp_path):
     bench's own workload, weights and job, its plain script and its decode stage, in this process.
     A comparison of the two is only fair if both sample the same frames of the same video."""
     from vidbatch.bench import BenchOptions, _ids, _job_dict, _prepare_weights
-    from vidbatch.bench_measure import _decode_one, _worker_plain
+    from vidbatch.bench_measure import _decode_one, _worker_plain, decode_settings
     from vidbatch.bench_workload import WorkloadSpec, ensure_workload
-    from vidbatch.config import parse_job
-    from vidbatch.preprocess import PreprocessSpec
-    from vidbatch.video_task import DecodeSettings, decode_video
+    from vidbatch.video_task import decode_video
 
     opts = BenchOptions(videos=1, seconds=3, arch="resnet18", modes=("fps",), workdir=tmp_path)
     workload = ensure_workload(tmp_path / "videos", WorkloadSpec(videos=1, seconds=3), say=lambda _: None)
@@ -37,12 +35,9 @@ def test_the_plain_script_and_the_decode_stage_sample_the_same_frames(tmp_path):
     (video_id,) = _ids(workload)
     frames, clips, seconds, _cpu = _decode_one((video_id, str(workload.paths[0]), job, resize))
     assert (frames, clips) == (plain["frames"], plain["clips"]) and seconds == pytest.approx(plain["video_seconds"])
-    config = parse_job(job)
-    spec = PreprocessSpec(resize_size=resize, crop_size=224)
-    settings = DecodeSettings(sampling=config.sampling, limits=config.limits, storage=config.storage, spec=spec, threads=1)
     stage_pts = {
         f"{video_id}#{row['clip_index']}": row["frame_pts_s"]
-        for table in decode_video(video_id, str(workload.paths[0]), settings)
+        for table in decode_video(video_id, str(workload.paths[0]), decode_settings(job, resize))
         for row in table.drop_columns(["frames"]).to_pylist()
         if row["kind"] == "clip"
     }

@@ -18,8 +18,14 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from vidbatch.video_task import DecodeSettings
+
+T = TypeVar("T")
 
 
 def _worker_plain(p: dict[str, Any]) -> dict[str, Any]:
@@ -144,22 +150,29 @@ def _decode_warmup(_: int) -> None:
     time.sleep(0.2)
 
 
+def decode_settings(raw: dict[str, Any], resize: int) -> DecodeSettings:
+    """The decode stage's settings for the bench's job: one FFmpeg thread, frames cut to 224x224."""
+    from vidbatch.config import parse_job
+    from vidbatch.preprocess import PreprocessSpec
+    from vidbatch.video_task import DecodeSettings
+
+    job = parse_job(raw)
+    spec = PreprocessSpec(resize_size=resize, crop_size=224)
+    return DecodeSettings(sampling=job.sampling, limits=job.limits, storage=job.storage, spec=spec, threads=1)
+
+
 def _decode_one(args: tuple[str, str, dict[str, Any], int]) -> tuple[int, int, float, float]:
     import resource
 
-    from vidbatch.config import parse_job
-    from vidbatch.preprocess import PreprocessSpec
-    from vidbatch.video_task import DecodeSettings, decode_video
+    from vidbatch.video_task import decode_video
 
     video_id, uri, raw, resize = args
-    job = parse_job(raw)
-    spec = PreprocessSpec(resize_size=resize, crop_size=224)
-    settings = DecodeSettings(sampling=job.sampling, limits=job.limits, storage=job.storage, spec=spec, threads=1)
+    settings = decode_settings(raw, resize)
     before = resource.getrusage(resource.RUSAGE_SELF)
     frames = clips = 0
     duration = 0.0
     for table in decode_video(video_id, uri, settings):
-        row = table.to_pylist()[0]
+        row = table.drop_columns(["frames"]).to_pylist()[0]  # the counts only: no copy of the pixels
         if row["kind"] == "clip":
             frames += row["num_frames"]
             clips += 1
@@ -215,7 +228,7 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _resolved_off_main_thread(resolve: Any, *args: Any) -> Any:
+def _resolved_off_main_thread(resolve: Callable[..., T], *args: Any) -> T:
     """resolve(*args) on a thread that ends before the runner is built.
 
     Checking a weights file runs torch reductions (the NaN/Inf check), and GNU OpenMP keeps a
