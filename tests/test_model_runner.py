@@ -8,17 +8,20 @@ more OpenMP threads than cores, and throttled spinning (measured ~15% slower on 
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 
 from vidbatch.model import ResNetRunner
+from vidbatch.model_compile import compile_due, validate_compile_mode
 from vidbatch.preprocess import PreprocessSpec
 
 
-def _runner() -> ResNetRunner:
+def _runner(**options) -> ResNetRunner:
     torch.manual_seed(7)
     buffer = io.BytesIO()
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), buffer)
@@ -29,6 +32,7 @@ def _runner() -> ResNetRunner:
         precision="fp32",
         batch_frames=4,
         threads=1,
+        **options,
     )
 
 
@@ -66,3 +70,81 @@ def test_forward_passes_run_on_the_runner_thread_not_the_callers():
     for other_pooled, other_probs in results:
         np.testing.assert_array_equal(other_pooled, pooled)
         np.testing.assert_array_equal(other_probs, probs)
+
+
+@pytest.mark.parametrize(
+    ("mode", "device", "eager_s", "due"),
+    [
+        ("off", "cpu", 1e9, False),
+        ("on", "cpu", 0.0, True),
+        ("on", "cuda", 0.0, True),
+        ("auto", "cpu", 0.0, False),  # a run starts eager: a short one never pays for a compile
+        ("auto", "cpu", 9.9, False),
+        ("auto", "cpu", 10.0, True),  # its passes have taken about what a compile costs
+        ("auto", "cuda", 1e9, False),  # not measured on GPUs: auto stays eager there
+    ],
+)
+def test_when_a_model_is_compiled(mode, device, eager_s, due):
+    assert compile_due(mode, device_type=device, eager_s=eager_s, after_s=10.0) is due
+
+
+def test_a_compile_mode_that_does_not_exist_is_named():
+    with pytest.raises(ValueError, match="'always'.*auto, on, off"):
+        validate_compile_mode("always")
+    with pytest.raises(ValueError, match="'always'"):
+        _runner(compile="always")
+
+
+def _frames(n: int) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+
+
+@pytest.mark.slow
+def test_auto_runs_eager_first_then_compiled_with_the_same_results():
+    runner = _runner(compile="auto", compile_after_s=1e-9)  # any eager pass is enough here
+    frames = _frames(6)  # 4 + 2 frames: the compiled model pads the partial pass
+    eager = runner(frames)
+    assert not runner.compiled and runner.eager_s > 0
+    compiled = runner(frames)
+    assert runner.compiled and runner.compile_s is not None
+    again = runner(_frames(3))
+    np.testing.assert_allclose(compiled[0], eager[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(compiled[1], eager[1], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(again[0], eager[0][:3], rtol=1e-4, atol=1e-5)
+    assert compiled[0].shape == (6, 512) and again[1].shape == (3, 10)
+
+
+_COMPILE_FAILS = """
+import logging, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_model_runner import _frames, _runner
+
+logging.basicConfig(level=logging.WARNING)
+eager = _runner(compile="off")(_frames(4))
+runner = _runner(compile="on")
+first, second = runner(_frames(4)), runner(_frames(4))
+assert not runner.compiled and runner.compile_s is None, "the runner says it is compiled"
+np.testing.assert_array_equal(first[0], eager[0])
+np.testing.assert_array_equal(second[1], eager[1])
+print("RESULTS SAME AS EAGER")
+"""
+
+
+@pytest.mark.slow
+def test_a_compile_that_fails_leaves_the_runner_eager(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # A machine without a working C++ compiler for inductor's kernels, and an empty inductor cache
+    # (nothing compiled earlier on this machine is reused); both are read when torch starts.
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-g++"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FAILS, str(Path(__file__).parent)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RESULTS SAME AS EAGER" in done.stdout
+    assert done.stderr.count("torch.compile of the model failed, it stays eager") == 1, done.stderr[-3000:]  # one attempt
+    assert "InvalidCxxCompiler" in done.stderr  # the warning says why

@@ -49,7 +49,10 @@ def full_run(tmp_path_factory, library, seeded_weights, ray_local):
     junk.write_bytes(b"\x00\x01garbage" * 500)
     rows = {name: video.path for name, video in library.items()}
     rows.update({"junk": junk, "missing": tmp_path / "missing.mp4", "null_uri": None, "escape": "/tmp/../etc/passwd"})
-    job = make_job(tmp_path, rows, seeded_weights)
+    # The model compiled from its first pass (resources.model_compile: on), inside its Ray actor:
+    # the recomputation test below checks the compiled model's embeddings. Other runs keep `auto`,
+    # which stays eager on runs this small.
+    job = make_job(tmp_path, rows, seeded_weights, resources={"model_compile": "on"})
     lines: list[str] = []
     import ray.data  # noqa: F401  (its logging set-up on import replaces the handlers of "ray.data")
 
@@ -130,6 +133,14 @@ def test_sampled_times_follow_the_settings(full_run, library):
             assert len(c["labels"]) == 3 and c["labels"][0]["score"] >= c["labels"][-1]["score"]
             assert abs(np.linalg.norm(c["embedding"]) - 1) < 1e-5
     assert len(clips) == sum(v["num_clips"] for v in read(tmp_path, "videos").to_pylist())
+
+
+def test_the_model_actor_ran_its_model_compiled(full_run, ray_local):
+    """The recomputation above checked the compiled model's embeddings, if it compiled: its actor says so in its log."""
+    logs = Path(ray_local._private.worker._global_node.get_logs_dir_path())
+    text = "".join(path.read_text(errors="replace") for path in logs.glob("worker-*.err"))
+    assert "vidbatch.model: model compiled in" in text
+    assert "torch.compile of the model failed" not in text
 
 
 def test_video_rows_aggregate_their_clips(full_run):

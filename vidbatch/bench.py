@@ -70,7 +70,6 @@ class BenchOptions:
     plain: bool = True
     tiny_seconds: float = 3.0
     model_seconds: float = 8.0  # how long the model-only bound is timed
-    compile: bool = False  # torch.compile in the model-only bound and the pipeline (VIDBATCH_TORCH_COMPILE=1)
     repeat: int = 1  # rounds of (a), (b), (c) per mode; more than one reports medians and the spread
     bracket: bool = True  # (b) again after (c): the bounds are the mean of both, and their drift is reported
 
@@ -143,7 +142,7 @@ def _measure_round(
     tiny_job = _job_dict(opts, mode, tiny, opts.workdir / f"out-{mode}-tiny")
     for out in (job["output"], tiny_job["output"]):
         shutil.rmtree(out, ignore_errors=True)  # a fresh table: run_job would skip videos it already has
-    result["pipeline"] = _subprocess("pipeline", {"job": job, "tiny_job": tiny_job}, compile=opts.compile)
+    result["pipeline"] = _subprocess("pipeline", {"job": job, "tiny_job": tiny_job})
     if result.get("plain"):
         result["agreement"] = _agreement(result["plain"], result["pipeline"])
         say(f"  agreement plain vs pipeline: {result['agreement']}")
@@ -181,9 +180,7 @@ def _measure_bounds(
     say(_line("decode only", decode))
     say(f"(b) model-only bound{when} ...")
     frames_per_clip = max(1, decode["frames"] / max(1, decode["clips"]))
-    model = _subprocess(
-        "model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds}, compile=opts.compile
-    )
+    model = _subprocess("model", {"job": job, "frames_per_clip": frames_per_clip, "seconds": opts.model_seconds})
     per_video_s = decode["frames"] / decode["video_seconds"]
     model["video_s_per_s"] = model["frames_per_s"] / per_video_s
     model["videos_per_s"] = model["video_s_per_s"] / opts.seconds
@@ -312,11 +309,9 @@ def _machine() -> dict[str, Any]:
     return info
 
 
-def _subprocess(kind: str, payload: dict[str, Any], *, compile: bool = False) -> dict[str, Any]:
+def _subprocess(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; its wall time includes the interpreter's start."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if compile:
-        env["VIDBATCH_TORCH_COMPILE"] = "1"  # the model stage's switch; Ray workers inherit it
     env.pop("RAY_ADDRESS", None)  # the benchmark runs on this machine
     load_before = os.getloadavg()[0]
     started = time.monotonic()
@@ -394,7 +389,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the pipeline's job, e.g. resources.batch_frames=16")
     parser.add_argument("--no-plain", dest="plain", action="store_false", help="skip the plain script (a)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model (model bound and pipeline)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="measure each mode N times, interleaved (a, b, c, a, b, c, ...), and report medians "
                              "with the spread (default 1)")
@@ -419,7 +413,6 @@ def main_from_args(args: argparse.Namespace) -> int:
         overrides=list(args.overrides),
         plain=args.plain,
         model_seconds=args.model_seconds,
-        compile=args.compile,
         repeat=args.repeat,
         bracket=args.bracket,
     )

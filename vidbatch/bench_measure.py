@@ -191,16 +191,21 @@ def _manifest_uris(job: Any) -> list[str]:
 
 
 def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
-    """vidbatch's model runner alone, on all CPUs (or the GPU), at the pipeline's precision and batch sizes."""
+    """vidbatch's model runner alone, on all CPUs (or the GPU), at the pipeline's precision and batch sizes.
+
+    Compiled as a long run's model is (resources.model_compile: `auto` compiles on CPUs once the
+    eager passes have taken a compile's cost); the compile is start-up, outside the timed passes.
+    """
     import numpy as np
 
     from vidbatch.config import parse_job
-    from vidbatch.model import ResNetRunner, resolve_weights
+    from vidbatch.model import ResNetRunner, pick_device, resolve_weights
+    from vidbatch.model_compile import compile_due
 
     job = parse_job(p["job"])
     weights = _resolved_off_main_thread(resolve_weights, job.model, job.storage)
     runner = ResNetRunner(
-        compile=os.environ.get("VIDBATCH_TORCH_COMPILE") == "1",
+        compile="on" if compile_due(job.resources.model_compile, device_type=pick_device().type, eager_s=math.inf) else "off",
         threads=os.cpu_count() or 1,
         arch=weights.arch,
         state_dict_bytes=weights.state_dict_bytes,
@@ -211,7 +216,7 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     per_batch = max(1, round(job.resources.batch_clips * p["frames_per_clip"]))
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(per_batch, 224, 224, 3), dtype=np.uint8)
-    runner(frames)  # warm-up: oneDNN primitives, allocations
+    runner(frames)  # warm-up: oneDNN primitives, allocations, and the compile if any
     done, started = 0, time.monotonic()
     while time.monotonic() - started < p.get("seconds", 8.0) or done < 4 * per_batch:
         runner(frames)
@@ -224,6 +229,8 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
         "batch": per_batch,
         "device": str(runner.device),
         "dtype": str(runner.dtype),
+        "compiled": runner.compiled,
+        "compile_s": runner.compile_s,
         "threads": os.cpu_count(),
     }
 

@@ -12,9 +12,11 @@ import argparse
 import functools
 import hashlib
 import io
+import logging
 import os
 import re
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,10 @@ from torchvision.models import ResNet, WeightsEnum, get_model_builder, get_model
 
 from vidbatch.config import Arch, ModelConfig, Precision, StorageConfig
 from vidbatch.errors import JobError
+from vidbatch.model_compile import COMPILE_AFTER_EAGER_S, CompileMode, compile_due, frozen_compile, validate_compile_mode
 from vidbatch.preprocess import PreprocessSpec
+
+log = logging.getLogger(__name__)
 
 _IMAGENET_CATEGORIES: tuple[str, ...] = tuple(
     torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
@@ -487,7 +492,10 @@ class ResNetRunner:
     Inference layout: BatchNorm folded into the convolutions (eval mode; the same function,
     differences ~1e-7 relative), channels_last memory format on every device, uint8 frames
     moved to the device (pinned memory and a non-blocking copy on CUDA) and normalised there.
-    `compile=True` wraps the backbone in torch.compile (slow first batch; pays on long GPU runs).
+    `compile`: when the backbone runs through torch.compile with its weights frozen in
+    (vidbatch.model_compile: `auto` compiles on CPUs once the eager passes have taken about what a
+    compile costs; `on` before the first pass; `off` never). A compile that fails (no C++
+    compiler for inductor, an unsupported op) is logged and the runner stays eager.
 
     All torch work (building the model and every forward pass) runs on one thread owned by the
     runner, whichever threads call it. PyTorch's CPU kernels use GNU OpenMP, which keeps a team
@@ -509,10 +517,16 @@ class ResNetRunner:
         precision: Precision = "auto",
         batch_frames: int = 32,
         device: str | None = None,
-        compile: bool = False,
+        compile: CompileMode = "off",
+        compile_after_s: float = COMPILE_AFTER_EAGER_S,
         threads: int | None = None,
     ) -> None:
         self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-torch")
+        self.compile_mode = validate_compile_mode(compile)
+        self.compile_after_s = compile_after_s
+        self.eager_s = 0.0  # time of the passes run eager: what `auto` weighs against a compile
+        self.compile_s: float | None = None  # how long the compile took, once it has succeeded
+        self.crop = preprocess.crop_size
 
         def build() -> None:  # on the torch thread, like every forward pass (see the class docstring)
             if threads:
@@ -529,10 +543,7 @@ class ResNetRunner:
             # measured resnet50 bf16 on 2 CPU cores: 28 -> 35 frames/s, identical pooled features.
             # (BatchNorm is folded already, so no normalisation statistics run in low precision.)
             self.backbone = backbone.to(self.device, self.dtype).to(memory_format=torch.channels_last)
-            self.compiled = compile
-            if compile:
-                # One static shape: partial batches are padded (see _forward), so it compiles once.
-                self.backbone = torch.compile(self.backbone, dynamic=False)  # type: ignore[assignment]
+            self.eager_backbone = self.backbone
             shape = (1, 3, 1, 1)
             self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
             self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
@@ -546,8 +557,17 @@ class ResNetRunner:
             raise ValueError("no frames")
         return self._torch_thread.submit(self._run, frames).result()
 
+    @property
+    def compiled(self) -> bool:
+        return self.backbone is not self.eager_backbone
+
     @torch.inference_mode()  # thread-local: it has to wrap the code on the torch thread
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.compiled and compile_due(
+            self.compile_mode, device_type=self.device.type, eager_s=self.eager_s, after_s=self.compile_after_s
+        ):
+            self._compile()
+        started = time.monotonic()
         source = torch.from_numpy(np.ascontiguousarray(frames))
         if self.device.type == "cuda":
             source = source.pin_memory()
@@ -558,7 +578,23 @@ class ResNetRunner:
             prob_parts.append(probs)
         pooled_all = torch.cat(pooled_parts).float().cpu().numpy()
         probs_all = torch.cat(prob_parts).float().cpu().numpy()
+        if not self.compiled:
+            self.eager_s += time.monotonic() - started
         return pooled_all, probs_all
+
+    def _compile(self) -> None:
+        """Compile the backbone and run it once on a blank pass; on any failure stay eager for good."""
+        started = time.monotonic()
+        self.backbone = frozen_compile(self.eager_backbone)
+        try:
+            self._forward(torch.zeros((self.per_pass, self.crop, self.crop, 3), dtype=torch.uint8))
+        except Exception as exc:  # inductor's failures have many types (a missing compiler among them)
+            self.backbone = self.eager_backbone
+            log.warning("torch.compile of the model failed, it stays eager (%s: %s)", type(exc).__name__, str(exc)[:300])
+        else:
+            self.compile_s = time.monotonic() - started
+            log.info("model compiled in %.1f s after %.1f s of eager passes", self.compile_s, self.eager_s)
+        self.compile_mode = "off"  # one attempt per runner
 
     def _forward(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # uint8 travels to the device; the float conversion and normalisation happen there.

@@ -314,6 +314,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: A
                 "batch_frames": resources.batch_frames,
                 "want_probs": config.model.task != "embed",
                 "threads": sizing["model_threads"],
+                "compile": resources.model_compile,
             },
             compute=ray.data.ActorPoolStrategy(size=resources.model_actors),
             num_cpus=resources.model_cpus,

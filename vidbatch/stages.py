@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vidbatch.config import LimitsConfig, Precision, SamplingConfig, StorageConfig
+from vidbatch.config import CompileMode, LimitsConfig, Precision, SamplingConfig, StorageConfig
 from vidbatch.video_task import EMBEDDED, DecodeSettings, decode_video
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class ModelStage:
     """Clip rows get an embedding (L2-normalised mean of pooled features) and mean class probabilities.
 
     `threads`: torch's CPU threads in this actor (None: what Ray set, i.e. the actor's CPUs).
-    `compile`: torch.compile the backbone (also VIDBATCH_TORCH_COMPILE=1 in the workers' environment).
+    `compile`: when the backbone is torch.compiled (resources.model_compile; vidbatch.model_compile).
     """
 
     def __init__(
@@ -83,15 +83,14 @@ class ModelStage:
         batch_frames: int,
         want_probs: bool,
         threads: int | None = None,
-        compile: bool = False,
+        compile: CompileMode = "auto",
     ) -> None:
-        import os
-
         import ray
 
         from vidbatch.model import ResNetRunner
         from vidbatch.preprocess import PreprocessSpec
 
+        _log_to_stderr("vidbatch.model")
         # The weights come from the object store: resolved once on the driver, never fetched here.
         state_dict_bytes = ray.get(state_dict_ref) if isinstance(state_dict_ref, ray.ObjectRef) else state_dict_ref
         spec = PreprocessSpec(resize_size=resize_size, crop_size=crop_size, mean=mean, std=std)
@@ -101,7 +100,7 @@ class ModelStage:
             preprocess=spec,
             precision=precision,
             batch_frames=batch_frames,
-            compile=compile or os.environ.get("VIDBATCH_TORCH_COMPILE") == "1",
+            compile=compile,
             threads=threads,
         )
         self.crop = crop_size
@@ -153,6 +152,18 @@ class ModelStage:
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         mean_probs = np.add.reduceat(class_probs.astype(np.float64), bounds[:-1], axis=0) / counts[:, None]
         return emb.astype(np.float32), mean_probs.astype(np.float32)
+
+
+def _log_to_stderr(name: str) -> None:
+    """Lines of `name` from INFO up go to this process's stderr: in a Ray actor, its log file and the
+    driver's console (the model compiled and how long it took, or why it stays eager)."""
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def unusable_outputs(embeddings: np.ndarray, probs: np.ndarray | None) -> list[str]:
