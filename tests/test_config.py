@@ -179,3 +179,19 @@ def test_vidbatch_check_settings_only_refuses_a_bad_input_policy(tmp_path):
         assert message in done.stderr
         assert done.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["job.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("written", "mode"),
+    [("on", "on"), ("off", "off"), ("auto", "auto"), ('"on"', "on"), ("true", "on"), ("no", "off")],
+)
+def test_model_compile_takes_yaml_on_and_off_as_written(tmp_path, written, mode):
+    # A bare `on` is a boolean to YAML; the key's modes are named on and off, so it means what it says.
+    job = load_job(write(tmp_path, BASE + f"resources:\n  model_compile: {written}\n"))
+    assert job.resources.model_compile == mode
+    assert load_job(write(tmp_path, BASE), [f"resources.model_compile={written}"]).resources.model_compile == mode
+
+
+def test_a_model_compile_mode_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(JobError, match="resources.model_compile='always': Input should be 'auto', 'on' or 'off'"):
+        load_job(write(tmp_path, BASE), ["resources.model_compile=always"])

@@ -111,6 +111,14 @@ class ResourcesConfig(_Frozen):
     # have taken about what a compile costs (~10 s), so small runs never pay it; on: from the first
     # pass, any device; off: never. Results agree with eager to the precision's rounding.
     model_compile: CompileMode = "auto"
+
+    @field_validator("model_compile", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML reads a bare `on` / `off` (and yes/no) as booleans: take them for what was written.
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
     progress_interval_s: float = Field(5.0, gt=0)
 
 

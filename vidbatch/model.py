@@ -590,7 +590,12 @@ class ResNetRunner:
             self._forward(torch.zeros((self.per_pass, self.crop, self.crop, 3), dtype=torch.uint8))
         except Exception as exc:  # inductor's failures have many types (a missing compiler among them)
             self.backbone = self.eager_backbone
-            log.warning("torch.compile of the model failed, it stays eager (%s: %s)", type(exc).__name__, str(exc)[:300])
+            first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
+            log.warning(
+                "torch.compile of the model failed, it stays eager (%s: %s); resources.model_compile: off skips the attempt",
+                type(exc).__name__,
+                first_line[:300],
+            )
         else:
             self.compile_s = time.monotonic() - started
             log.info("model compiled in %.1f s after %.1f s of eager passes", self.compile_s, self.eager_s)
