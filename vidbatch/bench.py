@@ -184,7 +184,7 @@ def _measure_bounds(
     per_video_s = decode["frames"] / decode["video_seconds"]
     model["video_s_per_s"] = model["frames_per_s"] / per_video_s
     model["videos_per_s"] = model["video_s_per_s"] / opts.seconds
-    say(_line("model only", model))
+    say(_line("model only" + (" (compiled)" if model.get("compiled") else ""), model))
     return decode, model
 
 
@@ -199,7 +199,7 @@ def format_table(report: dict[str, Any]) -> str:
             rows.append(("(a) plain script", r["plain"]))
         rows += [
             ("(b) decode only (bound)", r["decode_bound"]),
-            ("(b) model only (bound)", r["model_bound"]),
+            ("(b) model only (bound)" + (", compiled" if r["model_bound"].get("compiled") else ""), r["model_bound"]),
             ("(b) stage bound 1/(1/d+1/m)", r["stage_bound"]),
             ("(c) pipeline, start-up included", r["pipeline"]),
             ("(c) pipeline, steady (marginal)", r["pipeline"]["steady"]),
