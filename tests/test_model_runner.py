@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 from vidbatch.model import ResNetRunner
-from vidbatch.model_compile import compile_due, validate_compile_mode
+from vidbatch.model_compile import compile_due, long_run_mode, validate_compile_mode
 from vidbatch.preprocess import PreprocessSpec
 
 
@@ -86,6 +86,13 @@ def test_forward_passes_run_on_the_runner_thread_not_the_callers():
 )
 def test_when_a_model_is_compiled(mode, device, eager_s, due):
     assert compile_due(mode, device_type=device, eager_s=eager_s, after_s=10.0) is due
+
+
+def test_rates_are_measured_as_a_long_run_ends_up_running():
+    assert long_run_mode("auto", device_type="cpu") == "on"
+    assert long_run_mode("auto", device_type="cuda") == "off"
+    assert long_run_mode("on", device_type="cuda") == "on"
+    assert long_run_mode("off", device_type="cpu") == "off"
 
 
 def test_a_compile_mode_that_does_not_exist_is_named():

@@ -200,12 +200,12 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
 
     from vidbatch.config import parse_job
     from vidbatch.model import ResNetRunner, pick_device, resolve_weights
-    from vidbatch.model_compile import compile_due
+    from vidbatch.model_compile import long_run_mode
 
     job = parse_job(p["job"])
     weights = _resolved_off_main_thread(resolve_weights, job.model, job.storage)
     runner = ResNetRunner(
-        compile="on" if compile_due(job.resources.model_compile, device_type=pick_device().type, eager_s=math.inf) else "off",
+        compile=long_run_mode(job.resources.model_compile, device_type=pick_device().type),
         threads=os.cpu_count() or 1,
         arch=weights.arch,
         state_dict_bytes=weights.state_dict_bytes,

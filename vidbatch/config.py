@@ -111,6 +111,7 @@ class ResourcesConfig(_Frozen):
     # have taken about what a compile costs (~10 s), so small runs never pay it; on: from the first
     # pass, any device; off: never. Results agree with eager to the precision's rounding.
     model_compile: CompileMode = "auto"
+    progress_interval_s: float = Field(5.0, gt=0)
 
     @field_validator("model_compile", mode="before")
     @classmethod
@@ -119,7 +120,6 @@ class ResourcesConfig(_Frozen):
         if isinstance(value, bool):
             return "on" if value else "off"
         return value
-    progress_interval_s: float = Field(5.0, gt=0)
 
 
 class StorageConfig(_Frozen):

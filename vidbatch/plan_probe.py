@@ -235,7 +235,7 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
     import numpy as np
 
     from vidbatch.model import ResNetRunner, pick_device, resolve_weights
-    from vidbatch.model_compile import compile_due
+    from vidbatch.model_compile import long_run_mode
 
     random_init = resolve_weights(ModelConfig(arch=config.model.arch, weights="none"), config.storage)
     cores = os.cpu_count() or 1
@@ -247,15 +247,16 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
         precision=config.model.precision,
         batch_frames=config.resources.batch_frames,
         # as a long run's model runs: compiled where resources.model_compile would compile it
-        compile="on" if compile_due(config.resources.model_compile, device_type=pick_device().type, eager_s=math.inf) else "off",
+        compile=long_run_mode(config.resources.model_compile, device_type=pick_device().type),
     )
     report.model_device = str(runner.device)
     batch = np.random.default_rng(0).integers(0, 256, size=(max(8, config.resources.batch_frames), 224, 224, 3), dtype=np.uint8)
     runner(batch)  # warm-up, and the compile if any
     if runner.compile_s is not None:
+        eager_first = "; a run's first ~10 s of model passes are eager" if config.resources.model_compile == "auto" else ""
         report.notes.append(
             f"the model rate is compiled (torch.compile took {runner.compile_s:.0f} s here), as a long run's model "
-            "runs; a run's first ~10 s of model passes are eager (resources.model_compile)"
+            f"runs{eager_first} (resources.model_compile)"
         )
     done, started = 0, time.monotonic()
     while time.monotonic() - started < seconds or done < 2 * len(batch):

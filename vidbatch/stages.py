@@ -163,7 +163,6 @@ def _log_to_stderr(name: str) -> None:
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def unusable_outputs(embeddings: np.ndarray, probs: np.ndarray | None) -> list[str]:
