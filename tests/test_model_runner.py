@@ -17,7 +17,7 @@ import torch
 import torchvision
 
 from vidbatch.model import ResNetRunner
-from vidbatch.model_compile import compile_due, long_run_mode, validate_compile_mode
+from vidbatch.model_compile import compile_due, validate_compile_mode
 from vidbatch.preprocess import PreprocessSpec
 
 
@@ -89,10 +89,12 @@ def test_when_a_model_is_compiled(mode, device, eager_s, due):
 
 
 def test_rates_are_measured_as_a_long_run_ends_up_running():
-    assert long_run_mode("auto", device_type="cpu") == "on"
-    assert long_run_mode("auto", device_type="cuda") == "off"
-    assert long_run_mode("on", device_type="cuda") == "on"
-    assert long_run_mode("off", device_type="cpu") == "off"
+    # The bench's model bound and plan pass compile_after_s=0: `auto` compiles before the first pass
+    # where a long run would compile at all, and stays eager where it would not.
+    assert compile_due("auto", device_type="cpu", eager_s=0.0, after_s=0.0)
+    assert not compile_due("auto", device_type="cuda", eager_s=0.0, after_s=0.0)
+    assert compile_due("on", device_type="cuda", eager_s=0.0, after_s=0.0)
+    assert not compile_due("off", device_type="cpu", eager_s=0.0, after_s=0.0)
 
 
 def test_a_compile_mode_that_does_not_exist_is_named():

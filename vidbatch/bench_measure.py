@@ -199,13 +199,14 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from vidbatch.config import parse_job
-    from vidbatch.model import ResNetRunner, pick_device, resolve_weights
-    from vidbatch.model_compile import long_run_mode
+    from vidbatch.model import ResNetRunner, resolve_weights
 
     job = parse_job(p["job"])
     weights = _resolved_off_main_thread(resolve_weights, job.model, job.storage)
     runner = ResNetRunner(
-        compile=long_run_mode(job.resources.model_compile, device_type=pick_device().type),
+        # as a long run's model ends up: `auto` compiles at once where it would compile at all
+        compile=job.resources.model_compile,
+        compile_after_s=0.0,
         threads=os.cpu_count() or 1,
         arch=weights.arch,
         state_dict_bytes=weights.state_dict_bytes,

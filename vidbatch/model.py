@@ -524,6 +524,7 @@ class ResNetRunner:
         self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-torch")
         self.compile_mode = validate_compile_mode(compile)
         self.compile_after_s = compile_after_s
+        self.compile_tried = False  # one attempt per runner: a failed compile is not tried again
         self.eager_s = 0.0  # time of the passes run eager: what `auto` weighs against a compile
         self.compile_s: float | None = None  # how long the compile took, once it has succeeded
         self.crop = preprocess.crop_size
@@ -563,7 +564,7 @@ class ResNetRunner:
 
     @torch.inference_mode()  # thread-local: it has to wrap the code on the torch thread
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.compiled and compile_due(
+        if not self.compile_tried and compile_due(
             self.compile_mode, device_type=self.device.type, eager_s=self.eager_s, after_s=self.compile_after_s
         ):
             self._compile()
@@ -584,6 +585,7 @@ class ResNetRunner:
 
     def _compile(self) -> None:
         """Compile the backbone and run it once on a blank pass; on any failure stay eager for good."""
+        self.compile_tried = True
         started = time.monotonic()
         self.backbone = frozen_compile(self.eager_backbone)
         try:
@@ -599,7 +601,6 @@ class ResNetRunner:
         else:
             self.compile_s = time.monotonic() - started
             log.info("model compiled in %.1f s after %.1f s of eager passes", self.compile_s, self.eager_s)
-        self.compile_mode = "off"  # one attempt per runner
 
     def _forward(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # uint8 travels to the device; the float conversion and normalisation happen there.

@@ -17,7 +17,6 @@ than about twice the better choice's time.
 
 from __future__ import annotations
 
-import math
 from typing import cast, get_args
 
 import torch
@@ -46,11 +45,6 @@ def compile_due(mode: CompileMode, *, device_type: str, eager_s: float, after_s:
     if mode == "auto":
         return device_type == "cpu" and eager_s >= after_s
     return False
-
-
-def long_run_mode(mode: CompileMode, *, device_type: str) -> CompileMode:
-    """How a long run's model runs under `mode` on this device, for measuring its rate: `on` if it ends compiled."""
-    return "on" if compile_due(mode, device_type=device_type, eager_s=math.inf) else "off"
 
 
 def frozen_compile(backbone: torch.nn.Module) -> torch.nn.Module:
