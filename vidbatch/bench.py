@@ -184,8 +184,14 @@ def _measure_bounds(
     per_video_s = decode["frames"] / decode["video_seconds"]
     model["video_s_per_s"] = model["frames_per_s"] / per_video_s
     model["videos_per_s"] = model["video_s_per_s"] / opts.seconds
-    say(_line("model only" + (" (compiled)" if model.get("compiled") else ""), model))
+    say(_line(f"model only{_layout_note(model, ' ({})')}", model))
     return decode, model
+
+
+def _layout_note(model: dict[str, Any], template: str) -> str:
+    """Which model the bound ran (see ResNetRunner.layout), in `template`; nothing when eager."""
+    layout = model.get("layout") or ("compiled" if model.get("compiled") else "eager")
+    return "" if layout == "eager" else template.format({"onednn-packed": "packed"}.get(layout, layout))
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -199,7 +205,7 @@ def format_table(report: dict[str, Any]) -> str:
             rows.append(("(a) plain script", r["plain"]))
         rows += [
             ("(b) decode only (bound)", r["decode_bound"]),
-            ("(b) model only (bound)" + (", compiled" if r["model_bound"].get("compiled") else ""), r["model_bound"]),
+            (f"(b) model only (bound){_layout_note(r['model_bound'], ', {}')}", r["model_bound"]),
             ("(b) stage bound 1/(1/d+1/m)", r["stage_bound"]),
             ("(c) pipeline, start-up included", r["pipeline"]),
             ("(c) pipeline, steady (marginal)", r["pipeline"]["steady"]),

@@ -193,8 +193,8 @@ def _manifest_uris(job: Any) -> list[str]:
 def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     """vidbatch's model runner alone, on all CPUs (or the GPU), at the pipeline's precision and batch sizes.
 
-    Compiled as a long run's model is (resources.model_compile: `auto` compiles on CPUs once the
-    eager passes have taken a compile's cost); the compile is start-up, outside the timed passes.
+    The model the pipeline's actor runs (`layout`: eager, packed for oneDNN, or compiled under
+    resources.model_compile: on); a compile is start-up, outside the timed passes.
     """
     import numpy as np
 
@@ -204,9 +204,7 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     job = parse_job(p["job"])
     weights = _resolved_off_main_thread(resolve_weights, job.model, job.storage)
     runner = ResNetRunner(
-        # as a long run's model ends up: `auto` compiles at once where it would compile at all
         compile=job.resources.model_compile,
-        compile_after_s=0.0,
         threads=os.cpu_count() or 1,
         arch=weights.arch,
         state_dict_bytes=weights.state_dict_bytes,
@@ -231,6 +229,7 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
         "device": str(runner.device),
         "dtype": str(runner.dtype),
         "compiled": runner.compiled,
+        "layout": runner.layout,
         "compile_s": runner.compile_s,
         "threads": os.cpu_count(),
     }

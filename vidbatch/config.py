@@ -107,9 +107,9 @@ class ResourcesConfig(_Frozen):
     batch_frames: int = Field(32, ge=1)  # frames per forward pass
     batch_clips: int = Field(8, ge=1)  # clips per Ray Data batch into the model
     decode_threads: int | None = Field(None, ge=0)  # FFmpeg threads per decode; None: one per CPU reserved; 0: FFmpeg picks
-    # torch.compile of the model, weights frozen in. auto: on CPUs, once a model actor's eager passes
-    # have taken about what a compile costs (~10 s), so small runs never pay it; on: from the first
-    # pass, any device; off: never. Results agree with eager to the precision's rounding.
+    # torch.compile of the model, weights frozen in. on: before the first pass, any device; auto (today
+    # no compile: CPUs run the weights packed for oneDNN, as fast without a compile's cost) and off:
+    # never. Results agree with eager to the precision's rounding.
     model_compile: CompileMode = "auto"
     progress_interval_s: float = Field(5.0, gt=0)
 

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import torch
@@ -29,7 +29,8 @@ from torchvision.models import ResNet, WeightsEnum, get_model_builder, get_model
 
 from vidbatch.config import Arch, ModelConfig, Precision, StorageConfig
 from vidbatch.errors import JobError
-from vidbatch.model_compile import COMPILE_AFTER_EAGER_S, CompileMode, compile_due, frozen_compile, validate_compile_mode
+from vidbatch.model_compile import CompileMode, compile_due, frozen_compile, validate_compile_mode
+from vidbatch.model_onednn import onednn_packing_available, pack_for_onednn
 from vidbatch.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -485,6 +486,8 @@ def pick_dtype(precision: Precision, device: torch.device) -> torch.dtype:
 # resnet50 bf16 42 frames/s/core at 8 frames per pass, 30 at 32; fp32 14 vs 12.7).
 CPU_MAX_FRAMES_PER_PASS = 8
 
+ModelLayout = Literal["eager", "onednn-packed", "compiled"]
+
 
 class ResNetRunner:
     """Pooled features and class probabilities for batches of uint8 frames.
@@ -492,10 +495,13 @@ class ResNetRunner:
     Inference layout: BatchNorm folded into the convolutions (eval mode; the same function,
     differences ~1e-7 relative), channels_last memory format on every device, uint8 frames
     moved to the device (pinned memory and a non-blocking copy on CUDA) and normalised there.
-    `compile`: when the backbone runs through torch.compile with its weights frozen in
-    (vidbatch.model_compile: `auto` compiles on CPUs once the eager passes have taken about what a
-    compile costs; `on` before the first pass; `off` never). A compile that fails (no C++
-    compiler for inductor, an unsupported op) is logged and the runner stays eager.
+    On CPUs the convolution weights are packed once for oneDNN, with the ReLUs and residual adds
+    fused into the convolutions (vidbatch.model_onednn; checked against the eager model when
+    built, which it stays if packing fails). `layout` says which model runs.
+    `compile`: whether the backbone runs through torch.compile with its weights frozen in
+    (vidbatch.model_compile: `on` compiles before the first pass; `auto` and `off` do not). A
+    compile that fails (no C++ compiler for inductor, an unsupported op) is logged, and the
+    runner keeps the model it had.
 
     All torch work (building the model and every forward pass) runs on one thread owned by the
     runner, whichever threads call it. PyTorch's CPU kernels use GNU OpenMP, which keeps a team
@@ -518,15 +524,13 @@ class ResNetRunner:
         batch_frames: int = 32,
         device: str | None = None,
         compile: CompileMode = "off",
-        compile_after_s: float = COMPILE_AFTER_EAGER_S,
         threads: int | None = None,
     ) -> None:
         self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-torch")
         self.compile_mode = validate_compile_mode(compile)
-        self.compile_after_s = compile_after_s
         self.compile_tried = False  # one attempt per runner: a failed compile is not tried again
-        self.eager_s = 0.0  # time of the passes run eager: what `auto` weighs against a compile
         self.compile_s: float | None = None  # how long the compile took, once it has succeeded
+        self.layout: ModelLayout = "eager"
         self.crop = preprocess.crop_size
 
         def build() -> None:  # on the torch thread, like every forward pass (see the class docstring)
@@ -543,12 +547,12 @@ class ResNetRunner:
             # fp32 weight again on every forward pass (its cache only keeps tensors that require grad);
             # measured resnet50 bf16 on 2 CPU cores: 28 -> 35 frames/s, identical pooled features.
             # (BatchNorm is folded already, so no normalisation statistics run in low precision.)
-            self.backbone = backbone.to(self.device, self.dtype).to(memory_format=torch.channels_last)
-            self.eager_backbone = self.backbone
+            self.eager_backbone = backbone.to(self.device, self.dtype).to(memory_format=torch.channels_last)
             shape = (1, 3, 1, 1)
             self.mean = torch.tensor(preprocess.mean, device=self.device).view(shape) * 255.0
             self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
             self.per_pass = batch_frames if self.device.type == "cuda" else min(batch_frames, CPU_MAX_FRAMES_PER_PASS)
+            self.backbone = self._packed_on_cpu(self.eager_backbone)
 
         self._torch_thread.submit(build).result()
 
@@ -560,15 +564,30 @@ class ResNetRunner:
 
     @property
     def compiled(self) -> bool:
-        return self.backbone is not self.eager_backbone
+        return self.layout == "compiled"
+
+    def _packed_on_cpu(self, backbone: torch.nn.Module) -> torch.nn.Module:
+        """The backbone with its weights packed for oneDNN, on CPUs where that works; else as given."""
+        if self.device.type != "cpu" or not onednn_packing_available():
+            return backbone
+        # A seeded sample the size of a pass: the layout hint, and what the packed model is checked on.
+        generator = torch.Generator().manual_seed(0)
+        sample = torch.randn((self.per_pass, 3, self.crop, self.crop), generator=generator)
+        try:
+            packed = pack_for_onednn(backbone, sample.to(self.dtype).contiguous(memory_format=torch.channels_last))
+        except Exception as exc:  # a torch without these oneDNN ops, a layout it rejects, a failed check
+            log.warning("oneDNN weight packing failed, the model runs eager (%s: %s)", type(exc).__name__, str(exc)[:300])
+            return backbone
+        self.layout = "onednn-packed"
+        log.info(
+            "model weights packed for oneDNN (%s; features within %.1g of the eager model's)", self.dtype, packed.check_difference
+        )
+        return packed
 
     @torch.inference_mode()  # thread-local: it has to wrap the code on the torch thread
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.compile_tried and compile_due(
-            self.compile_mode, device_type=self.device.type, eager_s=self.eager_s, after_s=self.compile_after_s
-        ):
+        if not self.compile_tried and compile_due(self.compile_mode):
             self._compile()
-        started = time.monotonic()
         source = torch.from_numpy(np.ascontiguousarray(frames))
         if self.device.type == "cuda":
             source = source.pin_memory()
@@ -579,28 +598,29 @@ class ResNetRunner:
             prob_parts.append(probs)
         pooled_all = torch.cat(pooled_parts).float().cpu().numpy()
         probs_all = torch.cat(prob_parts).float().cpu().numpy()
-        if not self.compiled:
-            self.eager_s += time.monotonic() - started
         return pooled_all, probs_all
 
     def _compile(self) -> None:
-        """Compile the backbone and run it once on a blank pass; on any failure stay eager for good."""
+        """Compile the eager backbone (inductor packs the weights itself) and run it once on a blank
+        pass; on any failure keep the model the runner had, for good."""
         self.compile_tried = True
         started = time.monotonic()
-        self.backbone = frozen_compile(self.eager_backbone)
+        kept, kept_layout = self.backbone, self.layout
+        self.backbone, self.layout = frozen_compile(self.eager_backbone), "compiled"
         try:
             self._forward(torch.zeros((self.per_pass, self.crop, self.crop, 3), dtype=torch.uint8))
         except Exception as exc:  # inductor's failures have many types (a missing compiler among them)
-            self.backbone = self.eager_backbone
+            self.backbone, self.layout = kept, kept_layout
             first_line = next((line for line in str(exc).splitlines() if line.strip()), "")
             log.warning(
-                "torch.compile of the model failed, it stays eager (%s: %s); resources.model_compile: off skips the attempt",
+                "torch.compile of the model failed, it runs %s (%s: %s); resources.model_compile: auto skips the attempt",
+                kept_layout,
                 type(exc).__name__,
                 first_line[:300],
             )
         else:
             self.compile_s = time.monotonic() - started
-            log.info("model compiled in %.1f s after %.1f s of eager passes", self.compile_s, self.eager_s)
+            log.info("model compiled in %.1f s", self.compile_s)
 
     def _forward(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # uint8 travels to the device; the float conversion and normalisation happen there.

@@ -235,7 +235,6 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
     import numpy as np
 
     from vidbatch.model import ResNetRunner, resolve_weights
-    from vidbatch.model_compile import COMPILE_AFTER_EAGER_S
 
     random_init = resolve_weights(ModelConfig(arch=config.model.arch, weights="none"), config.storage)
     cores = os.cpu_count() or 1
@@ -246,22 +245,15 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
         preprocess=random_init.preprocess,
         precision=config.model.precision,
         batch_frames=config.resources.batch_frames,
-        # as a long run's model ends up: `auto` compiles at once where it would compile at all
         compile=config.resources.model_compile,
-        compile_after_s=0.0,
     )
     report.model_device = str(runner.device)
     batch = np.random.default_rng(0).integers(0, 256, size=(max(8, config.resources.batch_frames), 224, 224, 3), dtype=np.uint8)
     runner(batch)  # warm-up, and the compile if any
     if runner.compile_s is not None:
-        eager_first = (
-            f"; a run's first ~{COMPILE_AFTER_EAGER_S:g} s of model passes are eager"
-            if config.resources.model_compile == "auto"
-            else ""
-        )
         report.notes.append(
-            f"the model rate is compiled (torch.compile took {runner.compile_s:.0f} s here), as a long run's model "
-            f"runs{eager_first} (resources.model_compile)"
+            f"the model rate is compiled (torch.compile took {runner.compile_s:.0f} s here, once per model actor; "
+            "resources.model_compile)"
         )
     done, started = 0, time.monotonic()
     while time.monotonic() - started < seconds or done < 2 * len(batch):

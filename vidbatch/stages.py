@@ -156,7 +156,7 @@ class ModelStage:
 
 def _log_to_stderr(name: str) -> None:
     """Lines of `name` from INFO up go to this process's stderr: in a Ray actor, its log file and the
-    driver's console (the model compiled and how long it took, or why it stays eager)."""
+    driver's console (why the model's weights were not packed; a compile, how long it took or why it failed)."""
     logger = logging.getLogger(name)
     if not logger.handlers:
         handler = logging.StreamHandler()
