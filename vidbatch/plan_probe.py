@@ -82,6 +82,7 @@ class PlanReport:
     frames_per_video_s: float | None = None
     decode_video_s_per_core: float | None = None
     model_device: str = "cpu"
+    model_layout: str = "eager"  # ResNetRunner.layout: eager, onednn-packed or compiled
     model_frames_per_s: float | None = None  # on this machine: all CPU cores, or one GPU
     model_frames_per_s_per_core: float | None = None
     model_video_s_per_s: float | None = None
@@ -248,6 +249,7 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
         compile=config.resources.model_compile,
     )
     report.model_device = str(runner.device)
+    report.model_layout = runner.layout
     batch = np.random.default_rng(0).integers(0, 256, size=(max(8, config.resources.batch_frames), 224, 224, 3), dtype=np.uint8)
     runner(batch)  # warm-up, and the compile if any
     if runner.compile_s is not None:
@@ -335,7 +337,7 @@ def format_report(report: PlanReport) -> str:
             f"({report.frames_per_video_s:.2f} sampled frames per video-second)"
         )
     if report.model_frames_per_s:
-        where = report.model_device
+        where = report.model_device if report.model_layout == "eager" else f"{report.model_device}, {report.model_layout}"
         lines.append(
             f"model on this machine ({where}): {report.model_frames_per_s:.1f} frames/s"
             + (f" = {report.model_video_s_per_s:.1f} video-s/s" if report.model_video_s_per_s else "")
