@@ -11,8 +11,8 @@ pass: bf16 72-95 frames/s eager, 143-160 packed, 133-137 torch.compile'd with fr
 27-28 for all three.
 
 It computes the same function as the folded eager backbone: the same oneDNN convolutions, with
-the bias, ReLU and add applied inside them (differences are float rounding; the runner checks
-them on its first build, see vidbatch.model).
+the bias, ReLU and add applied inside them. The differences are float rounding, and
+`pack_for_onednn` checks that on a sample pass before the packed model is used.
 """
 
 from __future__ import annotations
@@ -95,20 +95,20 @@ def pack_for_onednn(backbone: torch.nn.Module, sample: torch.Tensor) -> PackedRe
     `sample` is one input batch of the size the model will mostly see: the eager pass over it gives
     every convolution's input size (oneDNN's layout hint) and the reference the packed model must
     match to rounding. A mismatch raises, naming the difference."""
-    _validate_packable(backbone)
+    resnet = _validate_packable(backbone)
     sizes: dict[torch.nn.Conv2d, list[int]] = {}
 
     def record(conv: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         sizes[conv] = list(inputs[0].shape)  # type: ignore[index]
 
-    hooks = [m.register_forward_pre_hook(record) for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    hooks = [m.register_forward_pre_hook(record) for m in resnet.modules() if isinstance(m, torch.nn.Conv2d)]
     try:
         with torch.inference_mode():
-            expected = backbone(sample).float()
+            expected = resnet(sample).float()
     finally:
         for hook in hooks:
             hook.remove()
-    packed = PackedResNet(backbone, sizes)  # type: ignore[arg-type]
+    packed = PackedResNet(resnet, sizes)
     with torch.inference_mode():
         got = packed(sample).float()
     packed.check_difference = _validate_same_features(got, expected, dtype=sample.dtype)
@@ -136,9 +136,9 @@ def _validate_same_features(got: torch.Tensor, expected: torch.Tensor, *, dtype:
     return worst
 
 
-def _validate_packable(backbone: torch.nn.Module) -> None:
-    """The layout PackedResNet reproduces, checked rather than assumed: a module that differs is
-    named, and the caller keeps the eager model."""
+def _validate_packable(backbone: torch.nn.Module) -> ResNet:
+    """`backbone`, once checked to have the layout PackedResNet reproduces: a module that differs
+    is named, and the caller keeps the eager model."""
     if not isinstance(backbone, ResNet):
         raise ValueError(f"not a torchvision ResNet: {type(backbone).__name__}")
     if backbone.training:
@@ -159,12 +159,15 @@ def _validate_packable(backbone: torch.nn.Module) -> None:
                 expected.append((f"{name}.{part}", getattr(block, part), torch.nn.Identity))
         if getattr(block, "downsample", None) is not None:
             shortcut = block.downsample
-            if not (isinstance(shortcut, torch.nn.Sequential) and len(shortcut) == 2):
-                raise ValueError(f"{name}.downsample is not (Conv2d, BatchNorm2d): {shortcut}")
+            pair = isinstance(shortcut, torch.nn.Sequential) and len(shortcut) == 2
+            if not (pair and isinstance(shortcut[0], torch.nn.Conv2d)):
+                raise ValueError(f"{name}.downsample is not a Conv2d and its (folded) BatchNorm: {shortcut}")
             expected.append((f"{name}.downsample.1", shortcut[1], torch.nn.Identity))
     for name, module, kind in expected:
         if not isinstance(module, kind):
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            raise ValueError(f"{name} is {type(module).__name__}, not {names} (BatchNorm folded?)")
+            hint = ": fold it into its convolution first" if isinstance(module, torch.nn.BatchNorm2d) else ""
+            raise ValueError(f"{name} is {type(module).__name__}, not {names}{hint}")
     if backbone.avgpool.output_size not in {1, (1, 1)}:
         raise ValueError(f"avgpool pools to {backbone.avgpool.output_size}, not 1x1")
+    return backbone
