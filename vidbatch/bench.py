@@ -190,7 +190,7 @@ def _measure_bounds(
 
 def _layout_note(model: dict[str, Any], template: str) -> str:
     """Which model the bound ran (see ResNetRunner.layout), in `template`; nothing when eager."""
-    layout = model.get("layout") or ("compiled" if model.get("compiled") else "eager")
+    layout = model.get("layout", "eager")
     return "" if layout == "eager" else template.format({"onednn-packed": "packed"}.get(layout, layout))
 
 

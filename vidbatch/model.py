@@ -499,7 +499,7 @@ class ResNetRunner:
     fused into the convolutions (vidbatch.model_onednn; checked against the eager model when
     built, which it stays if packing fails). `layout` says which model runs.
     `compile`: whether the backbone runs through torch.compile with its weights frozen in
-    (vidbatch.model_compile: `on` compiles before the first pass; `auto` and `off` do not). A
+    (vidbatch.model_compile: `on` compiles when the runner is built; `auto` and `off` do not). A
     compile that fails (no C++ compiler for inductor, an unsupported op) is logged, and the
     runner keeps the model it had.
 
@@ -528,7 +528,6 @@ class ResNetRunner:
     ) -> None:
         self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-torch")
         self.compile_mode = validate_compile_mode(compile)
-        self.compile_tried = False  # one attempt per runner: a failed compile is not tried again
         self.compile_s: float | None = None  # how long the compile took, once it has succeeded
         self.layout: ModelLayout = "eager"
         self.crop = preprocess.crop_size
@@ -553,6 +552,8 @@ class ResNetRunner:
             self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
             self.per_pass = batch_frames if self.device.type == "cuda" else min(batch_frames, CPU_MAX_FRAMES_PER_PASS)
             self.backbone = self._packed_on_cpu(self.eager_backbone)
+            if compile_due(self.compile_mode):
+                self._compile()
 
         self._torch_thread.submit(build).result()
 
@@ -586,8 +587,6 @@ class ResNetRunner:
 
     @torch.inference_mode()  # thread-local: it has to wrap the code on the torch thread
     def _run(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.compile_tried and compile_due(self.compile_mode):
-            self._compile()
         source = torch.from_numpy(np.ascontiguousarray(frames))
         if self.device.type == "cuda":
             source = source.pin_memory()
@@ -600,10 +599,10 @@ class ResNetRunner:
         probs_all = torch.cat(prob_parts).float().cpu().numpy()
         return pooled_all, probs_all
 
+    @torch.inference_mode()  # as every forward pass runs: a compile traced outside it would be traced again
     def _compile(self) -> None:
         """Compile the eager backbone (inductor packs the weights itself) and run it once on a blank
-        pass; on any failure keep the model the runner had, for good."""
-        self.compile_tried = True
+        pass; on any failure keep the model the runner had."""
         started = time.monotonic()
         kept, kept_layout = self.backbone, self.layout
         self.backbone, self.layout = frozen_compile(self.eager_backbone), "compiled"

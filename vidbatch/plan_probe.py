@@ -251,7 +251,7 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
     report.model_device = str(runner.device)
     report.model_layout = runner.layout
     batch = np.random.default_rng(0).integers(0, 256, size=(max(8, config.resources.batch_frames), 224, 224, 3), dtype=np.uint8)
-    runner(batch)  # warm-up, and the compile if any
+    runner(batch)  # warm-up (a compile, if any, happened when the runner was built)
     if runner.compile_s is not None:
         report.notes.append(
             f"the model rate is compiled (torch.compile took {runner.compile_s:.0f} s here, once per model actor; "
