@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from vidbatch.bench_stats import bound_drift, bracketed, format_spread, round_ratios, stage_bound, summarize_rounds
+from vidbatch.bench_stats import (
+    bound_drift,
+    bracketed,
+    format_spread,
+    round_ratios,
+    stage_bound,
+    steady_wall,
+    summarize_rounds,
+)
 
 
 def _round(plain: float, decode: float, model: float, pipe: float, steady: float, *, same: int = 4, diff: float = 1e-3):
@@ -125,3 +133,23 @@ def test_bounds_measured_before_and_after_are_averaged_and_their_drift_reported(
     assert bound["video_s_per_s"] == pytest.approx(1 / (1 / 45 + 1 / 70))
     assert bound["videos_per_s"] == pytest.approx(bound["video_s_per_s"] / 60)
     assert bound["limited_by"] == "decode"
+
+
+def test_steady_wall_takes_start_up_off_both_runs():
+    # The big run: 5.7 s before its pipeline (first imports, weights, Ray's start), 43.9 s after.
+    # The tiny run: 0.5 s before its pipeline (imports and Ray already there), 6.0 s after.
+    # Steady: the big run's pipeline phase less the tiny run's (its actors' start and tiny work).
+    wall = steady_wall(big_wall_s=49.6, big_before_pipeline_s=5.7, tiny_wall_s=6.5, tiny_before_pipeline_s=0.5)
+    assert wall == pytest.approx((49.6 - 5.7) - (6.5 - 0.5))
+    # Before-pipeline time of the tiny run is start-up too: it shortens what is subtracted.
+    assert steady_wall(big_wall_s=49.6, big_before_pipeline_s=5.7, tiny_wall_s=6.5, tiny_before_pipeline_s=0.0) < wall
+
+
+def test_steady_wall_is_never_zero_or_negative():
+    assert steady_wall(big_wall_s=5.0, big_before_pipeline_s=4.0, tiny_wall_s=6.0, tiny_before_pipeline_s=0.5) == 1e-9
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan])
+def test_steady_wall_names_a_bad_time(bad):
+    with pytest.raises(ValueError, match="tiny_wall_s must be a time >= 0"):
+        steady_wall(big_wall_s=49.6, big_before_pipeline_s=5.7, tiny_wall_s=bad, tiny_before_pipeline_s=0.5)

@@ -16,8 +16,10 @@ and each measurement runs in its own fresh process so none inherits another's wa
     does it ("start-up included": process start, imports, Ray start, actors, commit).
     "Steady" excludes start-up: the same process then runs a tiny job (3 s videos, one per
     CPU so that it starts as many decode actors as the big job: the pipeline starts no more
-    decoders than videos) and the steady rate is the marginal one,
-    (video_s(big) - video_s(tiny)) / (wall(big) - wall(tiny)).
+    decoders than videos) and the steady rate is the marginal one over the runs' pipeline
+    phases, (video_s(big) - video_s(tiny)) / (pipeline(big) - pipeline(tiny)), where a run's
+    pipeline phase is its wall time less what came before its pipeline started (imports,
+    weights, state, Ray's start: start-up, and paid mostly by the big run, which comes first).
 
 Rates are sampled frames/s, videos/s and video-seconds per wall-second (the same number
 as video-hours per wall-hour). `--repeat N` measures (a), (b), (c) N times per mode and

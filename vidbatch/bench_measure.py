@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vidbatch import bench_stats
+
 if TYPE_CHECKING:
     from vidbatch.video_task import DecodeSettings
 
@@ -269,9 +271,12 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     tiny_wall = time.monotonic() - t1
     s, ts = big.summary, tiny.summary
     video_s, tiny_s = s["video_hours"] * 3600, ts["video_hours"] * 3600
-    # Start-up excluded: the tiny run comes after Ray is up, so Ray's start (inside the big
-    # run, after the weights' resolution) comes off the big run too.
-    steady_wall = max(big_wall - (s["timings_s"].get("ray_start_s") or 0.0) - tiny_wall, 1e-9)
+    steady_wall = bench_stats.steady_wall(
+        big_wall_s=big_wall,
+        big_before_pipeline_s=s["timings_s"].get("to_pipeline_s") or 0.0,
+        tiny_wall_s=tiny_wall,
+        tiny_before_pipeline_s=ts["timings_s"].get("to_pipeline_s") or 0.0,
+    )
     steady_vs = (video_s - tiny_s) / steady_wall
     if video_s <= tiny_s * 1.5:  # the workload is no bigger than the tiny run: no marginal rate
         steady_vs = float("nan")
@@ -285,6 +290,7 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
         "timings_s": s["timings_s"],  # ray_start_s among them: inside run_job, after the weights
         "run_job_wall_s": big_wall,
         "tiny_run_job_wall_s": tiny_wall,
+        "tiny_timings_s": ts["timings_s"],
         "steady": {
             "wall_s": steady_wall,
             "video_s_per_s": steady_vs,

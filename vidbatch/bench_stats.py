@@ -33,6 +33,26 @@ def stage_bound(decode_vs: float, model_vs: float, *, frames_per_video_s: float,
     }
 
 
+def steady_wall(*, big_wall_s: float, big_before_pipeline_s: float, tiny_wall_s: float, tiny_before_pipeline_s: float) -> float:
+    """The wall time of the big run's extra work over the tiny run's, start-up excluded from both.
+
+    Each run's time before its pipeline starts (imports, the weights, the previous runs' state,
+    Ray's start: `timings_s.to_pipeline_s`) is start-up, and it differs between the two: the big
+    run comes first in a fresh process and pays the first imports and Ray's start, the tiny run
+    pays neither. Subtracting the tiny run's pipeline phase from the big run's then takes off
+    what is start-up inside the pipeline (the actors' start), the same in both.
+    """
+    for name, value in (
+        ("big_wall_s", big_wall_s),
+        ("big_before_pipeline_s", big_before_pipeline_s),
+        ("tiny_wall_s", tiny_wall_s),
+        ("tiny_before_pipeline_s", tiny_before_pipeline_s),
+    ):
+        if not value >= 0:  # also refuses NaN
+            raise ValueError(f"{name} must be a time >= 0, got {value!r}")
+    return max((big_wall_s - big_before_pipeline_s) - (tiny_wall_s - tiny_before_pipeline_s), 1e-9)
+
+
 def bound_drift(before: tuple[dict[str, Any], dict[str, Any]], after: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
     """How much each stage bound moved between its measurements before and after the pipeline."""
     return {
