@@ -42,15 +42,19 @@ def steady_wall(*, big_wall_s: float, big_before_pipeline_s: float, tiny_wall_s:
     pays neither. Subtracting the tiny run's pipeline phase from the big run's then takes off
     what is start-up inside the pipeline (the actors' start), the same in both.
     """
-    for name, value in (
-        ("big_wall_s", big_wall_s),
-        ("big_before_pipeline_s", big_before_pipeline_s),
-        ("tiny_wall_s", tiny_wall_s),
-        ("tiny_before_pipeline_s", tiny_before_pipeline_s),
-    ):
+    _validate_times(
+        big_wall_s=big_wall_s,
+        big_before_pipeline_s=big_before_pipeline_s,
+        tiny_wall_s=tiny_wall_s,
+        tiny_before_pipeline_s=tiny_before_pipeline_s,
+    )
+    return max((big_wall_s - big_before_pipeline_s) - (tiny_wall_s - tiny_before_pipeline_s), 1e-9)
+
+
+def _validate_times(**times: float) -> None:
+    for name, value in times.items():
         if not value >= 0:  # also refuses NaN
             raise ValueError(f"{name} must be a time >= 0, got {value!r}")
-    return max((big_wall_s - big_before_pipeline_s) - (tiny_wall_s - tiny_before_pipeline_s), 1e-9)
 
 
 def bound_drift(before: tuple[dict[str, Any], dict[str, Any]], after: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
