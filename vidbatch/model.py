@@ -527,7 +527,7 @@ class ResNetRunner:
         threads: int | None = None,
     ) -> None:
         self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidbatch-torch")
-        self.compile_mode = validate_compile_mode(compile)
+        compile_mode = validate_compile_mode(compile)
         self.compile_s: float | None = None  # how long the compile took, once it has succeeded
         self.layout: ModelLayout = "eager"
         self.crop = preprocess.crop_size
@@ -552,7 +552,7 @@ class ResNetRunner:
             self.std = torch.tensor(preprocess.std, device=self.device).view(shape) * 255.0
             self.per_pass = batch_frames if self.device.type == "cuda" else min(batch_frames, CPU_MAX_FRAMES_PER_PASS)
             self.backbone = self._packed_on_cpu(self.eager_backbone)
-            if compile_due(self.compile_mode):
+            if compile_due(compile_mode):
                 self._compile()
 
         self._torch_thread.submit(build).result()
