@@ -9,11 +9,13 @@ import time
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 from vidbatch.config import StorageConfig
-from vidbatch.delta_files import fits, prepare
+from vidbatch.delta_files import create, fits, prepare
 from vidbatch.history import vacuum
+from vidbatch.parquet_stream import open_parquet
 
 
 def _table(root) -> DeltaTable:
@@ -132,3 +134,103 @@ def test_tables_whose_files_cannot_be_rewritten_by_reading_them_are_told_apart(t
     assert not plain_files(DeltaTable(str(tmp_path / "mapped")))
     write_deltalake(str(tmp_path / "parted"), pa.table({"video_id": ["a"], "day": ["x"]}), partition_by=["day"])
     assert not plain_files(DeltaTable(str(tmp_path / "parted")))
+
+
+def test_a_table_created_from_streamed_files_holds_every_row_with_its_schema_and_statistics(tmp_path):
+    """A first run's tables: created from files vidbatch writes (not write_deltalake, which held about
+    three times the rows it wrote), in one commit at version 0, with the rows' own types and Delta's
+    file statistics. A carried column of a type Delta stores with a feature (a timestamp without a
+    zone) gets the protocol it needs, as write_deltalake gave it."""
+    from datetime import datetime
+
+    rows = tmp_path / "rows.parquet"
+    stamps = pa.array([datetime(2026, 1, 1), None, datetime(2026, 1, 3)], pa.timestamp("us"))
+    pq.write_table(
+        pa.table({"video_id": ["b", "a", "c"], "run_id": ["r1"] * 3, "n": [2, 1, 3], "seen": stamps, "note": pa.nulls(3)}), rows
+    )
+    root = tmp_path / "videos"
+    create(str(root), StorageConfig(), open_parquet(rows), CommitProperties(custom_metadata={"vidbatch.run_id": "r1"}))
+
+    table = DeltaTable(str(root))
+    assert table.version() == 0
+    assert _rows(root) == [("a", "r1", 1), ("b", "r1", 2), ("c", "r1", 3)]
+    assert table.to_pyarrow_table().column("seen").to_pylist()[0] == datetime(2026, 1, 1)
+    fresh = tmp_path / "fresh"
+    write_deltalake(str(fresh), pq.read_table(rows))  # what the first run used before
+    assert table.schema().to_json() == DeltaTable(str(fresh)).schema().to_json()
+    assert table.protocol() == DeltaTable(str(fresh)).protocol()
+    assert table.history(limit=1)[0]["vidbatch.run_id"] == "r1"
+    (added,) = pa.table(table.get_add_actions(flatten=True)).to_pylist()
+    assert (added["num_records"], added["min.video_id"], added["max.video_id"], added["max.n"]) == (3, "a", "c", 3)
+
+
+def test_creating_a_table_that_another_run_created_meanwhile_is_refused(tmp_path):
+    rows = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"video_id": ["a"], "run_id": ["r2"], "n": [1]}), rows)
+    root = tmp_path / "videos"
+    _table(root)
+    with pytest.raises(Exception, match="(?i)exist"):
+        create(str(root), StorageConfig(), open_parquet(rows), CommitProperties())
+    assert _rows(root) == [("a", "r1", 1), ("b", "r1", 2), ("m", "r1", 3), ("n", "r1", 4)]
+
+
+def test_a_table_created_from_no_rows_has_the_schema_and_no_file(tmp_path):
+    rows = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"video_id": pa.array([], pa.string()), "n": pa.array([], pa.int32())}), rows)
+    root = tmp_path / "clips"
+    create(str(root), StorageConfig(), open_parquet(rows), CommitProperties())
+    table = DeltaTable(str(root))
+    assert (table.version(), table.to_pyarrow_table().num_rows, table.file_uris()) == (0, 0, [])
+    assert pa.schema(table.schema().to_arrow()).field("n").type == pa.int32()
+    assert [name for name in os.listdir(root) if name.endswith(".parquet")] == []
+
+
+def test_rows_are_written_in_files_of_the_target_size_each_with_its_own_statistics(tmp_path, monkeypatch):
+    """A first run over a library writes GBs of clips: one file each would make a later run that drops one
+    video's clips rewrite all of them."""
+    import numpy as np
+
+    import vidbatch.delta_files as delta_files
+
+    monkeypatch.setattr(delta_files, "BATCH_ROWS", 100)
+    monkeypatch.setattr(delta_files, "_TARGET_FILE_BYTES", 30_000)
+    ids = [f"v{i:04d}" for i in range(1000)]
+    noise = np.random.default_rng(0).standard_normal(1000 * 32).astype(np.float32)  # incompressible, ~128 KB
+    payload = pa.ListArray.from_arrays(pa.array(np.arange(0, 1001 * 32, 32, dtype=np.int32)), pa.array(noise))
+    rows = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"video_id": ids, "run_id": ["r1"] * 1000, "n": range(1000), "x": payload}), rows, row_group_size=100)
+    root = tmp_path / "clips"
+    create(str(root), StorageConfig(), open_parquet(rows), CommitProperties())
+
+    files = pa.table(DeltaTable(str(root)).get_add_actions(flatten=True)).to_pylist()
+    assert len(files) > 2
+    assert sum(f["num_records"] for f in files) == 1000
+    assert all(f["size_bytes"] < 30_000 + 20_000 for f in files)  # closed after the batch that passed the target
+    spans = sorted((f["min.video_id"], f["max.video_id"]) for f in files)
+    assert all(earlier[1] < later[0] for earlier, later in zip(spans, spans[1:], strict=False))  # in order, no overlap
+    assert sorted(DeltaTable(str(root)).to_pyarrow_table().column("video_id").to_pylist()) == ids
+    assert len([name for name in os.listdir(root) if name.endswith(".parquet")]) == len(files)  # none empty or left over
+
+
+def test_a_streamed_parquet_file_is_not_held_whole_while_its_batches_are_read(tmp_path):
+    """pyarrow's default pre-buffering kept every column chunk read for as long as the reader lived: a
+    spill of a first run's clips was held whole at the commit."""
+    import numpy as np
+
+    rows, width = 20_000, 512
+    values = np.random.default_rng(0).standard_normal(rows * width).astype(np.float32)
+    embeddings = pa.ListArray.from_arrays(pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32)), pa.array(values))
+    path = tmp_path / "clips.parquet"
+    pq.write_table(pa.table({"video_id": [f"v{i}" for i in range(rows)], "embedding": embeddings}), path, row_group_size=1024)
+    del values, embeddings
+    file_bytes = path.stat().st_size
+    assert file_bytes > 30e6
+
+    baseline = pa.total_allocated_bytes()
+    held, seen = 0, 0
+    parquet = open_parquet(path)
+    for batch in parquet.iter_batches(batch_size=1024):
+        seen += batch.num_rows
+        held = max(held, pa.total_allocated_bytes() - baseline)
+    assert seen == rows
+    assert held < file_bytes / 4, f"{held / 1e6:.0f} MB held reading a {file_bytes / 1e6:.0f} MB file"

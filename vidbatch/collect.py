@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from vidbatch.config import Task
 from vidbatch.manifest import Plan
+from vidbatch.parquet_stream import BATCH_ROWS, open_parquet
 from vidbatch.schema import CLIPS, VIDEOS
 from vidbatch.uri_policy import redact_uri
 
@@ -200,10 +201,10 @@ class Collector:
             return
         path = self.clips_out.path
         kept = path.with_name(path.name + ".kept")
-        source = pq.ParquetFile(path)
+        source = open_parquet(path)
         drop = pa.array(sorted(video_ids), pa.string())
         with pq.ParquetWriter(kept, source.schema_arrow) as writer:
-            for batch in source.iter_batches(batch_size=1024):
+            for batch in source.iter_batches(batch_size=BATCH_ROWS):
                 writer.write_batch(batch.filter(pc.invert(pc.is_in(batch.column("video_id"), value_set=drop))))
         kept.replace(path)
 

@@ -18,11 +18,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable
 
 from vidbatch.config import StorageConfig
-from vidbatch.delta_files import fits, plain_files, prepare
+from vidbatch.delta_files import RowFilter, create, fits, plain_files, prepare
 from vidbatch.errors import JobError
+from vidbatch.parquet_stream import BATCH_ROWS, open_parquet
 from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
 
 _OP = "_vidbatch_op"  # source-only column telling the merge which rows are tombstones
@@ -141,7 +142,7 @@ def _prepared_tables(
     clips, videos = opened
     if not (plain_files(clips) and plain_files(videos)):
         return None  # another tool turned on a feature whose files cannot be rewritten by reading them
-    if videos_spill.is_file() and not fits(videos, pq.ParquetFile(videos_spill).schema_arrow):
+    if videos_spill.is_file() and not fits(videos, open_parquet(videos_spill).schema_arrow):
         return None
     return clips, videos
 
@@ -164,30 +165,23 @@ def _commit_prepared(
     clips_table, videos_table = tables
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     commit, tidy = commits
-    stale_keys = pa.array([f"{video}\0{run}" for video, run in stale], pa.string())
-    replaced_ids = pa.array(sorted(replaced), pa.string())
-    superseded_ids = pa.array(sorted(had_clips), pa.string())
-
-    def superseded(rows: pa.Table) -> pa.Array:
-        run = pc.fill_null(rows.column("run_id"), "")
-        other_run = pc.and_(pc.is_in(rows.column("video_id"), value_set=superseded_ids), pc.not_equal(run, run_id))
-        key = pc.binary_join_element_wise(rows.column("video_id"), run, "\0")
-        return pc.or_(other_run, pc.is_in(key, value_set=stale_keys))
+    superseded = [_Tombstone(video, run_id, _DELETE_OTHER_RUNS) for video in had_clips]
+    superseded += [_Tombstone(video, run, _DELETE_RUN) for video, run in stale]
 
     with _step_failure(output, "nothing of this run was committed; run it again once the output can be written"):
         clips_spill = spill_dir / "clips.parquet"
         videos_spill = spill_dir / "videos.parquet"
-        add_clips = prepare(clips_table, clips_uri, storage, add=pq.ParquetFile(clips_spill) if clips_spill.is_file() else None)
+        add_clips = prepare(clips_table, clips_uri, storage, add=open_parquet(clips_spill) if clips_spill.is_file() else None)
         videos = prepare(
             videos_table,
             videos_uri,
             storage,
-            add=pq.ParquetFile(videos_spill) if videos_spill.is_file() else None,
-            drop=lambda rows: pc.is_in(rows.column("video_id"), value_set=replaced_ids),
+            add=open_parquet(videos_spill) if videos_spill.is_file() else None,
+            drop=_tombstoned([_Tombstone(video, None, _DELETE_ALL) for video in replaced]),
             candidates=replaced,
         )
         tidy_clips = prepare(
-            clips_table, clips_uri, storage, drop=superseded, candidates=had_clips | {video for video, _ in stale}
+            clips_table, clips_uri, storage, drop=_tombstoned(superseded), candidates={t.video_id for t in superseded}
         )
         add_clips.commit(commit)
     _fault_hook("after-clips-commit")
@@ -217,7 +211,7 @@ def _step_failure(output: str, left: str) -> Iterator[None]:
 
 
 def _spilled_rows(path: Path) -> int:
-    return pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+    return open_parquet(path).metadata.num_rows if path.is_file() else 0
 
 
 def _check_no_run_committed_since(output: str, videos_uri: str, planned_at: int | None, storage: StorageConfig) -> None:
@@ -260,17 +254,48 @@ class _Tombstone:
 def _apply(
     table_uri: str, spilled_path: Path | None, tombstones: list[_Tombstone], commit: CommitProperties, storage: StorageConfig
 ) -> None:
-    """One commit: insert the spilled rows and delete what the tombstones name (nothing to do: no commit)."""
+    """One commit: insert the spilled rows and delete what the tombstones name (nothing to do: no commit).
+
+    The rows' files are written streamed (vidbatch.delta_files) whenever the table's files can be
+    written directly: a first run's tables are created that way, and the later steps add and rewrite
+    files. A merge is left for rows that bring a new column or type (it evolves the schema) and for
+    tables another tool gave features whose files cannot be rewritten by reading them.
+    """
     options = delta_storage_options(table_uri, storage)
-    spilled = pq.ParquetFile(spilled_path) if spilled_path is not None else None
+    spilled = open_parquet(spilled_path) if spilled_path is not None else None
     if not DeltaTable.is_deltatable(table_uri, storage_options=options):
         if spilled is not None:  # the first run: nothing to delete yet
-            write_deltalake(table_uri, _rows(spilled), mode="append", storage_options=options, commit_properties=commit)
+            create(table_uri, storage, spilled, commit)
         return
     if (spilled is None or not spilled.metadata.num_rows) and not tombstones:
         return
     table = DeltaTable(table_uri, storage_options=options)
+    if plain_files(table) and (spilled is None or fits(table, spilled.schema_arrow)):
+        candidates = {tombstone.video_id for tombstone in tombstones}
+        prepare(table, table_uri, storage, add=spilled, drop=_tombstoned(tombstones), candidates=candidates).commit(commit)
+        return
     _merge(table, spilled, tombstones, commit)
+
+
+def _tombstoned(tombstones: list[_Tombstone]) -> RowFilter:
+    """The rows the tombstones delete, as a filter over a data file's rows: the merge's predicate
+    (`_merge`), for files written directly."""
+    whole = _strings(t.video_id for t in tombstones if t.op == _DELETE_ALL)
+    of_run = _strings(f"{t.video_id}\0{t.run_id}" for t in tombstones if t.op == _DELETE_RUN)
+    others_of = _strings(t.video_id for t in tombstones if t.op == _DELETE_OTHER_RUNS)
+    kept_runs = _strings(f"{t.video_id}\0{t.run_id}" for t in tombstones if t.op == _DELETE_OTHER_RUNS)
+
+    def marks(rows: pa.Table) -> pa.Array:
+        video = rows.column("video_id")
+        key = pc.binary_join_element_wise(video, pc.fill_null(rows.column("run_id"), ""), "\0")
+        other_run = pc.and_(pc.is_in(video, value_set=others_of), pc.invert(pc.is_in(key, value_set=kept_runs)))
+        return pc.or_(pc.or_(pc.is_in(video, value_set=whole), pc.is_in(key, value_set=of_run)), other_run)
+
+    return marks
+
+
+def _strings(values: Iterable[str]) -> pa.Array:
+    return pa.array(sorted(set(values)), pa.string())
 
 
 def _fault_hook(point: str) -> None:
@@ -285,10 +310,6 @@ def _fault_hook(point: str) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
 
-def _rows(spilled: pq.ParquetFile) -> pa.RecordBatchReader:
-    return pa.RecordBatchReader.from_batches(spilled.schema_arrow, spilled.iter_batches(batch_size=1024))
-
-
 def _merge(table: DeltaTable, spilled: pq.ParquetFile | None, tombstones: list[_Tombstone], commit: CommitProperties) -> None:
     """One merge = one commit: tombstones delete old rows, inserts never match anything.
 
@@ -300,7 +321,7 @@ def _merge(table: DeltaTable, spilled: pq.ParquetFile | None, tombstones: list[_
 
     def batches() -> Iterator[pa.RecordBatch]:
         if spilled is not None:
-            for batch in spilled.iter_batches(batch_size=1024):
+            for batch in spilled.iter_batches(batch_size=BATCH_ROWS):
                 yield batch.append_column(_OP, pa.array(["insert"] * batch.num_rows, pa.string()))
         for start in range(0, len(tombstones), 4096):
             chunk = tombstones[start : start + 4096]
