@@ -52,6 +52,7 @@ from vidbatch.bench_stats import (
     summarize_rounds,
 )
 from vidbatch.bench_workload import Workload, WorkloadSpec, concatenate_copies, ensure_workload
+from vidbatch.driver_env import set_driver_environment
 
 DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "vidbatch-bench"
 
@@ -321,6 +322,8 @@ def _subprocess(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in a fresh interpreter; its wall time includes the interpreter's start."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)  # the benchmark runs on this machine
+    if kind != "plain":  # vidbatch's own stages run in the environment `vidbatch run` gives its local Ray
+        set_driver_environment(env)
     load_before = os.getloadavg()[0]
     started = time.monotonic()
     payload = {**payload, "launched_at": time.time()}

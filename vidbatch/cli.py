@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from vidbatch.driver_env import set_driver_environment
 from vidbatch.errors import JobError, Stopped
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def entry() -> None:
     without that teardown, as Ray's own worker processes do.
     """
     faulthandler.enable()  # a native crash prints every thread's Python stack
+    set_driver_environment()  # before anything imports pyarrow
     try:
         code = main()
     except SystemExit as exc:  # argparse: --help (0) and usage errors (2)
