@@ -226,7 +226,8 @@ def test_committing_a_large_run_holds_no_more_memory_than_a_small_one(tmp_path, 
     both grew the driver by about three times the clips they wrote (+1.25 GB for 400 MB of clips),
     and the spill was read with pyarrow's pre-buffering, which held it whole. Now a commit's memory
     is the same whatever its size: a run six times larger may use at most a quarter of the extra
-    clips' size more (measured: +69-75 MB for 26 MB of clips, +75-77 MB for 154 MB)."""
+    clips' size more (measured: +2-9 MB for 26 MB of clips, +3-4 MB for 154 MB; before, +123 and
+    +587 MB)."""
     small_mb, small_grew = _commit_a_run(tmp_path / "small", videos=20, case=case)
     large_mb, large_grew = _commit_a_run(tmp_path / "large", videos=120, case=case)
     print(f"{case}: +{small_grew:.0f} MB for {small_mb:.0f} MB of clips, +{large_grew:.0f} MB for {large_mb:.0f} MB")

@@ -191,8 +191,9 @@ def test_rows_are_written_in_files_of_the_target_size_each_with_its_own_statisti
     import numpy as np
 
     import vidbatch.delta_files as delta_files
+    import vidbatch.parquet_stream as parquet_stream
 
-    monkeypatch.setattr(delta_files, "BATCH_ROWS", 100)
+    monkeypatch.setattr(parquet_stream, "BATCH_BYTES", 15_000)  # ~100 rows
     monkeypatch.setattr(delta_files, "_TARGET_FILE_BYTES", 30_000)
     ids = [f"v{i:04d}" for i in range(1000)]
     noise = np.random.default_rng(0).standard_normal(1000 * 32).astype(np.float32)  # incompressible, ~128 KB
@@ -210,27 +211,3 @@ def test_rows_are_written_in_files_of_the_target_size_each_with_its_own_statisti
     assert all(earlier[1] < later[0] for earlier, later in zip(spans, spans[1:], strict=False))  # in order, no overlap
     assert sorted(DeltaTable(str(root)).to_pyarrow_table().column("video_id").to_pylist()) == ids
     assert len([name for name in os.listdir(root) if name.endswith(".parquet")]) == len(files)  # none empty or left over
-
-
-def test_a_streamed_parquet_file_is_not_held_whole_while_its_batches_are_read(tmp_path):
-    """pyarrow's default pre-buffering kept every column chunk read for as long as the reader lived: a
-    spill of a first run's clips was held whole at the commit."""
-    import numpy as np
-
-    rows, width = 20_000, 512
-    values = np.random.default_rng(0).standard_normal(rows * width).astype(np.float32)
-    embeddings = pa.ListArray.from_arrays(pa.array(np.arange(0, (rows + 1) * width, width, dtype=np.int32)), pa.array(values))
-    path = tmp_path / "clips.parquet"
-    pq.write_table(pa.table({"video_id": [f"v{i}" for i in range(rows)], "embedding": embeddings}), path, row_group_size=1024)
-    del values, embeddings
-    file_bytes = path.stat().st_size
-    assert file_bytes > 30e6
-
-    baseline = pa.total_allocated_bytes()
-    held, seen = 0, 0
-    parquet = open_parquet(path)
-    for batch in parquet.iter_batches(batch_size=1024):
-        seen += batch.num_rows
-        held = max(held, pa.total_allocated_bytes() - baseline)
-    assert seen == rows
-    assert held < file_bytes / 4, f"{held / 1e6:.0f} MB held reading a {file_bytes / 1e6:.0f} MB file"

@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from vidbatch.config import Task
 from vidbatch.manifest import Plan
-from vidbatch.parquet_stream import BATCH_ROWS, open_parquet
+from vidbatch.parquet_stream import open_parquet, open_writer, read_batches
 from vidbatch.schema import CLIPS, VIDEOS
 from vidbatch.uri_policy import redact_uri
 
@@ -60,7 +59,7 @@ class _Spill:
         self.path = path
         self.schema = schema
         self.rows: list[dict[str, Any]] = []
-        self.writer = pq.ParquetWriter(path, schema)
+        self.writer = open_writer(path, schema)
         self.count = 0
 
     def add(self, row: dict[str, Any]) -> None:
@@ -203,8 +202,8 @@ class Collector:
         kept = path.with_name(path.name + ".kept")
         source = open_parquet(path)
         drop = pa.array(sorted(video_ids), pa.string())
-        with pq.ParquetWriter(kept, source.schema_arrow) as writer:
-            for batch in source.iter_batches(batch_size=BATCH_ROWS):
+        with open_writer(kept, source.schema_arrow) as writer:
+            for batch in read_batches(source):
                 writer.write_batch(batch.filter(pc.invert(pc.is_in(batch.column("video_id"), value_set=drop))))
         kept.replace(path)
 

@@ -23,7 +23,7 @@ from deltalake import CommitProperties, DeltaTable
 from vidbatch.config import StorageConfig
 from vidbatch.delta_files import RowFilter, create, fits, plain_files, prepare
 from vidbatch.errors import JobError
-from vidbatch.parquet_stream import BATCH_ROWS, open_parquet
+from vidbatch.parquet_stream import open_parquet, read_batches
 from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
 
 _OP = "_vidbatch_op"  # source-only column telling the merge which rows are tombstones
@@ -321,7 +321,7 @@ def _merge(table: DeltaTable, spilled: pq.ParquetFile | None, tombstones: list[_
 
     def batches() -> Iterator[pa.RecordBatch]:
         if spilled is not None:
-            for batch in spilled.iter_batches(batch_size=BATCH_ROWS):
+            for batch in read_batches(spilled):
                 yield batch.append_column(_OP, pa.array(["insert"] * batch.num_rows, pa.string()))
         for start in range(0, len(tombstones), 4096):
             chunk = tombstones[start : start + 4096]

@@ -30,7 +30,7 @@ from deltalake import CommitProperties, DeltaTable, Schema
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from vidbatch.config import StorageConfig
-from vidbatch.parquet_stream import BATCH_ROWS, open_parquet
+from vidbatch.parquet_stream import open_parquet, open_writer, read_batches
 from vidbatch.storage import delta_storage_options, filesystem, is_local
 
 # Which rows of a data file to drop: a boolean mask over the file's rows.
@@ -120,7 +120,7 @@ _TARGET_FILE_BYTES = 256 * 1024 * 1024
 
 
 def _plain_parts(parquet: pq.ParquetFile) -> Iterator[pa.Table]:
-    for batch in parquet.iter_batches(batch_size=BATCH_ROWS):
+    for batch in read_batches(parquet):
         yield plain_table(pa.Table.from_batches([batch]))
 
 
@@ -191,6 +191,8 @@ def _write(fs: Any, root: str, parts: Iterable[pa.Table]) -> list[AddAction]:
     """New data files of the rows in `parts` (streamed), each closed once it holds _TARGET_FILE_BYTES,
     with their statistics; none when there are no rows."""
     pending = (part for part in parts if part.num_rows)
+    # One generator: each file takes parts from it until it is full, and the next file starts with
+    # the part after, so no file is ever opened for no rows.
     return [_write_file(fs, root, first, pending) for first in pending]
 
 
@@ -199,7 +201,7 @@ def _write_file(fs: Any, root: str, first: pa.Table, rest: Iterator[pa.Table]) -
     name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
     ranges = _Ranges()
     with fs.open(f"{root}/{name}", "wb") as handle:
-        with pq.ParquetWriter(handle, first.schema, compression="zstd") as writer:
+        with open_writer(handle, first.schema, compression="zstd") as writer:
             for part in itertools.chain([first], rest):
                 writer.write_table(part)
                 ranges.add(part)
