@@ -267,3 +267,19 @@ def test_a_stop_while_the_driver_adds_a_batch_stops_the_execution_first(ray_loca
         _drain(dataset, StoppedWhileAdding(), no_progress_timeout_s=60)
     executors = [t for t in threading.enumerate() if t.name.startswith("StreamingExecutor-") and t.is_alive()]
     assert not executors, executors
+
+
+def test_the_driver_hands_the_weights_to_the_object_store_and_keeps_no_copy(ray_local, seeded_weights):
+    """The driver kept the weights' bytes (98 MB for resnet50) for the whole run after putting them in
+    the object store: through the drain and the commit, where a long video's run reaches its peak."""
+    from dataclasses import replace
+
+    from vidbatch import pipeline
+    from vidbatch.config import ModelConfig, StorageConfig
+    from vidbatch.model import resolve_weights
+
+    weights = resolve_weights(ModelConfig(arch="resnet18", weights=str(seeded_weights)), StorageConfig())
+    ref, kept = pipeline._hand_over_weights(ray_local, weights)
+    assert ray_local.get(ref) == weights.state_dict_bytes  # what every model actor loads
+    assert kept.state_dict_bytes == b""
+    assert replace(kept, state_dict_bytes=weights.state_dict_bytes) == weights  # nothing else changed
