@@ -120,3 +120,14 @@ def test_the_model_bound_checks_the_weights_off_the_thread_that_times_the_model(
     assert len(threads_seen) == 1
     assert threads_seen[0] is not threading.main_thread()
     assert not threads_seen[0].is_alive()
+
+
+def test_a_ray_worker_is_counted_under_the_actor_it_becomes():
+    """Ray renames a worker (`ray::IDLE`) for its actor after the actor's imports have begun: the model
+    actor's first ~550 MB used to be counted under Ray's other processes."""
+    from vidbatch.bench_memory import _later_role
+
+    assert _later_role(None, "ray (other)") == "ray (other)"
+    assert _later_role("ray (other)", "model actor") == "model actor"
+    assert _later_role("model actor", "ray (other)") == "model actor"  # its /proc gone at the end
+    assert _later_role("driver", "driver") == "driver"

@@ -33,6 +33,7 @@ _ROLES = (
     ("MapBatches(ModelStage)", "model actor"),
     ("vidbatch.isolation", "decode sandbox"),
 )
+_OTHER = "ray (other)"
 
 
 def pipeline_peak_memory(video: Path, *, mode: str, arch: str, workdir: Path) -> dict[str, dict[str, float]]:
@@ -56,15 +57,27 @@ def pipeline_peak_memory(video: Path, *, mode: str, arch: str, workdir: Path) ->
             stderr=subprocess.PIPE,
             env=env,
         )
-        peaks: dict[str, dict[str, float]] = {}
+        per_process: dict[int, dict[str, float]] = {}
+        roles: dict[int, str] = {}
         while proc.poll() is None:
             for pid in _tree(proc.pid):
-                _record(peaks, _role(pid, driver=proc.pid), _memory_mb(pid))
+                roles[pid] = _later_role(roles.get(pid), _role(pid, driver=proc.pid))
+                _record(per_process, pid, _memory_mb(pid))
             time.sleep(_SAMPLE_S)
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"the memory-check run failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
+    peaks: dict[str, dict[str, float]] = {}
+    for pid, memory in per_process.items():
+        _record(peaks, roles[pid], memory)
     return peaks
+
+
+def _later_role(before: str | None, now: str) -> str:
+    """A process's role once more of it is known. Ray starts a worker as `ray::IDLE` and renames it
+    for the actor it becomes, after the actor's imports have begun: the model actor's first ~550 MB
+    were counted under Ray's other processes. A process keeps the first role other than that."""
+    return now if before is None or before == _OTHER else before
 
 
 def _tree(root: int) -> list[int]:
@@ -92,8 +105,8 @@ def _role(pid: int, *, driver: int) -> str:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
-        return "ray (other)"
-    return next((role for marker, role in _ROLES if marker in command), "ray (other)")
+        return _OTHER
+    return next((role for marker, role in _ROLES if marker in command), _OTHER)
 
 
 def _memory_mb(pid: int) -> dict[str, float]:
@@ -105,8 +118,8 @@ def _memory_mb(pid: int) -> dict[str, float]:
     return {"private_mb": int(fields.get("RssAnon", 0)) / 1024, "shared_mb": int(fields.get("RssShmem", 0)) / 1024}
 
 
-def _record(peaks: dict[str, dict[str, float]], role: str, memory: dict[str, float]) -> None:
-    peak = peaks.setdefault(role, {"private_mb": 0.0, "shared_mb": 0.0})
+def _record(peaks: dict[Any, dict[str, float]], key: Any, memory: dict[str, float]) -> None:
+    peak = peaks.setdefault(key, {"private_mb": 0.0, "shared_mb": 0.0})
     for key, value in memory.items():
         peak[key] = max(peak[key], value)
 
