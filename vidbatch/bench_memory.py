@@ -118,10 +118,10 @@ def _memory_mb(pid: int) -> dict[str, float]:
     return {"private_mb": int(fields.get("RssAnon", 0)) / 1024, "shared_mb": int(fields.get("RssShmem", 0)) / 1024}
 
 
-def _record(peaks: dict[Any, dict[str, float]], key: Any, memory: dict[str, float]) -> None:
-    peak = peaks.setdefault(key, {"private_mb": 0.0, "shared_mb": 0.0})
-    for key, value in memory.items():
-        peak[key] = max(peak[key], value)
+def _record(peaks: dict[Any, dict[str, float]], owner: Any, memory: dict[str, float]) -> None:
+    peak = peaks.setdefault(owner, {"private_mb": 0.0, "shared_mb": 0.0})
+    for kind, value in memory.items():
+        peak[kind] = max(peak[kind], value)
 
 
 def format_peaks(name: str, peaks: dict[str, Any]) -> list[str]:

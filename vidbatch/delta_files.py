@@ -101,10 +101,9 @@ def create(table_uri: str, storage: StorageConfig, rows: pq.ParquetFile, propert
     fs, root = filesystem(table_uri, storage)
     if is_local(table_uri):
         os.makedirs(root, exist_ok=True)  # an object store has no folders to make
-    schema = pa.schema([pa.field(f.name, plain_type(f.type), f.nullable, f.metadata) for f in rows.schema_arrow])
     create_table_with_add_actions(
         table_uri,
-        Schema.from_arrow(schema),
+        Schema.from_arrow(plain_schema(rows.schema_arrow)),
         _write(fs, root, _plain_parts(rows)),
         mode="error",
         storage_options=delta_storage_options(table_uri, storage),
@@ -162,8 +161,12 @@ def plain_type(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
+def plain_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, plain_type(f.type), f.nullable, f.metadata) for f in schema])
+
+
 def plain_table(rows: pa.Table) -> pa.Table:
-    schema = pa.schema([pa.field(f.name, plain_type(f.type), f.nullable, f.metadata) for f in rows.schema])
+    schema = plain_schema(rows.schema)
     return rows if schema == rows.schema else rows.cast(schema)
 
 
