@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -211,3 +212,110 @@ def test_rows_are_written_in_files_of_the_target_size_each_with_its_own_statisti
     assert all(earlier[1] < later[0] for earlier, later in zip(spans, spans[1:], strict=False))  # in order, no overlap
     assert sorted(DeltaTable(str(root)).to_pyarrow_table().column("video_id").to_pylist()) == ids
     assert len([name for name in os.listdir(root) if name.endswith(".parquet")]) == len(files)  # none empty or left over
+
+
+def _file_stats(root) -> list[dict]:
+    return pa.table(DeltaTable(str(root)).get_add_actions(flatten=True)).to_pylist()
+
+
+def test_file_statistics_cover_timestamps_dates_booleans_decimals_and_struct_fields(tmp_path):
+    """The videos table's processed_at and a manifest's carried columns: readers skip files by their
+    ranges, which write_deltalake's files had. Read back with deltalake's own parser, typed."""
+    from datetime import date, datetime, timezone
+    from decimal import Decimal
+
+    utc = timezone.utc
+    rows = pa.table(
+        {
+            "video_id": ["b", "a", "c"],
+            "processed_at": pa.array(
+                [datetime(2026, 1, 2, 3, 4, 5, 678901, utc), datetime(2025, 1, 1, tzinfo=utc), None], pa.timestamp("us", "UTC")
+            ),
+            "seen": pa.array([datetime(2026, 1, 1), None, datetime(2024, 2, 29, 12)], pa.timestamp("us")),
+            "day": pa.array([date(2026, 1, 1), date(1999, 12, 31), None]),
+            "ok": [True, None, True],
+            "price": pa.array([Decimal("1.25"), Decimal("-3.10"), None], pa.decimal128(5, 2)),
+            "meta": [{"n": 1, "tag": "x"}, None, {"n": 7, "tag": None}],
+            "blob": [b"1", None, b"2"],
+        }
+    )
+    pq.write_table(rows, tmp_path / "rows.parquet")
+    create(str(tmp_path / "t"), StorageConfig(), open_parquet(tmp_path / "rows.parquet"), CommitProperties())
+    (stats,) = _file_stats(tmp_path / "t")
+
+    assert stats["min.processed_at"] == datetime(2025, 1, 1, tzinfo=utc)
+    # milliseconds are the statistics' precision: the upper bound is rounded up, never below a row
+    assert stats["max.processed_at"] == datetime(2026, 1, 2, 3, 4, 5, 679000, utc)
+    assert (stats["min.seen"], stats["max.seen"]) == (datetime(2024, 2, 29, 12), datetime(2026, 1, 1))
+    assert (stats["min.day"], stats["max.day"], stats["null_count.day"]) == (date(1999, 12, 31), date(2026, 1, 1), 1)
+    assert (stats["min.ok"], stats["max.ok"], stats["null_count.ok"]) == (True, True, 1)
+    assert (stats["min.price"], stats["max.price"]) == (Decimal("-3.10"), Decimal("1.25"))
+    assert (stats["min.meta.n"], stats["max.meta.n"], stats["max.meta.tag"]) == (1, 7, "x")
+    assert (stats["null_count.meta.n"], stats["null_count.meta.tag"]) == (1, 2)  # the null struct counts in its fields
+    assert stats["null_count.processed_at"] == 1 and stats.get("min.blob") is None
+
+
+def test_readers_skip_files_by_their_ranges_and_lose_no_row_at_a_bound(tmp_path, monkeypatch):
+    """Two files of one first run. A filter on a timestamp finer than milliseconds, or on a string
+    longer than the statistics keep, selects only the file that holds it, and finds the row: a bound
+    cut below the row's value would have skipped it."""
+    from datetime import datetime, timedelta, timezone
+
+    import pyarrow.dataset as ds
+
+    import vidbatch.delta_files as delta_files
+    import vidbatch.parquet_stream as parquet_stream
+
+    monkeypatch.setattr(parquet_stream, "BATCH_BYTES", 2_000)
+    monkeypatch.setattr(delta_files, "_TARGET_FILE_BYTES", 1)  # a file per batch
+    start = datetime(2026, 12, 6, tzinfo=timezone.utc)
+    stamps = [start + timedelta(milliseconds=10 * i, microseconds=567) for i in range(200)]
+    uris = [f"s3://library/{i:04d}/{'deep/' * 20}clip.mp4" for i in range(200)]  # ~120 characters
+    ids = [f"v{i:04d}" for i in range(200)]
+    pq.write_table(
+        pa.table({"video_id": ids, "uri": uris, "processed_at": pa.array(stamps, pa.timestamp("us", "UTC"))}),
+        tmp_path / "rows.parquet",
+        row_group_size=50,
+    )
+    create(str(tmp_path / "t"), StorageConfig(), open_parquet(tmp_path / "rows.parquet"), CommitProperties())
+    files = sorted(_file_stats(tmp_path / "t"), key=lambda f: f["min.video_id"])
+    assert len(files) >= 3
+    assert all(len(f["max.uri"]) < 100 for f in files)  # cut, as delta-rs cuts them
+
+    dataset = DeltaTable(str(tmp_path / "t")).to_pyarrow_dataset()
+    ends = itertools.accumulate(f["num_records"] for f in files)
+    for last in ends:  # the last row of each file is at its upper bounds
+        index = last - 1
+        at_stamp = ds.field("processed_at") >= pa.scalar(stamps[index], pa.timestamp("us", "UTC"))
+        assert dataset.to_table(filter=at_stamp).num_rows == 200 - index
+        assert len(list(dataset.get_fragments(filter=at_stamp))) == len(files) - files.index(_holding(files, index))
+        same_uri = ds.field("uri") == uris[index]
+        assert len(list(dataset.get_fragments(filter=same_uri))) == 1
+        assert dataset.to_table(filter=same_uri).column("video_id").to_pylist() == [f"v{index:04d}"]
+
+
+def _holding(files: list[dict], index: int) -> dict:
+    return next(f for f in files if f["min.video_id"] <= f"v{index:04d}" <= f["max.video_id"])
+
+
+def test_a_cut_string_bound_stays_on_its_side_of_every_value():
+    from vidbatch.delta_files import _lower_bound, _string_above, _upper_bound
+
+    long = "m" * 70
+    assert _lower_bound(pa.scalar(long)) == "m" * 64 <= long
+    assert _upper_bound(pa.scalar(long)) == "m" * 63 + "n" > long
+    assert _string_above("a" * 63 + "\U0010ffff" + "z") == "a" * 62 + "b"  # the highest character cannot be raised
+    assert _string_above("\ud7ff" * 65) == "\ud7ff" * 63 + "\ue000"  # surrogates are not characters
+    assert _string_above("\U0010ffff" * 65) == "\U0010ffff" * 65  # nothing shorter is above
+    assert _string_above("short") == "short"
+
+
+def test_a_decimal_bound_no_float_holds_is_widened_outward():
+    from decimal import Decimal
+
+    from vidbatch.delta_files import _json_bound
+
+    kind = pa.decimal128(20, 19)
+    value = Decimal("0.1000000000000000000")  # 0.1 as a float is a little above it
+    assert Decimal(_json_bound(value, kind, upper=False)) <= value <= Decimal(_json_bound(value, kind, upper=True))
+    assert _json_bound(Decimal("1.25"), pa.decimal128(5, 2), upper=True) == 1.25  # exact: not moved
