@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from vidbatch import bench_stats
+from vidbatch.driver_env import set_driver_allocator
 
 if TYPE_CHECKING:
     from vidbatch.video_task import DecodeSettings
@@ -353,6 +354,8 @@ _WORKERS = {
 
 def _worker_main() -> None:
     kind = sys.argv[1]
+    if kind == "pipeline":  # the driver's allocator, as under `vidbatch run` (not in the bounds' torch)
+        set_driver_allocator()
     payload = json.loads(sys.stdin.read())
     result = _WORKERS[kind](payload)
     print(json.dumps(result, default=str))

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from vidbatch.driver_env import set_driver_environment
+from vidbatch.driver_env import set_driver_allocator, set_driver_environment
 from vidbatch.errors import JobError, Stopped
 
 if TYPE_CHECKING:
@@ -334,6 +334,7 @@ def _run(args: argparse.Namespace) -> int:
     from vidbatch.pipeline import run_job, stop_on_sigterm
 
     stop_on_sigterm()  # before Ray starts too (the manifest, the weights)
+    set_driver_allocator()  # `run` only: the commands that run torch here (plan, train-head) keep glibc's own
     config = load_job(args.job, args.overrides)
     result = run_job(config, address=args.address, retry_failed=args.retry_failed, allow_empty=args.allow_empty)
     print(_summary_text(result.summary, result.summary_uri))
