@@ -251,3 +251,11 @@ def test_the_top_labels_rule_is_a_stable_sort_of_every_class_ties_included():
         expected = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
         np.testing.assert_array_equal(_top_order(probs, k), expected)
         np.testing.assert_array_equal(_top_order(probs[0], k), expected[0])
+
+
+def test_clips_whose_vectors_differ_in_length_are_refused_with_their_lengths():
+    from vidbatch.collect import _matrix
+
+    with pytest.raises(ValueError, match=r"lengths \[2, 3\] \(0 without one\)"):
+        _matrix(pa.chunked_array([pa.array([[1.0, 2.0], [1.0, 2.0, 3.0]], pa.list_(pa.float32()))]))
+    np.testing.assert_array_equal(_matrix(pa.chunked_array([[[1.0, 2.0]], [[3.0, 4.0]]])), [[1.0, 2.0], [3.0, 4.0]])

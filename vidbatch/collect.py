@@ -367,7 +367,7 @@ def _matrix(lists: pa.ChunkedArray) -> np.ndarray:
     lengths = pc.list_value_length(rows).to_numpy(zero_copy_only=False)
     if rows.null_count or len(set(lengths.tolist())) > 1:
         lengths_seen = sorted(set(lengths.tolist()))
-        raise ValueError(f"the model stage gave ok clips vectors of lengths {lengths_seen}, and {rows.null_count} none")
+        raise ValueError(f"ok clips came with vectors of lengths {lengths_seen} ({rows.null_count} without one)")
     values = pc.list_flatten(rows).to_numpy(zero_copy_only=False)
     return values.reshape(len(rows), int(lengths[0]) if len(rows) else 0)
 
@@ -399,7 +399,7 @@ def _top_labels(probs: np.ndarray, valid: np.ndarray, categories: tuple[str, ...
         [pa.array(categories, pa.string()).take(pa.array(order.ravel())), pa.array(scores.ravel(), pa.float32())],
         names=["label", "score"],
     )
-    offsets = np.concatenate([[0], np.cumsum(np.where(valid, k, 0))]).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(np.where(valid, order.shape[1], 0))]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), items, mask=pa.array(~valid)).cast(LABELS)
 
 
