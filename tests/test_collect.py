@@ -235,27 +235,3 @@ def test_clips_after_their_video_failed_or_finished_in_the_same_batch_are_not_ta
     tally = c.close("lost")
     assert [(r["video_id"], r["clip_index"]) for r in spilled(tmp_path, "clips")] == [("done", 0)]
     assert tally.clips == 1 and tally.statuses == {"decode_error": 1, "ok": 1}
-
-
-def test_the_top_labels_rule_is_a_stable_sort_of_every_class_ties_included():
-    from vidbatch.collect import _top_order
-
-    rng = np.random.default_rng(9)
-    for trial in range(500):
-        n, classes = int(rng.integers(1, 20)), int(rng.integers(1, 40))
-        k = int(rng.integers(0, classes + 2))
-        # few distinct values: many ties, at the k-th value too
-        probs = rng.integers(0, 4, size=(n, classes)).astype(np.float32) if trial % 2 else rng.random((n, classes), np.float32)
-        if trial % 5 == 0:
-            probs[0, -1] = np.nan
-        expected = np.argsort(-probs, axis=-1, kind="stable")[..., :k]
-        np.testing.assert_array_equal(_top_order(probs, k), expected)
-        np.testing.assert_array_equal(_top_order(probs[0], k), expected[0])
-
-
-def test_clips_whose_vectors_differ_in_length_are_refused_with_their_lengths():
-    from vidbatch.collect import _matrix
-
-    with pytest.raises(ValueError, match=r"lengths \[2, 3\] \(0 without one\)"):
-        _matrix(pa.chunked_array([pa.array([[1.0, 2.0], [1.0, 2.0, 3.0]], pa.list_(pa.float32()))]))
-    np.testing.assert_array_equal(_matrix(pa.chunked_array([[[1.0, 2.0]], [[3.0, 4.0]]])), [[1.0, 2.0], [3.0, 4.0]])

@@ -296,26 +296,3 @@ def test_readers_skip_files_by_their_ranges_and_lose_no_row_at_a_bound(tmp_path,
 
 def _holding(files: list[dict], index: int) -> dict:
     return next(f for f in files if f["min.video_id"] <= f"v{index:04d}" <= f["max.video_id"])
-
-
-def test_a_cut_string_bound_stays_on_its_side_of_every_value():
-    from vidbatch.delta_files import _lower_bound, _string_above, _upper_bound
-
-    long = "m" * 70
-    assert _lower_bound(pa.scalar(long)) == "m" * 64 <= long
-    assert _upper_bound(pa.scalar(long)) == "m" * 63 + "n" > long
-    assert _string_above("a" * 63 + "\U0010ffff" + "z") == "a" * 62 + "b"  # the highest character cannot be raised
-    assert _string_above("\ud7ff" * 65) == "\ud7ff" * 63 + "\ue000"  # surrogates are not characters
-    assert _string_above("\U0010ffff" * 65) == "\U0010ffff" * 65  # nothing shorter is above
-    assert _string_above("short") == "short"
-
-
-def test_a_decimal_bound_no_float_holds_is_widened_outward():
-    from decimal import Decimal
-
-    from vidbatch.delta_files import _json_bound
-
-    kind = pa.decimal128(20, 19)
-    value = Decimal("0.1000000000000000000")  # 0.1 as a float is a little above it
-    assert Decimal(_json_bound(value, kind, upper=False)) <= value <= Decimal(_json_bound(value, kind, upper=True))
-    assert _json_bound(Decimal("1.25"), pa.decimal128(5, 2), upper=True) == 1.25  # exact: not moved

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vidbatch.clip_arrays import top_labels, top_order, vector_rows
 from vidbatch.config import Task
 from vidbatch.manifest import Plan
 from vidbatch.parquet_stream import open_parquet, open_writer, read_batches
@@ -194,10 +195,10 @@ class Collector:
     def _take_clips(self, clips: pa.Table, entries: dict[str, _InFlight]) -> None:
         """Ok clips go to the spill file at once; only running sums stay, so the driver's memory
         does not grow with a video's length (a 6-hour video has thousands of clips)."""
-        embeddings = _matrix(clips.column("embedding"))
+        embeddings = vector_rows(clips.column("embedding"))
         probs_column = clips.column("probs")
         has_probs = probs_column.is_valid().to_numpy(zero_copy_only=False)
-        probs = _matrix(probs_column.filter(probs_column.is_valid())) if has_probs.any() else None
+        probs = vector_rows(probs_column.filter(probs_column.is_valid())) if has_probs.any() else None
         frames = pc.list_value_length(clips.column("frame_pts_s")).to_numpy(zero_copy_only=False)
         video_ids = clips.column("video_id").to_numpy(zero_copy_only=False)
         for video_id, entry in entries.items():  # a batch holds clips of a few videos
@@ -213,7 +214,7 @@ class Collector:
         n = clips.num_rows
         labels = pa.nulls(n, LABELS)
         if self.task != "embed" and probs is not None:
-            labels = _top_labels(probs, has_probs, self.categories, self.top_k)
+            labels = top_labels(probs, has_probs, self.categories, self.top_k)
         self.clips_out.add_table(
             pa.table(
                 {
@@ -297,7 +298,7 @@ class Collector:
             self.on_progress(self.tally, self.total)
 
     def _labels(self, probs: np.ndarray) -> list[dict[str, Any]]:
-        top = _top_order(probs, self.top_k)
+        top = top_order(probs, self.top_k)
         return [{"label": self.categories[i], "score": float(probs[i])} for i in top]
 
     def _write_video(self, row: dict[str, Any], *, uri: str | None, extra: dict[str, object]) -> None:
@@ -359,48 +360,6 @@ class _InFlight:
 
 def _row(batch: pa.Table, row: int) -> dict[str, Any]:
     return batch.slice(row, 1).to_pylist()[0]
-
-
-def _matrix(lists: pa.ChunkedArray) -> np.ndarray:
-    """Lists of one length as the rows of a matrix, without Python objects per value."""
-    rows = lists.combine_chunks()
-    lengths = pc.list_value_length(rows).to_numpy(zero_copy_only=False)
-    if rows.null_count or len(set(lengths.tolist())) > 1:
-        lengths_seen = sorted(set(lengths.tolist()))
-        raise ValueError(f"ok clips came with vectors of lengths {lengths_seen} ({rows.null_count} without one)")
-    values = pc.list_flatten(rows).to_numpy(zero_copy_only=False)
-    return values.reshape(len(rows), int(lengths[0]) if len(rows) else 0)
-
-
-def _top_order(probs: np.ndarray, k: int) -> np.ndarray:
-    """The k most probable categories of each row, most probable first; ties in category order
-    (what a stable argsort of all of them gives, which cost ~40 us a clip of 1000 classes)."""
-    rows = np.atleast_2d(probs)
-    classes = rows.shape[-1]
-    if k <= 0:
-        return np.zeros((*probs.shape[:-1], 0), np.intp)
-    if k >= classes or not np.isfinite(rows).all():
-        return np.argsort(-probs, axis=-1, kind="stable")[..., :k]
-    kth = np.partition(rows, classes - k, axis=-1)[:, classes - k]  # each row's k-th largest value
-    # The candidates, ties with the k-th value included: row by row, categories in order.
-    row, category = np.nonzero(rows >= kth[:, None])
-    ranked = np.lexsort((category, -rows[row, category], row))  # by row, then value down, then category
-    row, category = row[ranked], category[ranked]
-    top = category[np.searchsorted(row, np.arange(len(rows)))[:, None] + np.arange(k)]
-    return top.reshape(*probs.shape[:-1], k)
-
-
-def _top_labels(probs: np.ndarray, valid: np.ndarray, categories: tuple[str, ...], k: int) -> pa.Array:
-    """Each clip's k most probable categories with their scores; null where a clip has no
-    probabilities (`probs` holds a row for each valid clip only)."""
-    order = _top_order(probs, k)
-    scores = np.take_along_axis(probs, order, axis=1).astype(np.float32)
-    items = pa.StructArray.from_arrays(
-        [pa.array(categories, pa.string()).take(pa.array(order.ravel())), pa.array(scores.ravel(), pa.float32())],
-        names=["label", "score"],
-    )
-    offsets = np.concatenate([[0], np.cumsum(np.where(valid, order.shape[1], 0))]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), items, mask=pa.array(~valid)).cast(LABELS)
 
 
 class ProgressPrinter:
