@@ -253,6 +253,10 @@ def test_file_statistics_cover_timestamps_dates_booleans_decimals_and_struct_fie
     assert (stats["min.meta.n"], stats["max.meta.n"], stats["max.meta.tag"]) == (1, 7, "x")
     assert (stats["null_count.meta.n"], stats["null_count.meta.tag"]) == (1, 2)  # the null struct counts in its fields
     assert stats["null_count.processed_at"] == 1 and stats.get("min.blob") is None
+    # A checkpoint parses every file's statistics into typed columns: they must take that form too.
+    DeltaTable(str(tmp_path / "t")).create_checkpoint()
+    assert any(name.endswith(".checkpoint.parquet") for name in os.listdir(tmp_path / "t" / "_delta_log"))
+    assert _file_stats(tmp_path / "t") == [stats]
 
 
 def test_readers_skip_files_by_their_ranges_and_lose_no_row_at_a_bound(tmp_path, monkeypatch):
