@@ -41,13 +41,13 @@ def top_order(probs: np.ndarray, k: int) -> np.ndarray:
     return top.reshape(*probs.shape[:-1], k)
 
 
-def top_labels(probs: np.ndarray, valid: np.ndarray, categories: tuple[str, ...], k: int) -> pa.Array:
+def top_labels(probs: np.ndarray, valid: np.ndarray, categories: pa.Array, k: int) -> pa.Array:
     """Each clip's k most probable categories with their scores; null where a clip has no
     probabilities (`probs` holds a row for each valid clip only)."""
     order = top_order(probs, k)
     scores = np.take_along_axis(probs, order, axis=1).astype(np.float32)
     items = pa.StructArray.from_arrays(
-        [pa.array(categories, pa.string()).take(pa.array(order.ravel())), pa.array(scores.ravel(), pa.float32())],
+        [categories.take(pa.array(order.ravel())), pa.array(scores.ravel(), pa.float32())],
         names=["label", "score"],
     )
     offsets = np.concatenate([[0], np.cumsum(np.where(valid, order.shape[1], 0))]).astype(np.int32)

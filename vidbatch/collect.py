@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vidbatch.clip_arrays import top_labels, top_order, vector_rows
+from vidbatch.clip_arrays import top_labels, vector_rows
 from vidbatch.config import Task
 from vidbatch.manifest import Plan
 from vidbatch.parquet_stream import open_parquet, open_writer, read_batches
@@ -113,7 +113,7 @@ class Collector:
     ) -> None:
         self.plan = plan
         self.identity = identity
-        self.categories = categories
+        self.category_names = pa.array(categories, pa.string())  # built once: every label takes from it
         self.task = task
         self.top_k = min(top_k, len(categories))
         self.videos_schema = _videos_schema(plan.extra_schema)
@@ -197,8 +197,9 @@ class Collector:
         does not grow with a video's length (a 6-hour video has thousands of clips)."""
         embeddings = vector_rows(clips.column("embedding"))
         probs_column = clips.column("probs")
-        has_probs = probs_column.is_valid().to_numpy(zero_copy_only=False)
-        probs = vector_rows(probs_column.filter(probs_column.is_valid())) if has_probs.any() else None
+        valid = probs_column.is_valid()
+        has_probs = valid.to_numpy(zero_copy_only=False)
+        probs = vector_rows(probs_column.filter(valid)) if has_probs.any() else None
         frames = pc.list_value_length(clips.column("frame_pts_s")).to_numpy(zero_copy_only=False)
         video_ids = clips.column("video_id").to_numpy(zero_copy_only=False)
         for video_id, entry in entries.items():  # a batch holds clips of a few videos
@@ -214,7 +215,7 @@ class Collector:
         n = clips.num_rows
         labels = pa.nulls(n, LABELS)
         if self.task != "embed" and probs is not None:
-            labels = top_labels(probs, has_probs, self.categories, self.top_k)
+            labels = top_labels(probs, has_probs, self.category_names, self.top_k)
         self.clips_out.add_table(
             pa.table(
                 {
@@ -298,8 +299,9 @@ class Collector:
             self.on_progress(self.tally, self.total)
 
     def _labels(self, probs: np.ndarray) -> list[dict[str, Any]]:
-        top = top_order(probs, self.top_k)
-        return [{"label": self.categories[i], "score": float(probs[i])} for i in top]
+        """A video row's labels: the clips' rule, on its mean probabilities."""
+        labels: list[dict[str, Any]] = top_labels(probs[np.newaxis], np.ones(1, bool), self.category_names, self.top_k)[0].as_py()
+        return labels
 
     def _write_video(self, row: dict[str, Any], *, uri: str | None, extra: dict[str, object]) -> None:
         out = {name: row.get(name) for name in VIDEOS.names}
