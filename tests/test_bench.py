@@ -66,6 +66,8 @@ def test_bench_runs_on_a_tiny_workload(tmp_path):
     for key in ("plain", "decode_bound", "model_bound", "stage_bound", "pipeline"):
         assert fps[key]["video_s_per_s"] > 0
     assert "pipeline/plain (start-up incl.)" in fps["ratios"]
+    # 3 frames in one or two batches: too short for a mid-run rate, and said so rather than guessed.
+    assert fps["pipeline"]["mid_run"] is None and fps["ratios"]["pipeline mid-run/stage bound"] is None
     assert "video-h/wall-h" in proc.stdout
     # The bounds were measured again after the pipeline; the round's bound is the mean of both.
     drift = fps["bound_drift"]
@@ -131,3 +133,32 @@ def test_a_ray_worker_is_counted_under_the_actor_it_becomes():
     assert _later_role("ray (other)", "model actor") == "model actor"
     assert _later_role("model actor", "ray (other)") == "model actor"  # its /proc gone at the end
     assert _later_role("driver", "driver") == "driver"
+
+
+def test_the_pipeline_worker_times_the_frames_of_every_batch_the_collector_takes(tmp_path):
+    import numpy as np
+    from test_collect import batch, clip, collector, video
+
+    from vidbatch.bench_measure import _clip_arrivals
+    from vidbatch.collect import Collector
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "timed").mkdir()
+    (tmp_path / "untimed").mkdir()
+    batches = [
+        batch(clip("a", 0, rng), clip("a", 1, rng), clip("b", 0, rng, status="decode_error")),
+        batch(video("a", 2)),
+        batch(clip("b", 1, rng), video("b", 2)),
+    ]
+    plain_add = Collector.add_batch
+    timed, untimed = collector(tmp_path / "timed", ["a", "b"]), collector(tmp_path / "untimed", ["a", "b"])
+    with _clip_arrivals() as arrivals:
+        for b in batches:
+            timed.add_batch(b)
+    assert Collector.add_batch is plain_add  # unwrapped after the run
+    # The frames of each batch's ok clips, in order: a failed clip's and a video row's count nothing.
+    assert [frames for _, frames in arrivals] == [8, 0, 4]
+    assert [t for t, _ in arrivals] == sorted(t for t, _ in arrivals)
+    for b in batches:
+        untimed.add_batch(b)
+    assert timed.close("lost") == untimed.close("lost")  # the collector took them as without the clock

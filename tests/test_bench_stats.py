@@ -10,6 +10,7 @@ from vidbatch.bench_stats import (
     bound_drift,
     bracketed,
     format_spread,
+    mid_run_rate,
     round_ratios,
     stage_bound,
     steady_wall,
@@ -153,3 +154,67 @@ def test_steady_wall_is_never_zero_or_negative():
 def test_steady_wall_names_a_bad_time(bad):
     with pytest.raises(ValueError, match="tiny_wall_s must be a time >= 0"):
         steady_wall(big_wall_s=49.6, big_before_pipeline_s=5.7, tiny_wall_s=bad, tiny_before_pipeline_s=0.5)
+
+
+def _arrivals(rate_by_second: list[float], *, batch_s: float = 0.25) -> list[tuple[float, float]]:
+    """A batch every `batch_s` seconds, frames at each second's rate."""
+    out, t = [], 0.0
+    for rate in rate_by_second:
+        for _ in range(round(1 / batch_s)):
+            t += batch_s
+            out.append((t, rate * batch_s))
+    return out
+
+
+def test_mid_run_rate_of_an_even_run_is_its_rate():
+    mid = mid_run_rate(_arrivals([24.0] * 40))
+    assert mid is not None
+    assert mid["frames_per_s"] == pytest.approx(24.0)
+    assert mid["frames"] == pytest.approx(0.6 * 960, abs=24.0 * 0.25)  # 20% to 80%, to a batch
+
+
+def test_mid_run_rate_leaves_out_the_start_up_burst_and_the_drain():
+    # The model starts late: its backlog arrives at 60 frames/s, then the pipeline's own 24,
+    # then a slow drain. The marginal view would mix them; the middle is the pipeline's rate.
+    run = [60.0] * 3 + [24.0] * 34 + [6.0] * 3
+    mid = mid_run_rate(run_arrivals := _arrivals(run))
+    assert mid is not None and mid["frames_per_s"] == pytest.approx(24.0)
+    total = sum(f for _, f in run_arrivals)
+    assert total / run_arrivals[-1][0] != pytest.approx(24.0, rel=0.05)  # the whole run's average is not
+
+
+def test_mid_run_rate_needs_batches_inside_its_window():
+    assert mid_run_rate([(1.0, 6.0)]) is None  # one batch: all frames at once
+    assert mid_run_rate([(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)]) is None  # too few in between for a rate
+    assert mid_run_rate([]) is None
+    assert mid_run_rate([(1.0, 0.0), (2.0, 0.0)]) is None  # no frames (every video failed)
+
+
+@pytest.mark.parametrize("window", [(0.8, 0.2), (-0.1, 0.5), (0.2, 1.5), (0.5, 0.5)])
+def test_mid_run_rate_names_a_bad_window(window):
+    with pytest.raises(ValueError, match=r"window must be two shares 0 <= low < high <= 1, got"):
+        mid_run_rate(_arrivals([24.0] * 10), window=window)
+
+
+def test_mid_run_rate_refuses_arrivals_out_of_order():
+    with pytest.raises(ValueError, match="time order"):
+        mid_run_rate([(2.0, 1.0), (1.0, 1.0)] + _arrivals([24.0] * 10))
+
+
+def test_the_mid_run_ratio_is_reported_and_summarised_when_every_round_has_one():
+    rounds = [_round(5.0, 30, 40, 12.0, 14.0), _round(6.0, 36, 40, 11.0, 15.0), _round(5.5, 31, 38, 13.0, 14.5)]
+    for r, mid in zip(rounds, (13.0, 14.0, 13.5), strict=True):
+        r["pipeline"]["mid_run"] = {"video_s_per_s": mid, "frames_per_s": mid, "wall_s": 20.0}
+        r["ratios"] = round_ratios(r)
+        assert r["ratios"]["pipeline mid-run/stage bound"] == pytest.approx(mid / r["stage_bound"]["video_s_per_s"])
+    summary = summarize_rounds(rounds)
+    assert summary["pipeline"]["mid_run"]["video_s_per_s"] == 13.5
+    per_round = sorted(r["ratios"]["pipeline mid-run/stage bound"] for r in rounds)
+    assert summary["ratios"]["pipeline mid-run/stage bound"] == pytest.approx(per_round[1])
+    rounds[1]["pipeline"]["mid_run"] = None  # a round too short for one: no median of the others' rates
+    assert summarize_rounds(rounds)["pipeline"]["mid_run"] is None
+
+
+def test_a_round_without_a_mid_run_rate_says_so():
+    ratios = round_ratios(_round_rates(plain=5.0, bound=11.0, pipe=9.0, steady=10.0))
+    assert ratios["pipeline mid-run/stage bound"] is None

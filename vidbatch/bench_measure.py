@@ -7,7 +7,8 @@ a fresh interpreter per measurement keeps one's imports, caches and threads out 
 plain     the plain single-process script of DESIGN.md (no vidbatch code)
 decode    decode-only bound: the decode stage on every video, one process per CPU
 model     model-only bound: the model runner on all CPUs (or the GPU) for a fixed time
-pipeline  `run_job` on a local Ray, then a tiny job (start-up excluded by the difference)
+pipeline  `run_job` on a local Ray, then a tiny job (start-up excluded by the difference);
+          the big run's clip arrivals at the driver also give its mid-run rate
 memory    peak RSS of decoding one video
 """
 
@@ -18,7 +19,8 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -263,7 +265,8 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     job = parse_job(p["job"])
     quiet = lambda _line: None  # noqa: E731
     t0 = time.monotonic()
-    big = run_job(job, progress=quiet)
+    with _clip_arrivals() as arrivals:
+        big = run_job(job, progress=quiet)
     big_wall = time.monotonic() - t0
     done_at = time.time()
     tiny_job = parse_job(p["tiny_job"])
@@ -282,6 +285,13 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
     if video_s <= tiny_s * 1.5:  # the workload is no bigger than the tiny run: no marginal rate
         steady_vs = float("nan")
     clips = _read_check(job.output)
+    mid_run: dict[str, Any] | None = bench_stats.mid_run_rate(arrivals)
+    if mid_run is not None and s["frames"] and s["videos"]:
+        # The window counts frames; the workload's videos are alike, so video-seconds follow.
+        video_s_per_frame = video_s / s["frames"]
+        mid_run["video_s_per_s"] = mid_run["frames_per_s"] * video_s_per_frame
+        mid_run["videos_per_s"] = mid_run["video_s_per_s"] / (video_s / s["videos"])
+        mid_run["window"] = list(bench_stats.MID_RUN_WINDOW)
     return {
         "done_at": done_at,
         "frames": s["frames"],
@@ -298,10 +308,39 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
             "frames_per_s": (s["frames"] - ts["frames"]) / steady_wall,
             "videos_per_s": (s["videos"] - ts["videos"]) / steady_wall,
         },
+        "mid_run": mid_run,
         "clips": s["clips"],
         "model_id": s["model_id"],
         "check": clips,
     }
+
+
+@contextmanager
+def _clip_arrivals() -> Iterator[list[tuple[float, int]]]:
+    """(monotonic time, frames of its ok clips) of every batch the driver's collector takes while inside.
+
+    The bench's own measurement: the collector class is wrapped in this process for the run,
+    not changed, so what `vidbatch run` does is what is timed (counting a batch's frames is one
+    Arrow reduction on a column the collector reads anyway).
+    """
+    import pyarrow.compute as pc
+
+    from vidbatch.collect import Collector
+
+    arrivals: list[tuple[float, int]] = []
+    take = Collector.add_batch
+
+    def timed(self: Collector, batch: Any) -> None:
+        ok_clips = pc.and_(pc.equal(batch.column("kind"), "clip"), pc.equal(batch.column("status"), "ok"))
+        frames = pc.sum(pc.if_else(ok_clips, pc.list_value_length(batch.column("frame_pts_s")), 0)).as_py()
+        arrivals.append((time.monotonic(), int(frames or 0)))
+        take(self, batch)
+
+    Collector.add_batch = timed  # type: ignore[method-assign]
+    try:
+        yield arrivals
+    finally:
+        Collector.add_batch = take  # type: ignore[method-assign]
 
 
 def _read_check(output: str) -> dict[str, Any]:

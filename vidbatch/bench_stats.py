@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 RATE_FIELDS = ("wall_s", "frames_per_s", "videos_per_s", "video_s_per_s")
@@ -49,6 +50,56 @@ def steady_wall(*, big_wall_s: float, big_before_pipeline_s: float, tiny_wall_s:
         tiny_before_pipeline_s=tiny_before_pipeline_s,
     )
     return max((big_wall_s - big_before_pipeline_s) - (tiny_wall_s - tiny_before_pipeline_s), 1e-9)
+
+
+# The mid-run window: from the moment this share of the run's frames had reached the driver to
+# the moment this share had. Before it the model's backlog (decoded while it started) arrives
+# in a burst; after it the last videos drain with fewer stages busy.
+MID_RUN_WINDOW = (0.2, 0.8)
+_MID_RUN_MIN_ARRIVALS = 4  # batches inside the window, for a rate rather than one batch's timing
+
+
+def mid_run_rate(
+    arrivals: Sequence[tuple[float, float]], *, window: tuple[float, float] = MID_RUN_WINDOW
+) -> dict[str, float] | None:
+    """Frames per second between the arrivals at which the window's shares of all frames were reached.
+
+    `arrivals`: (time in seconds, frames) of each batch the driver took, in arrival order. The
+    rate counts the frames that arrived after the window's first moment up to its last, over
+    the time between them: what the pipeline does with every stage started and busy, the rate
+    a long run approaches. None when the run is too short for one (fewer than
+    `_MID_RUN_MIN_ARRIVALS` batches in the window, or no time between its ends).
+    """
+    low, high = _validate_window(window)
+    times = [t for t, _ in arrivals]
+    if any(b < a for a, b in zip(times, times[1:], strict=False)):
+        raise ValueError("arrivals must be in time order")
+    total = sum(frames for _, frames in arrivals)
+    if total <= 0:
+        return None
+    start: tuple[float, float] | None = None
+    taken = 0.0
+    batches = 0
+    for t, frames in arrivals:
+        taken += frames
+        if start is None:
+            if taken >= low * total:
+                start = (t, taken)
+            continue
+        batches += 1
+        if taken >= high * total:
+            wall = t - start[0]
+            if batches < _MID_RUN_MIN_ARRIVALS or wall <= 0:
+                return None
+            return {"wall_s": wall, "frames": taken - start[1], "frames_per_s": (taken - start[1]) / wall}
+    return None
+
+
+def _validate_window(window: tuple[float, float]) -> tuple[float, float]:
+    low, high = window
+    if not 0 <= low < high <= 1:
+        raise ValueError(f"window must be two shares 0 <= low < high <= 1, got {window!r}")
+    return low, high
 
 
 def _validate_times(**times: float) -> None:
@@ -92,6 +143,8 @@ def round_ratios(result: dict[str, Any]) -> dict[str, float | None]:
     if pipe["steady"]["video_s_per_s"] == pipe["steady"]["video_s_per_s"]:  # not nan: a steady rate exists
         ratios["pipeline steady/plain"] = pipe["steady"]["video_s_per_s"] / plain["video_s_per_s"] if plain else None
         ratios["pipeline steady/stage bound"] = pipe["steady"]["video_s_per_s"] / bound
+    mid_run = pipe.get("mid_run")
+    ratios["pipeline mid-run/stage bound"] = mid_run["video_s_per_s"] / bound if mid_run else None
     ratios["pipeline (start-up incl.)/stage bound"] = pipe["video_s_per_s"] / bound
     return ratios
 
@@ -106,6 +159,8 @@ def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             summary[key] = _median_rates([r[key] for r in rounds])
     if "pipeline" in summary:
         summary["pipeline"]["steady"] = _median_rates([r["pipeline"]["steady"] for r in rounds])
+        mid_runs = [r["pipeline"].get("mid_run") for r in rounds]
+        summary["pipeline"]["mid_run"] = _median_rates(mid_runs) if all(mid_runs) else None  # type: ignore[arg-type]
     if "stage_bound" in summary:
         decode = _median([r["decode_bound"]["video_s_per_s"] for r in rounds])
         model = _median([r["model_bound"]["video_s_per_s"] for r in rounds])
