@@ -168,8 +168,9 @@ def _arrivals(rate_by_second: list[float], *, batch_s: float = 0.25) -> list[tup
 
 def test_mid_run_rate_of_an_even_run_is_its_rate():
     mid = mid_run_rate(_arrivals([24.0] * 40))
-    assert mid is not None
+    assert mid is not None and mid["steady"]
     assert mid["frames_per_s"] == pytest.approx(24.0)
+    assert mid["halves_frames_per_s"] == pytest.approx([24.0, 24.0])
     assert mid["frames"] == pytest.approx(0.6 * 960, abs=24.0 * 0.25)  # 20% to 80%, to a batch
 
 
@@ -178,9 +179,22 @@ def test_mid_run_rate_leaves_out_the_start_up_burst_and_the_drain():
     # then a slow drain. The marginal view would mix them; the middle is the pipeline's rate.
     run = [60.0] * 3 + [24.0] * 34 + [6.0] * 3
     mid = mid_run_rate(run_arrivals := _arrivals(run))
-    assert mid is not None and mid["frames_per_s"] == pytest.approx(24.0)
+    assert mid is not None and mid["steady"] and mid["frames_per_s"] == pytest.approx(24.0)
     total = sum(f for _, f in run_arrivals)
     assert total / run_arrivals[-1][0] != pytest.approx(24.0, rel=0.05)  # the whole run's average is not
+
+
+def test_a_run_whose_backlog_lasts_into_the_window_has_no_steady_phase():
+    # Keyframes of a short workload: most frames were decoded while the model started, so the
+    # model's catching up (90 frames/s) fills the window's first half, and the pipeline's own
+    # rate (20) its second: their mean is no rate of the pipeline's.
+    mid = mid_run_rate(_arrivals([90.0] * 5 + [20.0] * 10))
+    assert mid is not None and not mid["steady"]
+    first, second = mid["halves_frames_per_s"]
+    assert first > 1.2 * second
+    r = _round_rates(plain=5.0, bound=11.0, pipe=9.0, steady=10.0)
+    r["pipeline"]["mid_run"] = {**mid, "video_s_per_s": 60.0}
+    assert round_ratios(r)["pipeline mid-run/stage bound"] is None  # not reported as a ratio
 
 
 def test_mid_run_rate_needs_batches_inside_its_window():
@@ -204,14 +218,16 @@ def test_mid_run_rate_refuses_arrivals_out_of_order():
 def test_the_mid_run_ratio_is_reported_and_summarised_when_every_round_has_one():
     rounds = [_round(5.0, 30, 40, 12.0, 14.0), _round(6.0, 36, 40, 11.0, 15.0), _round(5.5, 31, 38, 13.0, 14.5)]
     for r, mid in zip(rounds, (13.0, 14.0, 13.5), strict=True):
-        r["pipeline"]["mid_run"] = {"video_s_per_s": mid, "frames_per_s": mid, "wall_s": 20.0}
+        r["pipeline"]["mid_run"] = {"video_s_per_s": mid, "frames_per_s": mid, "wall_s": 20.0, "steady": True}
         r["ratios"] = round_ratios(r)
         assert r["ratios"]["pipeline mid-run/stage bound"] == pytest.approx(mid / r["stage_bound"]["video_s_per_s"])
     summary = summarize_rounds(rounds)
     assert summary["pipeline"]["mid_run"]["video_s_per_s"] == 13.5
     per_round = sorted(r["ratios"]["pipeline mid-run/stage bound"] for r in rounds)
     assert summary["ratios"]["pipeline mid-run/stage bound"] == pytest.approx(per_round[1])
-    rounds[1]["pipeline"]["mid_run"] = None  # a round too short for one: no median of the others' rates
+    rounds[1]["pipeline"]["mid_run"]["steady"] = False  # a round without a steady phase: no median of the others'
+    assert summarize_rounds(rounds)["pipeline"]["mid_run"] is None
+    rounds[1]["pipeline"]["mid_run"] = None  # a round too short for one: the same
     assert summarize_rounds(rounds)["pipeline"]["mid_run"] is None
 
 

@@ -159,8 +159,13 @@ def _measure_round(
     pipe = result["pipeline"]
     say(_line("pipeline, start-up incl.", pipe))
     say(_line("pipeline, steady", pipe["steady"]))
-    if pipe.get("mid_run"):
-        say(_line("pipeline, mid-run", pipe["mid_run"]))
+    mid_run = pipe.get("mid_run")
+    if mid_run and mid_run["steady"]:
+        say(_line("pipeline, mid-run", mid_run))
+    elif mid_run:
+        halves = " and ".join(f"{rate:.1f}" for rate in mid_run["halves_frames_per_s"])
+        say(f"  pipeline, mid-run: no steady phase (the window's halves ran at {halves} frames/s: "
+            "the start-up's backlog or the drain is still in it); no mid-run ratio this round")
     if opts.bracket:
         after = _measure_bounds(opts, job, resize, say, when=", again after the pipeline")
         result["bound_drift"] = bound_drift((decode, model), after)
@@ -219,7 +224,7 @@ def format_table(report: dict[str, Any]) -> str:
             ("(c) pipeline, start-up included", r["pipeline"]),
             ("(c) pipeline, steady (marginal)", r["pipeline"]["steady"]),
         ]
-        if r["pipeline"].get("mid_run"):
+        if (r["pipeline"].get("mid_run") or {}).get("steady"):
             rows.append(("(c) pipeline, mid-run (20-80%)", r["pipeline"]["mid_run"]))
         for name, row in rows:
             wall = row.get("wall_s")

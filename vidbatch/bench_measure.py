@@ -292,6 +292,10 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
         mid_run["video_s_per_s"] = mid_run["frames_per_s"] * video_s_per_frame
         mid_run["videos_per_s"] = mid_run["video_s_per_s"] / (video_s / s["videos"])
         mid_run["window"] = list(bench_stats.MID_RUN_WINDOW)
+    arrived, curve = 0, []
+    for t, frames in arrivals:  # kept so that any window's rate can be taken again from the JSON
+        arrived += frames
+        curve.append([round(t - t0, 3), arrived])
     return {
         "done_at": done_at,
         "frames": s["frames"],
@@ -309,6 +313,7 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
             "videos_per_s": (s["videos"] - ts["videos"]) / steady_wall,
         },
         "mid_run": mid_run,
+        "arrivals": curve,  # [seconds since the big run began, frames arrived so far], per batch
         "clips": s["clips"],
         "model_id": s["model_id"],
         "check": clips,

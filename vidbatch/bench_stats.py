@@ -56,19 +56,24 @@ def steady_wall(*, big_wall_s: float, big_before_pipeline_s: float, tiny_wall_s:
 # the moment this share had. Before it the model's backlog (decoded while it started) arrives
 # in a burst; after it the last videos drain with fewer stages busy.
 MID_RUN_WINDOW = (0.2, 0.8)
-_MID_RUN_MIN_ARRIVALS = 4  # batches inside the window, for a rate rather than one batch's timing
+# The window's two halves may differ in rate by this much and still be one steady phase. A run
+# whose backlog lasts into the window (a short one: keyframes of 16 minutes of video) has none.
+MID_RUN_STEADY_TOLERANCE = 0.2
+_MID_RUN_MIN_ARRIVALS = 2  # batches in each half of the window, for a rate rather than one batch's timing
 
 
 def mid_run_rate(
     arrivals: Sequence[tuple[float, float]], *, window: tuple[float, float] = MID_RUN_WINDOW
-) -> dict[str, float] | None:
+) -> dict[str, Any] | None:
     """Frames per second between the arrivals at which the window's shares of all frames were reached.
 
     `arrivals`: (time in seconds, frames) of each batch the driver took, in arrival order. The
     rate counts the frames that arrived after the window's first moment up to its last, over
-    the time between them: what the pipeline does with every stage started and busy, the rate
-    a long run approaches. None when the run is too short for one (fewer than
-    `_MID_RUN_MIN_ARRIVALS` batches in the window, or no time between its ends).
+    the time between them: with every stage started and busy, the rate a long run approaches.
+    Each half of the window is timed too; `steady` says whether they agree within
+    MID_RUN_STEADY_TOLERANCE (if not, the window still holds the start-up's backlog or the
+    drain, and its rate is not the pipeline's). None when the run is too short for a rate
+    (fewer than `_MID_RUN_MIN_ARRIVALS` batches in a half, or no time between its ends).
     """
     low, high = _validate_window(window)
     times = [t for t, _ in arrivals]
@@ -77,22 +82,30 @@ def mid_run_rate(
     total = sum(frames for _, frames in arrivals)
     if total <= 0:
         return None
-    start: tuple[float, float] | None = None
+    marks = [_crossing(arrivals, share * total) for share in (low, (low + high) / 2, high)]
+    halves = []
+    for (t0, frames0, i0), (t1, frames1, i1) in zip(marks, marks[1:], strict=False):
+        if i1 - i0 < _MID_RUN_MIN_ARRIVALS or t1 <= t0:
+            return None
+        halves.append((frames1 - frames0) / (t1 - t0))
+    (start_t, start_frames, _), (end_t, end_frames, _) = marks[0], marks[-1]
+    return {
+        "wall_s": end_t - start_t,
+        "frames": end_frames - start_frames,
+        "frames_per_s": (end_frames - start_frames) / (end_t - start_t),
+        "halves_frames_per_s": halves,
+        "steady": max(halves) <= min(halves) * (1 + MID_RUN_STEADY_TOLERANCE),
+    }
+
+
+def _crossing(arrivals: Sequence[tuple[float, float]], frames: float) -> tuple[float, float, int]:
+    """(time, frames so far, index) of the first arrival by which `frames` had arrived."""
     taken = 0.0
-    batches = 0
-    for t, frames in arrivals:
-        taken += frames
-        if start is None:
-            if taken >= low * total:
-                start = (t, taken)
-            continue
-        batches += 1
-        if taken >= high * total:
-            wall = t - start[0]
-            if batches < _MID_RUN_MIN_ARRIVALS or wall <= 0:
-                return None
-            return {"wall_s": wall, "frames": taken - start[1], "frames_per_s": (taken - start[1]) / wall}
-    return None
+    for index, (t, batch) in enumerate(arrivals):
+        taken += batch
+        if taken >= frames:
+            return t, taken, index
+    raise ValueError(f"only {taken} frames arrived, not {frames}")
 
 
 def _validate_window(window: tuple[float, float]) -> tuple[float, float]:
@@ -144,7 +157,8 @@ def round_ratios(result: dict[str, Any]) -> dict[str, float | None]:
         ratios["pipeline steady/plain"] = pipe["steady"]["video_s_per_s"] / plain["video_s_per_s"] if plain else None
         ratios["pipeline steady/stage bound"] = pipe["steady"]["video_s_per_s"] / bound
     mid_run = pipe.get("mid_run")
-    ratios["pipeline mid-run/stage bound"] = mid_run["video_s_per_s"] / bound if mid_run else None
+    steady_mid_run = mid_run is not None and mid_run.get("steady", False)
+    ratios["pipeline mid-run/stage bound"] = mid_run["video_s_per_s"] / bound if steady_mid_run else None
     ratios["pipeline (start-up incl.)/stage bound"] = pipe["video_s_per_s"] / bound
     return ratios
 
@@ -160,7 +174,8 @@ def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if "pipeline" in summary:
         summary["pipeline"]["steady"] = _median_rates([r["pipeline"]["steady"] for r in rounds])
         mid_runs = [r["pipeline"].get("mid_run") for r in rounds]
-        summary["pipeline"]["mid_run"] = _median_rates(mid_runs) if all(mid_runs) else None  # type: ignore[arg-type]
+        every_round_steady = all(m is not None and m.get("steady") for m in mid_runs)
+        summary["pipeline"]["mid_run"] = _median_rates(mid_runs) if every_round_steady else None  # type: ignore[arg-type]
     if "stage_bound" in summary:
         decode = _median([r["decode_bound"]["video_s_per_s"] for r in rounds])
         model = _median([r["model_bound"]["video_s_per_s"] for r in rounds])

@@ -643,13 +643,38 @@ def _ensure_ray(address: str | None) -> Any:
         # is stopped on the way out (cli._leave). A second stop does not wait: a start that
         # hangs must not outlast it.
         with _stops_recorded(second_stops=True) as received, _ray_leaves_sigterm_alone(ray):
-            ray.init(address=address, include_dashboard=dashboard, logging_level=logging.WARNING, log_to_driver=True)
+            _init_ray(ray, address=address, include_dashboard=dashboard)
         stop_on_sigterm()  # had ray.init installed its handler, a SIGTERM would dump a native stack and die
         if signal.SIGINT in received:
             raise KeyboardInterrupt
         if received:
             _raise_stopped(received[0], None)
     return ray
+
+
+# A Ray started by ray.init() here serves this run alone, whose stages are all actors. Ray would
+# start a worker per CPU as the driver connects and keep as many idle workers for later tasks:
+# on 2 cores their start (~1 CPU-s each, beside the driver's own) made Ray's start ~1 s longer,
+# and each idle worker then took ~1% of a core for the whole run. Measured on 2 cores, bench
+# workload, interleaved x3: time to the pipeline 5.3-5.6 s instead of 5.9-6.9, keyframes run
+# 16.4-17.5 s instead of 17.1-18.2 (docs/performance.md, eighth session).
+_LOCAL_RAY_SYSTEM_CONFIG = {"prestart_worker_first_driver": False, "num_workers_soft_limit": 0}
+_JOINS_A_CLUSTER = "_system_config must not be provided"
+
+
+def _init_ray(ray: Any, *, address: str | None, include_dashboard: bool | None) -> None:
+    """ray.init as a run needs it: a Ray it starts gets _LOCAL_RAY_SYSTEM_CONFIG; a cluster keeps its own."""
+    common: dict[str, Any] = {"include_dashboard": include_dashboard, "logging_level": logging.WARNING, "log_to_driver": True}
+    if address is None:
+        try:
+            ray.init(address=None, _system_config=_LOCAL_RAY_SYSTEM_CONFIG, **common)
+            return
+        except ValueError as exc:
+            # ray.init() without an address joins a cluster `ray start` runs on this host, and
+            # refuses settings of a cluster it did not start (before connecting): join it as it is.
+            if _JOINS_A_CLUSTER not in str(exc):
+                raise
+    ray.init(address=address, **common)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,106 @@
+"""The Ray a run starts for itself: no idle workers started or kept; a cluster joined keeps its settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from vidbatch import pipeline
+
+
+class _RayInit:
+    """Records ray.init's calls; refuses a system config the way ray.init does when it joins a cluster."""
+
+    def __init__(self, *, joins_a_cluster: bool = False, error: str | None = None) -> None:
+        self.calls: list[dict] = []
+        self.joins_a_cluster = joins_a_cluster
+        self.error = error
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+        if self.error:
+            raise ValueError(self.error)
+        if self.joins_a_cluster and kwargs.get("_system_config"):
+            raise ValueError("When connecting to an existing cluster, _system_config must not be provided.")
+
+
+def test_a_ray_started_here_gets_the_local_settings():
+    ray = _RayInit()
+    pipeline._init_ray(ray, address=None, include_dashboard=False)
+    (call,) = ray.calls
+    assert call["_system_config"] == {"prestart_worker_first_driver": False, "num_workers_soft_limit": 0}
+    assert call["address"] is None and call["include_dashboard"] is False and call["log_to_driver"] is True
+
+
+def test_a_cluster_on_this_host_is_joined_with_its_own_settings():
+    ray = _RayInit(joins_a_cluster=True)
+    pipeline._init_ray(ray, address=None, include_dashboard=False)
+    assert [("_system_config" in call) for call in ray.calls] == [True, False]
+
+
+def test_a_cluster_at_an_address_is_never_given_settings():
+    ray = _RayInit()
+    pipeline._init_ray(ray, address="ray://head:10001", include_dashboard=None)
+    (call,) = ray.calls
+    assert "_system_config" not in call and call["address"] == "ray://head:10001"
+
+
+def test_another_refusal_of_ray_init_is_not_swallowed():
+    ray = _RayInit(error="When connecting to an existing cluster, num_cpus and num_gpus must not be provided.")
+    with pytest.raises(ValueError, match="num_cpus"):
+        pipeline._init_ray(ray, address=None, include_dashboard=False)
+    assert len(ray.calls) == 1
+
+
+_COUNT_IDLE = textwrap.dedent(
+    """
+    import os, sys, time
+    import ray
+    from vidbatch import pipeline
+
+    def idle_workers():
+        # Ray's pooled workers, under this process: the raylet is its child.
+        children = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            children.setdefault(int(stat[1]), []).append((int(pid), cmd))
+        found, todo = 0, [os.getpid()]
+        while todo:
+            for pid, cmd in children.get(todo.pop(), []):
+                found += cmd.startswith(b"ray::IDLE")
+                todo.append(pid)
+        return found
+
+    def settled(start):
+        start()
+        time.sleep(4)  # a prestarted worker is up (its title set) within a second or two here
+        count = idle_workers()
+        ray.shutdown()
+        return count
+
+    plain = settled(lambda: ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=2))
+    ours = settled(lambda: pipeline._ensure_ray(None))
+    print(plain, ours)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_local_ray_keeps_no_idle_workers_where_a_plain_one_does():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT_IDLE], capture_output=True, text=True, env=env, timeout=180, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plain, ours = (int(n) for n in proc.stdout.split()[-2:])
+    assert plain >= 1  # the control: Ray as it comes prestarts workers and keeps them idle
+    assert ours == 0
