@@ -10,6 +10,7 @@ from vidbatch.bench_stats import (
     bound_drift,
     bracketed,
     format_spread,
+    judge_mid_run,
     mid_run_rate,
     round_ratios,
     stage_bound,
@@ -190,6 +191,7 @@ def test_a_run_whose_backlog_lasts_into_the_window_has_no_steady_phase():
     # rate (20) its second: their mean is no rate of the pipeline's.
     mid = mid_run_rate(_arrivals([90.0] * 5 + [20.0] * 10))
     assert mid is not None and not mid["steady"]
+    assert mid["not_steady_because"].startswith("the window's halves ran at ")
     first, second = mid["halves_frames_per_s"]
     assert first > 1.2 * second
     r = _round_rates(plain=5.0, bound=11.0, pipe=9.0, steady=10.0)
@@ -234,3 +236,19 @@ def test_the_mid_run_ratio_is_reported_and_summarised_when_every_round_has_one()
 def test_a_round_without_a_mid_run_rate_says_so():
     ratios = round_ratios(_round_rates(plain=5.0, bound=11.0, pipe=9.0, steady=10.0))
     assert ratios["pipeline mid-run/stage bound"] is None
+
+
+def test_a_window_wholly_in_the_backlog_is_no_steady_phase_either():
+    # Every key frame decoded while the model started, then all arriving in 2 s at the model's
+    # pace: both halves agree, but no pipeline runs faster than its stage bound.
+    mid = mid_run_rate(_arrivals([64.0] * 2))
+    assert mid is not None and mid["steady"] and mid["frames_per_s"] == pytest.approx(64.0)
+    judge_mid_run(mid, stage_bound_frames_per_s=31.7)
+    assert not mid["steady"] and "exceed the stage bound's 31.7" in mid["not_steady_because"]
+
+
+def test_a_mid_run_rate_below_the_stage_bound_stays_steady():
+    mid = mid_run_rate(_arrivals([25.0] * 40))
+    judge_mid_run(mid, stage_bound_frames_per_s=30.0)
+    assert mid["steady"] and mid["not_steady_because"] is None
+    judge_mid_run(None, stage_bound_frames_per_s=30.0)  # a run too short for one: nothing to judge

@@ -51,6 +51,7 @@ from vidbatch.bench_stats import (
     bound_drift,
     bracketed,
     format_spread,
+    judge_mid_run,
     round_ratios,
     stage_bound,
     summarize_rounds,
@@ -159,13 +160,6 @@ def _measure_round(
     pipe = result["pipeline"]
     say(_line("pipeline, start-up incl.", pipe))
     say(_line("pipeline, steady", pipe["steady"]))
-    mid_run = pipe.get("mid_run")
-    if mid_run and mid_run["steady"]:
-        say(_line("pipeline, mid-run", mid_run))
-    elif mid_run:
-        halves = " and ".join(f"{rate:.1f}" for rate in mid_run["halves_frames_per_s"])
-        say(f"  pipeline, mid-run: no steady phase (the window's halves ran at {halves} frames/s: "
-            "the start-up's backlog or the drain is still in it); no mid-run ratio this round")
     if opts.bracket:
         after = _measure_bounds(opts, job, resize, say, when=", again after the pipeline")
         result["bound_drift"] = bound_drift((decode, model), after)
@@ -180,6 +174,12 @@ def _measure_round(
                                         frames_per_video_s=decode["frames"] / decode["video_seconds"],
                                         video_len_s=opts.seconds)
     say(_line("stage bound", result["stage_bound"]))
+    mid_run = pipe.get("mid_run")
+    judge_mid_run(mid_run, stage_bound_frames_per_s=result["stage_bound"]["frames_per_s"])
+    if mid_run and mid_run["steady"]:
+        say(_line("pipeline, mid-run", mid_run))
+    elif mid_run:
+        say(f"  pipeline, mid-run: no steady phase ({mid_run['not_steady_because']}); no mid-run ratio this round")
     result["ratios"] = round_ratios(result)
     say("ratios: " + ", ".join(f"{k} {v:.2f}" for k, v in result["ratios"].items() if v is not None))
     return result

@@ -89,13 +89,34 @@ def mid_run_rate(
             return None
         halves.append((frames1 - frames0) / (t1 - t0))
     (start_t, start_frames, _), (end_t, end_frames, _) = marks[0], marks[-1]
+    steady = max(halves) <= min(halves) * (1 + MID_RUN_STEADY_TOLERANCE)
     return {
         "wall_s": end_t - start_t,
         "frames": end_frames - start_frames,
         "frames_per_s": (end_frames - start_frames) / (end_t - start_t),
         "halves_frames_per_s": halves,
-        "steady": max(halves) <= min(halves) * (1 + MID_RUN_STEADY_TOLERANCE),
+        "steady": steady,
+        "not_steady_because": None if steady else (
+            "the window's halves ran at " + " and ".join(f"{rate:.1f}" for rate in halves) + " frames/s"
+        ),
     }
+
+
+def judge_mid_run(mid_run: dict[str, Any] | None, *, stage_bound_frames_per_s: float) -> None:
+    """A mid-run rate above the stage bound is no steady phase: only frames decoded before the
+    model was up (a backlog) arrive faster than both stages can run. Marks it so, in place.
+
+    Two halves of a window that lies wholly in the backlog agree with each other (a short
+    keyframes run: its key frames are decoded while the model actor starts, then all arrive
+    within ~2 s), so the halves alone cannot tell.
+    """
+    if mid_run is None or not mid_run["steady"] or mid_run["frames_per_s"] <= stage_bound_frames_per_s:
+        return
+    mid_run["steady"] = False
+    mid_run["not_steady_because"] = (
+        f"its {mid_run['frames_per_s']:.1f} frames/s exceed the stage bound's {stage_bound_frames_per_s:.1f}: "
+        "frames decoded while the model started"
+    )
 
 
 def _crossing(arrivals: Sequence[tuple[float, float]], frames: float) -> tuple[float, float, int]:
