@@ -659,7 +659,6 @@ def _ensure_ray(address: str | None) -> Any:
 # workload, interleaved x3: time to the pipeline 5.3-5.6 s instead of 5.9-6.9, keyframes run
 # 16.4-17.5 s instead of 17.1-18.2 (docs/performance.md, eighth session).
 _LOCAL_RAY_SYSTEM_CONFIG = {"prestart_worker_first_driver": False, "num_workers_soft_limit": 0}
-_JOINS_A_CLUSTER = "_system_config must not be provided"
 
 
 def _init_ray(ray: Any, *, address: str | None, include_dashboard: bool | None) -> None:
@@ -671,9 +670,10 @@ def _init_ray(ray: Any, *, address: str | None, include_dashboard: bool | None) 
             return
         except ValueError as exc:
             # ray.init() without an address joins a cluster `ray start` runs on this host, and
-            # refuses settings of a cluster it did not start (before connecting): join it as it is.
-            if _JOINS_A_CLUSTER not in str(exc):
-                raise
+            # refuses, before connecting, settings of a cluster it did not start ("When connecting
+            # to an existing cluster, _system_config must not be provided."): join it as it is. Not
+            # matched on the words, which Ray may change; any other refusal comes again below.
+            log.debug("ray.init refused the local settings (%s); starting or joining without them", exc)
     ray.init(address=address, **common)
 
 
