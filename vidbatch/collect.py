@@ -226,9 +226,9 @@ class Collector:
                     "frame_pts_s": clips.column("frame_pts_s"),
                     "embedding": clips.column("embedding") if self.task != "classify" else pa.nulls(n, EMBEDDING),
                     "labels": labels,
-                    "model_id": pa.array([self.identity.model_id] * n, pa.string()),
-                    "sampling_id": pa.array([self.identity.sampling_id] * n, pa.string()),
-                    "run_id": pa.array([self.identity.run_id] * n, pa.string()),
+                    "model_id": pa.repeat(pa.scalar(self.identity.model_id, pa.string()), n),
+                    "sampling_id": pa.repeat(pa.scalar(self.identity.sampling_id, pa.string()), n),
+                    "run_id": pa.repeat(pa.scalar(self.identity.run_id, pa.string()), n),
                 }
             ).cast(CLIPS)
         )
