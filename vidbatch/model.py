@@ -1,5 +1,5 @@
 """The ResNet: weights resolution (once, on the driver) and batched inference (in actors).
-The only module that imports torch/torchvision.
+torchvision comes through vidbatch.torchvision_import (which says why), here and in model_onednn.
 
 torchvision's weights entries bundle the preprocessing and the category names; we read
 both from them instead of re-writing them.  A state_dict file or `weights: none` gets
@@ -24,14 +24,13 @@ from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import torch
-import torchvision
-from torchvision.models import ResNet, WeightsEnum, get_model_builder, get_model_weights
 
 from vidbatch.config import Arch, ModelConfig, Precision, StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.model_compile import CompileMode, compile_due, frozen_compile, validate_compile_mode
 from vidbatch.model_onednn import onednn_packing_available, pack_for_onednn
 from vidbatch.preprocess import PreprocessSpec
+from vidbatch.torchvision_import import ResNet, WeightsEnum, get_model_builder, get_model_weights, torchvision
 
 log = logging.getLogger(__name__)
 
@@ -277,10 +276,13 @@ def _check_values(state_dict: dict[str, torch.Tensor], what: str) -> None:
 def _assemble(arch: str, state_dict: dict[str, torch.Tensor]) -> ResNet:
     """torchvision's `arch` holding exactly these tensors (a key or shape that does not fit raises).
 
-    Built on the meta device and the tensors assigned: no random init for weights the state_dict
-    replaces at once, and no copy (0.3 s less for resnet50 in the driver's fit check).
+    The tensors are assigned, not copied. The model is built on the CPU, not on the meta device,
+    though its random init is then thrown away (0.2 s for resnet50): on the meta device that init
+    runs torch's Python reference kernels, whose first call imports torch._dynamo, ~1 s of CPU and
+    ~77 MB in the driver and in every model actor (see vidbatch.torchvision_import). The init
+    draws from a forked generator, so the process's own random state is left as it was.
     """
-    with torch.device("meta"):
+    with torch.random.fork_rng(devices=[]):
         model = cast(ResNet, get_model_builder(arch)(weights=None, num_classes=_num_classes(state_dict)))
     model.load_state_dict(state_dict, assign=True)
     return model

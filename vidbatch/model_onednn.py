@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from vidbatch.torchvision_import import BasicBlock, Bottleneck, ResNet
 
 _mkldnn: Any = torch.ops.mkldnn
 
