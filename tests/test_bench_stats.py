@@ -75,6 +75,22 @@ def test_nan_ratios_are_not_measured_values():
     summary = summarize_rounds(rounds)
     name = "pipeline steady/stage bound"
     assert summary["ratio_spread"][name]["values"] == [rounds[0]["ratios"][name]]
+    assert summary["ratio_spread"][name]["per_round"] == [rounds[0]["ratios"][name], None]
+    assert summary["ratios"][name] is None  # measured in one round of two: no median, not that round's value
+
+
+def test_a_mid_run_ratio_of_some_rounds_gets_no_median_and_the_line_says_so():
+    rounds = [_round(5.0, 30, 40, 12.0, 14.0), _round(6.0, 36, 40, 11.0, 15.0)]
+    rounds[0]["pipeline"]["mid_run"] = {"video_s_per_s": 13.0, "frames_per_s": 13.0, "wall_s": 20.0, "steady": True}
+    rounds[1]["pipeline"]["mid_run"] = {"video_s_per_s": 16.0, "frames_per_s": 16.0, "wall_s": 20.0, "steady": False}
+    for r in rounds:
+        r["ratios"] = round_ratios(r)
+    summary = summarize_rounds(rounds)
+    name = "pipeline mid-run/stage bound"
+    assert summary["ratios"][name] is None and summary["pipeline"]["mid_run"] is None
+    line = next(x for x in format_spread("fps", summary).splitlines() if name in x)
+    assert "no median: in 1 of 2 rounds" in line and "median 0." not in line
+    assert f"rounds: {rounds[0]['ratios'][name]:.2f} none" in line
 
 
 def test_rounds_that_measured_different_things_are_refused():

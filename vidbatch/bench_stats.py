@@ -217,11 +217,13 @@ def format_spread(mode: str, summary: dict[str, Any]) -> str:
     """One line per ratio: the median and the per-round values it came from."""
     lines = []
     for name, spread in summary["ratio_spread"].items():
-        values = " ".join(f"{v:.2f}" for v in spread["values"])
-        lines.append(
-            f"{mode:10s} {name:40s} median {summary['ratios'][name]:.2f}x "
-            f"(min {spread['min']:.2f}, max {spread['max']:.2f}; rounds: {values})"
-        )
+        values = " ".join("none" if v is None else f"{v:.2f}" for v in spread["per_round"])
+        median = summary["ratios"][name]
+        if median is None:  # not in every round: a median of the others would read as every round's
+            head = f"no median: in {spread['measured_in']} of {len(spread['per_round'])} rounds"
+        else:
+            head = f"median {median:.2f}x"
+        lines.append(f"{mode:10s} {name:40s} {head} (min {spread['min']:.2f}, max {spread['max']:.2f}; rounds: {values})")
     return "\n".join(lines)
 
 
@@ -247,10 +249,14 @@ def _ratio_medians(per_round: list[dict[str, float | None]]) -> tuple[dict[str, 
     spread: dict[str, Any] = {}
     for name in per_round[0]:
         values = [r.get(name) for r in per_round]
-        known = [v for v in values if isinstance(v, (int, float)) and v == v]  # None and nan are "not measured"
-        medians[name] = _median(known) if known else None
+        measured = [v if isinstance(v, (int, float)) and v == v else None for v in values]  # None and nan: not measured
+        known = [v for v in measured if v is not None]
+        # A median only of rounds that all have the ratio: one of some rounds (a mid-run rate where
+        # another round had no steady phase) would be reported as if it were every round's.
+        medians[name] = _median(known) if known and len(known) == len(values) else None
         if known:
             spread[name] = {"min": min(known), "max": max(known), "values": known}
+            spread[name].update(per_round=measured, measured_in=len(known))
     return medians, spread
 
 
