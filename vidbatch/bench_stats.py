@@ -255,8 +255,13 @@ def _ratio_medians(per_round: list[dict[str, float | None]]) -> tuple[dict[str, 
         # another round had no steady phase) would be reported as if it were every round's.
         medians[name] = _median(known) if known and len(known) == len(values) else None
         if known:
-            spread[name] = {"min": min(known), "max": max(known), "values": known}
-            spread[name].update(per_round=measured, measured_in=len(known))
+            spread[name] = {
+                "min": min(known),
+                "max": max(known),
+                "values": known,
+                "per_round": measured,
+                "measured_in": len(known),
+            }
     return medians, spread
 
 

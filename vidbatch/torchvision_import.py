@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-import threading
 import types
 from typing import Any
 
 _DYNAMO_UTILS = "torch._dynamo.utils"
-_lock = threading.Lock()
 
 
 class _DynamoUtilsOnDemand(types.ModuleType):
@@ -47,18 +45,20 @@ def _real_dynamo_utils(stand_in: types.ModuleType) -> types.ModuleType:
 
 
 def import_torchvision() -> types.ModuleType:
-    """`import torchvision`, without torch._dynamo when nothing has imported either yet."""
-    with _lock:
-        if "torchvision" in sys.modules or _DYNAMO_UTILS in sys.modules or "torch._dynamo" in sys.modules:
-            return importlib.import_module("torchvision")  # nothing to save: imported already
-        importlib.import_module("torch")  # torch itself needs no stand-in: imported before it is in place
-        stand_in = _DynamoUtilsOnDemand(_DYNAMO_UTILS)
-        sys.modules[_DYNAMO_UTILS] = stand_in
-        try:
-            return importlib.import_module("torchvision")
-        finally:
-            if sys.modules.get(_DYNAMO_UTILS) is stand_in:
-                del sys.modules[_DYNAMO_UTILS]
+    """`import torchvision`, without torch._dynamo when nothing has imported either yet.
+
+    Called once, as this module is imported (Python's import lock keeps that to one thread).
+    """
+    if "torchvision" in sys.modules or _DYNAMO_UTILS in sys.modules or "torch._dynamo" in sys.modules:
+        return importlib.import_module("torchvision")  # nothing to save: imported already
+    importlib.import_module("torch")  # torch itself needs no stand-in: imported before it is in place
+    stand_in = _DynamoUtilsOnDemand(_DYNAMO_UTILS)
+    sys.modules[_DYNAMO_UTILS] = stand_in
+    try:
+        return importlib.import_module("torchvision")
+    finally:
+        if sys.modules.get(_DYNAMO_UTILS) is stand_in:
+            del sys.modules[_DYNAMO_UTILS]
 
 
 torchvision = import_torchvision()
