@@ -74,6 +74,13 @@ def test_bench_runs_on_a_tiny_workload(tmp_path):
     assert fps["decode_bound"]["video_s_per_s"] == pytest.approx((drift["decode"]["before"] + drift["decode"]["after"]) / 2)
     assert fps["model_bound"]["video_s_per_s"] == pytest.approx((drift["model"]["before"] + drift["model"]["after"]) / 2)
     assert "stage bounds after vs before the pipeline" in proc.stdout
+    # Where the pipeline run's CPU went, per role, beside what the bounds spent on the same work.
+    cpu = fps["pipeline"]["cpu"]
+    for role in ("driver", "decode actor", "decode sandbox", "model actor", "ray (other)"):
+        assert cpu["cpu_s"][role] > 0, role
+    assert cpu["wall_s"] <= fps["pipeline"]["run_job_wall_s"] + 1.0
+    assert set(fps["cpu_against_bounds"]) == {"decoding", "model"}
+    assert "CPU of the pipeline run" in proc.stdout and "the stages' CPU against the bounds'" in proc.stdout
 
 
 @extended  # the benchmark's memory check, run by hand with `vidbatch bench --memory-check`
@@ -127,12 +134,12 @@ def test_the_model_bound_checks_the_weights_off_the_thread_that_times_the_model(
 def test_a_ray_worker_is_counted_under_the_actor_it_becomes():
     """Ray renames a worker (`ray::IDLE`) for its actor after the actor's imports have begun: the model
     actor's first ~550 MB used to be counted under Ray's other processes."""
-    from vidbatch.bench_memory import _later_role
+    from vidbatch.process_roles import later_role
 
-    assert _later_role(None, "ray (other)") == "ray (other)"
-    assert _later_role("ray (other)", "model actor") == "model actor"
-    assert _later_role("model actor", "ray (other)") == "model actor"  # its /proc gone at the end
-    assert _later_role("driver", "driver") == "driver"
+    assert later_role(None, "ray (other)") == "ray (other)"
+    assert later_role("ray (other)", "model actor") == "model actor"
+    assert later_role("model actor", "ray (other)") == "model actor"  # its /proc gone at the end
+    assert later_role("driver", "driver") == "driver"
 
 
 def test_the_pipeline_worker_times_the_frames_of_every_batch_the_collector_takes(tmp_path):

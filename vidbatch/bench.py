@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidbatch.bench_cpu import against_bounds, format_account, format_against_bounds
 from vidbatch.bench_stats import (
     DRIFT_WARN,
     bound_drift,
@@ -174,6 +175,13 @@ def _measure_round(
                                         frames_per_video_s=decode["frames"] / decode["video_seconds"],
                                         video_len_s=opts.seconds)
     say(_line("stage bound", result["stage_bound"]))
+    if pipe.get("cpu"):
+        say("  CPU of the pipeline run: " + format_account(pipe["cpu"]))
+        pairs = against_bounds(pipe["cpu"], frames=pipe["frames"], decode_bound=decode, model_bound=model)
+        result["cpu_against_bounds"] = pairs
+        if pairs:
+            say("  the stages' CPU against the bounds' for the same work (the pipeline's with its start-up): "
+                + format_against_bounds(pairs))
     mid_run = pipe.get("mid_run")
     judge_mid_run(mid_run, stage_bound_frames_per_s=result["stage_bound"]["frames_per_s"])
     if mid_run and mid_run["steady"]:

@@ -259,13 +259,14 @@ def _resolved_off_main_thread(resolve: Callable[..., T], *args: Any) -> T:
 
 
 def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
+    from vidbatch.bench_cpu import CpuAccount
     from vidbatch.config import parse_job
     from vidbatch.pipeline import run_job
 
     job = parse_job(p["job"])
     quiet = lambda _line: None  # noqa: E731
     t0 = time.monotonic()
-    with _clip_arrivals() as arrivals:
+    with _clip_arrivals() as arrivals, CpuAccount() as cpu:
         big = run_job(job, progress=quiet)
     big_wall = time.monotonic() - t0
     done_at = time.time()
@@ -314,6 +315,7 @@ def _worker_pipeline(p: dict[str, Any]) -> dict[str, Any]:
         },
         "mid_run": mid_run,
         "arrivals": curve,  # [seconds since the big run began, frames arrived so far], per batch
+        "cpu": cpu.result(),  # the big run's CPU per process role (vidbatch.bench_cpu)
         "clips": s["clips"],
         "model_id": s["model_id"],
         "check": clips,

@@ -27,13 +27,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vidbatch.process_roles import ORDER, later_role, process_tree, role_of
+
 _SAMPLE_S = 0.1
-_ROLES = (
-    ("MapBatches(DecodeStage)", "decode actor"),
-    ("MapBatches(ModelStage)", "model actor"),
-    ("vidbatch.isolation", "decode sandbox"),
-)
-_OTHER = "ray (other)"
 
 
 def pipeline_peak_memory(video: Path, *, mode: str, arch: str, workdir: Path) -> dict[str, dict[str, float]]:
@@ -60,8 +56,8 @@ def pipeline_peak_memory(video: Path, *, mode: str, arch: str, workdir: Path) ->
         per_process: dict[int, dict[str, float]] = {}
         roles: dict[int, str] = {}
         while proc.poll() is None:
-            for pid in _tree(proc.pid):
-                roles[pid] = _later_role(roles.get(pid), _role(pid, driver=proc.pid))
+            for pid in process_tree(proc.pid):
+                roles[pid] = later_role(roles.get(pid), role_of(pid, driver=proc.pid))
                 _record(per_process, pid, _memory_mb(pid))
             time.sleep(_SAMPLE_S)
         _, err = proc.communicate()
@@ -71,42 +67,6 @@ def pipeline_peak_memory(video: Path, *, mode: str, arch: str, workdir: Path) ->
     for pid, memory in per_process.items():
         _record(peaks, roles[pid], memory)
     return peaks
-
-
-def _later_role(before: str | None, now: str) -> str:
-    """A process's role once more of it is known. Ray starts a worker as `ray::IDLE` and renames it
-    for the actor it becomes, after the actor's imports have begun: the model actor's first ~550 MB
-    were counted under Ray's other processes. A process keeps the first role other than that."""
-    return now if before is None or before == _OTHER else before
-
-
-def _tree(root: int) -> list[int]:
-    """root and every process descended from it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat[stat.rfind(")") + 2 :].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
-    return found
-
-
-def _role(pid: int, *, driver: int) -> str:
-    if pid == driver:
-        return "driver"
-    try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return _OTHER
-    return next((role for marker, role in _ROLES if marker in command), _OTHER)
 
 
 def _memory_mb(pid: int) -> dict[str, float]:
@@ -125,9 +85,8 @@ def _record(peaks: dict[Any, dict[str, float]], owner: Any, memory: dict[str, fl
 
 
 def format_peaks(name: str, peaks: dict[str, Any]) -> list[str]:
-    order = ("driver", "decode actor", "decode sandbox", "model actor", "ray (other)")
     lines = []
-    for role in (r for r in order if r in peaks):
+    for role in (r for r in ORDER if r in peaks):
         private, shared = peaks[role]["private_mb"], peaks[role]["shared_mb"]
         lines.append(f"  {name:18s} {role:15s} private {private:7.1f} MB, shared (object store) {shared:6.1f} MB")
     return lines
