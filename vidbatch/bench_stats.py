@@ -151,9 +151,10 @@ def bound_drift(before: tuple[dict[str, Any], dict[str, Any]], after: tuple[dict
 
 
 def bracketed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """A bound measured before and after the pipeline: the mean of each rate (the pipeline ran in between)."""
+    """A bound measured before and after the pipeline: the mean of each rate (the pipeline ran in
+    between), and of the CPU it spent, which the bench sets beside the pipeline's (bench_cpu)."""
     out = dict(before)
-    for name in RATE_FIELDS:
+    for name in (*RATE_FIELDS, "cpu_s"):
         a, b = before.get(name), after.get(name)
         if isinstance(a, (int, float)) and isinstance(b, (int, float)):
             out[name] = (a + b) / 2
