@@ -73,6 +73,9 @@ def test_the_stages_cpu_is_set_beside_the_bounds_cpu_for_the_same_work():
     assert pairs["decoding"] == {"pipeline_cpu_s": 58.0, "bound_cpu_s": 50.0, "ratio": 1.16}
     assert pairs["model"] == {"pipeline_cpu_s": 52.5, "bound_cpu_s": 45.71, "ratio": pytest.approx(1.148, abs=1e-3)}
     assert format_against_bounds(pairs) == "decoding 58.0 vs 50.0 CPU-s (1.16x), model 52.5 vs 45.7 CPU-s (1.15x)"
+    # A model on a GPU: its bound's CPU is not its threads' time, so there is no model pair.
+    gpu = {"threads": 16, "frames_per_s": 5000.0, "device": "cuda"}
+    assert set(against_bounds(account, frames=960, decode_bound={"cpu_s": 50.0}, model_bound=gpu)) == {"decoding"}
     # A bound without the figure needed (an older JSON, no model actor seen) gives no pair, not a guess.
     assert against_bounds(account, frames=960, decode_bound={}, model_bound={"frames_per_s": 42.0}) == {}
     assert "model" not in against_bounds(

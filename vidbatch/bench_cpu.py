@@ -121,7 +121,7 @@ def against_bounds(
 
     decoding: the decode actors and their sandboxes against the decode bound's CPU for the same
     videos. model: the model actor against the model bound's rate for the run's frames, with all
-    its threads busy (the bound runs alone, its OpenMP threads spinning). The pipeline's side
+    its threads busy (the bound runs alone, its OpenMP threads spinning); a CPU model only. The pipeline's side
     includes each process's start (imports, the model's build), which the bounds leave out.
     """
     used = account["cpu_s"]
@@ -130,7 +130,8 @@ def against_bounds(
     if decoding and decode_bound.get("cpu_s"):
         out["decoding"] = _pair(decoding, float(decode_bound["cpu_s"]))
     threads, rate = model_bound.get("threads"), model_bound.get("frames_per_s")
-    if used.get("model actor") and threads and rate and frames:
+    on_cpu = model_bound.get("device", "cpu") == "cpu"  # on a GPU the bound's CPU is not its threads' time
+    if used.get("model actor") and on_cpu and threads and rate and frames:
         out["model"] = _pair(used["model actor"], frames * threads / rate)
     return out
 
