@@ -81,6 +81,7 @@ def test_bench_runs_on_a_tiny_workload(tmp_path):
     assert cpu["wall_s"] <= fps["pipeline"]["run_job_wall_s"] + 1.0
     assert set(fps["cpu_against_bounds"]) == {"decoding", "model"}
     assert "CPU of the pipeline run" in proc.stdout and "the stages' CPU against the bounds'" in proc.stdout
+    assert "the stages' CPU / the bounds' for the same work, per round: decoding" in proc.stdout  # the summary table
 
 
 @extended  # the benchmark's memory check, run by hand with `vidbatch bench --memory-check`

@@ -9,7 +9,13 @@ import time
 
 import pytest
 
-from vidbatch.bench_cpu import CpuAccount, against_bounds, format_account, format_against_bounds
+from vidbatch.bench_cpu import (
+    CpuAccount,
+    against_bounds,
+    format_account,
+    format_against_bounds,
+    format_rounds_against_bounds,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -81,3 +87,16 @@ def test_the_stages_cpu_is_set_beside_the_bounds_cpu_for_the_same_work():
     assert "model" not in against_bounds(
         {"cpu_s": {"decode sandbox": 1.0}}, frames=3, decode_bound={"cpu_s": 1.0}, model_bound={"threads": 2, "frames_per_s": 4.0}
     )
+
+
+def test_the_rounds_cpu_over_the_bounds_is_listed_round_by_round():
+    def pairs(**ratios: float) -> dict[str, dict[str, float]]:
+        return {stage: {"pipeline_cpu_s": 1.0, "bound_cpu_s": 1.0, "ratio": ratio} for stage, ratio in ratios.items()}
+
+    rounds = [
+        {"cpu_against_bounds": pairs(decoding=1.33, model=1.16)},
+        {"cpu_against_bounds": pairs(decoding=1.05)},  # e.g. a model bound without its figures
+    ]
+    assert format_rounds_against_bounds(rounds) == "decoding 1.33 1.05, model 1.16 none"
+    # Rounds from before the account (an older JSON) list nothing rather than a made-up figure.
+    assert format_rounds_against_bounds([{}, {"cpu_against_bounds": {}}]) is None

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidbatch.bench_cpu import against_bounds, format_account, format_against_bounds
+from vidbatch.bench_cpu import against_bounds, format_account, format_against_bounds, format_rounds_against_bounds
 from vidbatch.bench_stats import (
     DRIFT_WARN,
     bound_drift,
@@ -249,6 +249,9 @@ def format_table(report: dict[str, Any]) -> str:
                 f"{name} " + " ".join(f"{d[name]['change']:+.0%}" for d in drifts) for name in ("decode", "model")
             )
             lines.append(f"{mode:10s}   stage bounds after vs before the pipeline, per round: {moved}")
+        cpu_ratios = format_rounds_against_bounds(r.get("rounds", [r]))
+        if cpu_ratios:
+            lines.append(f"{mode:10s}   the stages' CPU / the bounds' for the same work, per round: {cpu_ratios}")
     return "\n".join(lines)
 
 

@@ -143,6 +143,19 @@ def format_against_bounds(pairs: dict[str, dict[str, float]]) -> str:
     )
 
 
+def format_rounds_against_bounds(rounds: list[dict[str, Any]]) -> str | None:
+    """Each stage's CPU over its bound's, round by round ("decoding 1.33 1.05, model 1.16 1.07"):
+    beside the medians of `--repeat`, it says whether a slow round paid more CPU for the same work.
+    None when no round has the figures; a round without one shows "none"."""
+    pairs = [r.get("cpu_against_bounds") or {} for r in rounds]
+    stages = [stage for stage in ("decoding", "model") if any(stage in p for p in pairs)]
+    if not stages:
+        return None
+    return ", ".join(
+        f"{stage} " + " ".join(f"{p[stage]['ratio']:.2f}" if stage in p else "none" for p in pairs) for stage in stages
+    )
+
+
 def _pair(pipeline_cpu_s: float, bound_cpu_s: float) -> dict[str, float]:
     ratio = pipeline_cpu_s / bound_cpu_s
     return {"pipeline_cpu_s": round(pipeline_cpu_s, 2), "bound_cpu_s": round(bound_cpu_s, 2), "ratio": round(ratio, 3)}
