@@ -18,11 +18,10 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from vidbatch.process_roles import ORDER, later_role, process_tree, role_of
+from vidbatch.process_roles import ORDER, OTHER, later_role, process_tree, role_of
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -88,19 +87,18 @@ class CpuAccount:
             self._sample(first=False)
 
     def _sample(self, *, first: bool) -> None:
-        for pid in process_tree(self.root):
-            identity_and_cpu = _start_and_cpu_s(pid)
-            if identity_and_cpu is None:
-                continue  # it ended while the tree was read
-            start_ticks, cpu_s = identity_and_cpu
-            key = (pid, start_ticks)  # a pid reused by a new process is a new process
+        for pid, fields in process_tree(self.root).items():
+            # proc(5): utime and stime are fields 14 and 15, starttime field 22 (1-based); `fields` starts at 3.
+            key = (pid, int(fields[19]))  # a pid reused by a new process is a new process
+            cpu_s = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
             seen = self.processes.get(key)
-            role = role_of(pid, driver=self.root)
             if seen is None:
+                role = role_of(pid, driver=self.root)
                 self.processes[key] = _Process(role=role, first_cpu_s=cpu_s if first else 0.0, last_cpu_s=cpu_s)
-            else:
-                seen.role = later_role(seen.role, role)
-                seen.last_cpu_s = max(seen.last_cpu_s, cpu_s)
+                continue
+            if seen.role == OTHER:  # Ray renames a worker for its actor a little after it starts
+                seen.role = later_role(seen.role, role_of(pid, driver=self.root))
+            seen.last_cpu_s = max(seen.last_cpu_s, cpu_s)
 
 
 def format_account(account: dict[str, Any]) -> str:
@@ -164,17 +162,6 @@ def _pair(pipeline_cpu_s: float, bound_cpu_s: float) -> dict[str, float]:
 def _validate_interval(interval_s: float) -> None:
     if not interval_s > 0:
         raise ValueError(f"interval_s={interval_s!r}: the sampling interval must be a positive number of seconds")
-
-
-def _start_and_cpu_s(pid: int) -> tuple[int, float] | None:
-    """(start time in clock ticks since boot, user + system CPU seconds) of a process, None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2 :].split()  # after the command name, which may hold spaces
-    # proc(5): utime and stime are fields 14 and 15, starttime field 22 (1-based, counting pid and comm).
-    return int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
 
 
 def _machine_times_s() -> tuple[float, float, float]:

@@ -26,8 +26,10 @@ def later_role(before: str | None, now: str) -> str:
     return now if before is None or before == OTHER else before
 
 
-def process_tree(root: int) -> list[int]:
-    """root and every process descended from it."""
+def process_tree(root: int) -> dict[int, list[str]]:
+    """root and every process descended from it, each with its /proc/PID/stat fields after the
+    command name (proc(5)'s field 3 onwards: the command name may hold spaces and parentheses)."""
+    stats: dict[int, list[str]] = {}
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -35,12 +37,15 @@ def process_tree(root: int) -> list[int]:
                 stat = Path(f"/proc/{entry}/stat").read_text()
             except OSError:
                 continue
-            parent = int(stat[stat.rfind(")") + 2 :].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [root]
+            fields = stat[stat.rfind(")") + 2 :].split()
+            stats[int(entry)] = fields
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    found: dict[int, list[str]] = {}
+    todo = [root]
     while todo:
         pid = todo.pop()
-        found.append(pid)
+        if pid in stats:  # a root that has ended has no tree
+            found[pid] = stats[pid]
         todo += children.get(pid, [])
     return found
 
