@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from vidbatch.process_roles import ORDER, OTHER, later_role, process_tree, role_of
+from vidbatch.process_roles import ORDER, process_tree, settled_role
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
@@ -93,11 +93,10 @@ class CpuAccount:
             cpu_s = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
             seen = self.processes.get(key)
             if seen is None:
-                role = role_of(pid, driver=self.root)
+                role = settled_role(None, pid, driver=self.root)
                 self.processes[key] = _Process(role=role, first_cpu_s=cpu_s if first else 0.0, last_cpu_s=cpu_s)
                 continue
-            if seen.role == OTHER:  # Ray renames a worker for its actor a little after it starts
-                seen.role = later_role(seen.role, role_of(pid, driver=self.root))
+            seen.role = settled_role(seen.role, pid, driver=self.root)  # Ray renames a worker for its actor after it starts
             seen.last_cpu_s = max(seen.last_cpu_s, cpu_s)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vidbatch.process_roles import ORDER, later_role, process_tree, role_of
+from vidbatch.process_roles import ORDER, process_tree, settled_role
 
 _SAMPLE_S = 0.1
 
@@ -57,7 +57,7 @@ def pipeline_peak_memory(video: Path, *, mode: str, arch: str, workdir: Path) ->
         roles: dict[int, str] = {}
         while proc.poll() is None:
             for pid in process_tree(proc.pid):
-                roles[pid] = later_role(roles.get(pid), role_of(pid, driver=proc.pid))
+                roles[pid] = settled_role(roles.get(pid), pid, driver=proc.pid)
                 _record(per_process, pid, _memory_mb(pid))
             time.sleep(_SAMPLE_S)
         _, err = proc.communicate()

@@ -26,6 +26,14 @@ def later_role(before: str | None, now: str) -> str:
     return now if before is None or before == OTHER else before
 
 
+def settled_role(known: str | None, pid: int, *, driver: int) -> str:
+    """pid's role given what was `known` of it before (None: first seen). Its command line is read
+    only while the role is still unknown or Ray's "other": `later_role` keeps any other role anyway."""
+    if known is not None and known != OTHER:
+        return known
+    return later_role(known, role_of(pid, driver=driver))
+
+
 def process_tree(root: int) -> dict[int, list[str]]:
     """root and every process descended from it, each with its /proc/PID/stat fields after the
     command name (proc(5)'s field 3 onwards: the command name may hold spaces and parentheses)."""
