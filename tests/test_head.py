@@ -32,6 +32,16 @@ def test_metrics_match_a_hand_count():
     assert "accuracy 0.500 on 6 held-out examples" in text and "owl" in text
 
 
+def test_macro_average_counts_a_class_predicted_where_it_never_is():
+    # scikit-learn's classification_report on the same labels: cat P 1 R 1/2, dog P 1 R 1,
+    # owl (no example, predicted once) P 0 R 0; the macro average is over all three.
+    scores = evaluate(["cat", "cat", "dog", "dog"], ["cat", "owl", "dog", "dog"], classes=["cat", "dog", "owl", "yak"])
+    assert scores.macro_precision == pytest.approx((1 + 1 + 0) / 3)
+    assert scores.macro_recall == pytest.approx((0.5 + 1 + 0) / 3)
+    assert scores.macro_f1 == pytest.approx((2 / 3 + 1 + 0) / 3)
+    assert scores.weighted_f1 == pytest.approx((2 * (2 / 3) + 2 * 1) / 4)
+
+
 def test_metrics_refuse_what_they_cannot_score():
     with pytest.raises(ValueError, match="2 true labels against 1 predictions"):
         evaluate(["a", "b"], ["a"], classes=["a", "b"])

@@ -1,8 +1,9 @@
 """Accuracy, precision, recall and F1 of a head's predictions, per class and averaged.
 
 Conventions as scikit-learn's `classification_report`: a class never predicted has precision
-0, a class never true has recall 0 (and is then not "supported"); the macro average weighs
-every class the same, the weighted average by its true count. The majority-class accuracy is
+0, a class never true has recall 0; the macro average weighs the same every class that is true
+or predicted in the examples (a class predicted where it never is counts, with precision 0, as
+scikit-learn counts it), the weighted average weighs each by its true count. The majority-class accuracy is
 reported beside the accuracy so a figure on unbalanced data can be judged.
 """
 
@@ -62,17 +63,20 @@ def evaluate(truth: Sequence[str], predicted: Sequence[str], *, classes: Sequenc
     for true, guess in zip(truth, predicted, strict=True):
         confusion[index[true]][index[guess]] += 1
     per_class = tuple(_class_scores(label, i, confusion) for i, label in enumerate(classes))
-    supported = [s for s in per_class if s.support]
+    # A class absent from both sides has no defined score; one only predicted has precision 0,
+    # and leaving it out would hide those false positives from the macro precision.
+    seen = set(truth) | set(predicted)
+    scored = [s for s in per_class if s.label in seen]
     total = len(truth)
     return Evaluation(
         examples=total,
         accuracy=sum(confusion[i][i] for i in range(len(classes))) / total,
         majority_accuracy=Counter(truth).most_common(1)[0][1] / total,
         per_class=per_class,
-        macro_precision=_mean([s.precision for s in supported]),
-        macro_recall=_mean([s.recall for s in supported]),
-        macro_f1=_mean([s.f1 for s in supported]),
-        weighted_f1=sum(s.f1 * s.support for s in supported) / total,
+        macro_precision=_mean([s.precision for s in scored]),
+        macro_recall=_mean([s.recall for s in scored]),
+        macro_f1=_mean([s.f1 for s in scored]),
+        weighted_f1=sum(s.f1 * s.support for s in per_class) / total,
         classes=classes,
         confusion=tuple(tuple(row) for row in confusion),
     )
