@@ -170,3 +170,29 @@ def test_the_pipeline_worker_times_the_frames_of_every_batch_the_collector_takes
     for b in batches:
         untimed.add_batch(b)
     assert timed.close("lost") == untimed.close("lost")  # the collector took them as without the clock
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--videos", "0"], "--videos=0"),
+        (["--seconds", "-1"], "--seconds=-1"),
+        (["--repeat", "0"], "--repeat=0"),
+        (["--modes", "fps,uniform"], "'fps,uniform'"),
+        (["--arch", "resnet51"], "model.arch='resnet51'"),
+        (["--fps", "0"], "sampling.fps"),
+        (["--precision", "fp64"], "model.precision='fp64'"),
+        (["--set", "resources.batch_frames=0"], "resources.batch_frames"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(tmp_path, args, named):
+    """Exit 2 with the bad value named, and no workload generated: a typo must not cost the
+    minutes of encoding 16 videos first."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "vidbatch.cli", "bench", *args, "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("vidbatch bench: ") and named in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "work").exists()

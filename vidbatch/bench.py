@@ -59,6 +59,7 @@ from vidbatch.bench_stats import (
 )
 from vidbatch.bench_workload import Workload, WorkloadSpec, concatenate_copies, ensure_workload
 from vidbatch.driver_env import set_driver_environment
+from vidbatch.errors import JobError
 
 DEFAULT_WORKDIR = Path(tempfile.gettempdir()) / "vidbatch-bench"
 
@@ -86,11 +87,38 @@ class BenchOptions:
 # --- the driver ----------------------------------------------------------------------------
 
 
+# What the plain script (bench_measure._worker_plain) knows how to sample.
+BENCH_MODES = ("fps", "keyframes")
+
+
+def validate_options(opts: BenchOptions) -> None:
+    """Refuse options the bench cannot measure, before minutes of workload generation.
+
+    The jobs it would run are validated as `vidbatch run` validates a job file (arch, precision,
+    fps, --set overrides), so a bad value is named the same way.
+    """
+    from vidbatch.config import parse_job
+
+    if opts.videos < 1:
+        raise JobError(f"--videos={opts.videos}: the workload needs at least one video")
+    if not opts.seconds > 0:  # also NaN
+        raise JobError(f"--seconds={opts.seconds:g}: give each video's length in seconds, more than 0 (e.g. 30)")
+    if opts.repeat < 1:
+        raise JobError(f"--repeat={opts.repeat}: give at least 1 round")
+    unknown = [mode for mode in opts.modes if mode not in BENCH_MODES]
+    if unknown or not opts.modes:
+        raise JobError(f"--modes={','.join(opts.modes)!r}: give one or both of {', '.join(BENCH_MODES)}")
+    for mode in opts.modes:
+        parse_job(_job_raw(opts, mode, manifest=opts.workdir / "manifest.parquet", output=opts.workdir / f"out-{mode}"),
+                  source=f"the bench's {mode} job")
+
+
 def run_bench(opts: BenchOptions, say: Any = print) -> dict[str, Any]:
+    validate_options(opts)
     opts.workdir.mkdir(parents=True, exist_ok=True)
+    weights_file, resize = _prepare_weights(opts)  # unusable weights are refused before the workload is generated
     workload = ensure_workload(opts.workdir / "videos", WorkloadSpec(videos=opts.videos, seconds=opts.seconds), say=say)
     tiny = ensure_workload(opts.workdir / "videos", _tiny_spec(opts), say=say)
-    weights_file, resize = _prepare_weights(opts)
     say(
         f"workload: {len(workload.paths)} videos x {opts.seconds:g} s, 1280x720 H.264 30 fps, "
         f"{workload.bitrate_mbps:.2f} Mbit/s; model {opts.arch} ({opts.weights}), precision {opts.precision}; "
@@ -280,11 +308,15 @@ def _job_dict(opts: BenchOptions, mode: str, workload: Workload, output: Path) -
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from vidbatch.config import _apply_override
-
     manifest = output.parent / f"{output.name}-manifest.parquet"
     ids = _ids(workload)
     pq.write_table(pa.table({"video_id": ids, "uri": [str(p) for p in workload.paths]}), manifest)
+    return _job_raw(opts, mode, manifest=manifest, output=output)
+
+
+def _job_raw(opts: BenchOptions, mode: str, *, manifest: Path, output: Path) -> dict[str, Any]:
+    from vidbatch.config import _apply_override
+
     raw: dict[str, Any] = {
         "name": f"bench-{mode}",
         "manifest": str(manifest),
@@ -451,8 +483,10 @@ def main_from_args(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         bracket=args.bracket,
     )
-    if opts.repeat < 1:
-        print(f"vidbatch bench: --repeat must be at least 1, got {opts.repeat}", file=sys.stderr)
+    try:
+        validate_options(opts)
+    except JobError as exc:
+        print(f"vidbatch bench: {exc}", file=sys.stderr)
         return 2
     if args.memory_check:
         result = memory_check(opts)
