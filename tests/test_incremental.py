@@ -501,7 +501,8 @@ def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, see
     b = media.write_video(lib / "b.mp4", num_frames=20, fps=10).path
     junk = lib / "junk.mp4"
     junk.write_bytes(b"not a video" * 100)
-    ids, uris = ["a", "b", "junk"], [str(a), str(b), str(junk)]
+    # "nouri" is refused by the plan (invalid_uri), before any decoding, in both runs
+    ids, uris = ["a", "b", "junk", "nouri"], [str(a), str(b), str(junk), ""]
 
     def manifest(**extras: list) -> None:
         pq.write_table(pa.table({"video_id": ids, "uri": uris, **extras}), tmp_path / "manifest.parquet")
@@ -509,22 +510,29 @@ def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, see
     def versions() -> tuple[int, int]:
         return tuple(DeltaTable(str(tmp_path / "out" / t)).version() for t in ("clips", "videos"))  # type: ignore[return-value]
 
-    manifest(label=["cat", "dog", "eel"])
+    manifest(label=["cat", "dog", "eel", "fox"])
     first = run(tmp_path, seeded_weights)
     v1 = assert_exact(tmp_path, set(ids))
 
-    manifest(label=["lion", "dog", "eel"], split=["train", "test", None])
+    manifest(label=["lion", "dog", "eel", "wolf"], split=["train", "test", None, None])
+    from vidbatch.preflight import preflight
+
+    # The counts line puts each refreshed row where its manifest row is counted: a and b among
+    # the unchanged, nouri among the refused as before (not "of the unchanged").
+    counts = "\n".join(preflight(parse_job(job_dict(tmp_path, seeded_weights))).lines())
+    assert "3 unchanged (2 with changed manifest columns, rows updated without decoding)" in counts, counts
+    assert "1 refused (1 as before, 1 of them with changed manifest columns, rows updated)" in counts, counts
     second = run(tmp_path, seeded_weights)
     assert second.summary["videos"] == 0 and "pipeline_s" not in second.summary["timings_s"]
     # junk's values are the same as before (its split is null): its row is not rewritten
-    assert second.summary["changes"]["unchanged"] == 3 and second.summary["changes"]["refreshed"] == 2
+    assert second.summary["changes"]["unchanged"] == 3 and second.summary["changes"]["refreshed"] == 3
     from vidbatch.cli import _summary_text
 
     said = _summary_text(second.summary, "summary.json")  # what the terminal shows at the run's end
     assert " committed " in said.splitlines()[0]
-    assert "unchanged 3 (2 of them with changed manifest columns: rows rewritten, not decoded)" in said
+    assert "unchanged 3; 3 kept rows with changed manifest columns rewritten, not decoded" in said
     v2 = assert_exact(tmp_path, set(ids))
-    expected = {"a": ("lion", "train"), "b": ("dog", "test"), "junk": ("eel", None)}
+    expected = {"a": ("lion", "train"), "b": ("dog", "test"), "junk": ("eel", None), "nouri": ("wolf", None)}
     assert {k: (v["label"], v["split"]) for k, v in v2.items()} == expected
     for key in ("run_id", "processed_at", "embedding", "labels", "status", "num_clips", "source_fingerprint"):
         assert {k: v[key] for k, v in v2.items()} == {k: v[key] for k, v in v1.items()}, key
@@ -533,7 +541,7 @@ def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, see
     third = run(tmp_path, seeded_weights)  # the same manifest again: nothing to rewrite
     assert third.summary["changes"]["refreshed"] == 0 and versions() == before
 
-    manifest(label=["lion", "dog", "eel"])  # a column dropped from the manifest is dropped from the rows
+    manifest(label=["lion", "dog", "eel", "wolf"])  # a column dropped from the manifest is dropped from the rows
     fourth = run(tmp_path, seeded_weights)
     assert fourth.summary["changes"]["refreshed"] == 2
     v4 = assert_exact(tmp_path, set(ids))

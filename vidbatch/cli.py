@@ -419,7 +419,8 @@ def _table_line(summary: dict) -> list[str]:
 
 def _refreshed(changes: dict) -> str:
     refreshed = changes.get("refreshed", 0)
-    return f" ({refreshed} of them with changed manifest columns: rows rewritten, not decoded)" if refreshed else ""
+    # not "of them": rows refused as before (not among the unchanged) are refreshed too
+    return f"; {_count(refreshed, 'kept row')} with changed manifest columns rewritten, not decoded" if refreshed else ""
 
 
 def _summary_text(summary: dict, uri: str) -> str:

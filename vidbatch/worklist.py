@@ -53,10 +53,17 @@ class Worklist:
         """Every manifest row counted once (decode + unchanged + refused + duplicates = manifest rows);
         removed rows are the output's, gone from the manifest."""
         d = self.decision
+        # Kept rows with changed manifest columns are among the unchanged or the refused as before.
+        refreshed_ids = {row["video_id"] for row in self.refreshed}
+        refreshed_skipped = len(refreshed_ids & set(d.skip))
+        refreshed_refused = len(refreshed_ids) - refreshed_skipped
         refreshed = (
-            f" ({len(self.refreshed)} with changed manifest columns, rows updated without decoding)" if self.refreshed else ""
+            f" ({refreshed_skipped} with changed manifest columns, rows updated without decoding)" if refreshed_skipped else ""
         )
-        as_before = f" ({self.refused_as_before} as before)" if self.refused_as_before else ""
+        as_before = ""
+        if self.refused_as_before:
+            updated = f", {refreshed_refused} of them with changed manifest columns, rows updated" if refreshed_refused else ""
+            as_before = f" ({self.refused_as_before} as before{updated})"
         # files the stat found gone or denied: their rows come from the stat, nothing is decoded
         gone = f"; {len(self.known)} of them gone, denied or not a file, so not decoded" if self.known else ""
         return (
