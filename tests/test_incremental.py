@@ -288,6 +288,33 @@ def test_a_carried_column_whose_values_no_longer_fit_its_type_is_refused_before_
     assert (rows["new"]["n"], rows["new"]["m"]) == (2, "y")
 
 
+@pytest.mark.parametrize(
+    ("table_type", "manifest_values", "refused"),
+    [
+        (pa.list_(pa.string()), pa.array([[1, 2]], pa.list_(pa.int64())), True),  # ['1', '2'] would be stored
+        (pa.struct([("k", pa.string())]), pa.array([{"k": 7}], pa.struct([("k", pa.int64())])), True),
+        (pa.map_(pa.string(), pa.string()), pa.array([[("a", 1)]], pa.map_(pa.string(), pa.int64())), True),
+        (pa.list_(pa.int64()), pa.array([["1"]], pa.list_(pa.string())), True),
+        (pa.list_(pa.int64()), pa.array([[1, None]], pa.list_(pa.int32())), False),  # fits unchanged
+        (pa.list_(pa.string()), pa.array([["x"]], pa.large_list(pa.large_string())), False),
+        (pa.struct([("k", pa.string())]), pa.array([{"k": "v"}], pa.struct([("k", pa.string())])), False),
+    ],
+)
+def test_a_nested_column_is_retyped_when_its_items_change_between_text_and_numbers(table_type, manifest_values, refused):
+    """Before: list<int64> into the table's list<string> was taken, and stored 1 as '1', while int64
+    into a string column at the top was refused."""
+    from vidbatch.errors import JobError
+    from vidbatch.state import refuse_retyped_columns
+
+    manifest = pa.table({"video_id": ["a"], "tags": manifest_values})
+    schema = pa.schema([("video_id", pa.string()), ("tags", table_type)])
+    if refused:
+        with pytest.raises(JobError, match=rf"manifest column 'tags' is {manifest_values.type} now"):
+            refuse_retyped_columns(manifest, schema, "out")
+    else:
+        refuse_retyped_columns(manifest, schema, "out")
+
+
 # Two runs: extended (~10 s on 2 cores). The default cases of the type mapping are test_inputs.py's
 # test_carried_columns_get_types_the_delta_videos_table_holds_without_loss and
 # test_nanosecond_timestamps_are_kept_to_the_microsecond_every_night_alike.
