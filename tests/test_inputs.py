@@ -1,6 +1,7 @@
 """Manifest planning and uri confinement: every row accounted for."""
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from vidbatch.config import InputPolicy
@@ -146,8 +147,6 @@ def test_a_new_signature_on_the_same_url_is_not_a_change():
 
 
 def test_a_local_output_that_cannot_be_written_is_refused_before_ray_starts(tmp_path, monkeypatch):
-    import pyarrow.parquet as pq
-
     from vidbatch import pipeline
     from vidbatch.config import parse_job
 
@@ -189,7 +188,6 @@ def test_dictionary_encoded_manifest_columns_are_read_as_their_values():
 
 @pytest.mark.parametrize("weights", ["missing.pt", "IMAGENET9K_V9", "resnet34.pt"])
 def test_unusable_weights_are_refused_before_ray_starts_and_leave_nothing(tmp_path, monkeypatch, weights):
-    import pyarrow.parquet as pq
     import torch
     import torchvision
 
@@ -499,3 +497,32 @@ def test_paths_the_file_system_refuses_for_what_they_are_get_permanent_statuses(
         with pytest.raises(VideoError) as caught:
             stat_video(str(path), StorageConfig())
         assert (caught.value.status, words in caught.value.message) == (status, True), (path.name[:20], caught.value)
+
+
+def test_a_manifest_folder_whose_files_disagree_on_text_or_numbers_is_refused(tmp_path):
+    """Before: a Spark-style folder with `label` as text in one part and int64 in another was read
+    with the first part's type, and 3 was stored as '3' without a word. Parts that agree, a part
+    whose column is all nulls (no type), and Spark's _SUCCESS marker are read as before."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.manifest import read_manifest
+
+    def folder(name: str, *labels: pa.Array) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "_SUCCESS").write_bytes(b"")
+        for i, label in enumerate(labels):
+            part = pa.table({"video_id": [f"{name}{i}"], "uri": [f"/v/{name}{i}.mp4"], "label": label})
+            pq.write_table(part, path / f"part-{i:04d}.parquet")
+        return str(path)
+
+    mixed = folder("mixed", pa.array(["cat"]), pa.array([3]))
+    with pytest.raises(JobError, match=r"column 'label' is int64 in part-0001.parquet but string in part-0000.parquet"):
+        read_manifest(mixed, StorageConfig())
+    nested = folder("nested", pa.array([["a"]]), pa.array([[1]]))
+    with pytest.raises(JobError, match=r"column 'label' is list<element: int64> in part-0001.parquet"):
+        read_manifest(nested, StorageConfig())
+    agreeing_folder = folder("agreeing", pa.array(["cat"]), pa.array(["dog"]), pa.array([None], pa.null()))
+    agreeing = read_manifest(agreeing_folder, StorageConfig())
+    assert agreeing.column("label").to_pylist() == ["cat", "dog", None]
+    widened = read_manifest(folder("widened", pa.array([1], pa.int64()), pa.array([2], pa.int32())), StorageConfig())
+    assert widened.column("label").to_pylist() == [1, 2]

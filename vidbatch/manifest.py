@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from vidbatch.config import InputPolicy, StorageConfig
 from vidbatch.errors import JobError, Status
-from vidbatch.schema import VIDEOS
+from vidbatch.schema import VIDEOS, text_leaves
 from vidbatch.storage import explain_failure, filesystem, is_pipe_or_device, missing_filesystem, scheme_of
 from vidbatch.uri_policy import refusal_reason
 
@@ -62,6 +62,36 @@ def _unreadable(fs: Any, path: str, exc: Exception) -> str:
     return f"is not a readable Parquet file: {str(exc)[:300]}"
 
 
+def _refuse_parts_that_disagree(uri: str, dataset: pq.ParquetDataset) -> None:
+    """JobError when a folder's Parquet files disagree on whether a column holds text or numbers.
+
+    The folder is read with its first file's types, and the other files' values are cast into
+    them: 3 in one part became '3' without a word, and the column's type for every later night
+    depended on which file sorted first. Each file's footer is read; no rows are.
+    """
+    fragments = list(dataset.fragments)
+    if len(fragments) < 2:
+        return
+    first = fragments[0]
+    for fragment in fragments[1:]:
+        physical = fragment.physical_schema
+        for name in physical.names:
+            if name not in dataset.schema.names:
+                continue
+            want, got = dataset.schema.field(name).type, physical.field(name).type
+            if pa.types.is_null(want) or pa.types.is_null(got) or text_leaves(want) == text_leaves(got):
+                continue
+            raise JobError(
+                f"manifest {uri!r}: column {name!r} is {got} in {_file_name(fragment.path)} but {want} in "
+                f"{_file_name(first.path)}, and the folder is read with its first file's types (the values would "
+                "be converted); write the column with one type in every file of the folder"
+            )
+
+
+def _file_name(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
 def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
     try:
         fs, path = filesystem(uri, storage)
@@ -69,6 +99,8 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
             raise JobError(f"manifest {uri!r} does not exist")
         if is_pipe_or_device(fs.info(path)):
             raise JobError(f"manifest {uri!r} names a pipe or device, not a Parquet file")
+        if fs.isdir(path):
+            _refuse_parts_that_disagree(uri, pq.ParquetDataset(path, filesystem=fs))
         return pq.read_table(path, filesystem=fs)
     except JobError:
         raise

@@ -45,3 +45,19 @@ VIDEOS = pa.schema(
         ("processed_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
+
+
+def text_leaves(kind: pa.DataType) -> tuple[bool, ...]:
+    """Which leaves of a (possibly nested) type are text, in order: numbers that round-trip through
+    text are still a retype, in a list's items or a struct's fields as at the top (1 is not '1')."""
+    if isinstance(kind, pa.DictionaryType):
+        return text_leaves(kind.value_type)
+    if isinstance(kind, pa.MapType):
+        return text_leaves(kind.key_type) + text_leaves(kind.item_type)
+    if pa.types.is_nested(kind):  # lists of every kind, structs, unions: their children in order
+        return tuple(leaf for i in range(kind.num_fields) for leaf in text_leaves(kind.field(i).type))
+    return (_is_text(kind),)

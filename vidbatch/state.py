@@ -23,7 +23,7 @@ from deltalake import DeltaTable
 from vidbatch.config import ModelConfig, StorageConfig
 from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import PERMANENT, PriorVideo, settled_failure
-from vidbatch.schema import VIDEOS
+from vidbatch.schema import VIDEOS, text_leaves
 from vidbatch.storage import (
     delta_storage_options,
     explain_failure,
@@ -127,7 +127,7 @@ def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: 
         try:
             cast = values.cast(before, safe=True)
             round_trip = cast.cast(values.type, safe=True)
-            same = values.equals(round_trip) and _text_leaves(before) == _text_leaves(values.type)
+            same = values.equals(round_trip) and text_leaves(before) == text_leaves(values.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             same = False
         if not same:
@@ -136,22 +136,6 @@ def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: 
                 f"{before} (its first run's type), and its values do not fit that type unchanged; give the column "
                 f"{before} values in the manifest, or rename it (a new column starts with its own type)"
             )
-
-
-def _is_text(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
-
-
-def _text_leaves(kind: pa.DataType) -> tuple[bool, ...]:
-    """Which leaves of a (possibly nested) type are text, in order: numbers that round-trip through
-    text are still a retype, in a list's items or a struct's fields as at the top (1 is not '1')."""
-    if isinstance(kind, pa.DictionaryType):
-        return _text_leaves(kind.value_type)
-    if isinstance(kind, pa.MapType):
-        return _text_leaves(kind.key_type) + _text_leaves(kind.item_type)
-    if pa.types.is_nested(kind):  # lists of every kind, structs, unions: their children in order
-        return tuple(leaf for i in range(kind.num_fields) for leaf in _text_leaves(kind.field(i).type))
-    return (_is_text(kind),)
 
 
 def refuse_lacking(output: str, uri: str, table: DeltaTable, columns: Iterable[str]) -> None:
