@@ -243,11 +243,13 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     empty = pa.table({name: pa.array([], pa.string()) for name in ("video_id", "uri", "label")})
     pq.write_table(empty, tmp_path / "manifest.parquet")
     version = DeltaTable(str(tmp_path / "out" / "videos")).version()
+    runs_before = sorted(os.listdir(tmp_path / "out" / "_runs"))
     refusal = r"has no rows, so this run would remove all 3 videos rows of the output .*--allow-empty"
     for attempt in (lambda: preflight(config), lambda: run_job(config, progress=lambda _: None)):
         with pytest.raises(JobError, match=refusal):
             attempt()
     assert DeltaTable(str(tmp_path / "out" / "videos")).version() == version
+    assert sorted(os.listdir(tmp_path / "out" / "_runs")) == runs_before  # no started.json of the refused run
     text = "\n".join(preflight(config, allow_empty=True).lines())
     assert "WARNING: the manifest has no rows, so this run removes all 3 videos rows" in text, text
     said.clear()
@@ -273,11 +275,13 @@ def test_a_carried_column_whose_values_no_longer_fit_its_type_is_refused_before_
     run(tmp_path, seeded_weights)
     config = parse_job(job_dict(tmp_path, seeded_weights))
     clips_version = DeltaTable(str(tmp_path / "out" / "clips")).version()
+    runs_before = sorted(os.listdir(tmp_path / "out" / "_runs"))
     for values, kind in [(["one", "two"], pa.string()), ([1.5, None], pa.float64())]:
         pq.write_table(pa.table({"video_id": ["a", "new"], "uri": [a, new], "n": pa.array(values, kind)}), manifest)
         for attempt in (lambda: preflight(config), lambda: run_job(config, progress=lambda _: None)):
             with pytest.raises(JobError, match=rf"manifest column 'n' is {kind} now, but .* holds it as int64"):
                 attempt()
+    assert sorted(os.listdir(tmp_path / "out" / "_runs")) == runs_before  # no started.json of the refused runs
     assert DeltaTable(str(tmp_path / "out" / "clips")).version() == clips_version  # nothing decoded or committed
     # values that fit the column's type unchanged are taken (1.0 is 1), and a new column starts with its own type
     pq.write_table(

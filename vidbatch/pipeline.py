@@ -114,9 +114,13 @@ def run_job(
             f"WARNING: model.weights is 'none': a seeded random init ({weights.model_id}); "
             "embeddings and labels are NOT meaningful"
         )
-    worklist = make_worklist(
-        config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty
-    )
+    try:
+        worklist = make_worklist(
+            config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty
+        )
+    except JobError:  # an empty manifest, a retyped column: refused before any work
+        _forget_started(config, run_id)
+        raise
     decision, work, refreshed = worklist.decision, worklist.work, worklist.refreshed
     say(f"run {run_id}: {worklist.counts_line()}; model {weights.model_id}")
     for warning in worklist.warnings(prior):
