@@ -438,6 +438,15 @@ def _three_nights(tmp_path: Path, weights: Path) -> dict:
 
 def test_nightly_reruns(tmp_path, seeded_weights, ray_local):
     _three_nights(tmp_path, seeded_weights)
+    from vidbatch.cli import _parser
+    from vidbatch.preflight import preflight
+
+    # `check --retry-failed` previews the retry run (before, check refused the flag)
+    args = _parser().parse_args(["check", str(tmp_path / "job.yaml"), "--retry-failed"])
+    assert args.retry_failed and not args.allow_empty
+    config = parse_job(job_dict(tmp_path, seeded_weights))
+    assert "0 to decode (0 new, 0 changed, 0 retried), 4 unchanged" in preflight(config).counts
+    assert "1 to decode (0 new, 0 changed, 1 retried), 3 unchanged" in preflight(config, retry_failed=True).counts
 
 
 # Four more runs (~35 s on 2 cores): extended. Their logic has default cases of its own:

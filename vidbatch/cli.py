@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only validate the settings: do not read the manifest, resolve the weights or look at the output",
     )
-    check.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
+    run_flags(check)  # the run's own flags: check decides every row as that run would
     check.set_defaults(func=_check)
 
     demo = sub.add_parser("demo-library", help="generate a small sample library and its manifest (no downloads)")
@@ -350,7 +350,7 @@ def _check(args: argparse.Namespace) -> int:
         from vidbatch.preflight import preflight
 
         # What the run would refuse the job for, found now (JobError -> exit 2), and what it would see.
-        for line in preflight(config, allow_empty=args.allow_empty).lines():
+        for line in preflight(config, allow_empty=args.allow_empty, retry_failed=args.retry_failed).lines():
             print(line, file=sys.stderr)
     return 0
 
