@@ -428,3 +428,20 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path, 
         code = main(["history", str(output), "--json"])
     assert code == 141
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["run", "--bogus", "job.yaml"], "usage: vidbatch run "),
+        (["check", "job.yaml", "--nope"], "usage: vidbatch check "),
+        (["manifest", "build", "src", "-o", "m.parquet", "--nope"], "usage: vidbatch manifest build "),
+    ],
+)
+def test_an_unknown_flag_is_named_with_its_command_s_usage(argv, usage, capsys):
+    """Before: the top level's usage (the list of commands) and 'vidbatch: error', whatever the command."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    err = capsys.readouterr().err
+    assert caught.value.code == 2
+    assert usage in err and f"vidbatch {' '.join(usage.split()[2:])}: error: unrecognized arguments: " in err, err

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's own usage, not the top level's list of commands
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.func(args))
     except JobError as exc:
@@ -96,6 +98,15 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
         "--retry-failed", action="store_true", help="also redo videos whose last status was a permanent failure (unreadable, ...)"
     )
     parser.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
+
+
+def _name_command_parsers(commands: argparse._SubParsersAction) -> None:
+    """Each (sub)command's parser in its parsed arguments, so an error shows that command's usage."""
+    for command_parser in commands.choices.values():
+        command_parser.set_defaults(command_parser=command_parser)
+        for action in command_parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _name_command_parsers(action)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,6 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpus", type=int, default=0, help="... and this many GPUs")
     plan.add_argument("--json", action="store_true", help="print JSON instead of text")
     plan.set_defaults(func=_plan)
+    _name_command_parsers(sub)
     return parser
 
 
