@@ -83,7 +83,9 @@ def test_decide(before, kwargs, processed):
     ("before", "reason"),
     [
         (prior("timeout", fp=None, error_type="no_progress"), "retry after timeout"),  # a watchdog row
-        (prior("decode_error", fp=None, error_type="lost"), "retry after decode_error"),  # a lost actor's row
+        # a lost actor's row: named as not the file's doing (a bare decode_error reads as permanent)
+        (prior("decode_error", fp=None, error_type="lost"), "retry after decode_error (result lost, not the file's doing)"),
+        (prior("decode_error", error_type="killed"), "retry after decode_error (decoder killed, not the file's doing)"),
         (prior("timeout"), "retry after timeout"),
         (prior("timeout"), "source changed"),
         (prior(), "source changed"),

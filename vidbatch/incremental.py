@@ -120,6 +120,8 @@ def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
 # result, a decoder killed from outside (the kernel's OOM killer on a node short of memory), a
 # decode sandbox that could not start.
 NOT_THE_FILE = frozenset({"lost", "killed", "sandbox_start"})
+# How a retry names them: "retry after decode_error" alone reads as a permanent failure retried.
+_NOT_THE_FILE_SAID = {"lost": "result lost", "killed": "decoder killed", "sandbox_start": "decode sandbox did not start"}
 
 
 def _transient(before: PriorVideo) -> bool:
@@ -137,7 +139,7 @@ def _why_process(
     if before.fingerprint is None and _transient(before):
         # Written by the driver (a watchdog or lost-actor row) without reading the file: no
         # fingerprint to compare, so this is a retry, not a change.
-        return f"retry after {before.status}"
+        return _retry(before)
     if not _same_source(before, fingerprint):
         return "source changed"
     differ = {"model": before.model_id != model_id, "sampling": before.sampling_id != sampling_id}
@@ -145,10 +147,15 @@ def _why_process(
     if settings:
         return " and ".join(settings) + " changed"
     if _transient(before):
-        return f"retry after {before.status}"
+        return _retry(before)
     if retry_failed and before.status != "ok":
         return f"retry after {before.status} (--retry-failed)"
     return None
+
+
+def _retry(before: PriorVideo) -> str:
+    cause = _NOT_THE_FILE_SAID.get(before.error_type or "")
+    return f"retry after {before.status}" + (f" ({cause}, not the file's doing)" if cause else "")
 
 
 def _results_change(before: PriorVideo | None, results: Mapping[str, Any]) -> str | None:
