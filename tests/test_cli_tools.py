@@ -339,6 +339,18 @@ def test_history_shows_retried_videos_apart_from_changed_ones(tmp_path, capsys):
     assert (retry_run["new"], retry_run["chg"], retry_run["retry"]) == ("0", "0", "4")
 
 
+def test_history_shows_a_relabelling_night_s_rewritten_rows(tmp_path, capsys):
+    """Before: a commit whose only change was rows rewritten for changed manifest columns showed as
+    a row of zeros, a table version with nothing to say what changed."""
+    output = tmp_path / "out"
+    commit_run(str(output), "r1", changes={**NO_CHANGES, "new": 5, "unchanged": 0}, statuses={"ok": 5})
+    commit_run(str(output), "r2-relabel", changes={**NO_CHANGES, "unchanged": 5, "refreshed": 3}, statuses={})
+    code, text, _ = run_cli(capsys, "history", str(output))
+    relabel, first = table_rows(text)
+    assert code == 0 and relabel["run_id"] == "r2-relabel"
+    assert (relabel["same"], relabel["upd"], first["upd"]) == ("5", "3", "0")
+
+
 # --- F21: check --help ----------------------------------------------------------------------------
 
 

@@ -165,10 +165,11 @@ def _time_and_run(entry: dict[str, Any]) -> tuple[datetime, str]:
 
 
 def format_runs(entries: list[dict[str, Any]]) -> str:
-    """One line per run. `chg` counts changed files only; `retry` the failures redone (e.g. --retry-failed)."""
+    """One line per run. `chg` counts changed files only; `retry` the failures redone (e.g. --retry-failed);
+    `upd` the kept rows rewritten, not decoded, for changed manifest columns (a relabelling night's only change)."""
     lines = [
         f"{'time (UTC)':29} {'run_id':24} {'version':>9} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} {'same':>6} "
-        f"{'clips':>7} {'wall_s':>8}  statuses"
+        f"{'upd':>5} {'clips':>7} {'wall_s':>8}  statuses"
     ]
     for e in entries:
         c = e["changes"] or {}
@@ -179,7 +180,8 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
             statuses = f"removed the clips of {count} video{'' if count == 1 else 's'} killed runs left"
         lines.append(
             f"{e['time'] or '?':29} {e['run_id']:24} {version:>9} {c.get('new', 0):>5} {c.get('changed', 0):>5} "
-            f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {e['clips']:>7} "
+            f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {c.get('refreshed', 0):>5} "
+            f"{e['clips']:>7} "
             f"{e['wall_time_s']:>8.1f}  {statuses}"
         )
     return "\n".join(lines)
