@@ -457,3 +457,15 @@ def test_an_unknown_flag_is_named_with_its_command_s_usage(argv, usage, capsys):
     err = capsys.readouterr().err
     assert caught.value.code == 2
     assert usage in err and f"vidbatch {' '.join(usage.split()[2:])}: error: unrecognized arguments: " in err, err
+
+
+@pytest.mark.parametrize("table", ["videos", "clips"])
+def test_history_and_vacuum_of_one_of_the_tables_name_the_output_that_holds_it(tmp_path, capsys, table):
+    """Before: 'is itself a Delta table ... choose an output folder of its own', advice for a run."""
+    output = tmp_path / "out"
+    commit_run(str(output), "r1", changes=NO_CHANGES, statuses={"ok": 1})  # writes both tables
+    for command in ("history", "vacuum"):
+        assert main([command, str(output / table)]) == 2
+        err = capsys.readouterr().err
+        assert f"is vidbatch's {table} table itself; give the output folder that holds it: '{output}'" in err, err
+

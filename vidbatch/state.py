@@ -65,6 +65,12 @@ def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | N
     options = delta_storage_options(uri, storage)
     if not DeltaTable.is_deltatable(uri, storage_options=options):
         if DeltaTable.is_deltatable(output, storage_options=delta_storage_options(output, storage)):
+            parent, _, last = output.rstrip("/").rpartition("/")
+            if last in ("videos", "clips") and parent and _is_vidbatch_table(output, storage):
+                # `vidbatch history out/videos`: one of vidbatch's own tables, given for its output
+                raise JobError(
+                    f"{output!r} is vidbatch's {last} table itself; give the output folder that holds it: {parent!r}"
+                )
             # vidbatch's tables would be folders inside another table, whose vacuum deletes files
             # its log does not name: every row written there would be lost at its next vacuum.
             raise JobError(
@@ -136,6 +142,11 @@ def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: 
                 f"{before} (its first run's type), and its values do not fit that type unchanged; give the column "
                 f"{before} values in the manifest, or rename it (a new column starts with its own type)"
             )
+
+
+def _is_vidbatch_table(uri: str, storage: StorageConfig) -> bool:
+    present = set(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).schema().to_arrow().names)
+    return present.issuperset(_OWN_COLUMNS)
 
 
 def refuse_lacking(output: str, uri: str, table: DeltaTable, columns: Iterable[str]) -> None:
