@@ -321,12 +321,13 @@ def test_a_jump_in_the_timestamps_holds_the_deadline_per_sample_and_converts_the
     assert len(conversions) == 3  # frames 0.0, 0.4 and 600.0: one conversion each
 
     with open_video(str(video.path), limits=LimitsConfig()) as (container, stream, info):
-        clips_of = iter_clips(container, stream, info, sampling=sampling, spec=SPEC, deadline=time.monotonic() + 1.0)
+        clips_of = iter_clips(container, stream, info, sampling=sampling, spec=SPEC, deadline=decode.Deadline.after(1.0))
         assert next(clips_of).index == 0  # handed out in the middle of the 600 targets the jump settles
         time.sleep(1.1)
         with pytest.raises(VideoError) as raised:
             next(clips_of)
     assert raised.value.status == "timeout"
+    assert "took longer than limits.decode_timeout_s=1; each run tries it again" in raised.value.message  # the value
 
 
 def _encode(path, fmt: str, codec: str, pix_fmt: str, frames: int = 3) -> None:

@@ -137,7 +137,7 @@ def iter_clips(
     *,
     sampling: SamplingConfig,
     spec: PreprocessSpec,
-    deadline: float | None = None,
+    deadline: Deadline | None = None,
     stream_facts: StreamFacts | None = None,
     limits: LimitsConfig | None = None,
 ) -> Iterator[SampledClip]:
@@ -155,10 +155,24 @@ def iter_clips(
 # What a person can do, said at the end of each per-video message.
 _NOT_MEDIA = "check that it is a video and re-upload it if it was cut short"
 _DAMAGED = "the file may be damaged: re-upload or re-encode it"
-_TOO_SLOW = (
-    "decoding took longer than limits.decode_timeout_s; each run tries it again: raise the limit if the video is long, "
-    "or check the file"
-)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a video's decoding must have ended, and the limit that set it (its timeout names the value)."""
+
+    at: float  # time.monotonic()
+    limit_s: float
+
+    @classmethod
+    def after(cls, limit_s: float) -> Deadline:
+        return cls(at=time.monotonic() + limit_s, limit_s=limit_s)
+
+    def too_slow(self) -> str:
+        return (
+            f"decoding took longer than limits.decode_timeout_s={self.limit_s:g}; each run tries it again: raise the "
+            "limit if the video is long, or check the file"
+        )
 RAISE_LIMIT = "raise it and rerun with --retry-failed to process this video"  # a limit's row is a permanent failure
 
 
@@ -176,7 +190,7 @@ def _targeted_samples(
     stream: Any,
     info: VideoInfo,
     sampling: SamplingConfig,
-    deadline: float | None,
+    deadline: Deadline | None,
     *,
     fast: bool = True,
     stats: dict[str, int] | None = None,
@@ -269,7 +283,7 @@ class _TargetedReader:
         container: Any,
         stream: Any,
         targets: _TargetTimes,
-        deadline: float | None,
+        deadline: Deadline | None,
         *,
         skip: bool,
         seek: bool,
@@ -458,7 +472,7 @@ def _keyframe_samples(
     container: Any,
     stream: Any,
     info: VideoInfo,
-    deadline: float | None,
+    deadline: Deadline | None,
     stream_facts: StreamFacts,
     *,
     guard: FrameLimits | None = None,
@@ -556,9 +570,9 @@ class FrameLimits:
             )
 
 
-def _check_deadline(deadline: float | None) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise VideoError("timeout", _TOO_SLOW)
+def _check_deadline(deadline: Deadline | None) -> None:
+    if deadline is not None and time.monotonic() > deadline.at:
+        raise VideoError("timeout", deadline.too_slow())
 
 
 def _no_frame(*, packets: int, what: str = "frame") -> VideoError:
@@ -567,7 +581,7 @@ def _no_frame(*, packets: int, what: str = "frame") -> VideoError:
     return VideoError("decode_error", f"no {what} could be decoded; the video stream is damaged")
 
 
-def _decoded_frames(container: Any, stream: Any, deadline: float | None, *, packets: _PacketTally) -> Iterator[Any]:
+def _decoded_frames(container: Any, stream: Any, deadline: Deadline | None, *, packets: _PacketTally) -> Iterator[Any]:
     """Every frame the decoder gives; `packets` tallies what was read."""
     try:
         for packet in container.demux(stream):

@@ -9,7 +9,6 @@ video table with the status.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +52,7 @@ class DecodeSettings:
 
 
 def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
-    from vidbatch.decode import RAISE_LIMIT, StreamFacts, iter_clips, open_video
+    from vidbatch.decode import RAISE_LIMIT, Deadline, StreamFacts, iter_clips, open_video
     from vidbatch.storage import open_source, source_fingerprint, stat_video
 
     limits = settings.limits
@@ -68,7 +67,7 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
             raise VideoError("too_large", f"{size} bytes is above limits.max_file_bytes={cap}; {RAISE_LIMIT}")
         if size == 0:
             raise VideoError("unreadable", "the file is empty (0 bytes); re-upload it")
-        deadline = time.monotonic() + limits.decode_timeout_s
+        deadline = Deadline.after(limits.decode_timeout_s)
         with (
             open_source(fs, path, allowed_roots=settings.allowed_roots) as source,
             open_video(source, limits=limits, threads=settings.threads) as opened,
