@@ -526,3 +526,20 @@ def test_a_manifest_folder_whose_files_disagree_on_text_or_numbers_is_refused(tm
     assert agreeing.column("label").to_pylist() == ["cat", "dog", None]
     widened = read_manifest(folder("widened", pa.array([1], pa.int64()), pa.array([2], pa.int32())), StorageConfig())
     assert widened.column("label").to_pylist() == [1, 2]
+
+
+def test_a_manifest_folder_without_parquet_files_says_so(tmp_path):
+    """Before: an empty folder was 'manifest lacks column(s) video_id, uri; it has no columns', and
+    a folder's sub-folders were listed among its 'files that are not Parquet'."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.manifest import read_manifest
+
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(JobError, match=r"is a folder with no Parquet files in it \(or in its folders\)"):
+        read_manifest(str(tmp_path / "empty"), StorageConfig())
+    (tmp_path / "mixed" / "label=cat").mkdir(parents=True)
+    (tmp_path / "mixed" / "notes.txt").write_text("x")
+    pq.write_table(pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"]}), tmp_path / "mixed" / "label=cat" / "part-0.parquet")
+    with pytest.raises(JobError) as refused:
+        read_manifest(str(tmp_path / "mixed"), StorageConfig())
+    assert "files that are not Parquet (notes.txt)" in str(refused.value), refused.value

@@ -49,10 +49,12 @@ def _unreadable(fs: Any, path: str, exc: Exception) -> str:
     """Why the manifest is not Parquet. A folder is read as a dataset of Parquet files (as Spark
     writes a table), so a folder of anything else names the files that are not."""
     try:
-        listed = fs.ls(path, detail=False) if fs.isdir(path) else []
+        listed = fs.ls(path, detail=True) if fs.isdir(path) else []
     except Exception:  # only an explanation: the store's refusal to list is not the news
         listed = []
-    others = sorted(name.rsplit("/", 1)[-1] for name in listed if not name.endswith(".parquet"))
+    # folders are not named: a partitioned table's (label=cat/) are read as folders of Parquet files
+    files = [entry["name"] for entry in listed if entry.get("type") != "directory"]
+    others = sorted(name.rsplit("/", 1)[-1] for name in files if not name.endswith(".parquet"))
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         return (
@@ -100,7 +102,13 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
         if is_pipe_or_device(fs.info(path)):
             raise JobError(f"manifest {uri!r} names a pipe or device, not a Parquet file")
         if fs.isdir(path):
-            _refuse_parts_that_disagree(uri, pq.ParquetDataset(path, filesystem=fs))
+            dataset = pq.ParquetDataset(path, filesystem=fs)
+            if not dataset.fragments:  # else read as a table with no columns, named as missing ones
+                raise JobError(
+                    f"manifest {uri!r} is a folder with no Parquet files in it (or in its folders); give the manifest "
+                    "file, or the folder a Parquet writer wrote"
+                )
+            _refuse_parts_that_disagree(uri, dataset)
         return pq.read_table(path, filesystem=fs)
     except JobError:
         raise

@@ -167,4 +167,7 @@ def _check_local_output(output: str) -> None:
         # virtual filesystems; the empty directory is removed at once.
         os.rmdir(tempfile.mkdtemp(prefix=".vidbatch-check-", dir=existing))
     except OSError as exc:
-        raise JobError(f"output {output!r} cannot be written: {str(existing)!r}: {exc.strerror or exc}") from exc
+        raise JobError(
+            f"output {output!r} cannot be written: a folder could not be made in {str(existing)!r} "
+            f"({exc.strerror or exc}); choose an output on a writable file system"
+        ) from exc
