@@ -155,6 +155,7 @@ def iter_clips(
 # What a person can do, said at the end of each per-video message.
 _NOT_MEDIA = "check that it is a video and re-upload it if it was cut short"
 _DAMAGED = "the file may be damaged: re-upload or re-encode it"
+RAISE_LIMIT = "raise it and rerun with --retry-failed to process this video"  # a limit's row is a permanent failure
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,6 @@ class Deadline:
             f"decoding took longer than limits.decode_timeout_s={self.limit_s:g}; each run tries it again: raise the "
             "limit if the video is long, or check the file"
         )
-RAISE_LIMIT = "raise it and rerun with --retry-failed to process this video"  # a limit's row is a permanent failure
 
 
 # --- sampling --------------------------------------------------------------------------

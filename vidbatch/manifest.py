@@ -109,6 +109,7 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
                     "file, or the folder a Parquet writer wrote"
                 )
             _refuse_parts_that_disagree(uri, dataset)
+            return dataset.read()  # as pq.read_table reads a folder, without listing it again
         return pq.read_table(path, filesystem=fs)
     except JobError:
         raise
