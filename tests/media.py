@@ -314,6 +314,7 @@ def write_video(
     codec: str | None = None,
     pts_s: Sequence[float] | None = None,
     rotation: int = 0,
+    mirror: bool = False,
     gop: int | None = None,
     pix_fmt: str | None = None,
 ) -> GeneratedVideo:
@@ -328,6 +329,8 @@ def write_video(
     rotation: counter-clockwise display rotation written to the display
         matrix (.mp4/.mov only); the stored pixels are turned the other way, so
         a player honouring the matrix shows the painted picture upright.
+    mirror: the display matrix also mirrors the picture left-right (a front
+        camera's clip; .mp4/.mov only), and the stored pixels are mirrored back.
     gop: exact key frame interval: key frames at multiples of ``gop`` only.
     pix_fmt: encoder pixel format, default yuv420p.
     """
@@ -339,6 +342,8 @@ def write_video(
     codec = _validate_codec(codec, suffix)
     pix_fmt = _validate_pix_fmt(pix_fmt, codec)
     rotation = _validate_rotation(rotation, suffix)
+    if mirror and suffix not in _ROTATION_SUFFIXES:
+        raise ValueError(f"mirror needs an .mp4/.mov file, got {suffix!r}")
     gop = _validate_gop(gop)
     clock = _encoder_clock(codec, fps, suffix, variable=pts_s is not None)
     pts_s = _validate_pts(pts_s, num_frames, suffix, clock)
@@ -347,10 +352,10 @@ def write_video(
     with av.open(str(path), mode="w") as container:
         stream = _add_video_stream(container, codec, fps, clock, suffix, pix_fmt, gop)
         stream.width, stream.height = _stored_size(width, height, rotation)
-        if rotation:
-            stream.set_display_rotation(rotation)  # must precede the first frame
+        if rotation or mirror:
+            stream.set_display_rotation(rotation, hflip=mirror)  # must precede the first frame
         for index, t in enumerate(times):
-            frame = _make_frame(index, round(t / clock), clock, width, height, rotation)
+            frame = _make_frame(index, round(t / clock), clock, width, height, rotation, mirror)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))  # flush frames the encoder delayed
 
@@ -419,10 +424,25 @@ def _gop_options(codec: str, gop: int) -> dict[str, str]:
     return {"keyint_min": str(gop), "sc_threshold": "1000000000"}
 
 
-def _make_frame(index: int, tick: int, clock: Fraction, width: int, height: int, rotation: int) -> av.VideoFrame:
+# What `ffmpeg` shows for the display matrix of set_display_rotation(rotation, hflip=True), by the
+# rules of fftools/ffmpeg_filter.c (matrices read back with PyAV 18.1 / FFmpeg 8): rotation 0 is
+# [-1 0; 0 1] (hflip), 90 [0 -1; -1 0] (transpose=clock_flip), 180 [1 0; 0 -1] (vflip), 270
+# [0 1; 1 0] (transpose=cclock_flip). Stored here: the inverse of each, applied to the painted picture.
+_STORED_MIRRORED = {
+    0: lambda picture: picture[:, ::-1],
+    90: lambda picture: np.rot90(picture[::-1], k=1),  # clock_flip = vflip(clockwise turn)
+    180: lambda picture: picture[::-1],
+    270: lambda picture: picture.transpose(1, 0, 2),  # cclock_flip is the transpose, its own inverse
+}
+
+
+def _make_frame(
+    index: int, tick: int, clock: Fraction, width: int, height: int, rotation: int, mirror: bool = False
+) -> av.VideoFrame:
+    painted = paint_frame(index, width, height)
     # Store the picture turned clockwise by `rotation` so that the display
     # matrix (a counter-clockwise turn by `rotation`) brings it back upright.
-    stored = np.rot90(paint_frame(index, width, height), k=-rotation // 90)
+    stored = _STORED_MIRRORED[rotation](painted) if mirror else np.rot90(painted, k=-rotation // 90)
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(stored), format="rgb24")
     frame.pts = tick
     frame.time_base = clock

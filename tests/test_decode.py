@@ -98,13 +98,25 @@ def test_rotation_is_applied(library):
 
 
 @pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_a_mirrored_video_is_delivered_as_it_is_shown(tmp_path, rotation):
+    """A front camera's clip: the display matrix mirrors as well as turns. Before, only the turn was
+    read (frame.rotation), so a mirrored clip came out upside down and a turned one unmirrored."""
+    video = media.write_video(tmp_path / "selfie.mp4", num_frames=10, fps=10, width=240, height=320, rotation=rotation,
+                              mirror=True)  # fmt: skip
+    info, clips = sample(video.path, mode="fps", fps=2.0, clip_len_s=10.0)
+    # read_frame_index refuses a turned or mirrored picture (its one white corner is elsewhere)
+    assert [media.read_frame_index(frame) for frame in clips[0].frames] == [0, 5]
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
 @pytest.mark.parametrize("mode", ["fps", "keyframes"])
 def test_the_video_row_has_the_size_the_video_is_shown_at(tmp_path, rotation, mode):
     """A phone video stored 320x240 with a quarter turn is shown 240 wide, 320 high: the row says so."""
     from vidbatch.config import StorageConfig
     from vidbatch.video_task import DecodeSettings, decode_video
 
-    video = media.write_video(tmp_path / "phone.mp4", num_frames=10, fps=10, width=240, height=320, rotation=rotation)
+    video = media.write_video(tmp_path / "phone.mp4", num_frames=10, fps=10, width=240, height=320, rotation=rotation,
+                              mirror=rotation == 270)  # fmt: skip
     settings = DecodeSettings(
         sampling=SamplingConfig(mode=mode, fps=2.0, clip_len_s=1.0), limits=LimitsConfig(), storage=StorageConfig(), spec=SPEC
     )

@@ -24,6 +24,7 @@ import numpy as np
 from vidbatch.config import LimitsConfig, SamplingConfig
 from vidbatch.errors import VideoError
 from vidbatch.media_kinds import cut_short_iso, read_head, sniff
+from vidbatch.orientation import Orientation, frame_orientation
 from vidbatch.preprocess import PreprocessSpec, to_model_input
 from vidbatch.sampling import OnScreenPicker, fps_times_from, uniform_times
 from vidbatch.sampling.clips import clip_index_of, clip_window
@@ -69,17 +70,17 @@ class StreamFacts:
     (None until then, and when sampling stopped early). The last clip's window and the video's
     duration use it instead of the container's metadata, which overstates truncated files and
     understates some VFR muxes.
-    `quarter_turns`: the display matrix's counter-clockwise turn of the first sampled frame, in
-    quarter turns (None before a frame is sampled). PyAV exposes the display matrix on frames
+    `orientation`: how the display matrix of the first sampled frame turns (and mirrors) the
+    stored picture (None before a frame is sampled). PyAV exposes the display matrix on frames
     only, and the probe's width and height are the stored picture's.
     """
 
     end_s: float | None = None
-    quarter_turns: int | None = None
+    orientation: Orientation | None = None
 
     def upright_size(self, info: VideoInfo) -> tuple[int, int]:
         """(width, height) as the video is shown."""
-        if self.quarter_turns is not None and self.quarter_turns % 2:
+        if self.orientation is not None and self.orientation.swaps_sides:
             return info.height, info.width
         return info.width, info.height
 
@@ -612,10 +613,10 @@ def _group(
         pts_list.append(pts)
         if converted is None or converted[0] is not frame:
             # A frame on screen at several targets (a still, a low-rate video) is converted once.
-            turns = _quarter_turns(frame)
-            if facts.quarter_turns is None:
-                facts.quarter_turns = turns
-            converted = (frame, to_model_input(_upright_rgb(frame, turns), spec))
+            orientation = frame_orientation(frame)
+            if facts.orientation is None:
+                facts.orientation = orientation
+            converted = (frame, to_model_input(orientation.apply(frame.to_ndarray(format="rgb24")), spec))
         frames.append(converted[1])
     if current is not None:
         # The samples are exhausted: a sampler that read the whole stream has set its end.
@@ -631,17 +632,6 @@ def _clip(
 
 
 # --- frames ----------------------------------------------------------------------------
-
-
-def _quarter_turns(frame: Any) -> int:
-    # `rotation` is the counter-clockwise angle the display matrix applies.
-    return round((frame.rotation or 0) / 90) % 4
-
-
-def _upright_rgb(frame: Any, quarter_turns: int) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
-    # np.rot90 turns counter-clockwise for positive k.
-    return np.rot90(rgb, k=quarter_turns) if quarter_turns else rgb
 
 
 def _frame_duration(frame: Any, stream: Any, info: VideoInfo) -> float:
