@@ -7,7 +7,7 @@ import pytest
 
 from vidbatch.head import DEFAULT_L2, L2_GRID, LinearHead, _gradient, choose_l2, train_head
 from vidbatch.head_metrics import evaluate, format_evaluation
-from vidbatch.head_split import fold_of, held_out_videos
+from vidbatch.head_split import TRAIN_ONLY, fold_of, held_out_videos
 
 
 def test_metrics_match_a_hand_count():
@@ -143,6 +143,9 @@ def test_folds_keep_a_video_together_and_give_every_fold_every_label():
     for k in range(3):
         assert {labels[i] for i in range(36) if fold[i] == k} == {"x", "y"}
     assert fold_of(groups[:12], labels[:12], folds=3) is None  # 2 videos per label: 3 folds cannot each hold one
+    # a rare label (one video) is trained on in every fold and held out in none; the others are dealt as before
+    rare = fold_of([*groups, "w0"], [*labels, "z"], folds=3)
+    assert rare is not None and rare[-1] == TRAIN_ONLY and list(rare[:-1]) == list(fold)
 
 
 def test_cross_validation_picks_from_the_grid_and_falls_back_when_it_cannot():

@@ -341,5 +341,17 @@ def test_the_report_says_when_cross_validation_could_not_choose_the_decay(tmp_pa
     head = tmp_path / "h.json"
     code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
     assert code == 0, err
-    assert "weight decay 0.01 (default 0.01: a label has fewer than 3 training videos, too few for 3 folds)" in out
+    assert "weight decay 0.01 (default 0.01: fewer than 2 labels have 3 training videos, too few for 3 folds)" in out
     assert json.loads(head.read_text())["l2_search"]["source"].startswith("default")
+
+
+def test_one_rare_label_does_not_turn_the_cross_validation_off_for_the_others(tmp_path, capsys):
+    """Before: a single label with one video (a long tail of rare labels is the usual library) made
+    every head take the default decay. Now the rare label is trained on in every fold, scored in none."""
+    output = write_output(tmp_path / "out", labelled(5, ("cat", "dog")) + labelled(1, ("owl",)))
+    head = tmp_path / "h.json"
+    code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
+    assert code == 0, err
+    saved = json.loads(head.read_text())
+    assert saved["l2_search"]["source"] == "cross-validation", saved["l2_search"]
+    assert len(saved["l2_search"]["macro_f1_by_l2"]) == 5 and "owl" in saved["head"]["classes"]

@@ -110,8 +110,9 @@ def choose_l2(
     features: np.ndarray, labels: list[str], groups: list[str], *, folds: int = 3, grid: tuple[float, ...] = L2_GRID
 ) -> tuple[float, dict[float, float]]:
     """The weight decay with the best mean macro-F1 over `folds` folds split by group (a video's
-    clips stay together), and each candidate's score. Falls back to DEFAULT_L2 when some class
-    has fewer groups than folds (no fold could be scored for it)."""
+    clips stay together), and each candidate's score. A class with fewer groups than folds is
+    trained on in every fold and scored in none; falls back to DEFAULT_L2 when fewer than two
+    classes have enough groups (head_split.fold_of)."""
     from vidbatch.head_metrics import evaluate
     from vidbatch.head_split import fold_of
 

@@ -30,19 +30,28 @@ def held_out_videos(video_labels: dict[str, str], *, test_fraction: float, seed:
     return held
 
 
+TRAIN_ONLY = -1  # the fold of a rare label's rows: in every fold's training, never held out
+
+
 def fold_of(groups: list[str], labels: list[str], *, folds: int) -> np.ndarray | None:
     """A fold number per row for cross-validation, the rows of one group (video) together and each
-    label's groups dealt round-robin over the folds; None when some label has fewer groups than folds."""
+    label's groups dealt round-robin over the folds.
+
+    A label with fewer groups than folds cannot be held out in every fold: its rows get
+    TRAIN_ONLY, so they are learned from in every fold and scored in none (one rare label no
+    longer turns the search off for all the others). None when fewer than two labels have
+    enough groups: there would be nothing to tell apart in a held-out fold.
+    """
     label_of_group = dict(zip(groups, labels, strict=True))
     by_label: dict[str, list[str]] = defaultdict(list)
     for group, label in label_of_group.items():
         by_label[label].append(group)
-    if min(len(members) for members in by_label.values()) < folds:
+    if sum(1 for members in by_label.values() if len(members) >= folds) < 2:
         return None
     fold_of_group: dict[str, int] = {}
     for members in by_label.values():
         for position, group in enumerate(sorted(members, key=lambda group: _rank(0, group))):
-            fold_of_group[group] = position % folds
+            fold_of_group[group] = position % folds if len(members) >= folds else TRAIN_ONLY
     return np.array([fold_of_group[group] for group in groups])
 
 

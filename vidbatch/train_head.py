@@ -104,7 +104,7 @@ def train_on_output(
     if l2 is None:
         l2, scores = choose_l2(train_features, train_labels, train_ids)
         source = (
-            "cross-validation" if scores else f"default {l2:g}: a label has fewer than 3 training videos, too few for 3 folds"
+            "cross-validation" if scores else f"default {l2:g}: fewer than 2 labels have 3 training videos, too few for 3 folds"
         )
     head = train_head(train_features, train_labels, l2=l2)
     predicted, _ = head.predict(examples.features[is_test])
