@@ -42,6 +42,24 @@ def test_macro_average_counts_a_class_predicted_where_it_never_is():
     assert scores.weighted_f1 == pytest.approx((2 * (2 / 3) + 2 * 1) / 4)
 
 
+def test_the_baseline_guesses_the_training_set_s_label_and_unscored_classes_say_so():
+    """Before: the baseline guessed the test set's commonest label (a guess no model could make), and
+    a class with no test example that was never predicted showed 0.000 like a class that failed."""
+    scores = evaluate(["a", "b", "b"], ["a", "b", "a"], classes=["a", "b", "rare"], majority_label="a")
+    assert (scores.majority_label, scores.majority_accuracy) == ("a", pytest.approx(1 / 3))
+    assert evaluate(["a", "b", "b"], ["a", "b", "a"], classes=["a", "b"]).majority_label == "b"  # without one given
+    rare = scores.to_dict()["per_class"]["rare"]
+    assert rare == {"precision": None, "recall": None, "f1": None, "support": 0}
+    text = "\n".join(format_evaluation(scores))
+    assert "always guessing the training set's commonest label, a: 0.333" in text
+    assert [line.split() for line in text.splitlines() if line.split()[:1] == ["rare"]] == [["rare", "-", "-", "-", "0"]]
+    # labels that differ only in spaces are quoted apart
+    spaced = "\n".join(format_evaluation(evaluate(["red", "red "], ["red", "red "], classes=["red", "red "])))
+    assert "'red '" in spaced
+    with pytest.raises(ValueError, match="majority_label 'zebra'"):
+        evaluate(["a"], ["a"], classes=["a"], majority_label="zebra")
+
+
 def test_metrics_refuse_what_they_cannot_score():
     with pytest.raises(ValueError, match="2 true labels against 1 predictions"):
         evaluate(["a", "b"], ["a"], classes=["a", "b"])

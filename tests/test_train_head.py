@@ -108,6 +108,9 @@ def test_train_head_scores_held_out_videos_and_tag_labels_every_ok_video(tmp_pat
     assert (saved["model_id"], saved["sampling_id"], saved["level"]) == (MODEL, SAMPLING, "video")
     assert saved["untrained_backbone"] is False
     assert saved["split"]["train_videos"] == 12 and saved["split"]["test_videos"] == 3
+    # the held-out videos themselves, one of each label (the split a reader can check the figures on)
+    held = saved["split"]["test_video_ids"]
+    assert len(held) == 3 and sorted(v.rstrip("0123456789") for v in held) == ["cat", "dog", "owl"]
     assert saved["evaluation"]["per_class"]["owl"]["support"] == 1
     assert len(saved["head"]["weight"]) == 3 and len(saved["head"]["weight"][0]) == DIM
 

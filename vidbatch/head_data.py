@@ -98,7 +98,7 @@ def _videos(output: str, storage: StorageConfig, label_column: str) -> pa.Table:
             else "its manifest had no columns besides video_id and uri"
         )
         raise JobError(
-            f"--label-column {label_column!r} is not a column of {output!r}'s videos table; {offer}. "
+            f"--label-column {label_column!r} is not a column of the videos table of {output!r}; {offer}. "
             "Add the label to the manifest (one value per video, null where unknown) and run the job"
         )
     videos = plain_table(table.to_pyarrow_table(columns=[*_OWN, label_column]))

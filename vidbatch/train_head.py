@@ -40,6 +40,7 @@ class TrainedHead:
     train_videos: int
     test_videos: int
     untested_classes: tuple[str, ...]  # labels with one video: trained on, not scored
+    test_video_ids: tuple[str, ...]  # the held-out videos, sorted
     l2_scores: dict[float, float]
     l2_source: str  # "given", "cross-validation", or why the default was taken
     seed: int
@@ -63,6 +64,7 @@ class TrainedHead:
                 "train_examples": len(self.examples.video_ids) - self.evaluation.examples,
                 "test_examples": self.evaluation.examples,
                 "untested_classes": list(self.untested_classes),
+                "test_video_ids": list(self.test_video_ids),
             },
             "left_out": self.examples.left_out,
             "l2_search": {
@@ -114,15 +116,21 @@ def train_on_output(
         head=head,
         examples=examples,
         label_column=label_column,
-        evaluation=evaluate(truth, predicted, classes=head.classes),
+        evaluation=evaluate(truth, predicted, classes=head.classes, majority_label=_commonest(train_labels)),
         train_videos=len(video_labels) - len(held),
         test_videos=len(held),
         untested_classes=tuple(sorted(label for label, n in counts.items() if n < 2)),
+        test_video_ids=tuple(sorted(held)),
         l2_scores=scores,
         l2_source=source,
         seed=seed,
         test_fraction=test_fraction,
     )
+
+
+def _commonest(labels: list[str]) -> str:
+    """The label a guess without the test set would give every video (ties: the first by name)."""
+    return min(Counter(labels).items(), key=lambda item: (-item[1], item[0]))[0]
 
 
 def write_head(trained: TrainedHead, uri: str, storage: StorageConfig) -> None:
