@@ -31,6 +31,8 @@ def test_plan_probes_and_estimates_without_writing(tmp_path, library):
     assert report.cores_per_gpu and report.cluster["wall_s"] > 0
     text = format_report(report)
     assert "CPU:GPU" in text and "estimate" in text and "not_found" in text
+    assert "(estimated H100 in bf16, not measured here:" in text  # which precision the GPU figure is
+    assert "the estimate is for all of them, as a first run; `vidbatch check` says what a run would decode now" in text
     assert report.model_layout == "onednn-packed"  # the model a CPU model actor runs
     assert "model on this machine (cpu, onednn-packed):" in text
     assert not (tmp_path / "out").exists()  # a dry run

@@ -269,6 +269,11 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
         report.model_frames_per_s_per_core = rate / cores
         report.gpu_model_frames_per_s = H100_FRAMES_PER_S_ESTIMATE.get(config.model.arch)
         report.gpu_rate_is_estimate = True
+        if config.model.precision == "fp32":
+            report.notes.append(
+                "model.precision is fp32: on a GPU the model runs slower than the bf16 estimate, so fewer decode "
+                "cores than suggested keep one busy"
+            )
     if report.frames_per_video_s:
         report.model_video_s_per_s = rate / report.frames_per_video_s
 
@@ -320,7 +325,8 @@ def _estimate(report: PlanReport, *, cluster_cpus: int | None, cluster_gpus: int
 def format_report(report: PlanReport) -> str:
     lines = [
         f"manifest: {report.manifest_rows} rows, {report.to_process} to process, {report.refused} refused, "
-        f"{report.duplicates} duplicates",
+        f"{report.duplicates} duplicates (the estimate is for all of them, as a first run; `vidbatch check` "
+        "says what a run would decode now)",
     ]
     ok = [p for p in report.probed if p.status == "ok"]
     if ok:
@@ -343,7 +349,7 @@ def format_report(report: PlanReport) -> str:
             + (f" = {report.model_video_s_per_s:.1f} video-s/s" if report.model_video_s_per_s else "")
         )
     if report.cores_per_gpu is not None and report.gpu_model_frames_per_s:
-        label = "estimated H100, not measured here" if report.gpu_rate_is_estimate else "this GPU, measured"
+        label = "estimated H100 in bf16, not measured here" if report.gpu_rate_is_estimate else "this GPU, measured"
         lines.append(
             f"suggested CPU:GPU ratio: {math.ceil(report.cores_per_gpu)} decode cores per GPU "
             f"({label}: {report.gpu_model_frames_per_s:.0f} frames/s)"
