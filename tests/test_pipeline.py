@@ -163,6 +163,11 @@ def test_summary_and_progress(full_run):
     assert set(summary["versions"]) >= {"vidbatch", "torch", "ray", "av", "model_id"}  # DESIGN.md lists model_id among them
     assert summary["versions"]["model_id"] == summary["model_id"]
     assert any(line.startswith("videos 10/10") for line in lines)
+    # the dtype the model actors ran in (the rows do not say: `auto` differs from host to host)
+    from vidbatch.cli import _summary_text
+
+    assert summary["model_precision"] == ["float32"]
+    assert "; the model ran in float32" in _summary_text(summary, result.summary_uri)
 
 
 def test_a_run_leaves_no_warning_pointing_at_vidbatch_or_at_switches_it_sets_on_purpose(full_run):
@@ -193,9 +198,15 @@ def test_restart_bounds_go_where_this_ray_takes_them():
 
 
 def test_untrained_run_says_so_and_tasks_shape_outputs(tmp_path, library, ray_local):
-    job = make_job(tmp_path, {"h264": library["h264"].path}, "none", model={"task": "embed"})
+    job = make_job(tmp_path, {"h264": library["h264"].path}, "none", model={"task": "embed", "precision": "auto"})
     lines: list[str] = []
     result = run_job(job, progress=lines.append)
+    import torch
+
+    from vidbatch.model import pick_dtype
+
+    # what `auto` became on this host, said in the summary (bfloat16 on CPUs with AMX or AVX512-BF16)
+    assert result.summary["model_precision"] == [str(pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")]
     clips, videos = read(tmp_path, "clips").to_pylist(), read(tmp_path, "videos").to_pylist()
     assert "UNTRAINED" in videos[0]["model_id"] and all("UNTRAINED" in c["model_id"] for c in clips)
     assert result.summary["untrained_weights"] is True

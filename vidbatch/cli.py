@@ -443,7 +443,8 @@ def _summary_text(summary: dict, uri: str) -> str:
         f"  videos written {summary['videos']} ({statuses}); duplicates skipped {summary['duplicate_ids']}",
         f"  new {changes.get('new', 0)}, changed {changes.get('changed', 0)}, retried {changes.get('retried', 0)}, "
         f"removed {changes.get('removed', 0)}, unchanged {changes.get('unchanged', 0)}{_refreshed(changes)}",
-        f"  clips {summary['clips']}, frames {summary['frames']}, video hours {summary['video_hours']:.4f}",
+        f"  clips {summary['clips']}, frames {summary['frames']}, video hours {summary['video_hours']:.4f}"
+        + (f"; the model ran in {' and '.join(summary['model_precision'])}" if summary.get("model_precision") else ""),
         *_table_line(summary),
         f"  wall {summary['wall_time_s']:.1f}s, {summary['throughput']['videos_per_s']} videos/s, "
         f"{summary['throughput']['frames_per_s']} frames/s, "

@@ -127,6 +127,7 @@ class Collector:
         self.spilled_clips: set[str] = set()  # videos with clip rows in the spill file
         self.failed_videos: set[str] = set()
         self.tally = Tally()
+        self.precisions: set[str] = set()  # the dtypes the model actors ran this run's clips in
         self.total = plan.to_process.num_rows + len(plan.refused)
         self.on_progress = on_progress
         for refusal in plan.refused:
@@ -195,6 +196,7 @@ class Collector:
     def _take_clips(self, clips: pa.Table, entries: dict[str, _InFlight]) -> None:
         """Ok clips go to the spill file at once; only running sums stay, so the driver's memory
         does not grow with a video's length (a 6-hour video has thousands of clips)."""
+        self.precisions.update(p for p in pc.unique(clips.column("precision")).to_pylist() if p)
         embeddings = vector_rows(clips.column("embedding"))
         probs_column = clips.column("probs")
         valid = probs_column.is_valid()

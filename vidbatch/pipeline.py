@@ -211,6 +211,8 @@ def run_job(
             timings["commit_s"] = time.monotonic() - commit_started
             wall = time.monotonic() - started
             summary = _summary(config, run_id, weights, plan, tally, wall, versions)
+            # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
+            summary["model_precision"] = sorted(collector.precisions)
             summary["changes"] = changes
             summary["reasons"] = reasons
             # The whole videos table after this run, not only the rows it wrote: what a nightly

@@ -105,6 +105,7 @@ class ModelStage:
         )
         self.crop = crop_size
         self.want_probs = want_probs
+        self.precision = str(self.runner.dtype).removeprefix("torch.")  # what `auto` became on this host
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         is_clip = np.asarray(batch.column("kind").to_numpy(zero_copy_only=False) == "clip")
@@ -135,8 +136,9 @@ class ModelStage:
             passthrough = _set(passthrough, "status", pa.array(statuses, pa.string()))
             passthrough = _set(passthrough, "error_type", pa.array(error_types, pa.string()))
             passthrough = _set(passthrough, "error_message", pa.array(messages, pa.string()))
+        precision = pa.array([self.precision if ok else None for ok in is_clip], pa.string())
         out = passthrough.append_column("embedding", embeddings).append_column("probs", probs)
-        return out.cast(EMBEDDED)
+        return out.append_column("precision", precision).cast(EMBEDDED)
 
     def _embed(self, batch: pa.Table, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per clip: the L2-normalised mean of its frames' pooled features (all zeros where that mean

@@ -37,7 +37,11 @@ _COMMON = [
     *((name, VIDEOS.field(name).type) for name in _VIDEO_FACTS),
 ]
 DECODED = pa.schema([*_COMMON, ("frames", pa.large_binary())])
-EMBEDDED = pa.schema([*_COMMON, ("embedding", pa.list_(pa.float32())), ("probs", pa.list_(pa.float32()))])
+# `precision`: the dtype the model actor ran a clip in ("bfloat16", "float32", ...), which
+# `precision: auto` decides per host; the run's summary says which were used.
+EMBEDDED = pa.schema(
+    [*_COMMON, ("embedding", pa.list_(pa.float32())), ("probs", pa.list_(pa.float32())), ("precision", pa.string())]
+)
 
 
 @dataclass(frozen=True)
