@@ -450,3 +450,44 @@ def test_an_mp4_cut_short_before_its_index_says_so(tmp_path, cut_in):
     junk = media.write_garbage(tmp_path / "junk.mp4", 5000, seed=3)
     with pytest.raises(VideoError, match="not a readable media file"), open_video(str(junk), limits=LimitsConfig()):
         pass
+
+
+def test_decoding_a_video_leaves_no_frame_alive(tmp_path):
+    """A frame whose display matrix was read stays in a reference cycle with its side data (PyAV 18),
+    freed only by the cyclic collector. Before, the matrix was read on every sampled frame and never
+    collected: a long-lived decode sandbox piled frames up until FFmpeg failed with EAGAIN from the
+    second video on. Now it is read once per video and decode_video collects."""
+    import gc
+
+    import av
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    video = media.write_video(tmp_path / "selfie.mp4", num_frames=30, fps=10, rotation=90, mirror=True)
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode="fps", fps=10.0, clip_len_s=1.0), limits=LimitsConfig(), storage=StorageConfig(), spec=SPEC
+    )
+    gc.collect()
+    for _ in range(3):
+        rows = [t.to_pylist()[0] for t in decode_video("v", str(video.path), settings)]
+        assert rows[-1]["status"] == "ok" and rows[-1]["num_clips"] == 3
+        alive = [o for o in gc.get_objects() if isinstance(o, av.VideoFrame)]
+        assert not alive, f"{len(alive)} frames still alive after a video"
+
+
+def test_a_decoder_short_of_threads_or_memory_is_not_blamed_on_the_file():
+    """FFmpeg's EAGAIN (no thread to start) or ENOMEM is the node's state: error_type 'resources',
+    which the next run retries (vidbatch.incremental.NOT_THE_FILE); other surprises stay the file's."""
+    import errno
+
+    import av
+
+    from vidbatch.incremental import NOT_THE_FILE
+    from vidbatch.video_task import _resource_shortage
+
+    assert _resource_shortage(av.error.BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")) == "EAGAIN"
+    assert _resource_shortage(OSError(errno.ENOMEM, "Cannot allocate memory")) == "ENOMEM"
+    assert _resource_shortage(av.error.InvalidDataError(errno.EINVAL, "Invalid data")) is None
+    assert _resource_shortage(ValueError("a bug")) is None
+    assert "resources" in NOT_THE_FILE

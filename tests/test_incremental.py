@@ -63,6 +63,7 @@ def decide_one(before, *, fp="fp1", model="m", sampling="s", uri="u", consistent
         (prior("decode_error", error_type="lost"), {}, True),
         (prior("decode_error", error_type="killed"), {}, True),  # killed from outside: not the file
         (prior("decode_error", error_type="sandbox_start"), {}, True),
+        (prior("decode_error", error_type="resources"), {}, True),  # FFmpeg's EAGAIN/ENOMEM: the node's state
         (prior("decode_error", error_type="DecoderCrash"), {}, False),  # a poison file: not every night
         (prior("unreadable"), {}, False),
         (prior("unreadable"), {"retry_failed": True}, True),

@@ -71,7 +71,7 @@ class StreamFacts:
     duration use it instead of the container's metadata, which overstates truncated files and
     understates some VFR muxes.
     `orientation`: how the display matrix of the first sampled frame turns (and mirrors) the
-    stored picture (None before a frame is sampled). PyAV exposes the display matrix on frames
+    stored picture, applied to every frame (None before a frame is sampled). PyAV exposes the display matrix on frames
     only, and the probe's width and height are the stored picture's.
     """
 
@@ -613,10 +613,9 @@ def _group(
         pts_list.append(pts)
         if converted is None or converted[0] is not frame:
             # A frame on screen at several targets (a still, a low-rate video) is converted once.
-            orientation = frame_orientation(frame)
-            if facts.orientation is None:
-                facts.orientation = orientation
-            converted = (frame, to_model_input(orientation.apply(frame.to_ndarray(format="rgb24")), spec))
+            if facts.orientation is None:  # once per video, as ffmpeg reads it (see frame_orientation)
+                facts.orientation = frame_orientation(frame)
+            converted = (frame, to_model_input(facts.orientation.apply(frame.to_ndarray(format="rgb24")), spec))
         frames.append(converted[1])
     if current is not None:
         # The samples are exhausted: a sampler that read the whole stream has set its end.

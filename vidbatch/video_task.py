@@ -8,6 +8,8 @@ video table with the status.
 
 from __future__ import annotations
 
+import errno
+import gc
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,11 +123,26 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         )
     except Exception as exc:  # a bug or an unexpected library error: still only this row
         log.exception("unexpected error decoding %s", video_id)
+        short_of = _resource_shortage(exc)
         video.update(
-            status="decode_error", error_type=type(exc).__name__, error_message=f"unexpected decoder failure: {str(exc)[:200]}"
+            status="decode_error",
+            # out of threads or memory is the node's state, not the file's: the next run retries it
+            error_type="resources" if short_of else type(exc).__name__,
+            error_message=f"unexpected decoder failure: {str(exc)[:200]}"
+            + (f" ({short_of}: the node was short of resources; the next run retries it)" if short_of else ""),
         )
+    finally:
+        # Frames whose side data was read are freed only by the cyclic collector (vidbatch.orientation):
+        # one pass per video keeps a long-lived decoder's memory flat (~8 ms).
+        gc.collect()
     video["num_clips"] = num_clips if video["status"] == "ok" else 0
     yield row_table(DECODED, video)
+
+
+def _resource_shortage(exc: Exception) -> str | None:
+    """EAGAIN or ENOMEM from FFmpeg (no thread or buffer to be had), named; None for anything else."""
+    code = getattr(exc, "errno", None)
+    return {errno.EAGAIN: "EAGAIN", errno.ENOMEM: "ENOMEM"}.get(code) if isinstance(code, int) else None
 
 
 def failure_table(
