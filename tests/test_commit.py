@@ -14,7 +14,7 @@ from vidbatch.schema import CLIPS, VIDEOS
 from vidbatch.state import load_prior
 
 
-def run(output, spill, run_id, video_id, *, planned_at, clip_video_ids=()):
+def run(output, spill, run_id, video_id, *, planned_at, clip_video_ids=(), storage=None):
     spill.mkdir(exist_ok=True)
     clip = {"video_id": video_id, "run_id": run_id, "clip_index": 0}
     pq.write_table(pa.Table.from_pylist([clip], schema=CLIPS), spill / "clips.parquet")
@@ -27,7 +27,7 @@ def run(output, spill, run_id, video_id, *, planned_at, clip_video_ids=()):
         spill,
         run_id=run_id,
         replace_ids={video_id},
-        storage=StorageConfig(),
+        storage=storage or StorageConfig(),
         metadata={},
         stale_clips=(),
         clip_video_ids=clip_video_ids,
@@ -151,6 +151,30 @@ def test_a_prepared_nightly_commit_on_an_object_store_output(s3, tmp_path):
     assert sorted(zip(*videos.to_pydict().values(), strict=True)) == [("a", "r3"), ("b", "r2")]
     assert sorted(zip(*clips.to_pydict().values(), strict=True)) == [("a", "r3"), ("b", "r2")]  # a's r1 clip is gone
     assert versions == {"clips": 3, "videos": 2}  # clips: r1, r2, r3's added, then a's r1 clip removed
+
+
+def test_a_store_that_is_down_at_the_commit_is_one_line_naming_what_is_left(s3, tmp_path, monkeypatch):
+    """Before: the check for other runs' commits and the opening of the tables ran outside the commit
+    steps' error handling, so an endpoint that went down at the end of a run was a traceback, exit 1."""
+    from s3server import FaultProxy
+
+    import vidbatch.storage
+
+    monkeypatch.setattr(vidbatch.storage, "DELTA_RETRY", {"max_retries": "1", "retry_timeout": "2 seconds"})
+    bucket = s3.new_bucket("goes-down")
+    with FaultProxy(s3.endpoint) as proxy:
+        storage = StorageConfig(endpoint_url=proxy.endpoint)
+        run(f"s3://{bucket}/nightly", tmp_path / "s1", "r1", "a", planned_at=None, storage=storage)
+        planned = load_prior(f"s3://{bucket}/nightly", storage).videos_version
+    # the proxy is gone: every request to the endpoint is refused
+    for out, planned_at in ((f"s3://{bucket}/nightly", planned), (f"s3://{bucket}/first", None)):
+        with pytest.raises(JobError) as raised:
+            run(out, tmp_path / f"s-{planned_at}", "r2", "b", planned_at=planned_at, storage=storage)
+        said = str(raised.value)
+        assert said.startswith(f"committing to output {out!r} failed (") and "\n" not in said, said
+        assert said.endswith("nothing of this run was committed; run it again once the output can be written"), said
+    videos = DeltaTable(f"s3://{bucket}/nightly/videos", storage_options=s3.delta_options())
+    assert videos.version() == planned  # the last complete run, as it was
 
 
 def test_tombstones_delete_the_same_rows_from_files_written_directly_as_through_a_merge(tmp_path):

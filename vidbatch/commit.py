@@ -83,11 +83,12 @@ def commit_tables(
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     stale = sorted(set(stale_clips))
     clips_spilled = _spilled_rows(spill_dir / "clips.parquet")
-    if replace_ids or stale or clips_spilled or _spilled_rows(spill_dir / "videos.parquet"):
-        _check_no_run_committed_since(output, videos_uri, videos_version, storage)
+    with _step_failure(output, _NOTHING_COMMITTED):  # the store down before the first commit: one line, no traceback
+        if replace_ids or stale or clips_spilled or _spilled_rows(spill_dir / "videos.parquet"):
+            _check_no_run_committed_since(output, videos_uri, videos_version, storage)
+        tables = _prepared_tables(clips_uri, videos_uri, spill_dir / "videos.parquet", storage)
     commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
     tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
-    tables = _prepared_tables(clips_uri, videos_uri, spill_dir / "videos.parquet", storage)
     if tables is not None:
         _commit_prepared(
             output,
@@ -101,8 +102,11 @@ def commit_tables(
             commits=(commit, tidy),
             clips_added=bool(clips_spilled),
         )
-        return _versions(clips_uri, videos_uri, storage)
-    with _step_failure(output, "nothing of this run was committed; run it again once the output can be written"):
+        return _versions(output, clips_uri, videos_uri, storage)
+    # The store can fail after a commit landed, before its answer arrives: a step that adds clips
+    # cannot say for sure that none were committed.
+    first = _CLIPS_MAYBE_COMMITTED if clips_spilled or stale else _NOTHING_COMMITTED
+    with _step_failure(output, first):
         _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
     _fault_hook("after-clips-commit")
     replaced = sorted(replace_ids | set(refreshed_ids))
@@ -110,7 +114,7 @@ def commit_tables(
         "this run's clips were committed but not its videos rows, so the output still holds the last complete run; "
         "the next run removes those clips and does this run's work again"
         if clips_spilled or stale
-        else "nothing of this run was committed; run it again once the output can be written"
+        else _NOTHING_COMMITTED
     )
     with _step_failure(output, left):
         _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)
@@ -118,14 +122,22 @@ def commit_tables(
     had_clips = sorted(replace_ids & set(clip_video_ids))
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
         _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips], tidy, storage)
-    return _versions(clips_uri, videos_uri, storage)
+    return _versions(output, clips_uri, videos_uri, storage)
 
 
-def _versions(clips_uri: str, videos_uri: str, storage: StorageConfig) -> dict[str, int]:
-    return {
-        name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())
-        for name, uri in (("clips", clips_uri), ("videos", videos_uri))
-    }
+_NOTHING_COMMITTED = "nothing of this run was committed; run it again once the output can be written"
+_CLIPS_MAYBE_COMMITTED = (
+    "its videos rows were not committed, so the output still holds the last complete run (clips this run may have "
+    "added before the failure are removed by the next run); run it again once the output can be written"
+)
+
+
+def _versions(output: str, clips_uri: str, videos_uri: str, storage: StorageConfig) -> dict[str, int]:
+    with _step_failure(output, "this run is committed, but its summary could not be written; the next run sees its rows"):
+        return {
+            name: int(DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).version())
+            for name, uri in (("clips", clips_uri), ("videos", videos_uri))
+        }
 
 
 def _prepared_tables(

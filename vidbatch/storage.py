@@ -77,6 +77,9 @@ S3_RETRY = {"mode": "adaptive", "max_attempts": 8}
 # s3fs wraps both the request and the body read in its own retry loop (nested: the counts
 # multiply with botocore's and aiohttp's own retry of a dropped pooled connection).
 S3_FS_RETRIES = 2
+# deltalake's object_store retries on its own (its defaults: 10 retries within 3 minutes); options
+# given here override them (the tests give few, so that a store that is down fails in seconds).
+DELTA_RETRY: dict[str, str] = {}
 S3_CONNECT_TIMEOUT_S = 10
 S3_READ_TIMEOUT_S = 60
 
@@ -424,6 +427,7 @@ def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
         options["conditional_put"] = "etag"
     if storage.region:
         options["AWS_REGION"] = storage.region
+    options.update(DELTA_RETRY)
     if storage.anon:
         options["AWS_SKIP_SIGNATURE"] = "true"
     else:
