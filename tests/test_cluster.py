@@ -270,6 +270,22 @@ def test_without_the_token_the_cluster_refuses_and_says_how(cluster, tmp_path, s
     assert right.returncode == 1 and "no such submission" in right.stderr, right.stderr
 
 
+def test_run_against_the_cluster_without_its_token_says_how_and_leaves_nothing(cluster, tmp_path, library, seeded_weights):
+    """Before: ~20 s of Ray's InvalidAuthToken warnings, then a ConnectionError traceback (exit 1),
+    and the run's started.json left in the output."""
+    job = write_job(tmp_path, {"h264": library["h264"].path}, seeded_weights)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path / "home")}
+    result = subprocess.run(
+        [str(VENV_BIN / "vidbatch"), "run", str(job), "--address", f"{HEAD_IP}:{cluster.gcs_port}"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"vidbatch: could not connect to the Ray cluster at {HEAD_IP}:{cluster.gcs_port}"), last
+    assert "RAY_AUTH_TOKEN" in last and "Traceback" not in result.stderr
+    assert not list((tmp_path / "out").glob("_runs/*/started.json"))  # refused before any work: nothing left
+
+
 @pytest.mark.slow
 def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, library, seeded_weights):
     job = write_job(tmp_path, {name: v.path for name, v in library.items()}, seeded_weights)

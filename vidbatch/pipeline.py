@@ -649,13 +649,26 @@ def _ensure_ray(address: str | None) -> Any:
         # is stopped on the way out (cli._leave). A second stop does not wait: a start that
         # hangs must not outlast it.
         with _stops_recorded(second_stops=True) as received, _ray_leaves_sigterm_alone(ray):
-            _init_ray(ray, address=address, include_dashboard=dashboard)
+            try:
+                _init_ray(ray, address=address, include_dashboard=dashboard)
+            except ConnectionError as exc:  # it answers but lets no driver in: most often its token
+                raise JobError(_not_connected(address, exc)) from exc
         stop_on_sigterm()  # had ray.init installed its handler, a SIGTERM would dump a native stack and die
         if signal.SIGINT in received:
             raise KeyboardInterrupt
         if received:
             _raise_stopped(received[0], None)
     return ray
+
+
+def _not_connected(address: str | None, exc: Exception) -> str:
+    from vidbatch.submit import AUTH_HINT
+
+    said = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return (
+        f"could not connect to the Ray cluster at {address or 'this machine'} ({said}); if the cluster uses "
+        f"token authentication (Ray's default), {AUTH_HINT}"
+    )
 
 
 # A Ray started by ray.init() here serves this run alone, whose stages are all actors. Ray would

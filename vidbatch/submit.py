@@ -206,7 +206,7 @@ def _is_this_machine(address: str) -> bool:
         return False
 
 
-_AUTH_HINT = (
+AUTH_HINT = (
     "the cluster wants its token: set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH to a file holding it), "
     "or RAY_AUTH_MODE=token to use ~/.ray/auth_token; `ray get-auth-token` on the head prints it"
 )
@@ -231,9 +231,9 @@ def _explain(exc: BaseException, address: str = "") -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     lowered = str(exc).lower()
     if "403" in lowered or "forbidden" in lowered or "authentication failed" in lowered:
-        return f"{address or 'the cluster'}: the token was refused (it is not this cluster's token); {_AUTH_HINT}"
+        return f"{address or 'the cluster'}: the token was refused (it is not this cluster's token); {AUTH_HINT}"
     if "authentication" in lowered or "401" in lowered or "unauthorized" in lowered:
-        return f"{address or 'the cluster'}: {_AUTH_HINT}"
+        return f"{address or 'the cluster'}: {AUTH_HINT}"
     if "failed to connect" in lowered or "connection" in lowered:
         return f"cannot reach the Ray Jobs API at {address}: is the head running, and is this its dashboard port (8265)?"
     return text
