@@ -470,6 +470,31 @@ class FakeClient:
         return True
 
 
+class UnreachableClient(FakeClient):
+    """A cluster that went away while being followed (the head killed)."""
+
+    _address = "http://head:8265"
+
+    async def tail_job_logs(self, sid):
+        raise ConnectionError("Failed to connect to Ray at address: http://head:8265")
+        yield  # an async generator, as the real one
+
+    def get_job_info(self, sid):
+        raise ConnectionError("Failed to connect to Ray at address: http://head:8265")
+
+
+def test_a_cluster_lost_while_following_is_named():
+    """Before: 'cannot reach the Ray Jobs API at : ...', the address left out."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    assert submit_mod.follow(UnreachableClient(["RUNNING"]), "s", out, err, sleep=lambda s: None) == submit_mod.EXIT_CLUSTER
+    said = err.getvalue()
+    assert "cannot reach the Ray Jobs API at http://head:8265: is the head running" in said, said
+    assert " at :" not in said
+    assert submit_mod._explain(ConnectionError("connection refused")).startswith("cannot reach the Ray Jobs API: is")
+
+
 def test_follow_exit_codes_and_timeout():
     import io
 

@@ -235,7 +235,8 @@ def _explain(exc: BaseException, address: str = "") -> str:
     if "authentication" in lowered or "401" in lowered or "unauthorized" in lowered:
         return f"{address or 'the cluster'}: {AUTH_HINT}"
     if "failed to connect" in lowered or "connection" in lowered:
-        return f"cannot reach the Ray Jobs API at {address}: is the head running, and is this its dashboard port (8265)?"
+        where = f" at {address}" if address else ""  # following a job: the client's address was given before
+        return f"cannot reach the Ray Jobs API{where}: is the head running, and is this its dashboard port (8265)?"
     return text
 
 
@@ -340,7 +341,7 @@ def follow(
         except (asyncio.TimeoutError, TimeoutError):
             pass
         except Exception as exc:  # the log stream broke (head restart, proxy timeout): poll instead
-            print(f"vidbatch: log stream interrupted ({_explain(exc)}); polling the status", file=err)
+            print(f"vidbatch: log stream interrupted ({_explain(exc, _address_of(client))}); polling the status", file=err)
         stopping = False
         while True:
             try:
@@ -353,7 +354,7 @@ def follow(
                     client.stop_job(sid)
                     stopping = True
             except Exception as exc:
-                print(f"vidbatch: cannot read the status of {sid}: {_explain(exc)}", file=err)
+                print(f"vidbatch: cannot read the status of {sid}: {_explain(exc, _address_of(client))}", file=err)
                 return EXIT_CLUSTER
             sleep(poll_s)
     except KeyboardInterrupt:
@@ -362,6 +363,12 @@ def follow(
     message = (info.message or "").strip()
     print(f"{sid}: {status}" + (f" ({message})" if message else ""), file=err)
     return _exit_for(info)
+
+
+def _address_of(client: Any) -> str:
+    """The Jobs API address a JobSubmissionClient talks to ('' if this Ray's client does not say)."""
+    address = getattr(client, "_address", "")
+    return address if isinstance(address, str) else ""
 
 
 async def _tail(client: Any, sid: str, out: TextIO) -> None:
