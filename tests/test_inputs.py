@@ -543,3 +543,45 @@ def test_a_manifest_folder_without_parquet_files_says_so(tmp_path):
     with pytest.raises(JobError) as refused:
         read_manifest(str(tmp_path / "mixed"), StorageConfig())
     assert "files that are not Parquet (notes.txt)" in str(refused.value), refused.value
+
+
+def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
+    """fsspec's HTTP file system raises FileNotFoundError for every failure. Before, an expired
+    presigned URL (403) and a server that was down were both not_found, a permanent status."""
+    import http.server
+    import threading
+
+    from s3server import free_port
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.storage import stat_video
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            code = {"/denied.mp4": 403, "/gone.mp4": 404, "/broken.mp4": 500}.get(self.path.split("?")[0], 404)
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET = _answer  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        expected = {
+            f"{base}/denied.mp4?X-Amz-Signature=abc": ("access_denied", "HTTP 403"),
+            f"{base}/gone.mp4": ("not_found", "no object at this uri"),
+            f"{base}/broken.mp4": ("timeout", "HTTP 500"),
+            f"http://127.0.0.1:{free_port()}/v.mp4": ("timeout", "ClientConnectorError"),
+        }
+        for uri, (status, words) in expected.items():
+            with pytest.raises(VideoError) as caught:
+                stat_video(uri, StorageConfig())
+            assert (caught.value.status, words in caught.value.message) == (status, True), (uri, caught.value.message)
+            assert "abc" not in caught.value.message and "127.0.0.1" not in caught.value.message
+    finally:
+        server.shutdown()

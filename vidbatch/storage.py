@@ -175,6 +175,8 @@ def storage_failure(exc: BaseException) -> VideoError:
     """
     if isinstance(exc, VideoError):
         return exc
+    if isinstance(exc, FileNotFoundError) and (answered := _http_failure(exc)) is not None:
+        return answered
     if isinstance(exc, FileNotFoundError):
         return VideoError("not_found", _NOT_FOUND)
     if isinstance(exc, PermissionError):
@@ -205,6 +207,36 @@ def storage_failure(exc: BaseException) -> VideoError:
         "timeout",
         f"the object store failed to serve this video after retries ({detail}); the next run tries it again",
     )
+
+
+# aiohttp's errors for a server that could not be reached or did not answer in time (by name: aiohttp
+# is fsspec's dependency for http, not vidbatch's).
+_HTTP_UNREACHABLE = frozenset(
+    {"ClientConnectorError", "ClientOSError", "ServerDisconnectedError", "ServerTimeoutError", "TimeoutError"}
+)
+
+
+def _http_failure(exc: FileNotFoundError) -> VideoError | None:
+    """What an http(s) server really answered: fsspec's HTTP file system raises FileNotFoundError
+    for every failure, with aiohttp's error as its cause. A refusal (401/403: an expired presigned
+    URL, most often) is access_denied, a server that could not be reached or failed (5xx, 429)
+    transient; None when the cause is not such an answer (a real 404 stays not_found)."""
+    cause = exc.__cause__
+    if cause is None:
+        return None
+    name = type(cause).__name__
+    status = getattr(cause, "status", None)
+    if name == "ClientResponseError" and status in (401, 403):
+        return VideoError(
+            "access_denied",
+            f"the server refused access (HTTP {status}); a presigned URL may have expired: put a fresh one in the manifest",
+        )
+    if (name == "ClientResponseError" and isinstance(status, int) and (status >= 500 or status == 429)) or (
+        name in _HTTP_UNREACHABLE
+    ):
+        detail = f"{name}, HTTP {status}" if status else name
+        return VideoError("timeout", f"the server failed to serve this video ({detail}); the next run tries it again")
+    return None
 
 
 def is_pipe_or_device(info: dict[str, Any]) -> bool:
