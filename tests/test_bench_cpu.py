@@ -21,11 +21,15 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 # Burns `seconds` of its own CPU, then sleeps so the sampler sees its final total. The last argument
 # is only there to be in the command line: the marker a role is told by.
-_BURN = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < float(sys.argv[1]): pass\ntime.sleep(0.6)"
+# It says "burnt" when its burning is done, so a test can wait for that on a loaded machine.
+_BURN = (
+    "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < float(sys.argv[1]): pass\n"
+    "print('burnt', flush=True)\ntime.sleep(0.6)"
+)
 
 
 def _burn(seconds: float, marker: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", _BURN, str(seconds), marker])
+    return subprocess.Popen([sys.executable, "-c", _BURN, str(seconds), marker], stdout=subprocess.PIPE)
 
 
 def _burn_here(seconds: float) -> None:
@@ -36,7 +40,7 @@ def _burn_here(seconds: float) -> None:
 
 def test_each_process_cpu_is_counted_under_its_role_and_only_inside_the_window():
     before = _burn(0.8, "MapBatches(DecodeStage)")  # burns before the window, only sleeps inside it
-    time.sleep(1.0)
+    assert before.stdout is not None and before.stdout.readline() == b"burnt\n"  # however long a busy host takes
     with CpuAccount(interval_s=0.1) as account:
         children = [_burn(0.6, "MapBatches(ModelStage)"), _burn(0.4, "-m vidbatch.isolation")]
         _burn_here(0.3)
