@@ -123,8 +123,13 @@ def test_missing_object_store_credentials_are_access_denied_not_a_transient_fail
         ("https://user:hunter2@host:8080/v.mp4?X-Amz-Signature=abc&X-Amz-Credential=AKIA%2F1&versionId=7",
          "https://REDACTED@host:8080/v.mp4?X-Amz-Signature=REDACTED&X-Amz-Credential=REDACTED&versionId=7"),
         ("https://TOKEN@host/v.mp4", "https://REDACTED@host/v.mp4"),
-        ("s3://bucket/key.mp4?token=s3cr3t", "s3://bucket/key.mp4?token=REDACTED"),
         ("s3://bucket/dir/key.mp4", "s3://bucket/dir/key.mp4"),
+        # An object store reads '?' and '#' as characters of the key (s3fs splits off only
+        # '?versionId='): the key that was read is written, not a redacted other one.
+        ("s3://bucket/what?.mp4", "s3://bucket/what?.mp4"),
+        ("s3://bucket/a?b=c#d.mp4", "s3://bucket/a?b=c#d.mp4"),
+        ("gs://bucket/k.mp4?generation=5", "gs://bucket/k.mp4?generation=5"),
+        ("s3://AKIA:s3cr3t@bucket/odd@name?.mp4", "s3://REDACTED@bucket/odd@name?.mp4"),
         ("/videos/what?.mp4", "/videos/what?.mp4"),
         (None, None),
     ],

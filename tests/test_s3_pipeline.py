@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import media
 import numpy as np
@@ -40,6 +41,7 @@ _VIDEOS = {
     "dogs/c.mkv": ("c.mkv", 40),  # 4 s -> 0..3 s -> two clips
     "gone.mp4": ("a.mp4", 30),  # deleted after the manifest is built
     "private/denied.mp4": ("a.mp4", 30),  # denied by bucket policy
+    "odd/what?.mp4": ("a.mp4", 30),  # '?' is part of an S3 key: read and written as given
 }
 _EXPECTED_STATUS = {
     "cats/a.mp4": "ok",
@@ -47,8 +49,9 @@ _EXPECTED_STATUS = {
     "dogs/c.mkv": "ok",
     "gone.mp4": "not_found",
     "private/denied.mp4": "access_denied",
+    "odd/what?.mp4": "ok",
 }
-_EXPECTED_CLIPS = {"cats/a.mp4": 2, "b.webm": 1, "dogs/c.mkv": 2}
+_EXPECTED_CLIPS = {"cats/a.mp4": 2, "b.webm": 1, "dogs/c.mkv": 2, "odd/what?.mp4": 2}
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def library(s3, tmp_path_factory) -> Library:
 
     manifest = f"s3://{media_bucket}/manifests/library.parquet"
     result = build_manifest(f"s3://{media_bucket}/library/", manifest, StorageConfig())
-    assert (result.videos, result.skipped) == (5, 1)
+    assert (result.videos, result.skipped) == (6, 1)
     s3.client.delete_object(Bucket=media_bucket, Key="library/gone.mp4")
     deny_everyone(s3.client, media_bucket, ["library/private/denied.mp4"])
     return Library(
@@ -173,8 +176,8 @@ def test_whole_job_on_s3_with_endpoint_from_environment(s3, library, env_run):
 
     key = f"env/resnet18/_runs/{env_run.result.run_id}/summary.json"
     summary = json.loads(s3.client.get_object(Bucket=library.out_bucket, Key=key)["Body"].read())
-    assert summary["statuses"] == {"access_denied": 1, "not_found": 1, "ok": 3}
-    assert summary["weights_sha256"] == library.weights_sha256 and summary["clips"] == 5
+    assert summary["statuses"] == {"access_denied": 1, "not_found": 1, "ok": 4}
+    assert summary["weights_sha256"] == library.weights_sha256 and summary["clips"] == 7
     assert env_run.result.summary_uri == f"{env_run.output}/_runs/{env_run.result.run_id}/summary.json"
 
 
@@ -218,10 +221,11 @@ def test_job_file_endpoint_retries_and_weights_fetched_once(s3, library, env_run
 
     requests = stats["requests"]
     # The decode actors reached the store through the job file's endpoint (the proxy) ...
-    heads = {r["path"].split("/library/", 1)[1] for r in requests if r["method"] == "HEAD" and "/library/" in r["path"]}
+    heads = {unquote(r["path"].split("/library/", 1)[1]) for r in requests if r["method"] == "HEAD" and "/library/" in r["path"]}
     assert heads == set(_VIDEOS)  # every manifest row was looked at, through the proxy
     video_gets = [r for r in requests if r["method"] == "GET" and "/library/" in r["path"] and r["status"] in (200, 206)]
-    assert {r["path"].split("/library/", 1)[1] for r in video_gets} == {"cats/a.mp4", "b.webm", "dogs/c.mkv"}
+    read = {unquote(r["path"].split("/library/", 1)[1]) for r in video_gets}
+    assert read == {"cats/a.mp4", "b.webm", "dogs/c.mkv", "odd/what?.mp4"}
     assert all(r["range"] for r in video_gets)  # ranged reads only
     # ... and the weights were read once, by the driver (not once per actor).
     weight_gets = [r for r in requests if r["method"] == "GET" and r["path"].endswith("/r18-seeded.pt") and r["status"] == 200]

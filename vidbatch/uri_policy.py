@@ -47,6 +47,10 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
 
 # Query parameters that name a thing rather than grant access; every other value is redacted.
 _PLAIN_QUERY_KEYS = frozenset({"versionId", "version", "generation"})
+# Object stores whose fsspec file systems read '?' and '#' as characters of the key (s3fs splits
+# off only '?versionId='): such a uri has no query string to redact, and redacting one would
+# name a key other than the one that was read.
+_KEY_IS_THE_PATH_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
 REDACTED = "REDACTED"
 
 
@@ -54,10 +58,17 @@ def redact_uri(uri: str | None) -> str | None:
     """The uri as it may be written to outputs: no password, token or signature (DESIGN guarantee 5).
 
     A manifest may hold presigned or basic-auth URLs (`https://user:pw@host/v.mp4?X-Amz-Signature=...`):
-    the user info and every query value but a version id become REDACTED. A plain path is
-    written as given ('?' is a literal character there).
+    the user info and every query value but a version id become REDACTED. A plain path, and an
+    object store's key (`s3://bucket/what?.mp4`), are written as given: '?' is a character of
+    the name there, as the file system that reads them takes it.
     """
     if uri is None or "://" not in uri:
+        return uri
+    if scheme_of(uri) in _KEY_IS_THE_PATH_SCHEMES:
+        bucket_and_key = uri.split("://", 1)[1]
+        head, slash, key = bucket_and_key.partition("/")
+        if "@" in head:  # user info before the bucket: a key pair some tools accept there
+            return f"{uri.split('://', 1)[0]}://{REDACTED}@{head.rsplit('@', 1)[1]}{slash}{key}"
         return uri
     parts = urlsplit(uri)
     netloc = parts.netloc
