@@ -87,6 +87,9 @@ def test_decide(before, kwargs, processed):
         # a lost actor's row: named as not the file's doing (a bare decode_error reads as permanent)
         (prior("decode_error", fp=None, error_type="lost"), "retry after decode_error (result lost, not the file's doing)"),
         (prior("decode_error", error_type="killed"), "retry after decode_error (decoder killed, not the file's doing)"),
+        # the store was down: retried when the file is the same, and when it could not be looked at
+        (prior("timeout", error_type="unreachable"), "retry after timeout (store did not answer, not the file's doing)"),
+        (prior("timeout", fp=None, error_type="unreachable"), "retry after timeout (store did not answer, not the file's doing)"),
         (prior("timeout"), "retry after timeout"),
         (prior("timeout"), "source changed"),
         (prior(), "source changed"),

@@ -578,15 +578,35 @@ def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         expected = {
-            f"{base}/denied.mp4?X-Amz-Signature=abc": ("access_denied", "HTTP 403"),
-            f"{base}/gone.mp4": ("not_found", "no object at this uri"),
-            f"{base}/broken.mp4": ("timeout", "HTTP 500"),
-            f"http://127.0.0.1:{free_port()}/v.mp4": ("timeout", "ClientConnectorError"),
+            f"{base}/denied.mp4?X-Amz-Signature=abc": ("access_denied", "access_denied", "HTTP 403"),
+            f"{base}/gone.mp4": ("not_found", "not_found", "no object at this uri"),
+            f"{base}/broken.mp4": ("timeout", "timeout", "HTTP 500"),  # an answer: the server is there
+            # nothing answers: the server's state, counted towards limits.unreachable_in_a_row
+            f"http://127.0.0.1:{free_port()}/v.mp4": ("timeout", "unreachable", "ClientConnectorError"),
         }
-        for uri, (status, words) in expected.items():
+        for uri, (status, error_type, words) in expected.items():
             with pytest.raises(VideoError) as caught:
                 stat_video(uri, StorageConfig())
-            assert (caught.value.status, words in caught.value.message) == (status, True), (uri, caught.value.message)
+            got = (caught.value.status, caught.value.error_type, words in caught.value.message)
+            assert got == (status, error_type, True), (uri, caught.value.message)
             assert "abc" not in caught.value.message and "127.0.0.1" not in caught.value.message
     finally:
         server.shutdown()
+
+
+def test_an_object_store_that_does_not_answer_is_unreachable_not_the_file_s_failure(monkeypatch):
+    """No connection to the endpoint is the store's state: `timeout` (retried next run) with
+    error_type `unreachable`, which the run counts towards limits.unreachable_in_a_row."""
+    from s3server import free_port
+
+    from vidbatch import storage
+    from vidbatch.config import StorageConfig
+
+    monkeypatch.setattr(storage, "S3_RETRY", {"mode": "standard", "max_attempts": 1})  # seconds, not ~40
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    dead = StorageConfig(endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(VideoError) as caught:
+        storage.stat_video("s3://library/v.mp4", dead)
+    assert (caught.value.status, caught.value.error_type) == ("timeout", "unreachable"), caught.value.message
+    assert "did not answer (EndpointConnectionError" in caught.value.message

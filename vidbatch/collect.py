@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from vidbatch.clip_arrays import top_labels, vector_rows
 from vidbatch.config import Task
+from vidbatch.errors import UNREACHABLE
 from vidbatch.manifest import Plan
 from vidbatch.parquet_stream import open_parquet, open_writer, read_batches
 from vidbatch.schema import CLIPS, EMBEDDING, LABELS, VIDEOS
@@ -126,6 +127,8 @@ class Collector:
         self.done: set[str] = set()
         self.spilled_clips: set[str] = set()  # videos with clip rows in the spill file
         self.failed_videos: set[str] = set()
+        # Videos finished one after another whose store did not answer (error_type UNREACHABLE).
+        self.unreachable_in_a_row = 0
         self.tally = Tally()
         self.precisions: set[str] = set()  # the dtypes the model actors ran this run's clips in
         self.total = plan.to_process.num_rows + len(plan.refused)
@@ -280,6 +283,7 @@ class Collector:
                 "error_message": failed["error_message"],
             }
         ok = video["status"] == "ok"
+        self.unreachable_in_a_row = self.unreachable_in_a_row + 1 if video.get("error_type") == UNREACHABLE else 0
         clips = entry.clips if ok else 0
         self.tally.clips_in_flight -= entry.clips
         if not ok:

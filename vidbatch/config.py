@@ -128,6 +128,9 @@ class StorageConfig(_Frozen):
     endpoint_url: str | None = None
     region: str | None = None
     anon: bool = False
+    # Tries per S3 request (botocore's adaptive retries, with backoff: throttling, 5xx, dropped
+    # connections); None is vidbatch's default, 8. A store that is down costs each file ~40 s at 8.
+    max_attempts: int | None = Field(None, ge=1, le=20)
 
 
 class LimitsConfig(_Frozen):
@@ -141,6 +144,9 @@ class LimitsConfig(_Frozen):
     decode_memory_mb: int = Field(4096, ge=1024)
     isolate_decode: bool = True  # decode in a sandbox process: a crash or hang costs one row
     no_progress_timeout_s: float = Field(1800.0, gt=0)  # the run stops waiting when nothing finishes for this long
+    # The run stops (and commits what is done) when this many videos finish in a row with their
+    # object store or server not answering at all: each has spent its retries (~40 s on S3) by then.
+    unreachable_in_a_row: int = Field(32, ge=1)
 
 
 # fsspec protocols that open another URL or a local path written inside the uri (caches, archives,

@@ -26,6 +26,12 @@ Status = Literal[
 STATUSES: tuple[str, ...] = get_args(Status)
 
 
+# error_type of a video whose store or server did not answer at all (no connection, or none in
+# time, past every retry): the store's state, not the file's. Enough of them in a row stop a run
+# (limits.unreachable_in_a_row).
+UNREACHABLE = "unreachable"
+
+
 class JobError(Exception):
     """The job cannot run as configured; the message says what to change."""
 
@@ -37,11 +43,15 @@ class Stopped(KeyboardInterrupt):
 class VideoError(Exception):
     """One video failed; `status` is its row's status, the message says what to do."""
 
-    def __init__(self, status: Status, message: str, *, facts: dict[str, object] | None = None) -> None:
+    def __init__(
+        self, status: Status, message: str, *, error_type: str | None = None, facts: dict[str, object] | None = None
+    ) -> None:
         if status not in STATUSES or status == "ok":
             raise ValueError(f"VideoError needs a failure status, got {status!r}")
         super().__init__(message)
         self.status: Status = status
         self.message = message
+        # The row's error_type: the status, unless a finer cause matters to the run (UNREACHABLE).
+        self.error_type = error_type or status
         # What was learned about the video before it failed (duration_s, width, ...): its row keeps it.
         self.facts: dict[str, object] = dict(facts or {})

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from vidbatch.errors import UNREACHABLE
 from vidbatch.uri_policy import redact_uri
 
 # A retry of these cannot succeed until the file (or the model/sampling) changes.
@@ -119,13 +120,14 @@ def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
 # error_type of failures that were not the file's doing, whatever their status: a lost actor or
 # result, a decoder killed from outside (the kernel's OOM killer on a node short of memory), a
 # decode sandbox that could not start.
-NOT_THE_FILE = frozenset({"lost", "killed", "sandbox_start", "resources"})
+NOT_THE_FILE = frozenset({"lost", "killed", "sandbox_start", "resources", UNREACHABLE})
 # How a retry names them: "retry after decode_error" alone reads as a permanent failure retried.
 _NOT_THE_FILE_SAID = {
     "lost": "result lost",
     "killed": "decoder killed",
     "sandbox_start": "decode sandbox did not start",
     "resources": "node short of resources",
+    UNREACHABLE: "store did not answer",
 }
 
 

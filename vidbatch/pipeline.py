@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
@@ -31,7 +31,7 @@ from vidbatch import __version__
 from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
-from vidbatch.errors import JobError, Stopped
+from vidbatch.errors import UNREACHABLE, JobError, Stopped
 from vidbatch.incremental import reason_counts
 from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
@@ -162,17 +162,37 @@ def run_job(
                 _forget_started(config, run_id)
                 raise
             with _timed(timings, "pipeline_s"):
-                finished = _drain(dataset, collector, no_progress_timeout_s=patience)
+                ended = _drain(
+                    dataset,
+                    collector,
+                    no_progress_timeout_s=patience,
+                    unreachable_in_a_row=config.limits.unreachable_in_a_row,
+                )
         else:
-            finished = True
-        if finished:
+            ended = "finished"
+        if ended == "finished":
             tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
-        else:
+        elif ended == "no_progress":
             say(f"no video finished for limits.no_progress_timeout_s={patience:g}s: committing what is done")
             tally = collector.close(
                 f"the run stopped waiting after {patience:g}s without progress; the next run retries it",
                 lost_status="timeout",
                 lost_type="no_progress",
+            )
+        else:
+            # A store that is down fails every video after its retries (~40 s each for S3): a night
+            # would spend its hours writing `timeout` rows. Stopped, the rest wait for the next run.
+            in_a_row = config.limits.unreachable_in_a_row
+            say(
+                f"{in_a_row} videos in a row could not be read: their object store or server did not answer "
+                f"(limits.unreachable_in_a_row={in_a_row}). The run stops and commits what is done; "
+                "check the store, then run again: it retries every video not done"
+            )
+            tally = collector.close(
+                f"not tried: the run stopped after {in_a_row} videos in a row found their store not answering; "
+                "the next run retries it",
+                lost_status="timeout",
+                lost_type=UNREACHABLE,
             )
         printer(tally, collector.total, force=True)
         changes = {
@@ -213,6 +233,8 @@ def run_job(
             summary = _summary(config, run_id, weights, plan, tally, wall, versions)
             # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
             summary["model_precision"] = sorted(collector.precisions)
+            # Why the run ended before every video was tried (a nightly check reads this, not the log).
+            summary["stopped_early"] = {"finished": None, "no_progress": "no_progress", "unreachable": UNREACHABLE}[ended]
             summary["changes"] = changes
             summary["reasons"] = reasons
             # The whole videos table after this run, not only the rows it wrote: what a nightly
@@ -464,12 +486,17 @@ def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple
     return min(decoders_min, videos), min(decoders_max, videos)
 
 
-def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float) -> bool:
-    """Feed the collector; False when nothing arrived for `no_progress_timeout_s` (a stuck cluster).
+Ended = Literal["finished", "no_progress", "unreachable"]
 
-    The dataset is consumed on a daemon thread so the driver itself can never hang: after the
-    timeout the execution is stopped (its actors and tasks cancelled) and the driver commits
-    what is done.
+
+def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float, unreachable_in_a_row: int) -> Ended:
+    """Feed the collector until the dataset ends ("finished"), nothing arrives for
+    `no_progress_timeout_s` (a stuck cluster: "no_progress"), or `unreachable_in_a_row` videos in a
+    row found their store not answering ("unreachable").
+
+    The dataset is consumed on a daemon thread so the driver itself can never hang: when it stops
+    early the execution is stopped (its actors and tasks cancelled) and the driver commits what
+    is done.
     """
     batches: queue.Queue[Any] = queue.Queue(maxsize=8)
     end = object()
@@ -495,12 +522,16 @@ def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float) 
             except queue.Empty:
                 abandoned.set()
                 _stop_execution(dataset, consumer, batches)
-                return False
+                return "no_progress"
             if item is end:
-                return True
+                return "finished"
             if isinstance(item, BaseException):
                 raise item
             collector.add_batch(item)
+            if collector.unreachable_in_a_row >= unreachable_in_a_row:
+                abandoned.set()
+                _stop_execution(dataset, consumer, batches)
+                return "unreachable"
     except (KeyboardInterrupt, Stopped):
         # Stopped before Ray is, wherever the signal lands (waiting for a batch, or adding one to
         # the collector): an execution left running would print Ray's tracebacks after the

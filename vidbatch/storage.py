@@ -21,7 +21,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
 from vidbatch.config import StorageConfig
-from vidbatch.errors import JobError, Status, VideoError
+from vidbatch.errors import UNREACHABLE, JobError, Status, VideoError
 
 
 def scheme_of(uri: str) -> str:
@@ -99,10 +99,13 @@ def fsspec_options(uri: str, storage: StorageConfig) -> dict[str, Any]:
     """s3fs settings: endpoint, region, retries, timeouts. Never credentials."""
     if scheme_of(uri) not in ("s3", "s3a"):
         return {}
+    retries = dict(S3_RETRY)
+    if storage.max_attempts is not None:
+        retries["max_attempts"] = storage.max_attempts
     options: dict[str, Any] = {
         "anon": storage.anon,
         "config_kwargs": {
-            "retries": dict(S3_RETRY),
+            "retries": retries,
             "connect_timeout": S3_CONNECT_TIMEOUT_S,
             "read_timeout": S3_READ_TIMEOUT_S,
         },
@@ -195,6 +198,12 @@ def storage_failure(exc: BaseException) -> VideoError:
             "the uri is not a valid object-store address (a bucket name has only a-z, 0-9, '.' and '-', "
             "and credentials do not belong in it); fix the manifest row",
         )
+    if type(exc).__name__ in _STORE_UNREACHABLE:
+        return VideoError(
+            "timeout",
+            f"the object store did not answer ({type(exc).__name__}, after retries); the next run tries it again",
+            error_type=UNREACHABLE,
+        )
     response = getattr(exc, "response", None)
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if isinstance(response, dict) else None
     detail = f"{type(exc).__name__}" + (f", HTTP {status}" if status else "")
@@ -209,6 +218,11 @@ def storage_failure(exc: BaseException) -> VideoError:
     )
 
 
+# botocore's errors for an endpoint that could not be reached or did not answer in time (by name:
+# botocore comes with s3fs, and only an s3 uri can raise them). An answer, even a 503, is not one.
+_STORE_UNREACHABLE = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ProxyConnectionError", "ReadTimeoutError"}
+)
 # aiohttp's errors for a server that could not be reached or did not answer in time (by name: aiohttp
 # is fsspec's dependency for http, not vidbatch's).
 _HTTP_UNREACHABLE = frozenset(
@@ -231,11 +245,12 @@ def _http_failure(exc: FileNotFoundError) -> VideoError | None:
             "access_denied",
             f"the server refused access (HTTP {status}); a presigned URL may have expired: put a fresh one in the manifest",
         )
-    if (name == "ClientResponseError" and isinstance(status, int) and (status >= 500 or status == 429)) or (
-        name in _HTTP_UNREACHABLE
-    ):
-        detail = f"{name}, HTTP {status}" if status else name
-        return VideoError("timeout", f"the server failed to serve this video ({detail}); the next run tries it again")
+    if name in _HTTP_UNREACHABLE:
+        return VideoError(
+            "timeout", f"the server did not answer ({name}); the next run tries it again", error_type=UNREACHABLE
+        )
+    if name == "ClientResponseError" and isinstance(status, int) and (status >= 500 or status == 429):
+        return VideoError("timeout", f"the server failed to serve this video (HTTP {status}); the next run tries it again")
     return None
 
 

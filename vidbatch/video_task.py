@@ -114,7 +114,7 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
             raise VideoError("too_short", "no frame was sampled; the video is shorter than one sample")
     except VideoError as exc:
         video.update(exc.facts)
-        video.update(status=exc.status, error_type=exc.status, error_message=exc.message)
+        video.update(status=exc.status, error_type=exc.error_type, error_message=exc.message)
     except MemoryError:
         video.update(
             status="too_large",

@@ -110,7 +110,11 @@ def make_worklist(
     decision = decide(
         candidates,
         prior=prior.videos,
-        fingerprints=fingerprints(candidates, config.storage, settled=missing) if prior.videos else {},
+        fingerprints=fingerprints(
+            candidates, config.storage, settled=missing, unreachable_in_a_row=config.limits.unreachable_in_a_row
+        )
+        if prior.videos
+        else {},
         model_id=model_id,
         sampling_id=config.sampling.sampling_id(),
         consistent=prior.consistent,
