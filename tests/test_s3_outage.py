@@ -69,7 +69,7 @@ def test_a_store_that_stops_answering_stops_the_run_and_the_next_run_retries_eve
     assert {(row["status"], row["error_type"]) for row in videos} == {("timeout", "unreachable")}
     tried = [row for row in videos if "did not answer (EndpointConnectionError" in row["error_message"]]
     assert len(tried) >= 2, [row["error_message"] for row in videos]
-    assert all("not tried" in row["error_message"] for row in videos if row not in tried)
+    assert all("not done: the run stopped" in row["error_message"] for row in videos if row not in tried)
     assert DeltaTable(str(tmp_path / "out" / "clips")).to_pyarrow_table().num_rows == 0
     version = DeltaTable(str(tmp_path / "out" / "videos")).version()
 

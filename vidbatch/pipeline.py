@@ -189,7 +189,7 @@ def run_job(
                 "check the store, then run again: it retries every video not done"
             )
             tally = collector.close(
-                f"not tried: the run stopped after {in_a_row} videos in a row found their store not answering; "
+                f"not done: the run stopped after {in_a_row} videos in a row found their store not answering; "
                 "the next run retries it",
                 lost_status="timeout",
                 lost_type=UNREACHABLE,
@@ -234,7 +234,7 @@ def run_job(
             # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
             summary["model_precision"] = sorted(collector.precisions)
             # Why the run ended before every video was tried (a nightly check reads this, not the log).
-            summary["stopped_early"] = {"finished": None, "no_progress": "no_progress", "unreachable": UNREACHABLE}[ended]
+            summary["stopped_early"] = None if ended == "finished" else ended
             summary["changes"] = changes
             summary["reasons"] = reasons
             # The whole videos table after this run, not only the rows it wrote: what a nightly
