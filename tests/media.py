@@ -317,6 +317,7 @@ def write_video(
     mirror: bool = False,
     gop: int | None = None,
     pix_fmt: str | None = None,
+    open_gop: bool = False,
 ) -> GeneratedVideo:
     """Write a video whose frame i shows index i (see the module docstring).
 
@@ -333,6 +334,9 @@ def write_video(
         camera's clip; .mp4/.mov only), and the stored pixels are mirrored back.
     gop: exact key frame interval: key frames at multiples of ``gop`` only.
     pix_fmt: encoder pixel format, default yuv420p.
+    open_gop: libx264 with B-frames and an open GOP (x264's --open-gop): the key
+        frames after the first are I frames that are not IDR, and B frames before
+        them in display order refer across them. Needs ``gop``.
     """
     path = Path(path)
     suffix = _validate_suffix(path)
@@ -345,12 +349,14 @@ def write_video(
     if mirror and suffix not in _ROTATION_SUFFIXES:
         raise ValueError(f"mirror needs an .mp4/.mov file, got {suffix!r}")
     gop = _validate_gop(gop)
+    if open_gop and (codec != "libx264" or gop is None):
+        raise ValueError(f"open_gop needs codec libx264 and a gop, got codec={codec!r}, gop={gop!r}")
     clock = _encoder_clock(codec, fps, suffix, variable=pts_s is not None)
     pts_s = _validate_pts(pts_s, num_frames, suffix, clock)
 
     times: Sequence[float | Fraction] = pts_s if pts_s is not None else [i / fps for i in range(num_frames)]
     with av.open(str(path), mode="w") as container:
-        stream = _add_video_stream(container, codec, fps, clock, suffix, pix_fmt, gop)
+        stream = _add_video_stream(container, codec, fps, clock, suffix, pix_fmt, gop, open_gop)
         stream.width, stream.height = _stored_size(width, height, rotation)
         if rotation or mirror:
             stream.set_display_rotation(rotation, hflip=mirror)  # must precede the first frame
@@ -389,6 +395,7 @@ def _add_video_stream(
     suffix: str,
     pix_fmt: str,
     gop: int | None,
+    open_gop: bool = False,
 ) -> av.video.stream.VideoStream:
     stream = container.add_stream(codec, rate=fps)
     assert isinstance(stream, av.video.stream.VideoStream)  # _validate_codec checked the type
@@ -402,6 +409,9 @@ def _add_video_stream(
     if gop is not None:
         stream.codec_context.gop_size = gop
         options.update(_gop_options(codec, gop))
+    if open_gop:
+        stream.codec_context.max_b_frames = 3
+        options["x264-params"] += ":open-gop=1"
     if codec.startswith("libvpx"):
         # libvpx's default "good" deadline is slow; realtime is plenty for a
         # black/white grid on a smooth gradient.
@@ -496,3 +506,30 @@ def write_garbage(path: str | Path, nbytes: int = 4096, seed: int = 0) -> Path:
     path = Path(path)
     path.write_bytes(np.random.default_rng(seed).bytes(nbytes))
     return path
+
+
+def trim_by_edit_list(source: str | Path, target: str | Path, *, start_s: float, length_s: float | None = None) -> Path:
+    """Copy an .mp4 written by write_video with its edit list changed to show only
+    [start_s, start_s + length_s) of the media, as a stream-copy trim leaves a file (``ffmpeg -ss
+    1.3 -c copy``, a phone's Photos trim): every packet stays in the file, and FFmpeg flags the
+    hidden ones discard. ``length_s`` None shows the rest of the media."""
+    import struct
+
+    data = bytearray(Path(source).read_bytes())
+
+    def box(tag: bytes) -> int:
+        at = data.find(tag)
+        if at < 4 or data.find(tag, at + 1) != -1:
+            raise ValueError(f"{source}: expected one {tag.decode()} box (one track, as write_video writes)")
+        return at - 4
+
+    media_scale = struct.unpack(">I", data[box(b"mdhd") + 20 : box(b"mdhd") + 24])[0]
+    movie_scale = struct.unpack(">I", data[box(b"mvhd") + 20 : box(b"mvhd") + 24])[0]
+    elst = box(b"elst")
+    if data[elst + 8] != 0 or struct.unpack(">I", data[elst + 12 : elst + 16])[0] != 1:
+        raise ValueError(f"{source}: expected a version-0 edit list with one entry")
+    shown, media_time = struct.unpack(">Ii", data[elst + 16 : elst + 24])
+    shown = round(length_s * movie_scale) if length_s is not None else shown - round(start_s * movie_scale)
+    struct.pack_into(">Ii", data, elst + 16, shown, media_time + round(start_s * media_scale))
+    Path(target).write_bytes(data)
+    return Path(target)

@@ -85,6 +85,45 @@ def test_keyframes_sampling_returns_exactly_the_key_frames(library):
     assert [len(c.frame_pts_s) for c in clips] == [2, 1, 1]
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_keyframes_of_an_open_gop_are_all_taken_in_time_order(tmp_path, suffix):
+    """x264's --open-gop: key frames after the first are I frames, not IDR. Before, the decoder told to
+    skip non-key frames returned [4.0, 2.0, 0.0] of [0, 2, 4, 6, 8] s, and the clips came out of order."""
+    video = media.write_video(tmp_path / f"open{suffix}", num_frames=100, fps=10, gop=20, open_gop=True)
+    _, clips = sample(video.path, mode="keyframes", clip_len_s=4.0)
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == list(video.keyframe_indices) == [0, 20, 40, 60, 80]
+    assert [c.index for c in clips] == [0, 1, 2]
+    assert [list(c.frame_pts_s) for c in clips] == [[0.0, 2.0], [4.0, 6.0], [8.0]]
+
+
+def test_keyframes_of_a_trimmed_copy_count_only_what_its_edit_list_shows(tmp_path):
+    """A stream-copy trim keeps the hidden packets in the file. Before, keyframes mode counted them:
+    a copy showing 4.7 s had duration_s 6.8 (and was too_large under a 6 s limit)."""
+    from vidbatch.decode import StreamFacts
+
+    source = media.write_video(tmp_path / "src.mp4", num_frames=100, fps=10, gop=20)
+    trimmed = media.trim_by_edit_list(source.path, tmp_path / "trim.mp4", start_s=1.3, length_s=4.7)
+    limits = LimitsConfig(max_duration_s=6)
+    with open_video(str(trimmed), limits=limits) as (container, stream, info):
+        facts = StreamFacts()
+        sampling = SamplingConfig(mode="keyframes", clip_len_s=10.0)
+        clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC, stream_facts=facts, limits=limits))
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [20, 40]  # shown at 0.7 and 2.7 s
+    assert facts.end_s - info.start_s == pytest.approx(4.7, abs=1e-6)
+
+
+def test_a_trimmed_copy_whose_key_frame_is_hidden_says_so_in_keyframes_mode(tmp_path):
+    """`ffmpeg -ss 1.3 -c copy` of a one-GOP file: its only key frame lies in the hidden part. Before,
+    decode_error 'the video stream is damaged' (permanent), for a file fps sampling reads fine."""
+    source = media.write_video(tmp_path / "src.mp4", num_frames=50, fps=10, gop=300)
+    trimmed = media.trim_by_edit_list(source.path, tmp_path / "trim.mp4", start_s=1.3)
+    with pytest.raises(VideoError) as caught:
+        sample(trimmed, mode="keyframes", clip_len_s=2.0)
+    assert caught.value.status == "too_short" and "edit list hides" in caught.value.message
+    _, clips = sample(trimmed, mode="fps", fps=1.0, clip_len_s=10.0)
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [13, 23, 33, 43]  # t = 0..3 of 3.7 s
+
+
 def test_vfr_clip_membership_follows_sample_time(library):
     _, clips = sample(library["vfr"].path, mode="fps", fps=1.0, clip_len_s=2.0)
     # targets 0,1 | 2,3 | 4 -> frames at 0.0, 0.65 | 1.4, 2.9 | 3.5

@@ -478,20 +478,22 @@ def _keyframe_samples(
     *,
     guard: FrameLimits | None = None,
 ) -> Iterator[tuple[float, float, Any]]:
-    # The decoder drops non-key frames itself: no time spent decoding them.
-    stream.codec_context.skip_frame = "NONKEY"
     any_frame = False
     packets = _PacketTally(default_duration_s=_nominal_frame_s(info))
-    for frame in _decoded_frames(container, stream, deadline, packets=packets):
+    for frame in _decoded_key_frames(container, stream, deadline, packets=packets):
         pts = _frame_time(frame, stream)
-        # Some decoders ignore skip_frame (FFmpeg's own VP9 decoder returns every frame), so
-        # the frame's own flag decides what a key frame is.
         if pts is None or not frame.key_frame:
             continue
         if guard is not None:
             guard.check(pts, frame)
         any_frame = True
         yield keyframe_sample_time(pts), pts, frame
+    if not any_frame and packets.hidden_keys and not packets.shown_keys:
+        raise VideoError(
+            "too_short",
+            "no key frame is shown: the file's only key frames lie in the part its edit list hides (a trimmed "
+            "copy); sample it with sampling.mode fps or uniform",
+        )
     if not any_frame:
         raise _no_frame(packets=packets.count, what="key frame")
     latest = packets.latest_pts_s
@@ -501,22 +503,56 @@ def _keyframe_samples(
     stream_facts.end_s = packets.end_s
 
 
+def _decoded_key_frames(
+    container: Any, stream: Any, deadline: Deadline | None, *, packets: _PacketTally
+) -> Iterator[Any]:
+    """The frames of the key packets, each decoded on its own: sent, drained, then the decoder reset.
+
+    A key frame needs no other frame, so this is exact for every codec and costs what decoding the
+    key frames costs (the other packets are only read). skip_frame=NONKEY was not: FFmpeg's H.264
+    decoder given an open GOP (key frames that are not IDR, as x264's --open-gop writes) returned
+    some key frames out of order and dropped the others; its VP9 decoder ignores it.
+    """
+    codec = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            packets.note(packet)
+            _check_deadline(deadline)
+            if not packet.size or not packet.is_keyframe:
+                continue
+            yield from codec.decode(packet)
+            yield from codec.decode(None)
+            codec.flush_buffers()
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, ValueError, MemoryError) as exc:
+        raise VideoError("decode_error", f"decoding failed ({_short(exc)}); {_DAMAGED}") from exc
+
+
 class _PacketTally:
     """Packets that held data, and where the last of them (in presentation order) stops being shown.
 
     Called for every packet, so it only counts and keeps the packet with the latest pts; the
-    end is worked out once, from that packet.
+    end is worked out once, from that packet. Packets an edit list hides (FFmpeg flags them
+    discard: a trimmed copy's frames before or after the part it shows) are counted apart and
+    do not move the end.
     """
 
     def __init__(self, *, default_duration_s: float) -> None:
         self.default_duration_s = default_duration_s
         self.count = 0
+        self.shown_keys = 0
+        self.hidden_keys = 0
         self._latest: Any = None
 
     def note(self, packet: Any) -> None:
         if not packet.size:
             return
         self.count += 1
+        if packet.is_discard:
+            self.hidden_keys += packet.is_keyframe
+            return
+        self.shown_keys += packet.is_keyframe
         pts = packet.pts
         if pts is not None and (self._latest is None or pts > self._latest.pts):
             self._latest = packet
