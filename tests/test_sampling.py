@@ -53,6 +53,18 @@ def test_on_screen_stops_at_end_of_stream():
     assert _pick([0.0, 1.0, 5.0], [0.0, 0.5], end=2.0) == [(0.0, 0.0), (1.0, 0.5)]
 
 
+def test_a_target_at_the_end_within_rounding_is_not_sampled():
+    """The end is a float sum (last pts + its duration): 16 s of 30 fps from 2/30 s ends at 16.0666...67
+    plus 4e-15, which once let the target 16.0666...67 (start + 16 / fps) take the last frame again."""
+    start = 2 / 30
+    frames = [start + i / 30 for i in range(480)]
+    end = frames[-1] + 1 / 30
+    targets = [start + k for k in range(20)]
+    assert end > targets[16]  # the rounding this is about
+    picked = _pick(targets, frames, end=end)
+    assert [t for t, _ in picked] == targets[:16]
+
+
 def test_clip_grouping_by_sample_time():
     groups = clip_windows([0.0, 1.0, 3.9, 4.0, 9.0], start_s=0.0, clip_len_s=4.0, end_of_video_s=9.5)
     assert [(w.index, w.start_s, w.end_s, pos) for w, pos in groups] == [

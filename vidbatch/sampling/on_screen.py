@@ -47,8 +47,12 @@ class OnScreenPicker(Generic[Frame]):
         self._prev = (pts_s, frame)
 
     def finish(self, end_s: float) -> Iterator[tuple[float, float, Frame]]:
-        """The stream ended: the last frame stays on screen until `end_s` (exclusive)."""
-        while self._next is not None and self._prev is not None and self._next < end_s:
+        """The stream ended: the last frame stays on screen until `end_s` (exclusive).
+
+        A target within rounding of `end_s` is at the end, not before it: the end is a float sum
+        (pts + duration), and without the margin a 16 s stream starting at 2/30 s took a 17th
+        sample at 16.0667 s (a clip of one repeated frame, 4e-15 s long)."""
+        while self._next is not None and self._prev is not None and self._next < end_s - _EPS:
             yield self._next, self._prev[0], self._prev[1]
             self._advance()
         self._next = None
