@@ -36,11 +36,27 @@ def test_defaults_and_overrides(tmp_path):
         ("name: t\noutput: o\n", [], "missing required key 'manifest'"),
         (BASE, ["model"], "expected key.path=value"),
         (BASE, ["name.sub=1"], "name is not a section"),
+        # accepted before, then a crash: a table split between ~/x and ./~/x, OverflowError after
+        # Ray's start, setrlimit's overflow in every sandbox, torch's seed overflow
+        ("name: t\nmanifest: m.parquet\noutput: ~/out\n", [], "output='~/out': Value error, '~' is not expanded"),
+        ("name: t\nmanifest: ~/m.parquet\noutput: o\n", [], "manifest='~/m.parquet': Value error, '~' is not expanded"),
+        (BASE, ["limits.no_progress_timeout_s=1e10"], "limits.no_progress_timeout_s=.1e10.: Input should be less than"),
+        (BASE, ["limits.decode_timeout_s=99999999999"], "limits.decode_timeout_s=99999999999: Input should be less than"),
+        (BASE, ["limits.decode_memory_mb=99999999999999999"], "limits.decode_memory_mb=99999999999999999: Input should be less"),
+        (BASE, ["model.seed=18446744073709551616"], "model.seed=18446744073709551616: Input should be less than"),
+        (BASE, ["model.seed=-1"], "model.seed=-1: Input should be greater than or equal to 0"),
     ],
 )
 def test_bad_job_is_refused_with_the_key_named(tmp_path, text, overrides, message):
     with pytest.raises(JobError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_job(write(tmp_path, text), overrides)
+
+
+@pytest.mark.parametrize(("written", "name"), [("0123", "0123"), ("12:30", "12:30"), ("0x1F", "0x1F"), ("2024", "2024"), ("1.50", "1.50")])
+def test_a_name_yaml_reads_as_a_number_is_kept_as_written(tmp_path, written, name):
+    """YAML 1.1 read `name: 0123` as octal: the run was named '83'."""
+    job = load_job(write(tmp_path, f"name: {written}\nmanifest: m.parquet\noutput: out\n"))
+    assert job.name == name
 
 
 def test_missing_job_file(tmp_path):

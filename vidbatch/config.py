@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,7 +73,7 @@ class ModelConfig(_Frozen):
     task: Task = "both"
     top_k: int = Field(5, ge=1, le=1000)
     precision: Precision = "auto"
-    seed: int = 0  # only used by weights: none
+    seed: int = Field(0, ge=0, le=2**64 - 1)  # only used by weights: none; torch's seed range
 
     def results_settings(self) -> dict[str, Any]:
         """The settings besides arch and weights (those make `model_id`) that change what an ok row
@@ -138,12 +139,13 @@ class LimitsConfig(_Frozen):
     max_duration_s: float = Field(6 * 3600.0, gt=0)
     max_file_bytes: int = Field(50 * 1024**3, ge=1)
     max_streams: int = Field(64, ge=1)
-    decode_timeout_s: float = Field(600.0, gt=0)  # per video, time the decoder spends working
+    # Upper bounds of a week: a larger value is a typo, and a deadline past time_t's range crashes.
+    decode_timeout_s: float = Field(600.0, gt=0, le=7 * 86400)  # per video, time the decoder spends working
     # Address-space cap of the decode sandbox. Its libraries alone (Python, Arrow, FFmpeg) map
     # ~450 MB; under ~500 the sandbox cannot start or fails at random, so 1024 is the floor.
-    decode_memory_mb: int = Field(4096, ge=1024)
+    decode_memory_mb: int = Field(4096, ge=1024, le=2**40)  # an address-space cap setrlimit can take
     isolate_decode: bool = True  # decode in a sandbox process: a crash or hang costs one row
-    no_progress_timeout_s: float = Field(1800.0, gt=0)  # the run stops waiting when nothing finishes for this long
+    no_progress_timeout_s: float = Field(1800.0, gt=0, le=7 * 86400)  # the run stops waiting when nothing finishes for this long
     # The run stops (and commits what is done) when this many videos finish in a row with their
     # object store or server not answering at all: each has spent its retries (~40 s on S3) by then.
     unreachable_in_a_row: int = Field(32, ge=1)
@@ -209,7 +211,6 @@ class InputPolicy(_Frozen):
     @field_validator("allowed_roots")
     @classmethod
     def _local_roots(cls, roots: tuple[str, ...]) -> tuple[str, ...]:
-        import os
         from urllib.parse import unquote, urlsplit
 
         normalised = []
@@ -245,6 +246,15 @@ class JobConfig(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     inputs: InputPolicy = InputPolicy()
 
+    @field_validator("manifest", "output")
+    @classmethod
+    def _no_tilde(cls, value: str) -> str:
+        # Not expanded here, and deltalake would expand it while the data files went to a
+        # literal ./~ folder: a table split in two that no later run or reader can open.
+        if value.startswith("~"):
+            raise ValueError(f"'~' is not expanded; give the absolute path, e.g. {os.path.expanduser(value)!r}")
+        return value
+
     @field_validator("sampling", "model", "resources", "storage", "limits", "inputs", mode="before")
     @classmethod
     def _empty_section_means_defaults(cls, value: Any) -> Any:
@@ -269,9 +279,22 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
         raise JobError(f"job file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(raw, dict):
         raise JobError(f"job file {str(path)!r} must be a mapping of keys, got {type(raw).__name__}")
+    if isinstance(raw.get("name"), int | float):
+        raw["name"] = _name_as_written(text, raw["name"])
     for override in overrides:
         _apply_override(raw, override)
     return parse_job(raw, source=str(path))
+
+
+def _name_as_written(text: str, parsed: object) -> object:
+    """A job's name that YAML read as a number, as the file writes it: YAML 1.1 reads `0123` as
+    octal (83), `12:30` as base 60 (750) and `0x1F` as 31, and a name is a label, not a value."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "name" and isinstance(value, yaml.ScalarNode):
+                return value.value
+    return parsed
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
