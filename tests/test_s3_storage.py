@@ -49,6 +49,8 @@ def test_missing_denied_and_folder_objects_get_their_statuses(s3, media_bucket):
     assert _status(f"s3://{media_bucket}/lib/denied.mp4", storage) == "access_denied"
     assert _status(f"s3://{media_bucket}/lib/folder", storage) == "not_found"
     assert _status("s3://no-such-bucket-vidbatch/x.mp4", storage) == "not_found"
+    # a scheme is case-insensitive: S3:// passes allowed_schemes, and was invalid_uri ("Protocol not known")
+    assert _status(f"S3://{media_bucket}/lib/long.mp4", storage) == "ok"
 
 
 def test_denied_object_is_a_real_403_from_the_server(s3, media_bucket):

@@ -124,7 +124,10 @@ def fsspec_options(uri: str, storage: StorageConfig) -> dict[str, Any]:
 def filesystem(uri: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSystem, str]:
     if is_local(uri):
         return fsspec.filesystem("file"), os.path.abspath(local_path(uri))
-    fs, path = url_to_fs(uri, **fsspec_options(uri, storage))
+    # A scheme is case-insensitive (RFC 3986; `S3://` passes inputs.allowed_schemes as s3), and
+    # fsspec knows only the lower-case names: "Protocol not known: S3" made such rows invalid_uri.
+    scheme, rest = uri.split("://", 1) if "://" in uri else ("", uri)
+    fs, path = url_to_fs(f"{scheme.lower()}://{rest}" if scheme else uri, **fsspec_options(uri, storage))
     if scheme_of(uri) in ("s3", "s3a"):
         fs.retries = S3_FS_RETRIES  # a class attribute in s3fs, not a constructor argument
     return fs, path
