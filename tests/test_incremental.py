@@ -243,6 +243,19 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     run_job(config, progress=said.append)
     assert any(counts in line for line in said), said  # the run does what check said
 
+    # Most of the output's ok videos gone at once (a mount that is not mounted, relative uris run from
+    # another folder): refused with nothing changed, not every ok row replaced by not_found.
+    version = DeltaTable(str(tmp_path / "out" / "videos")).version()
+    Path(c).rename(lib / "c.moved")
+    vanished = r"1 of the output's 1 ok videos are gone now, e.g. 'c' at .*c\.mp4.*Nothing was changed.*--allow-empty"
+    for attempt in (lambda: preflight(config), lambda: run_job(config, progress=lambda _: None)):
+        with pytest.raises(JobError, match=vanished):
+            attempt()
+    assert DeltaTable(str(tmp_path / "out" / "videos")).version() == version
+    allowed = "\n".join(preflight(config, allow_empty=True).lines())  # said to be gone: c's row from the stat
+    assert "1 changed, 0 retried; 1 of them gone, denied or not a file, so not decoded" in allowed, allowed
+    (lib / "c.moved").rename(c)
+
     # An empty manifest (an upstream export that failed, most often) would remove every row: check
     # and the run refuse it before anything happens, unless --allow-empty says the library is empty.
     # (with a carried column, as a failed export keeps its columns: before, its planning crashed)

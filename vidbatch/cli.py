@@ -89,7 +89,10 @@ def _started_local_ray(ray: Any) -> bool:
         return False
 
 
-ALLOW_EMPTY_HELP = "let a manifest with no rows empty the output (refused otherwise: an export that failed looks the same)"
+ALLOW_EMPTY_HELP = (
+    "let this run empty the output: a manifest with no rows, or most of the videos that were ok now gone or denied "
+    "(refused otherwise: a failed export, a missing mount or a wrong folder look the same)"
+)
 
 
 def run_flags(parser: argparse.ArgumentParser) -> None:

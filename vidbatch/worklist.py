@@ -8,6 +8,7 @@ disagree. Deciding stats every file the manifest keeps (that is how a changed fi
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import Decision, decide, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
 from vidbatch.state import PriorState, fingerprints, refreshed_rows, refuse_retyped_columns
+from vidbatch.uri_policy import redact_uri
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def make_worklist(
         retry_failed=retry_failed,
         results=config.model.results_settings(),
     )
+    refuse_vanishing(config, candidates, prior, missing, allow_empty=allow_empty)
     refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
     todo = set(decision.process)
     # A video to process whose file the stat found gone (denied, a pipe, ...) gets its row here: decoding
@@ -165,6 +168,43 @@ def refuse_emptying(config: JobConfig, plan: Plan, prior: PriorState, *, allow_e
             f"of the output {config.output!r} (and their clips); check the manifest, or run with --allow-empty if the "
             "library is empty now"
         )
+
+
+def refuse_vanishing(
+    config: JobConfig,
+    candidates: list[tuple[str, str]],
+    prior: PriorState,
+    missing: dict[str, VideoError],
+    *,
+    allow_empty: bool,
+) -> None:
+    """JobError when more than half of the output's ok videos are found gone or denied now.
+
+    A video mount that is not mounted, a manifest of relative uris run from another folder, a
+    bucket renamed or credentials revoked all look like this; the run would replace every such
+    row (and drop its clips and embeddings, which feed search) with not_found or access_denied.
+    A library whose files really are gone says so with --allow-empty, as an empty manifest does.
+    """
+    ok_before = {video_id for video_id, before in prior.videos.items() if before.status == "ok"}
+    vanished = [(video_id, uri) for video_id, uri in candidates if video_id in ok_before and video_id in missing]
+    if allow_empty or not vanished or len(vanished) * 2 <= len(ok_before):
+        return
+    video_id, uri = vanished[0]
+    relative = not uri.startswith("/") and "://" not in uri
+    hint = f" (relative uris are read from the current folder, {os.getcwd()!r})" if relative else ""
+    raise JobError(
+        f"{len(vanished)} of the output's {len(ok_before)} ok videos are {_gone_or_denied(vanished, missing)} now, e.g. "
+        f"{video_id!r} at {redact_uri(uri)!r}{hint}. A missing mount, a wrong folder or endpoint, or revoked credentials "
+        "look like this; the run would replace their rows and drop their embeddings. Nothing was changed: check where "
+        "the files are, or run with --allow-empty if they are really gone"
+    )
+
+
+def _gone_or_denied(vanished: list[tuple[str, str]], missing: dict[str, VideoError]) -> str:
+    statuses = {missing[video_id].status for video_id, _ in vanished}
+    if len(statuses) > 1:
+        return "gone or denied"
+    return {"not_found": "gone", "access_denied": "denied"}.get(statuses.pop(), "unreadable")
 
 
 def _refreshed_rows(config: JobConfig, plan: Plan, prior: PriorState, *, rewritten: set[str]) -> list[dict[str, Any]]:
