@@ -96,6 +96,29 @@ def test_keyframes_of_an_open_gop_are_all_taken_in_time_order(tmp_path, suffix):
     assert [list(c.frame_pts_s) for c in clips] == [[0.0, 2.0], [4.0, 6.0], [8.0]]
 
 
+def test_keyframes_follow_the_file_s_key_packets_when_the_decoder_does_not_flag_its_frames(tmp_path):
+    """FFmpeg's QuickTime Animation (qtrle) decoder never sets a frame's key flag. Before: decode_error
+    'no key frame could be decoded; the video stream is damaged', for a file fps sampling reads fine."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "animation.mov"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("qtrle", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb24"
+        for index in range(30):
+            frame = av.VideoFrame.from_ndarray(media.paint_frame(index, 64, 48), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        keys = [float(p.pts * p.time_base) for p in container.demux(video=0) if p.size and p.is_keyframe]
+    _, clips = sample(path, mode="keyframes", clip_len_s=10.0)
+    assert [list(c.frame_pts_s) for c in clips] == [keys] and keys[0] == 0.0
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [round(t * 10) for t in keys]
+
+
 def test_keyframes_of_a_trimmed_copy_count_only_what_its_edit_list_shows(tmp_path):
     """A stream-copy trim keeps the hidden packets in the file. Before, keyframes mode counted them:
     a copy showing 4.7 s had duration_s 6.8 (and was too_large under a 6 s limit)."""
@@ -459,6 +482,42 @@ def test_an_upload_cut_short_whose_index_is_first_is_a_decode_error_in_every_mod
     assert str(raised.value).startswith("the file is cut short: it holds") and "of its 20.0 s); re-upload it" in str(raised.value)
     with open_video(str(whole), limits=LimitsConfig()) as (container, stream, info):  # the whole file is fine
         assert list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))  # (one key frame: x264's GOP is 250)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+def test_a_matroska_upload_cut_short_is_a_decode_error_whether_read_from_a_path_or_a_file_object(tmp_path, suffix):
+    """Before: `ok` with the part before the cut (a 6 s file cut at half its bytes: duration_s 2.7,
+    8 of 16 uniform samples), so the rest was never processed. Its Segment states the file's size."""
+    whole = media.write_video(tmp_path / f"whole{suffix}", num_frames=60, fps=10).path
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 2])
+    sampling = SamplingConfig(mode="uniform", num_frames=16, clip_len_s=10.0)
+    with pytest.raises(VideoError) as raised, open_video(str(cut), limits=LimitsConfig()) as (container, stream, info):
+        list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))
+    assert raised.value.status == "decode_error"
+    from vidbatch.decode import _bytes
+
+    stated = f"the file is cut short: it holds {_bytes(len(data) // 2)} of the {_bytes(len(data))} its header states"
+    assert str(raised.value) == f"{stated}; re-upload it"
+    with cut.open("rb") as handle, pytest.raises(VideoError, match="the file is cut short"), open_video(
+        handle, limits=LimitsConfig()
+    ):
+        pass
+    with whole.open("rb") as handle, open_video(handle, limits=LimitsConfig()) as (container, stream, info):
+        clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))  # read on after the check
+    # t_i = i * 6 s / 16: the frame on screen is floor(t_i * 10)
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [i * 60 // 16 for i in range(16)]
+
+
+def test_the_stated_end_of_a_matroska_file_is_read_from_its_first_bytes():
+    from vidbatch.media_kinds import matroska_stated_end
+
+    ebml = b"\x1a\x45\xdf\xa3" + b"\x84" + b"abcd"  # a 4-byte EBML header
+    assert matroska_stated_end(ebml + b"\x18\x53\x80\x67" + b"\x42\x00") == 9 + 4 + 2 + 0x200  # 2-byte size
+    assert matroska_stated_end(ebml + b"\x18\x53\x80\x67" + b"\x01\xff\xff\xff\xff\xff\xff\xff") is None  # unknown: live
+    assert matroska_stated_end(ebml + b"\x18\x53\x80") is None  # cut inside the header
+    assert matroska_stated_end(b"\x00\x00\x00\x20ftypisom") is None  # not Matroska
 
 
 def test_sizes_in_messages_tell_two_close_sizes_apart():

@@ -23,7 +23,7 @@ import numpy as np
 
 from vidbatch.config import LimitsConfig, SamplingConfig
 from vidbatch.errors import VideoError
-from vidbatch.media_kinds import cut_short_iso, read_head, sniff
+from vidbatch.media_kinds import MATROSKA_HEAD_BYTES, cut_short_iso, matroska_stated_end, read_head, sniff
 from vidbatch.orientation import Orientation, frame_orientation
 from vidbatch.preprocess import PreprocessSpec, to_model_input
 from vidbatch.sampling import OnScreenPicker, fps_times_from, uniform_times
@@ -125,7 +125,7 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
         stream.codec_context.thread_count = threads
         info = _probe(container, stream)
         _check_limits(info, limits)
-        _check_complete(container, stream, info)
+        _check_complete(container, stream, info, source)
         yield container, stream, info
     finally:
         container.close()
@@ -481,8 +481,10 @@ def _keyframe_samples(
     any_frame = False
     packets = _PacketTally(default_duration_s=_nominal_frame_s(info))
     for frame in _decoded_key_frames(container, stream, deadline, packets=packets):
+        # A frame of a key packet decoded alone is a key frame, whatever its own flag says (FFmpeg's
+        # QuickTime Animation decoder never sets it: keyframes mode found none, 'damaged').
         pts = _frame_time(frame, stream)
-        if pts is None or not frame.key_frame:
+        if pts is None:
             continue
         if guard is not None:
             guard.check(pts, frame)
@@ -759,14 +761,36 @@ def _duration_by_demuxing(container: Any, stream: Any, start: float) -> float:
     return end - start
 
 
-def _check_complete(container: Any, stream: Any, info: VideoInfo) -> None:
-    """decode_error when the file's own index lists packets past its last byte: an upload cut short.
+def _head_in_place(source: str | IO[bytes], size: int) -> bytes:
+    """The file's first bytes; a file object FFmpeg reads is left where FFmpeg left it."""
+    if isinstance(source, str):
+        return read_head(source, size)
+    at = source.tell()
+    try:
+        source.seek(0)
+        return source.read(size)
+    finally:
+        source.seek(at)
+
+
+def _check_complete(container: Any, stream: Any, info: VideoInfo, source: str | IO[bytes]) -> None:
+    """decode_error when the file's own index lists packets past its last byte, or a Matroska/WebM
+    file's Segment ends past it: an upload cut short.
 
     An MP4 written for streaming has its index first, so a cut-short copy still opens and says its
     full duration; fps sampling then ends early without a word and uniform sampling spreads its
-    frames over time the file does not hold (1 of 8 frames from a file cut at a tenth).
+    frames over time the file does not hold (1 of 8 frames from a file cut at a tenth). A Matroska
+    file cut short opens and decodes up to the cut just as quietly, and its row was `ok`.
     """
     size = getattr(container, "size", 0) or 0
+    if size > 0 and "matroska" in (container.format.name or ""):
+        stated = matroska_stated_end(_head_in_place(source, MATROSKA_HEAD_BYTES))
+        if stated is not None and stated > size:
+            raise VideoError(
+                "decode_error",
+                f"the file is cut short: it holds {_bytes(size)} of the {_bytes(stated)} its header states; re-upload it",
+                facts=info.facts(),
+            )
     try:
         entries = stream.index_entries if size > 0 else ()
         listed_end = max((entry.pos + entry.size for entry in entries), default=0)

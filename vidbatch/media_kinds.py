@@ -140,3 +140,37 @@ def _walk_top_level(handle: IO[bytes]) -> str | None:
 
 def _name(kind: bytes) -> str:
     return kind.decode("latin-1") if kind.isalnum() else repr(kind)
+
+
+_EBML_ID = b"\x1a\x45\xdf\xa3"
+_SEGMENT_ID = b"\x18\x53\x80\x67"
+MATROSKA_HEAD_BYTES = 256  # the EBML header (DocType, versions) and the Segment's size come first
+
+
+def matroska_stated_end(head: bytes) -> int | None:
+    """Where a Matroska/WebM file's Segment says the file ends (a byte offset), from its first bytes;
+    None when it is not Matroska or the size is left unknown (a live stream, written as it went)."""
+    if not head.startswith(_EBML_ID):
+        return None
+    header = _element_size(head, len(_EBML_ID))
+    if header is None:
+        return None
+    at = len(_EBML_ID) + header[1] + header[0]
+    if head[at : at + len(_SEGMENT_ID)] != _SEGMENT_ID:
+        return None
+    segment = _element_size(head, at + len(_SEGMENT_ID))
+    return None if segment is None else at + len(_SEGMENT_ID) + segment[1] + segment[0]
+
+
+def _element_size(data: bytes, at: int) -> tuple[int, int] | None:
+    """An EBML element's data size (a variable-length integer) at `at` and its length in bytes;
+    None when it cannot be read here or is the reserved 'unknown size' (every value bit set)."""
+    if at >= len(data) or data[at] == 0:
+        return None
+    length = 9 - data[at].bit_length()
+    if at + length > len(data):
+        return None
+    value = data[at] & ((1 << (8 - length)) - 1)
+    for byte in data[at + 1 : at + length]:
+        value = (value << 8) | byte
+    return None if value == (1 << (7 * length)) - 1 else (value, length)
