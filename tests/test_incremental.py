@@ -277,6 +277,54 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     assert not DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().num_rows
 
 
+def test_a_compaction_or_a_run_landing_while_a_run_writes_its_files_doubles_nothing(
+    tmp_path, seeded_weights, ray_local, monkeypatch
+):
+    """Writing a night's files takes as long as rewriting every file that holds a replaced video, and its
+    commits only add and remove files. Before, a z-order that landed meanwhile left every row it had
+    rewritten twice in both tables (exit 0), and a run that committed meanwhile went unseen."""
+    from deltalake import CommitProperties, write_deltalake
+
+    from vidbatch import commit as commit_module
+    from vidbatch.errors import JobError
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    files = {name: media.write_video(lib / f"{name}.mp4", num_frames=30, fps=10).path for name in ("a", "b", "c")}
+    write_manifest(tmp_path / "manifest.parquet", files)
+    run(tmp_path, seeded_weights)
+    real_hook = commit_module._fault_hook
+    landed: list[str] = []
+
+    def maintenance_while_writing(point: str) -> None:
+        if point == "files-written" and not landed:
+            landed.append(point)
+            for name in ("clips", "videos"):
+                DeltaTable(str(tmp_path / "out" / name)).optimize.z_order(["video_id"])
+        real_hook(point)
+
+    monkeypatch.setattr(commit_module, "_fault_hook", maintenance_while_writing)
+    media.write_video(lib / "b.mp4", num_frames=40, fps=10)  # b changed tonight
+    second = run(tmp_path, seeded_weights)
+    assert landed and second.summary["changes"]["changed"] == 1
+    by_id = assert_exact(tmp_path, {"a", "b", "c"})  # one row per video, each with exactly its own clips
+    assert by_id["b"]["run_id"] == second.run_id and by_id["b"]["num_clips"] == 2
+
+    def another_run_while_writing(point: str) -> None:
+        if point == "files-written":
+            videos = DeltaTable(str(tmp_path / "out" / "videos"))
+            other = CommitProperties(custom_metadata={"vidbatch.run_id": "20261207T000000Z-other"})
+            write_deltalake(videos, videos.to_pyarrow_table().slice(0, 0), mode="append", commit_properties=other)
+        real_hook(point)
+
+    monkeypatch.setattr(commit_module, "_fault_hook", another_run_while_writing)
+    media.write_video(lib / "c.mp4", num_frames=40, fps=10)
+    clips_version = DeltaTable(str(tmp_path / "out" / "clips")).version()
+    with pytest.raises(JobError, match=r"another run \(20261207T000000Z-other\) committed .* while this one was writing"):
+        run_job(parse_job(job_dict(tmp_path, seeded_weights)), progress=lambda _: None)
+    assert DeltaTable(str(tmp_path / "out" / "clips")).version() == clips_version  # nothing committed
+
+
 def test_a_carried_column_whose_values_no_longer_fit_its_type_is_refused_before_any_work(
     tmp_path, seeded_weights, ray_local
 ):

@@ -89,20 +89,35 @@ def commit_tables(
         tables = _prepared_tables(clips_uri, videos_uri, spill_dir / "videos.parquet", storage)
     commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
     tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
-    if tables is not None:
-        _commit_prepared(
-            output,
-            spill_dir,
-            tables,
-            run_id=run_id,
-            storage=storage,
-            replaced=replace_ids | set(refreshed_ids),
-            had_clips=replace_ids & set(clip_video_ids),
-            stale=stale,
-            commits=(commit, tidy),
-            clips_added=bool(clips_spilled),
+    for _attempt in range(_PREPARE_ATTEMPTS):
+        if tables is None:
+            break
+        try:
+            _commit_prepared(
+                output,
+                spill_dir,
+                tables,
+                run_id=run_id,
+                storage=storage,
+                replaced=replace_ids | set(refreshed_ids),
+                had_clips=replace_ids & set(clip_video_ids),
+                stale=stale,
+                commits=(commit, tidy),
+                clips_added=bool(clips_spilled),
+            )
+            return _versions(output, clips_uri, videos_uri, storage)
+        except _TablesMoved as moved:
+            _refuse_other_runs(output, moved.commits, moved.table, moved.read_version)
+            # Maintenance (a compaction, z-order, a delete by hand) landed while this run wrote its files,
+            # which were prepared against the files it replaced: prepare them again against it. The
+            # files written for the first try are in no commit (vacuum removes them).
+            with _step_failure(output, _NOTHING_COMMITTED):
+                tables = _prepared_tables(clips_uri, videos_uri, spill_dir / "videos.parquet", storage)
+    else:
+        raise JobError(
+            f"the tables of output {output!r} changed each time this run had written its files ({_PREPARE_ATTEMPTS} "
+            f"tries): another writer is busy with them. {_NOTHING_COMMITTED[0].upper()}{_NOTHING_COMMITTED[1:]}"
         )
-        return _versions(output, clips_uri, videos_uri, storage)
     # The store can fail after a commit landed, before its answer arrives: a step that adds clips
     # cannot say for sure that none were committed.
     first = _CLIPS_MAYBE_COMMITTED if clips_spilled or stale else _NOTHING_COMMITTED
@@ -126,6 +141,15 @@ def commit_tables(
 
 
 _NOTHING_COMMITTED = "nothing of this run was committed; run it again once the output can be written"
+_PREPARE_ATTEMPTS = 3
+
+
+class _TablesMoved(Exception):
+    """A table got commits after the snapshot a prepared commit was written against."""
+
+    def __init__(self, table: str, read_version: int, commits: list[dict[str, Any]]) -> None:
+        super().__init__(f"{table}: {len(commits)} commits since version {read_version}")
+        self.table, self.read_version, self.commits = table, read_version, commits
 _CLIPS_MAYBE_COMMITTED = (
     "its videos rows were not committed, so the output still holds the last complete run (clips this run may have "
     "added before the failure are removed by the next run); run it again once the output can be written"
@@ -195,6 +219,14 @@ def _commit_prepared(
         tidy_clips = prepare(
             clips_table, clips_uri, storage, drop=_tombstoned(superseded), candidates={t.video_id for t in superseded}
         )
+        _fault_hook("files-written")
+        # Writing the files can take long (every file that holds a replaced video is rewritten), and the
+        # commits below only add and remove files: a commit that landed meanwhile (a compaction rewrote
+        # the same rows, another run) would be undone or doubled. Checked again here, milliseconds before.
+        clips_read = clips_table.version()
+        for name, uri, read in (("clips", clips_uri, clips_read), ("videos", videos_uri, videos_table.version())):
+            if landed := _commits_since(uri, storage, read):
+                raise _TablesMoved(name, read, landed)
         add_clips.commit(commit)
     _fault_hook("after-clips-commit")
     left = (
@@ -207,7 +239,27 @@ def _commit_prepared(
         videos.commit(commit)
     _fault_hook("after-videos-commit")
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
-        tidy_clips.commit(tidy)
+        # Only this run's own clips commit may have landed since the tidy files were prepared.
+        if len(_commits_since(clips_uri, storage, clips_read)) <= (0 if add_clips.empty else 1):
+            tidy_clips.commit(tidy)
+
+
+def _commits_since(uri: str, storage: StorageConfig, version: int) -> list[dict[str, Any]]:
+    """The commits of the table at `uri` after `version`, newest first (its history entries)."""
+    table = DeltaTable(uri, storage_options=delta_storage_options(uri, storage))
+    now = table.version()
+    return table.history(limit=now - version) if now > version else []
+
+
+def _refuse_other_runs(output: str, commits: list[dict[str, Any]], table: str, read_version: int) -> None:
+    others = [commit["vidbatch.run_id"] for commit in commits if commit.get("vidbatch.run_id")]
+    if others:
+        raise JobError(
+            f"another run ({others[0]}) committed to {output!r} while this one was writing its files ({table} table at "
+            f"version {read_version} then, {read_version + len(commits)} now); nothing of this run was committed. Run it "
+            "again: it only redoes what is still needed. Avoid overlapping runs of one output (e.g. a nightly schedule "
+            "shorter than a run)."
+        )
 
 
 @contextlib.contextmanager
@@ -216,7 +268,7 @@ def _step_failure(output: str, left: str) -> Iterator[None]:
     expired during a long run): one line naming the output, the cause and what is left, not a traceback."""
     try:
         yield
-    except JobError:
+    except (JobError, _TablesMoved):
         raise
     except Exception as exc:  # deltalake's DeltaError/OSError, fsspec's errors: the store's answer
         raise JobError(f"committing to output {output!r} failed ({explain_failure(exc)}); {left}") from exc
