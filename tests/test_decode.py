@@ -96,6 +96,34 @@ def test_keyframes_of_an_open_gop_are_all_taken_in_time_order(tmp_path, suffix):
     assert [list(c.frame_pts_s) for c in clips] == [[0.0, 2.0], [4.0, 6.0], [8.0]]
 
 
+def test_frames_whose_times_go_back_are_refused_not_sampled_wrong(tmp_path):
+    """H.264 with B-frames in AVI: AVI stores no presentation times for reordered frames, so each frame
+    came out with another's time. Before: `ok`, with painted frames [0, 0, 0, 2, 4, 4, 6, 6, ...] at fps 10
+    and frame_pts_s going back inside a clip."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "bframes.avi"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"x264-params": "bframes=3:b-pyramid=normal"})
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for index in range(30):
+            frame = av.VideoFrame.from_ndarray(media.paint_frame(index, 64, 64), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 10)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    for mode in ("fps", "uniform"):
+        with pytest.raises(VideoError) as raised:
+            sample(path, mode=mode, fps=10.0, num_frames=30, clip_len_s=2.0)
+        assert raised.value.status == "decode_error" and "the frames' times go back" in raised.value.message
+        assert "re-encode it to MP4" in raised.value.message
+    # An AVI whose frames are not reordered (MPEG-4 part 2 as write_video makes it) reads as before.
+    ordered = media.write_video(tmp_path / "mpeg4.avi", num_frames=30, fps=10)
+    _, clips = sample(ordered.path, mode="fps", fps=10.0, clip_len_s=2.0)
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == list(range(30))
+
+
 def test_keyframes_follow_the_file_s_key_packets_when_the_decoder_does_not_flag_its_frames(tmp_path):
     """FFmpeg's QuickTime Animation (qtrle) decoder never sets a frame's key flag. Before: decode_error
     'no key frame could be decoded; the video stream is damaged', for a file fps sampling reads fine."""

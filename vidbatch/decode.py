@@ -210,6 +210,8 @@ def _targeted_samples(
     last_pts = 0.0
     try:
         for pts, frame in reader.frames(picker):
+            if last is not None and pts < last_pts - _EPS_S:
+                raise _times_go_back(container, pts - info.start_s, last_pts - info.start_s)
             last, last_pts = frame, pts
             # One frame can settle many targets (a still shown for an hour, a jump in the
             # timestamps): the deadline holds per sample, not only per packet read.
@@ -231,6 +233,19 @@ def _targeted_samples(
     for sample in picker.finish(end_s):
         _check_deadline(deadline)
         yield sample
+
+
+def _times_go_back(container: Any, at_s: float, after_s: float) -> VideoError:
+    """Frames come out of the decoder in the order they are shown, so their times must not go back.
+    They do when the container stores no presentation times for reordered frames (H.264 with
+    B-frames in AVI: each frame then carries another frame's time): sampling would pick the wrong
+    frames and say `ok`."""
+    return VideoError(
+        "decode_error",
+        f"the frames' times go back (a frame at {at_s:.3f}s came after one at {after_s:.3f}s), so which frame is "
+        f"shown when cannot be told; the {container.format.name} container may not store the times of reordered "
+        "frames: re-encode it to MP4 (e.g. `ffmpeg -i in.avi -c:v libx264 out.mp4`)",
+    )
 
 
 class _TargetTimes:
