@@ -61,6 +61,47 @@ def test_commits_without_a_run_such_as_compaction_do_not_stop_a_run(tmp_path):
     assert ids == ["a", "b", "c"]
 
 
+def test_a_table_s_check_constraints_hold_for_vidbatch_s_commits_too(tmp_path):
+    """Before: the run's commits only added and removed files, so a row the table's CHECK constraint
+    forbids was committed (deltalake's own writers refuse it)."""
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    for name in ("clips", "videos"):
+        DeltaTable(str(out / name)).alter.add_constraint({"no_quarantine": "video_id <> 'quarantined'"})
+    run(out, tmp_path / "s2", "r2", "b", planned_at=DeltaTable(str(out / "videos")).version())
+    planned = DeltaTable(str(out / "videos")).version()
+    with pytest.raises(JobError, match=r"committing to output .* failed \(.*failed validation check"):
+        run(out, tmp_path / "s3", "r3", "quarantined", planned_at=planned)
+    ids = DeltaTable(str(out / "videos")).to_pyarrow_table(columns=["video_id"]).column("video_id").to_pylist()
+    assert sorted(ids) == ["a", "b"]
+
+
+def test_a_table_with_a_change_data_feed_records_only_the_rows_that_changed(tmp_path):
+    """Before: a file rewritten to drop one video's row listed every other row of the file as deleted
+    and inserted again: a search index fed from the change data feed dropped unchanged videos."""
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    run(out, tmp_path / "s2", "r2", "b", planned_at=0)
+    videos = DeltaTable(str(out / "videos"))
+    videos.optimize.compact()  # a and b in one file
+    videos.alter.set_table_properties({"delta.enableChangeDataFeed": "true"})
+    planned = DeltaTable(str(out / "videos")).version()
+    run(out, tmp_path / "s3", "r3", "a", planned_at=planned)  # a again: b is untouched
+    changes = pa.table(DeltaTable(str(out / "videos")).load_cdf(starting_version=planned + 1).read_all())
+    changed = {(row["video_id"], row["_change_type"]) for row in changes.select(["video_id", "_change_type"]).to_pylist()}
+    assert {video_id for video_id, _ in changed} == {"a"}, changed
+
+
+def test_an_append_only_output_is_refused_before_any_work(tmp_path):
+    """Before: each night decoded everything, then failed at the commit (a Remove in an append-only
+    table) with a promise that the next run would tidy up, which it could not: clips piled up."""
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    DeltaTable(str(out / "clips")).alter.set_table_properties({"delta.appendOnly": "true"})
+    with pytest.raises(JobError, match=r"the clips table of output .* is append-only \(delta.appendOnly=true\)"):
+        load_prior(str(out), StorageConfig())
+
+
 def _immutable(*paths) -> bool:
     """chattr +i (root on ext4/xfs): the folder cannot be written even by root, as a read-only mount."""
     import subprocess

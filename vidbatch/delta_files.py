@@ -131,12 +131,20 @@ def _kept(parquet: pq.ParquetFile, drop: RowFilter) -> Iterator[pa.Table]:
 def plain_files(table: DeltaTable) -> bool:
     """Whether the table's data files hold its rows as they are, so a file can be rewritten by reading
     it: no deletion vectors (rows deleted beside the file), no column mapping (other column names
-    inside the files), no partitions (values in the paths). Tables vidbatch creates are such."""
+    inside the files), no partitions (values in the paths). Tables vidbatch creates are such.
+
+    And whether adding and removing files is all a commit has to do: a table given CHECK constraints
+    (deltalake's merge checks every row against them) or a change data feed (its merge writes the
+    rows that changed) is committed by merge, as Delta's own writers would."""
     protocol = table.protocol()
     features = set(protocol.reader_features or ()) | set(protocol.writer_features or ())
     metadata = table.metadata()
-    mapping = (metadata.configuration or {}).get("delta.columnMapping.mode", "none")
-    return "deletionVectors" not in features and mapping == "none" and not metadata.partition_columns
+    configuration = metadata.configuration or {}
+    mapping = configuration.get("delta.columnMapping.mode", "none")
+    constrained = any(key.startswith("delta.constraints.") for key in configuration)
+    change_feed = configuration.get("delta.enableChangeDataFeed", "false").lower() == "true"
+    plain = "deletionVectors" not in features and mapping == "none" and not metadata.partition_columns
+    return plain and not constrained and not change_feed
 
 
 def fits(table: DeltaTable, rows: pa.Schema) -> bool:

@@ -199,6 +199,8 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         for row in rows
     }
     clips_table = open_table(output, "clips", storage)
+    for name, table in (("videos", videos_table), ("clips", clips_table)):
+        refuse_append_only(output, name, table)
     clip_counts: Counter[tuple[str, str]] = Counter()
     if clips_table is not None:
         clips = clips_table.to_pyarrow_table(columns=["video_id", "run_id"])
@@ -219,6 +221,18 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         videos_schema=pa.schema(videos_table.schema().to_arrow()) if videos_table is not None else None,
         unrecorded_runs=frozenset(ok_runs - set(results)),
     )
+
+
+def refuse_append_only(output: str, name: str, table: DeltaTable | None) -> None:
+    """JobError when another tool made a table append-only: a run replaces the rows of changed
+    videos, so its commit would fail after all its work, every night, leaving clips behind."""
+    configuration = (table.metadata().configuration or {}) if table is not None else {}
+    if configuration.get("delta.appendOnly", "false").lower() == "true":
+        raise JobError(
+            f"the {name} table of output {output!r} is append-only (delta.appendOnly=true), and a run replaces the rows "
+            "of videos that changed; set delta.appendOnly to false (e.g. deltalake's "
+            "DeltaTable(...).alter.set_table_properties) or give the job an output of its own"
+        )
 
 
 def run_results_settings(output: str, storage: StorageConfig, run_ids: set[str]) -> dict[str, dict[str, Any]]:
