@@ -240,8 +240,10 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     assert "WARNING" not in text  # 1 of 3 rows removed is a normal night
 
     said: list[str] = []
-    run_job(config, progress=said.append)
+    night = run_job(config, progress=said.append)
     assert any(counts in line for line in said), said  # the run does what check said
+    # throughput counts the one video decoded, not b's row from the stat (it said 2 videos' rate)
+    assert night.summary["throughput"]["videos_per_s"] == pytest.approx(1 / night.summary["wall_time_s"], abs=2e-4)
 
     # Most of the output's ok videos gone at once (a mount that is not mounted, relative uris run from
     # another folder): refused with nothing changed, not every ok row replaced by not_found.

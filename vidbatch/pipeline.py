@@ -230,7 +230,8 @@ def run_job(
             )
             timings["commit_s"] = time.monotonic() - commit_started
             wall = time.monotonic() - started
-            summary = _summary(config, run_id, weights, plan, tally, wall, versions)
+            decoded = tally.videos - len(work.refused)  # rows written without decoding are no throughput
+            summary = _summary(config, run_id, weights, plan, tally, wall, versions, decoded=decoded)
             # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
             summary["model_precision"] = sorted(collector.precisions)
             # Why the run ended before every video was tried (a nightly check reads this, not the log).
@@ -775,7 +776,15 @@ def _raise_stopped(signum: int, frame: Any) -> None:
 
 
 def _summary(
-    config: JobConfig, run_id: str, weights: Any, plan: Any, tally: Tally, wall: float, versions: dict[str, int]
+    config: JobConfig,
+    run_id: str,
+    weights: Any,
+    plan: Any,
+    tally: Tally,
+    wall: float,
+    versions: dict[str, int],
+    *,
+    decoded: int,
 ) -> dict[str, Any]:
     import av
     import ray
@@ -800,7 +809,7 @@ def _summary(
         "video_hours": round(hours, 6),
         "wall_time_s": round(wall, 3),
         "throughput": {
-            "videos_per_s": round(tally.videos / wall, 4) if wall else None,
+            "videos_per_s": round(decoded / wall, 4) if wall else None,  # decoded, as the progress line counts
             "frames_per_s": round(tally.frames / wall, 3) if wall else None,
             "video_hours_per_wall_hour": round(hours / (wall / 3600.0), 3) if wall else None,
         },
