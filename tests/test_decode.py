@@ -96,6 +96,36 @@ def test_keyframes_of_an_open_gop_are_all_taken_in_time_order(tmp_path, suffix):
     assert [list(c.frame_pts_s) for c in clips] == [[0.0, 2.0], [4.0, 6.0], [8.0]]
 
 
+@pytest.mark.parametrize(("suffix", "start_frames"), [(".mkv", 0), (".mkv", 20), (".webm", 0)])
+def test_uniform_sampling_of_a_matroska_file_spreads_over_its_picture_not_its_longer_audio(tmp_path, suffix, start_frames):
+    """4 s of picture with 8 s of audio: the Segment's duration is the audio's. Before: 4 frames 1 s
+    apart (the other 4 targets fell after the picture's end); an MP4 of the same got 8, 0.5 s apart."""
+    import av
+
+    path = tmp_path / f"long_audio{suffix}"
+    video_codec, audio_codec = ("libx264", "aac") if suffix == ".mkv" else ("libvpx", "libopus")
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(video_codec, rate=10)
+        video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        audio = out.add_stream(audio_codec, rate=48000)
+        audio.layout = "mono"
+        for index in range(40):
+            frame = av.VideoFrame.from_ndarray(media.paint_frame(index, 64, 64), format="rgb24")
+            frame.pts = start_frames + index
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        sample_format = audio.codec_context.format.name
+        for k in range(8 * 48000 // 960):
+            silence = np.zeros((1, 960), dtype=np.float32 if "flt" in sample_format else np.int16)
+            chunk = av.AudioFrame.from_ndarray(silence, format=sample_format, layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, k * 960
+            out.mux(audio.encode(chunk))
+        out.mux(audio.encode(None))
+    info, clips = sample(path, mode="uniform", num_frames=8, clip_len_s=10.0)
+    assert info.duration_s == pytest.approx(4.0, abs=1e-6)
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [0, 5, 10, 15, 20, 25, 30, 35]
+
+
 def test_frames_whose_times_go_back_are_refused_not_sampled_wrong(tmp_path):
     """H.264 with B-frames in AVI: AVI stores no presentation times for reordered frames, so each frame
     came out with another's time. Before: `ok`, with painted frames [0, 0, 0, 2, 4, 4, 6, 6, ...] at fps 10

@@ -733,8 +733,11 @@ _STILL_PICTURES = av.stream.Disposition.attached_pic | av.stream.Disposition.tim
 def _probe(container: Any, stream: Any) -> VideoInfo:
     tb = stream.time_base
     start = float(stream.start_time * tb) if stream.start_time is not None and tb else 0.0
+    track_end = _matroska_track_end(container, stream)
     if stream.duration is not None and tb:
         duration = float(stream.duration * tb)
+    elif track_end is not None and track_end > start:
+        duration = track_end - max(0.0, start)
     elif container.duration is not None:
         duration = container.duration / av.time_base - _container_time_before(container, start)
     else:
@@ -748,6 +751,23 @@ def _probe(container: Any, stream: Any) -> VideoInfo:
         fps=float(rate) if rate else None,
         codec=stream.codec_context.name,
     )
+
+
+def _matroska_track_end(container: Any, stream: Any) -> float | None:
+    """Where a Matroska/WebM video track ends, from its DURATION tag (FFmpeg's and mkvmerge's muxers
+    write one per track, from the segment's time 0), or None. The Segment's Duration is the longest
+    track's: with audio that runs on after the picture, uniform sampling spread its frames over the
+    audio's length and dropped the targets past the picture's end."""
+    if "matroska" not in (container.format.name or ""):
+        return None
+    tag = str(stream.metadata.get("DURATION") or stream.metadata.get("duration") or "")
+    hours, _, rest = tag.partition(":")
+    minutes, _, seconds = rest.partition(":")
+    try:
+        end = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+    return end if end > 0 and math.isfinite(end) else None
 
 
 def _container_time_before(container: Any, stream_start_s: float) -> float:
