@@ -102,6 +102,24 @@ def test_an_append_only_output_is_refused_before_any_work(tmp_path):
         load_prior(str(out), StorageConfig())
 
 
+def test_a_table_feature_deltalake_cannot_read_is_named_as_such_not_as_a_path_problem(tmp_path):
+    """Deletion vectors turned on by another engine: the advice was 'check the path and its permissions'."""
+    import json
+
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    log = out / "videos" / "_delta_log"
+    next_commit = log / f"{DeltaTable(str(out / 'videos')).version() + 1:020d}.json"
+    features = ["deletionVectors"]
+    protocol = {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": features, "writerFeatures": features}
+    next_commit.write_text(json.dumps({"protocol": protocol}) + "\n")  # as an engine that writes them leaves it
+    with pytest.raises(JobError) as refused:
+        load_prior(str(out), StorageConfig())
+    message = str(refused.value)
+    assert "deletionVectors" in message and "a Delta table feature the deltalake library cannot read" in message
+    assert "permissions" not in message
+
+
 def _immutable(*paths) -> bool:
     """chattr +i (root on ext4/xfs): the folder cannot be written even by root, as a read-only mount."""
     import subprocess

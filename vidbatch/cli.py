@@ -458,7 +458,7 @@ def _summary_text(summary: dict, uri: str) -> str:
         lines.insert(
             3,
             f"  removed the clips an interrupted run left behind (of {_count(changes['leftovers_removed'], 'video')}; "
-            "no videos row referred to them)",
+            "no videos row referred to them: a run that died between its commits, or rows deleted by another tool)",
         )
     if summary.get("untrained_weights"):
         lines.insert(1, "  NOTE: untrained weights (seeded random init): embeddings and labels are not meaningful")

@@ -84,7 +84,7 @@ def decide(
         if reason is None and results is not None:
             reason = _results_change(before, results)
         if reason is None and not consistent.get(video_id, True):
-            reason = "clips table does not match the videos row (an interrupted commit)"
+            reason = "clips table does not match the videos row (an interrupted commit, or rows deleted by another tool)"
         if reason is None:
             skip.append(video_id)
             continue

@@ -173,6 +173,12 @@ def load_prior(output: str, storage: StorageConfig) -> PriorState:
             if is_local(output)
             else "check that its bucket exists, storage.endpoint_url and the job's credentials"
         )
+        if type(exc).__name__ == "DeltaProtocolError":  # readable, but with a feature deltalake cannot read
+            advice = (
+                "another tool turned on a Delta table feature the deltalake library cannot read or write (named "
+                "above); turn it off there (e.g. deletion vectors: purge them and disable the feature) or give the "
+                "job an output of its own"
+            )
         raise JobError(f"output {output!r} cannot be read ({explain_failure(exc)}); {advice}") from exc
 
 
