@@ -116,7 +116,8 @@ def commit_tables(
     else:
         raise JobError(
             f"the tables of output {output!r} changed each time this run had written its files ({_PREPARE_ATTEMPTS} "
-            f"tries): another writer is busy with them. {_NOTHING_COMMITTED[0].upper()}{_NOTHING_COMMITTED[1:]}"
+            "tries): another writer is busy with them; nothing of this run was committed. Run it again once that "
+            "writer is done"
         )
     # The store can fail after a commit landed, before its answer arrives: a step that adds clips
     # cannot say for sure that none were committed.
@@ -141,6 +142,11 @@ def commit_tables(
 
 
 _NOTHING_COMMITTED = "nothing of this run was committed; run it again once the output can be written"
+_CLIPS_MAYBE_COMMITTED = (
+    "its videos rows were not committed, so the output still holds the last complete run (clips this run may have "
+    "added before the failure are removed by the next run); run it again once the output can be written"
+)
+# How often a run writes its files again when other writers' commits keep landing meanwhile.
 _PREPARE_ATTEMPTS = 3
 
 
@@ -150,10 +156,6 @@ class _TablesMoved(Exception):
     def __init__(self, table: str, read_version: int, commits: list[dict[str, Any]]) -> None:
         super().__init__(f"{table}: {len(commits)} commits since version {read_version}")
         self.table, self.read_version, self.commits = table, read_version, commits
-_CLIPS_MAYBE_COMMITTED = (
-    "its videos rows were not committed, so the output still holds the last complete run (clips this run may have "
-    "added before the failure are removed by the next run); run it again once the output can be written"
-)
 
 
 def _versions(output: str, clips_uri: str, videos_uri: str, storage: StorageConfig) -> dict[str, int]:
