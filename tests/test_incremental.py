@@ -242,6 +242,8 @@ def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_pat
     said: list[str] = []
     night = run_job(config, progress=said.append)
     assert any(counts in line for line in said), said  # the run does what check said
+    redone = [line for line in said if line.startswith("  done again: ")]
+    assert redone and redone[0] in text.splitlines(), (redone, text)  # and says why as check did
     # throughput counts the one video decoded, not b's row from the stat (it said 2 videos' rate)
     assert night.summary["throughput"]["videos_per_s"] == pytest.approx(1 / night.summary["wall_time_s"], abs=2e-4)
 

@@ -126,9 +126,8 @@ def run_job(
     for warning in worklist.warnings(prior):
         say(warning)
     reasons = reason_counts(decision)
-    redone = {reason: count for reason, count in reasons.items() if reason != "new"}
-    if redone:  # a night that redoes a whole library should say why before it spends the hours
-        say("  done again: " + "; ".join(f"{count} {reason}" for reason, count in redone.items()))
+    if redone := worklist.redone_line():
+        say(redone)
 
     patience = config.limits.no_progress_timeout_s
     identity = Identity(model_id=weights.model_id, sampling_id=identity_sampling, run_id=run_id)

@@ -85,7 +85,12 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
         prior_videos=len(prior.videos),
         output_checked=local,
         counts=worklist.counts_line(),
-        notes=(*worklist.warnings(prior), *_refusal_lines(plan.refused), *([gpus_note] if missing_gpus else [])),
+        notes=(
+            *filter(None, [worklist.redone_line()]),  # as the run says it, under its counts line
+            *worklist.warnings(prior),
+            *_refusal_lines(plan.refused),
+            *([gpus_note] if missing_gpus else []),
+        ),
     )
 
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from vidbatch.config import JobConfig
 from vidbatch.errors import JobError, VideoError
-from vidbatch.incremental import Decision, decide, refusal_unchanged
+from vidbatch.incremental import Decision, decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
 from vidbatch.state import PriorState, fingerprints, refreshed_rows, refuse_retyped_columns
 from vidbatch.uri_policy import redact_uri
@@ -74,6 +74,12 @@ class Worklist:
             f"{len(d.skip)} unchanged{refreshed}, {len(d.removed)} removed, "
             f"{len(self.plan.refused)} refused{as_before}"
         )
+
+    def redone_line(self) -> str | None:
+        """Why videos are done again (not new), by reason: a night that redoes a whole library should
+        say why before it spends the hours."""
+        redone = {reason: count for reason, count in reason_counts(self.decision).items() if reason != "new"}
+        return "  done again: " + "; ".join(f"{count} {reason}" for reason, count in redone.items()) if redone else None
 
     def warnings(self, prior: PriorState) -> list[str]:
         """What a person should hear before a run rewrites much of an output, or cannot tell what it holds."""
