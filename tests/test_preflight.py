@@ -43,6 +43,14 @@ def test_a_good_job_is_summarised_and_nothing_is_left_behind(tmp_path, manifest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.parquet"]  # the output was not created
 
 
+def test_a_relative_output_is_named_where_it_is_read(tmp_path, manifest, monkeypatch):
+    """A relative output is read from the current folder: check run from another folder said
+    'no earlier runs' about the path as written, not where it looked."""
+    monkeypatch.chdir(tmp_path)
+    lines = preflight(job(tmp_path, output="out")).lines()
+    assert f"output {tmp_path / 'out'}: no earlier runs (every video is new)" in lines, lines
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

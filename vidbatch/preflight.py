@@ -40,6 +40,7 @@ class Preflight:
     untrained: bool
     prior_videos: int
     output_checked: bool  # False: an object store, whose write access the run tests
+    output: str = ""  # where the run would write: a local output as an absolute path
     counts: str = ""  # the counts line the run would print
     notes: tuple[str, ...] = ()
 
@@ -47,9 +48,9 @@ class Preflight:
         lines = [
             f"a run now: {self.counts}",
             f"weights: {self.model_id}" + (" (seeded random init: results are NOT meaningful)" if self.untrained else ""),
-            f"output: {self.prior_videos} videos rows from earlier runs"
+            f"output {self.output}: {self.prior_videos} videos rows from earlier runs"
             if self.prior_videos
-            else "output: no earlier runs (every video is new)",
+            else f"output {self.output}: no earlier runs (every video is new)",
         ]
         if not self.output_checked:
             lines.append("output: write access to the object store is tested when the run starts")
@@ -84,6 +85,9 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
         untrained=weights.untrained,
         prior_videos=len(prior.videos),
         output_checked=local,
+        # a relative output is read from the current folder: said in full, so a check run from
+        # another folder (that sees no earlier runs) is seen to look elsewhere
+        output=os.path.abspath(local_path(config.output)) if local else config.output,
         counts=worklist.counts_line(),
         notes=(
             *filter(None, [worklist.redone_line()]),  # as the run says it, under its counts line
