@@ -914,6 +914,7 @@ def test_a_stuck_run_commits_at_the_no_progress_deadline_and_exits_cleanly(tmp_p
     assert code == 0, text
     assert time.monotonic() - started < 120, text
     assert "committing what is done" in text
+    assert "STOPPED EARLY: no video finished for limits.no_progress_timeout_s" in text, text  # in the last lines
     # The abandoned execution is stopped before the driver exits: no Ray teardown tracebacks.
     assert "Traceback" not in text, text
     by_id = assert_exact(tmp_path, {"stuck", "fine"})

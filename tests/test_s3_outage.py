@@ -16,6 +16,7 @@ import pytest
 from deltalake import DeltaTable
 from s3server import FaultProxy
 
+from vidbatch.cli import _summary_text
 from vidbatch.config import parse_job
 from vidbatch.errors import JobError
 from vidbatch.pipeline import run_job
@@ -63,6 +64,8 @@ def test_a_store_that_stops_answering_stops_the_run_and_the_next_run_retries_eve
         proxy.stop()
 
     assert result.summary["stopped_early"] == "unreachable", lines
+    last_lines = _summary_text(result.summary, "summary.json")  # what the terminal shows at the run's end
+    assert "STOPPED EARLY: videos in a row found their object store or server not answering" in last_lines
     assert any("2 videos in a row could not be read" in line for line in lines), lines
     videos = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
     assert sorted(row["video_id"] for row in videos) == ids  # nothing dropped: every row has its row

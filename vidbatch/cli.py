@@ -462,7 +462,16 @@ def _summary_text(summary: dict, uri: str) -> str:
         )
     if summary.get("untrained_weights"):
         lines.insert(1, "  NOTE: untrained weights (seeded random init): embeddings and labels are not meaningful")
+    if stopped := _STOPPED_EARLY.get(summary.get("stopped_early") or ""):
+        # The last lines are what a nightly job's log shows: a run cut short must not read as a night's work.
+        lines.insert(1, f"  STOPPED EARLY: {stopped}; the videos not done are timeout rows, and the next run retries them")
     return "\n".join(lines)
+
+
+_STOPPED_EARLY = {
+    "unreachable": "videos in a row found their object store or server not answering (limits.unreachable_in_a_row)",
+    "no_progress": "no video finished for limits.no_progress_timeout_s",
+}
 
 
 if __name__ == "__main__":
