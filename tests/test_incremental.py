@@ -53,7 +53,11 @@ def decide_one(before, *, fp="fp1", model="m", sampling="s", uri="u", consistent
         (None, {}, True),
         (prior(), {}, False),
         (prior(), {"fp": "fp2"}, True),
-        (prior(), {"fp": None}, True),
+        # an ok video whose file could not be looked at (the store did not answer): kept, not redone
+        # (a redo would fail the same way and replace its good row with a timeout: before, it did)
+        (prior(), {"fp": None}, False),
+        (prior(), {"fp": None, "model": "m2"}, True),  # redone anyway for another model
+        (prior("timeout"), {"fp": None}, True),  # no good result to keep: retried
         (prior(), {"model": "m2"}, True),
         (prior(), {"sampling": "s2"}, True),
         (prior(), {"uri": "u2"}, True),
@@ -78,6 +82,8 @@ def test_decide(before, kwargs, processed):
     decision = decide_one(before, **kwargs)
     assert (decision.process == ("v",)) == processed
     assert (decision.skip == ("v",)) == (not processed)
+    unseen = not processed and kwargs.get("fp", "fp1") is None
+    assert decision.unseen == (("v",) if unseen else ())
 
 
 @pytest.mark.parametrize(
@@ -92,11 +98,13 @@ def test_decide(before, kwargs, processed):
         (prior("timeout", fp=None, error_type="unreachable"), "retry after timeout (store did not answer, not the file's doing)"),
         (prior("timeout"), "retry after timeout"),
         (prior("timeout"), "source changed"),
+        (prior(), "source now not_found"),  # the stat found the file gone
         (prior(), "source changed"),
     ],
 )
 def test_decide_names_why(before, reason):
-    decision = decide_one(before, fp="fp2" if reason == "source changed" else "fp1")
+    fp = {"source changed": "fp2", "source now not_found": "status:not_found"}.get(reason, "fp1")
+    decision = decide_one(before, fp=fp)
     assert decision.reasons == {"v": reason}
     assert (decision.retried, decision.changed) == ((1, 0) if reason.startswith("retry") else (0, 1))
 

@@ -26,7 +26,7 @@ pytest_plugins = ["conftest_s3"]
 _VIDEOS = 5
 
 
-def _job(tmp_path: Path, manifest: Path, endpoint: str) -> dict:
+def _job(tmp_path: Path, manifest: Path, endpoint: str, *, in_a_row: int = 2) -> dict:
     return {
         "name": "outage",
         "manifest": str(manifest),
@@ -36,7 +36,7 @@ def _job(tmp_path: Path, manifest: Path, endpoint: str) -> dict:
         "resources": {"progress_interval_s": 60},
         # one try per request, so that a refused connection fails a video in well under a second
         "storage": {"endpoint_url": endpoint, "max_attempts": 1},
-        "limits": {"unreachable_in_a_row": 2},
+        "limits": {"unreachable_in_a_row": in_a_row},
     }
 
 
@@ -80,3 +80,33 @@ def test_a_store_that_stops_answering_stops_the_run_and_the_next_run_retries_eve
     with pytest.raises(JobError, match=r"2 files in a row could not be looked at: the object store did not answer"):
         run_job(parse_job(_job(tmp_path, manifest, proxy.endpoint)), progress=lambda line: None)
     assert DeltaTable(str(tmp_path / "out" / "videos")).version() == version
+
+
+def test_a_store_down_on_a_small_night_keeps_every_good_row(s3, ray_s3, tmp_path):
+    """Fewer videos than limits.unreachable_in_a_row, a store down when the night starts. Before: no
+    stat answered, so every ok video counted as 'source changed', was decoded, failed, and its row
+    became `timeout`: all embeddings of the output gone (exit 0)."""
+    bucket = s3.new_bucket("night")
+    video = media.write_video(tmp_path / "v.mp4", num_frames=20, fps=10, width=96, height=64).path
+    ids = ["a", "b", "c"]
+    for video_id in ids:
+        s3.client.upload_file(str(video), bucket, f"{video_id}.mp4")
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": ids, "uri": [f"s3://{bucket}/{i}.mp4" for i in ids]}), manifest)
+    proxy = FaultProxy(s3.endpoint).start()
+    try:
+        first = run_job(parse_job(_job(tmp_path, manifest, proxy.endpoint, in_a_row=32)), progress=lambda line: None)
+        assert first.summary["statuses"] == {"ok": 3}
+    finally:
+        proxy.stop()  # down from here on
+    versions = {name: DeltaTable(str(tmp_path / "out" / name)).version() for name in ("clips", "videos")}
+
+    said: list[str] = []
+    night = run_job(parse_job(_job(tmp_path, manifest, proxy.endpoint, in_a_row=32)), progress=said.append)
+    assert night.summary["changes"]["unchanged"] == 3 and night.summary["videos"] == 0, night.summary
+    warning = "WARNING: 3 videos that were ok could not be looked at (their store did not answer"
+    assert any(line.startswith(warning) for line in said), said
+    assert {name: DeltaTable(str(tmp_path / "out" / name)).version() for name in ("clips", "videos")} == versions
+    rows = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table(columns=["status"]).column("status").to_pylist()
+    assert rows == ["ok"] * 3
+

@@ -59,6 +59,8 @@ class Decision:
     changed: int = 0
     retried: int = 0
     reasons: Mapping[str, str] = field(default_factory=dict)
+    # ok videos kept (in `skip`) although their file could not be looked at tonight (UNSEEN)
+    unseen: tuple[str, ...] = ()
 
 
 def decide(
@@ -75,18 +77,23 @@ def decide(
 ) -> Decision:
     """`candidates` are (video_id, uri) of rows that passed the plan; `manifest_ids` all kept ids;
     `results` this run's ModelConfig.results_settings (None: do not compare them)."""
-    process, skip = [], []
+    process, skip, unseen = [], [], []
     new = changed = retried = 0
     reasons: dict[str, str] = {}
     for video_id, uri in candidates:
         before = prior.get(video_id)
-        reason = _why_process(before, uri, fingerprints.get(video_id), model_id, sampling_id, retry_failed)
+        fingerprint = fingerprints.get(video_id)
+        if fingerprint is None and before is not None and before.status == "ok" and video_id in fingerprints:
+            fingerprint = UNSEEN
+        reason = _why_process(before, uri, fingerprint, model_id, sampling_id, retry_failed)
         if reason is None and results is not None:
             reason = _results_change(before, results)
         if reason is None and not consistent.get(video_id, True):
             reason = "clips table does not match the videos row (an interrupted commit, or rows deleted by another tool)"
         if reason is None:
             skip.append(video_id)
+            if fingerprint == UNSEEN:
+                unseen.append(video_id)
             continue
         process.append(video_id)
         reasons[video_id] = reason
@@ -98,10 +105,16 @@ def decide(
             changed += 1
     keep = set(manifest_ids)
     removed = tuple(sorted(video_id for video_id in prior if video_id not in keep))
-    return Decision(tuple(process), tuple(skip), removed, new=new, changed=changed, retried=retried, reasons=reasons)
+    return Decision(
+        tuple(process), tuple(skip), removed, new=new, changed=changed, retried=retried, reasons=reasons, unseen=tuple(unseen)
+    )
 
 
 _SETTLED = "status:"
+# The "fingerprint" of an ok video whose file could not be looked at tonight (a store that did not
+# answer, a throttled HEAD): its row is kept, not redone. A redo would fail the same way and replace
+# a good result with a `timeout`, dropping its embeddings; if the file changed, the next run sees it.
+UNSEEN = "unseen"
 
 
 def settled_failure(status: str) -> str:
@@ -111,7 +124,9 @@ def settled_failure(status: str) -> str:
 
 def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
     if fingerprint is None:
-        return False  # could not tell: decode again
+        return False  # could not tell, and no good result to keep: decode again
+    if fingerprint == UNSEEN:
+        return True
     if fingerprint.startswith(_SETTLED):
         return before.status == fingerprint[len(_SETTLED) :]
     return before.fingerprint == fingerprint
@@ -148,6 +163,8 @@ def _why_process(
         # fingerprint to compare, so this is a retry, not a change.
         return _retry(before)
     if not _same_source(before, fingerprint):
+        if fingerprint is not None and fingerprint.startswith(_SETTLED):
+            return f"source now {fingerprint[len(_SETTLED) :]}"  # the stat found it gone, denied, ...
         return "source changed"
     differ = {"model": before.model_id != model_id, "sampling": before.sampling_id != sampling_id}
     settings = [what for what, changed in differ.items() if changed]

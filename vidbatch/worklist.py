@@ -83,7 +83,16 @@ class Worklist:
 
     def warnings(self, prior: PriorState) -> list[str]:
         """What a person should hear before a run rewrites much of an output, or cannot tell what it holds."""
-        return self._removal_warnings(prior) + _unrecorded_note(prior)
+        return self._removal_warnings(prior) + self._unseen_warnings() + _unrecorded_note(prior)
+
+    def _unseen_warnings(self) -> list[str]:
+        unseen = self.decision.unseen
+        if not unseen:
+            return []
+        return [
+            f"WARNING: {_count_videos(len(unseen))} that were ok could not be looked at (their store did not answer, or "
+            f"the stat failed), e.g. {unseen[0]!r}: their rows are kept as they are, and the next run looks again"
+        ]
 
     def _removal_warnings(self, prior: PriorState) -> list[str]:
         if not self.decision.removed:
@@ -101,6 +110,10 @@ class Worklist:
                 "by this run; check the manifest if that is not meant"
             ]
         return []
+
+
+def _count_videos(count: int) -> str:
+    return "1 video" if count == 1 else f"{count} videos"
 
 
 def _all_rows(count: int) -> str:
