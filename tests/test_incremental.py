@@ -309,16 +309,18 @@ def test_a_compaction_or_a_run_landing_while_a_run_writes_its_files_doubles_noth
     landed: list[str] = []
 
     def maintenance_while_writing(point: str) -> None:
-        if point == "files-written" and not landed:
+        # while the files are written (both tables), and between the clips and the videos commits
+        tables = {"files-written": ("clips", "videos"), "after-clips-commit": ("videos",)}.get(point, ())
+        if tables and point not in landed:
             landed.append(point)
-            for name in ("clips", "videos"):
+            for name in tables:
                 DeltaTable(str(tmp_path / "out" / name)).optimize.z_order(["video_id"])
         real_hook(point)
 
     monkeypatch.setattr(commit_module, "_fault_hook", maintenance_while_writing)
     media.write_video(lib / "b.mp4", num_frames=40, fps=10)  # b changed tonight
     second = run(tmp_path, seeded_weights)
-    assert landed and second.summary["changes"]["changed"] == 1
+    assert landed == ["files-written", "after-clips-commit"] and second.summary["changes"]["changed"] == 1
     by_id = assert_exact(tmp_path, {"a", "b", "c"})  # one row per video, each with exactly its own clips
     assert by_id["b"]["run_id"] == second.run_id and by_id["b"]["num_clips"] == 2
 
@@ -332,7 +334,8 @@ def test_a_compaction_or_a_run_landing_while_a_run_writes_its_files_doubles_noth
     monkeypatch.setattr(commit_module, "_fault_hook", another_run_while_writing)
     media.write_video(lib / "c.mp4", num_frames=40, fps=10)
     clips_version = DeltaTable(str(tmp_path / "out" / "clips")).version()
-    with pytest.raises(JobError, match=r"another run \(20261207T000000Z-other\) committed .* while this one was writing"):
+    refused = r"another run \(20261207T000000Z-other\) committed .* while this one was committing.*nothing of this run"
+    with pytest.raises(JobError, match=refused):
         run_job(parse_job(job_dict(tmp_path, seeded_weights)), progress=lambda _: None)
     assert DeltaTable(str(tmp_path / "out" / "clips")).version() == clips_version  # nothing committed
 

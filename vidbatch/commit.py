@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
 
 from vidbatch.config import StorageConfig
-from vidbatch.delta_files import RowFilter, create, fits, plain_files, prepare
+from vidbatch.delta_files import PreparedCommit, RowFilter, create, fits, plain_files, prepare
 from vidbatch.errors import JobError
 from vidbatch.parquet_stream import open_parquet, read_batches
 from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
@@ -210,14 +210,18 @@ def _commit_prepared(
         clips_spill = spill_dir / "clips.parquet"
         videos_spill = spill_dir / "videos.parquet"
         add_clips = prepare(clips_table, clips_uri, storage, add=open_parquet(clips_spill) if clips_spill.is_file() else None)
-        videos = prepare(
-            videos_table,
-            videos_uri,
-            storage,
-            add=open_parquet(videos_spill) if videos_spill.is_file() else None,
-            drop=_tombstoned([_Tombstone(video, None, _DELETE_ALL) for video in replaced]),
-            candidates=replaced,
-        )
+
+        def prepare_videos(table: DeltaTable) -> PreparedCommit:
+            return prepare(
+                table,
+                videos_uri,
+                storage,
+                add=open_parquet(videos_spill) if videos_spill.is_file() else None,
+                drop=_tombstoned([_Tombstone(video, None, _DELETE_ALL) for video in replaced]),
+                candidates=replaced,
+            )
+
+        videos = prepare_videos(videos_table)
         tidy_clips = prepare(
             clips_table, clips_uri, storage, drop=_tombstoned(superseded), candidates={t.video_id for t in superseded}
         )
@@ -238,6 +242,15 @@ def _commit_prepared(
         else "nothing of this run was committed; run it again once the output can be written"
     )
     with _step_failure(output, left):
+        # Checked again for the videos commit too: the clips commit's log write lies between.
+        for _attempt in range(_PREPARE_ATTEMPTS):
+            read = videos.table.version()
+            if not (landed := _commits_since(videos_uri, storage, read)):
+                break
+            _refuse_other_runs(output, landed, "videos", read, left=left)
+            videos = prepare_videos(DeltaTable(videos_uri, storage_options=delta_storage_options(videos_uri, storage)))
+        else:
+            raise JobError(f"the videos table of output {output!r} kept changing while this run committed; {left}")
         videos.commit(commit)
     _fault_hook("after-videos-commit")
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
@@ -253,14 +266,18 @@ def _commits_since(uri: str, storage: StorageConfig, version: int) -> list[dict[
     return table.history(limit=now - version) if now > version else []
 
 
-def _refuse_other_runs(output: str, commits: list[dict[str, Any]], table: str, read_version: int) -> None:
+_OVERLAP_NOTHING_COMMITTED = "nothing of this run was committed; run it again: it only redoes what is still needed"
+
+
+def _refuse_other_runs(
+    output: str, commits: list[dict[str, Any]], table: str, read_version: int, *, left: str = _OVERLAP_NOTHING_COMMITTED
+) -> None:
     others = [commit["vidbatch.run_id"] for commit in commits if commit.get("vidbatch.run_id")]
     if others:
         raise JobError(
-            f"another run ({others[0]}) committed to {output!r} while this one was writing its files ({table} table at "
-            f"version {read_version} then, {read_version + len(commits)} now); nothing of this run was committed. Run it "
-            "again: it only redoes what is still needed. Avoid overlapping runs of one output (e.g. a nightly schedule "
-            "shorter than a run)."
+            f"another run ({others[0]}) committed to {output!r} while this one was committing ({table} table at "
+            f"version {read_version} then, {read_version + len(commits)} now); {left}. Avoid overlapping runs of one "
+            "output (e.g. a nightly schedule shorter than a run)."
         )
 
 
