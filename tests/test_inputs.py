@@ -129,6 +129,9 @@ def test_missing_object_store_credentials_are_access_denied_not_a_transient_fail
         ("s3://bucket/what?.mp4", "s3://bucket/what?.mp4"),
         ("s3://bucket/a?b=c#d.mp4", "s3://bucket/a?b=c#d.mp4"),
         ("gs://bucket/k.mp4?generation=5", "gs://bucket/k.mp4?generation=5"),
+        # Azure: a SAS token rides in the query (redacted); container@account is no user info (kept)
+        ("az://videos/k.mp4?sv=2024&sig=s3cr3t", "az://videos/k.mp4?sv=REDACTED&sig=REDACTED"),
+        ("abfs://videos@acct.dfs.core.windows.net/k.mp4", "abfs://videos@acct.dfs.core.windows.net/k.mp4"),
         ("s3://AKIA:s3cr3t@bucket/odd@name?.mp4", "s3://REDACTED@bucket/odd@name?.mp4"),
         ("/videos/what?.mp4", "/videos/what?.mp4"),
         (None, None),

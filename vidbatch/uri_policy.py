@@ -49,8 +49,12 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
 _PLAIN_QUERY_KEYS = frozenset({"versionId", "version", "generation"})
 # Object stores whose fsspec file systems read '?' and '#' as characters of the key (s3fs splits
 # off only '?versionId='): such a uri has no query string to redact, and redacting one would
-# name a key other than the one that was read.
-_KEY_IS_THE_PATH_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"})
+# name a key other than the one that was read. (Azure's are not among them: a SAS token rides
+# in a query string there, and is redacted.)
+_KEY_IS_THE_PATH_SCHEMES = frozenset({"s3", "s3a", "memory"})
+# Azure's uris name the container before '@' (abfs://container@account.dfs.core.windows.net/x):
+# that is no user info, and is kept.
+_CONTAINER_AT_ACCOUNT_SCHEMES = frozenset({"az", "abfs", "abfss", "adl"})
 REDACTED = "REDACTED"
 
 
@@ -59,8 +63,8 @@ def redact_uri(uri: str | None) -> str | None:
 
     A manifest may hold presigned or basic-auth URLs (`https://user:pw@host/v.mp4?X-Amz-Signature=...`):
     the user info and every query value but a version id become REDACTED. A plain path, and an
-    object store's key (`s3://bucket/what?.mp4`), are written as given: '?' is a character of
-    the name there, as the file system that reads them takes it.
+    S3 key (`s3://bucket/what?.mp4`), are written as given: '?' is a character of the name there,
+    as the file system that reads them takes it.
     """
     if uri is None or "://" not in uri:
         return uri
@@ -72,7 +76,7 @@ def redact_uri(uri: str | None) -> str | None:
         return uri
     parts = urlsplit(uri)
     netloc = parts.netloc
-    if "@" in netloc:
+    if "@" in netloc and scheme_of(uri) not in _CONTAINER_AT_ACCOUNT_SCHEMES:
         netloc = f"{REDACTED}@{netloc.rsplit('@', 1)[1]}"
     query = parts.query
     if query:
