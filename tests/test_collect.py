@@ -235,3 +235,19 @@ def test_clips_after_their_video_failed_or_finished_in_the_same_batch_are_not_ta
     tally = c.close("lost")
     assert [(r["video_id"], r["clip_index"]) for r in spilled(tmp_path, "clips")] == [("done", 0)]
     assert tally.clips == 1 and tally.statuses == {"decode_error": 1, "ok": 1}
+
+
+def test_the_unreachable_run_and_the_rows_close_writes_are_counted(tmp_path):
+    """What the driver decides on: videos in a row whose store did not answer (reset by any other
+    video), and how many rows `close` wrote for videos never finished (no throughput: before, a run
+    a store outage stopped counted them as videos done per second)."""
+    c = collector(tmp_path, ["a", "b", "c", "d", "e"])
+    down = {"status": "timeout", "error_type": "unreachable", "error_message": "the object store did not answer"}
+    c.add_batch(batch({**video("a", 0), **down}, {**video("b", 0), **down}))
+    assert c.unreachable_in_a_row == 2
+    c.add_batch(batch({**video("c", 0), "status": "not_found", "error_type": "not_found"}))
+    assert c.unreachable_in_a_row == 0  # the store answered for c
+    c.add_batch(batch({**video("d", 0), **down}))
+    c.close("not done", lost_status="timeout", lost_type="unreachable")
+    assert c.lost == 1  # e: never finished, its row written by close
+

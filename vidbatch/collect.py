@@ -129,6 +129,7 @@ class Collector:
         self.failed_videos: set[str] = set()
         # Videos finished one after another whose store did not answer (error_type UNREACHABLE).
         self.unreachable_in_a_row = 0
+        self.lost = 0  # rows `close` wrote for videos the pipeline never finished
         self.tally = Tally()
         self.precisions: set[str] = set()  # the dtypes the model actors ran this run's clips in
         self.total = plan.to_process.num_rows + len(plan.refused)
@@ -244,12 +245,14 @@ class Collector:
         Such rows are transient failures (error_type `lost` / `no_progress`): the next run retries them.
         """
         lost = {"status": lost_status, "error_type": lost_type, "error_message": lost_message}
+        finished = len(self.done)
         for video_id in list(self.pending):
             entry = self.pending[video_id]
             self._finish(video_id, {**(entry.video or {"video_id": video_id}), **lost}, entry)
         for video_id in self.uris:
             if video_id not in self.done:
                 self._finish(video_id, {"video_id": video_id, **lost}, _InFlight())
+        self.lost = len(self.done) - finished
         self.clips_out.close()
         self.videos_out.close()
         self._drop_spilled_clips(self.spilled_clips & self.failed_videos)

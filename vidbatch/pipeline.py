@@ -229,7 +229,8 @@ def run_job(
             )
             timings["commit_s"] = time.monotonic() - commit_started
             wall = time.monotonic() - started
-            decoded = tally.videos - len(work.refused)  # rows written without decoding are no throughput
+            # rows written without decoding (from the plan, the stat, or for videos a stop cut off) are no throughput
+            decoded = tally.videos - len(work.refused) - collector.lost
             summary = _summary(config, run_id, weights, plan, tally, wall, versions, decoded=decoded)
             # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
             summary["model_precision"] = sorted(collector.precisions)
