@@ -57,6 +57,7 @@ def test_a_name_yaml_reads_as_a_number_is_kept_as_written(tmp_path, written):
     """YAML 1.1 read `name: 0123` as octal: the run was named '83'."""
     job = load_job(write(tmp_path, f"name: {written}\nmanifest: m.parquet\noutput: out\n"))
     assert job.name == written
+    assert load_job(write(tmp_path, BASE), [f"name={written}"]).name == written  # and on the command line
 
 
 def test_missing_job_file(tmp_path):

@@ -332,6 +332,9 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise JobError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a section")
         node = child
+    if parts == ["name"]:  # a label, kept as written (see _name_as_written)
+        node["name"] = text
+        return
     # YAML parsing gives "2" -> 2, "true" -> True, "[a, b]" -> list, like the job file would.
     try:
         node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
