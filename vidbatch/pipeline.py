@@ -184,8 +184,8 @@ def run_job(
             in_a_row = config.limits.unreachable_in_a_row
             say(
                 f"{in_a_row} videos in a row could not be read: their object store or server did not answer "
-                f"(limits.unreachable_in_a_row={in_a_row}). The run stops and commits what is done; "
-                "check the store, then run again: it retries every video not done"
+                f"(limits.unreachable_in_a_row={in_a_row}). The run stops and commits what is done, if its output "
+                "can be written; check the store, then run again: it retries every video not done"
             )
             tally = collector.close(
                 f"not done: the run stopped after {in_a_row} videos in a row found their store not answering; "
