@@ -126,23 +126,28 @@ def test_uniform_sampling_of_a_matroska_file_spreads_over_its_picture_not_its_lo
     assert [media.read_frame_index(f) for c in clips for f in c.frames] == [0, 5, 10, 15, 20, 25, 30, 35]
 
 
-def test_frames_whose_times_go_back_are_refused_not_sampled_wrong(tmp_path):
-    """H.264 with B-frames in AVI: AVI stores no presentation times for reordered frames, so each frame
-    came out with another's time. Before: `ok`, with painted frames [0, 0, 0, 2, 4, 4, 6, 6, ...] at fps 10
-    and frame_pts_s going back inside a clip."""
+def _painted(path, codec, width, height, pix_fmt, options=None):
+    """30 painted frames at 10 fps with an encoder or container media.write_video does not offer."""
     from fractions import Fraction
 
     import av
 
-    path = tmp_path / "bframes.avi"
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=10, options={"x264-params": "bframes=3:b-pyramid=normal"})
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        stream = out.add_stream(codec, rate=10, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         for index in range(30):
-            frame = av.VideoFrame.from_ndarray(media.paint_frame(index, 64, 64), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(media.paint_frame(index, width, height), format="rgb24")
             frame.pts, frame.time_base = index, Fraction(1, 10)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+    return path
+
+
+def test_frames_whose_times_go_back_are_refused_not_sampled_wrong(tmp_path):
+    """H.264 with B-frames in AVI: AVI stores no presentation times for reordered frames, so each frame
+    came out with another's time. Before: `ok`, with painted frames [0, 0, 0, 2, 4, 4, 6, 6, ...] at fps 10
+    and frame_pts_s going back inside a clip."""
+    path = _painted(tmp_path / "bframes.avi", "libx264", 64, 64, "yuv420p", {"x264-params": "bframes=3:b-pyramid=normal"})
     for mode in ("fps", "uniform"):
         with pytest.raises(VideoError) as raised:
             sample(path, mode=mode, fps=10.0, num_frames=30, clip_len_s=2.0)
@@ -157,19 +162,9 @@ def test_frames_whose_times_go_back_are_refused_not_sampled_wrong(tmp_path):
 def test_keyframes_follow_the_file_s_key_packets_when_the_decoder_does_not_flag_its_frames(tmp_path):
     """FFmpeg's QuickTime Animation (qtrle) decoder never sets a frame's key flag. Before: decode_error
     'no key frame could be decoded; the video stream is damaged', for a file fps sampling reads fine."""
-    from fractions import Fraction
-
     import av
 
-    path = tmp_path / "animation.mov"
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("qtrle", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "rgb24"
-        for index in range(30):
-            frame = av.VideoFrame.from_ndarray(media.paint_frame(index, 64, 48), format="rgb24")
-            frame.pts, frame.time_base = index, Fraction(1, 10)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+    path = _painted(tmp_path / "animation.mov", "qtrle", 64, 48, "rgb24")
     with av.open(str(path)) as container:
         keys = [float(p.pts * p.time_base) for p in container.demux(video=0) if p.size and p.is_keyframe]
     _, clips = sample(path, mode="keyframes", clip_len_s=10.0)

@@ -334,7 +334,7 @@ def test_a_compaction_or_a_run_landing_while_a_run_writes_its_files_doubles_noth
     monkeypatch.setattr(commit_module, "_fault_hook", another_run_while_writing)
     media.write_video(lib / "c.mp4", num_frames=40, fps=10)
     clips_version = DeltaTable(str(tmp_path / "out" / "clips")).version()
-    refused = r"another run \(20261207T000000Z-other\) committed .* while this one was committing.*nothing of this run"
+    refused = r"another run \(20261207T000000Z-other\) committed .* while this one was writing its files.*nothing of this run"
     with pytest.raises(JobError, match=refused):
         run_job(parse_job(job_dict(tmp_path, seeded_weights)), progress=lambda _: None)
     assert DeltaTable(str(tmp_path / "out" / "clips")).version() == clips_version  # nothing committed

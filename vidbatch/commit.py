@@ -107,7 +107,8 @@ def commit_tables(
             )
             return _versions(output, clips_uri, videos_uri, storage)
         except _TablesMoved as moved:
-            _refuse_other_runs(output, moved.commits, moved.table, moved.read_version)
+            versions = f"{moved.table} table at version {moved.read_version} then, {moved.read_version + len(moved.commits)} now"
+            _refuse_other_runs(output, moved.commits, during=f"writing its files ({versions})")
             # Maintenance (a compaction, z-order, a delete by hand) landed while this run wrote its files,
             # which were prepared against the files it replaced: prepare them again against it. The
             # files written for the first try are in no commit (vacuum removes them).
@@ -247,7 +248,9 @@ def _commit_prepared(
             read = videos.table.version()
             if not (landed := _commits_since(videos_uri, storage, read)):
                 break
-            _refuse_other_runs(output, landed, "videos", read, left=left)
+            _refuse_other_runs(
+                output, landed, during=f"committing (videos table at version {read} then, {read + len(landed)} now)", left=left
+            )
             videos = prepare_videos(DeltaTable(videos_uri, storage_options=delta_storage_options(videos_uri, storage)))
         else:
             raise JobError(f"the videos table of output {output!r} kept changing while this run committed; {left}")
@@ -270,14 +273,14 @@ _OVERLAP_NOTHING_COMMITTED = "nothing of this run was committed; run it again: i
 
 
 def _refuse_other_runs(
-    output: str, commits: list[dict[str, Any]], table: str, read_version: int, *, left: str = _OVERLAP_NOTHING_COMMITTED
+    output: str, commits: list[dict[str, Any]], *, during: str, left: str = _OVERLAP_NOTHING_COMMITTED
 ) -> None:
+    """JobError when one of `commits` (history entries) is another run's."""
     others = [commit["vidbatch.run_id"] for commit in commits if commit.get("vidbatch.run_id")]
     if others:
         raise JobError(
-            f"another run ({others[0]}) committed to {output!r} while this one was committing ({table} table at "
-            f"version {read_version} then, {read_version + len(commits)} now); {left}. Avoid overlapping runs of one "
-            "output (e.g. a nightly schedule shorter than a run)."
+            f"another run ({others[0]}) committed to {output!r} while this one was {during}; {left}. Avoid overlapping "
+            "runs of one output (e.g. a nightly schedule shorter than a run)."
         )
 
 
@@ -311,14 +314,8 @@ def _check_no_run_committed_since(output: str, videos_uri: str, planned_at: int 
     if planned_at is not None and now == planned_at:
         return
     since = table.history(limit=now - planned_at) if planned_at is not None else table.history()
-    others = [commit["vidbatch.run_id"] for commit in since if commit.get("vidbatch.run_id")]
-    if others:
-        raise JobError(
-            f"another run ({others[0]}) committed to {output!r} while this one was running (videos table at "
-            f"version {'none' if planned_at is None else planned_at} when this run started, {now} now); nothing of "
-            "this run was committed. Run it again: it only redoes what is still needed. Avoid overlapping runs of "
-            "one output (e.g. a nightly schedule shorter than a run)."
-        )
+    started_at = "none" if planned_at is None else planned_at
+    _refuse_other_runs(output, since, during=f"running (videos table at version {started_at} when this run started, {now} now)")
 
 
 # What a tombstone deletes among the target rows of its video_id.
