@@ -241,6 +241,8 @@ def test_sandbox_contains_hang_crash_and_runaway_memory(sandbox, library, monkey
         assert "each run tries it again" in row["error_message"]
     if fault == "decode-killed":
         assert "damaged" not in row["error_message"] and "out-of-memory" in row["error_message"]
+    if fault == "decode-oom":  # a limit's row says how to get the video processed
+        assert "limits.decode_memory_mb=1024" in row["error_message"] and "--retry-failed" in row["error_message"]
     # the next video decodes normally in a fresh sandbox
     assert final_row(decoder, "next", str(library["h264"].path))["status"] == "ok"
 

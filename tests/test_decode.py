@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vidbatch.config import LimitsConfig, SamplingConfig
-from vidbatch.decode import iter_clips, open_video
+from vidbatch.decode import StreamFacts, iter_clips, open_video
 from vidbatch.errors import VideoError
 from vidbatch.preprocess import PreprocessSpec
 
@@ -152,11 +152,80 @@ def test_frames_whose_times_go_back_are_refused_not_sampled_wrong(tmp_path):
         with pytest.raises(VideoError) as raised:
             sample(path, mode=mode, fps=10.0, num_frames=30, clip_len_s=2.0)
         assert raised.value.status == "decode_error" and "the frames' times go back" in raised.value.message
-        assert "re-encode it to MP4" in raised.value.message
+        assert "re-encode it to MP4" in raised.value.message and "reordered frames" in raised.value.message
     # An AVI whose frames are not reordered (MPEG-4 part 2 as write_video makes it) reads as before.
     ordered = media.write_video(tmp_path / "mpeg4.avi", num_frames=30, fps=10)
     _, clips = sample(ordered.path, mode="fps", fps=10.0, clip_len_s=2.0)
     assert [media.read_frame_index(f) for c in clips for f in c.frames] == list(range(30))
+
+
+def test_joined_recordings_whose_times_start_again_are_refused_in_every_mode_that_sees_it(tmp_path):
+    """Two MPEG-TS recordings joined end to end (`cat a.ts b.ts`). keyframes wrote clip indexes
+    0,1,2,0,1,2, which the collector took for a result lost in the pipeline: `rerun the job`, retried
+    every night as 'not the file's doing'. fps blamed reordered frames and showed an AVI command."""
+    one = _painted(tmp_path / "one.ts", "mpeg2video", 64, 64, "yuv420p", {"g": "10"})
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(one.read_bytes() * 2)
+    for mode in ("fps", "keyframes"):
+        with pytest.raises(VideoError) as raised:
+            sample(joined, mode=mode, fps=1.0, clip_len_s=1.0)
+        assert raised.value.status == "decode_error", mode
+        assert "times go back" in raised.value.message and "join recordings" in raised.value.message
+        assert "in.avi" not in raised.value.message
+
+
+def _with_stated_length(path, real_s: float, stated_s: float):
+    """A copy of a Matroska file whose Segment Duration and track DURATION tag say `stated_s`
+    (a tool that cut or joined the file and kept the old header)."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89")  # the Segment's Duration element
+    assert at > 0
+    size, value = data[at + 2] & 0x7F, at + 3
+    form = ">d" if size == 8 else ">f"
+    old = struct.unpack(form, data[value : value + size])[0]
+    data[value : value + size] = struct.pack(form, old * stated_s / real_s)
+    tag = data.find(b"00:00:0%d.000000000" % real_s)
+    assert tag > 0
+    data[tag : tag + 18] = b"00:%02d:%02d.000000000" % divmod(int(stated_s), 60)
+    out = path.with_name(f"stated{stated_s:g}{path.suffix}")
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("stated_s", [80.0, 1.0])
+def test_uniform_spreads_over_the_frames_a_file_holds_not_a_header_that_lies(tmp_path, stated_s):
+    """A header saying 80 s over 4 s of frames gave 1 of 8 frames (`ok`); one saying 1 s gave all 8
+    from the first second and never looked at the rest."""
+    video = media.write_video(tmp_path / "real.mkv", num_frames=40, fps=10, width=64, height=64)
+    lying = _with_stated_length(video.path, 4.0, stated_s)
+    with open_video(str(lying), limits=LimitsConfig()) as (_, _, info):
+        assert info.duration_s == pytest.approx(stated_s)  # the header is what FFmpeg reports
+    facts = StreamFacts()
+    with open_video(str(lying), limits=LimitsConfig()) as (container, stream, info):
+        sampling = SamplingConfig(mode="uniform", num_frames=8, clip_len_s=2.0)
+        clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC, stream_facts=facts))
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [0, 5, 10, 15, 20, 25, 30, 35]
+    assert facts.end_s == pytest.approx(4.0)
+    assert clips[-1].end_s == pytest.approx(4.0)
+
+
+def test_uniform_spreads_over_a_vfr_mp4_with_b_frames_whole_length(tmp_path):
+    """FFmpeg's duration of this file is its decode times' span, 2.86 s of the ~5.5 s shown: uniform
+    took its 8 frames from the first half (frames 2.61, 4.0 and 5.5 never looked at)."""
+    pts = [0, 0.1, 0.15, 0.9, 1.0, 2.5, 2.6, 2.61, 4.0, 5.5]
+    video = media.write_video(tmp_path / "vfr.mp4", num_frames=len(pts), fps=10, width=64, height=64, pts_s=pts)
+    with open_video(str(video.path), limits=LimitsConfig()) as (_, _, info):
+        if info.duration_s > 5.0:
+            pytest.skip("this FFmpeg reports the whole length; nothing to correct")
+    facts = StreamFacts()
+    with open_video(str(video.path), limits=LimitsConfig()) as (container, stream, info):
+        sampling = SamplingConfig(mode="uniform", num_frames=8, clip_len_s=10.0)
+        clips = list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC, stream_facts=facts))
+    assert facts.end_s == pytest.approx(end_of_last_frame(video)) and facts.end_s > 5.5
+    targets = [i * facts.end_s / 8 for i in range(8)]
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == expected_on_screen(video, targets)
 
 
 def test_keyframes_follow_the_file_s_key_packets_when_the_decoder_does_not_flag_its_frames(tmp_path):

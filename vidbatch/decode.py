@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 import av
@@ -22,7 +22,7 @@ import av.error
 import numpy as np
 
 from vidbatch.config import LimitsConfig, SamplingConfig
-from vidbatch.errors import VideoError
+from vidbatch.errors import RAISE_LIMIT, VideoError
 from vidbatch.media_kinds import MATROSKA_HEAD_BYTES, cut_short_iso, matroska_stated_end, read_head, sniff
 from vidbatch.orientation import Orientation, frame_orientation
 from vidbatch.preprocess import PreprocessSpec, to_model_input
@@ -149,6 +149,8 @@ def iter_clips(
     if sampling.mode == "keyframes":
         samples = _keyframe_samples(container, stream, info, deadline, facts, guard=guard)
     else:
+        if sampling.mode == "uniform":
+            info = _uniform_span(container, stream, info, facts, guard=guard)
         samples = _targeted_samples(container, stream, info, sampling, deadline, stream_facts=facts, guard=guard)
     yield from _group(samples, info, sampling.clip_len_s, spec, facts)
 
@@ -156,7 +158,6 @@ def iter_clips(
 # What a person can do, said at the end of each per-video message.
 _NOT_MEDIA = "check that it is a video and re-upload it if it was cut short"
 _DAMAGED = "the file may be damaged: re-upload or re-encode it"
-RAISE_LIMIT = "raise it and rerun with --retry-failed to process this video"  # a limit's row is a permanent failure
 
 
 @dataclass(frozen=True)
@@ -238,13 +239,15 @@ def _targeted_samples(
 def _times_go_back(container: Any, at_s: float, after_s: float) -> VideoError:
     """Frames come out of the decoder in the order they are shown, so their times must not go back.
     They do when the container stores no presentation times for reordered frames (H.264 with
-    B-frames in AVI: each frame then carries another frame's time): sampling would pick the wrong
-    frames and say `ok`."""
+    B-frames in AVI: each frame then carries another frame's time), and when recordings are joined
+    end to end and the second one's times start again (`cat a.ts b.ts`): sampling would pick the
+    wrong frames, or write clip windows twice, and say `ok`. It is the file's doing, every night."""
     return VideoError(
         "decode_error",
         f"the frames' times go back (a frame at {at_s:.3f}s came after one at {after_s:.3f}s), so which frame is "
-        f"shown when cannot be told; the {container.format.name} container may not store the times of reordered "
-        "frames: re-encode it to MP4 (e.g. `ffmpeg -i in.avi -c:v libx264 out.mp4`)",
+        "shown when cannot be told: the file may join recordings whose times start again, or its "
+        f"{container.format.name} container may not store the times of reordered frames; re-encode it to MP4 "
+        "(e.g. `ffmpeg -i <file> -c:v libx264 out.mp4`)",
     )
 
 
@@ -494,6 +497,7 @@ def _keyframe_samples(
     guard: FrameLimits | None = None,
 ) -> Iterator[tuple[float, float, Any]]:
     any_frame = False
+    last_pts = -math.inf
     packets = _PacketTally(default_duration_s=_nominal_frame_s(info))
     for frame in _decoded_key_frames(container, stream, deadline, packets=packets):
         # A frame of a key packet decoded alone is a key frame, whatever its own flag says (FFmpeg's
@@ -501,6 +505,9 @@ def _keyframe_samples(
         pts = _frame_time(frame, stream)
         if pts is None:
             continue
+        if pts < last_pts - _EPS_S:
+            raise _times_go_back(container, pts - info.start_s, last_pts - info.start_s)
+        last_pts = pts
         if guard is not None:
             guard.check(pts, frame)
         any_frame = True
@@ -794,6 +801,49 @@ def _duration_by_demuxing(container: Any, stream: Any, start: float) -> float:
             end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
     container.seek(0)
     return end - start
+
+
+def _uniform_span(
+    container: Any, stream: Any, info: VideoInfo, facts: StreamFacts, *, guard: FrameLimits | None = None
+) -> VideoInfo:
+    """`info` with the length uniform sampling spreads over: where the stream's packets really end.
+
+    Uniform needs the length before it decodes, and headers can be wrong: a Matroska Duration
+    written by a tool that cut the file (80 s stated, 4 s of frames: 1 of 8 frames sampled, `ok`),
+    one stating less than the file holds (every frame from the first second), or FFmpeg's duration
+    of a VFR MP4 with B-frames, which is its decode times' span (2.9 s of 5.6 s: the second half
+    never sampled). In an indexed container a seek to the key frame before the stated end and a
+    read of the packets from there (no decoding) finds the real end for the cost of about one GOP,
+    which the last target usually reads anyway; then the reader starts again from the beginning.
+    A length within two frames or 1% of the header's keeps the header's, so targets of a file that
+    tells the truth do not move. Other containers (MPEG-TS, AVI) have no index to seek by cheaply
+    and keep the header's length.
+    """
+    tb = stream.time_base
+    if not _indexed_container(container) or not tb:
+        return info
+    tally = _PacketTally(default_duration_s=_nominal_frame_s(info))
+    stated_end = info.start_s + info.duration_s
+    try:
+        container.seek(math.floor(stated_end / tb), stream=stream, backward=True, any_frame=False)
+        for packet in container.demux(stream):
+            tally.note(packet)
+    except av.error.FFmpegError:
+        tally = _PacketTally(default_duration_s=0.0)  # no usable answer: decoding finds what is wrong
+    try:
+        container.seek(0)
+    except av.error.FFmpegError as exc:
+        raise VideoError("decode_error", f"seeking back to the start failed ({_short(exc)}); {_DAMAGED}") from exc
+    end = tally.end_s
+    if end is None or end <= info.start_s:
+        return info  # the seek landed on nothing shown: the header is all there is to go by
+    if guard is not None and tally.latest_pts_s is not None:
+        guard.check_time(tally.latest_pts_s)
+    facts.end_s = end
+    tolerance = max(2 * _nominal_frame_s(info), 0.01 * info.duration_s)
+    if abs(end - stated_end) <= tolerance:
+        return info
+    return replace(info, duration_s=end - info.start_s)
 
 
 def _head_in_place(source: str | IO[bytes], size: int) -> bytes:

@@ -32,6 +32,15 @@ STATUSES: tuple[str, ...] = get_args(Status)
 UNREACHABLE = "unreachable"
 
 
+# What a person can do about a row a limit refused, said at the end of its message: such a row is a
+# permanent failure, decoded again only when asked.
+RAISE_LIMIT = "raise it and rerun with --retry-failed to process this video"
+
+
+def out_of_memory_message(decode_memory_mb: int) -> str:
+    return f"decoding needed more memory than limits.decode_memory_mb={decode_memory_mb}; {RAISE_LIMIT}"
+
+
 class JobError(Exception):
     """The job cannot run as configured; the message says what to change."""
 

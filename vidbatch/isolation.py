@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from vidbatch.errors import Status
+from vidbatch.errors import Status, out_of_memory_message
 from vidbatch.video_task import DecodeSettings, decode_video, failure_table
 
 _HEADER = struct.Struct("!Q")
@@ -85,7 +85,7 @@ class IsolatedDecoder:
                     uri,
                     "too_large",
                     "MemoryError",
-                    f"decoding needed more memory than limits.decode_memory_mb={limits.decode_memory_mb}",
+                    out_of_memory_message(limits.decode_memory_mb),
                 )
             elif reason == "signal SIGKILL":
                 # Not a crash of the decoder: something outside killed it, most often the kernel's

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from vidbatch.config import LimitsConfig, SamplingConfig, StorageConfig
-from vidbatch.errors import Status, VideoError
+from vidbatch.errors import RAISE_LIMIT, Status, VideoError, out_of_memory_message
 from vidbatch.preprocess import PreprocessSpec
 from vidbatch.schema import VIDEOS
 
@@ -58,7 +58,7 @@ class DecodeSettings:
 
 
 def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
-    from vidbatch.decode import RAISE_LIMIT, Deadline, StreamFacts, iter_clips, open_video
+    from vidbatch.decode import Deadline, StreamFacts, iter_clips, open_video
     from vidbatch.storage import open_source, source_fingerprint, stat_video
 
     limits = settings.limits
@@ -119,7 +119,7 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
         video.update(
             status="too_large",
             error_type="MemoryError",
-            error_message=f"decoding needed more memory than limits.decode_memory_mb={limits.decode_memory_mb}",
+            error_message=out_of_memory_message(limits.decode_memory_mb),
         )
     except Exception as exc:  # a bug or an unexpected library error: still only this row
         log.exception("unexpected error decoding %s", video_id)
