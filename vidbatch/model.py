@@ -541,7 +541,11 @@ class ResNetRunner:
             self.dtype = pick_dtype(precision, self.device)
             state_dict = torch.load(io.BytesIO(state_dict_bytes), map_location="cpu", weights_only=True)
             model = _assemble(arch, state_dict)
-            self.fc = model.fc.eval().to(self.device)
+            # The classifier in float64: a float32 matmul's rounding depends on the batch's size (the
+            # library blocks it differently), which is how many frames happened to arrive together,
+            # so label scores of the same frame differed by ~3e-7 between runs. In float64 the
+            # difference is ~1e-16 and rounding to float32 hides it. One small matmul per batch.
+            self.fc = model.fc.eval().to(self.device, torch.float64)
             model.fc = torch.nn.Identity()  # the backbone now returns the pooled feature (fc's input)
             backbone: torch.nn.Module = _fold_batchnorm(model.eval())
             # Reduced precision as weights cast once, not autocast: in inference autocast casts every
@@ -632,8 +636,8 @@ class ResNetRunner:
         x = chunk.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         x = ((x - self.mean) / self.std).to(self.dtype).contiguous(memory_format=torch.channels_last)
         pooled = self.backbone(x).float()
-        logits = self.fc(pooled)  # fp32: the classifier is one small matmul
-        return pooled[:n], torch.softmax(logits[:n], dim=1)
+        logits = self.fc(pooled.double())  # float64, see build()
+        return pooled[:n], torch.softmax(logits[:n], dim=1).float()
 
 
 def _fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
