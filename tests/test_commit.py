@@ -61,6 +61,35 @@ def test_commits_without_a_run_such_as_compaction_do_not_stop_a_run(tmp_path):
     assert ids == ["a", "b", "c"]
 
 
+def test_each_videos_version_names_the_clips_version_that_holds_its_clips(tmp_path):
+    """The tables' version numbers drift apart (clips gets up to two commits a run, videos one), so
+    clips at the videos version's number paired a run's videos with another run's clips. Each videos
+    commit names its clips version: there, every ok row has exactly its own clips."""
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)  # a first run: both tables created
+    run(out, tmp_path / "s2", "r2", "a", planned_at=0, clip_video_ids={"a"})  # a redone: its old clip removed after
+    run(out, tmp_path / "s3", "r3", "b", planned_at=1)
+    videos = DeltaTable(str(out / "videos"))
+    pairs = {}
+    for commit in videos.history():
+        if commit.get("vidbatch.run_id"):
+            pairs[commit["version"]] = int(commit["vidbatch.clips_version"])
+    assert sorted(pairs) == [0, 1, 2] and pairs != {v: v for v in pairs}  # the numbers differ
+    for version, clips_version in pairs.items():
+        rows = DeltaTable(str(out / "videos"), version=version).to_pyarrow_table().to_pylist()
+        clips = DeltaTable(str(out / "clips"), version=clips_version).to_pyarrow_table().to_pylist()
+        for row in rows:
+            own = [c for c in clips if (c["video_id"], c["run_id"]) == (row["video_id"], row["run_id"])]
+            assert len(own) == row["num_clips"] == 1, (version, clips_version, row["video_id"])
+    # `vidbatch history` shows the pair (its clips_v column)
+    from vidbatch.history import format_runs, runs
+
+    entries = runs(str(out), StorageConfig())
+    assert {e["version"]: e["clips_version"] for e in entries} == pairs
+    header, newest = format_runs(entries).splitlines()[:2]
+    assert "clips_v" in header and newest.split()[2:4] == ["2", str(pairs[2])]
+
+
 def test_a_table_s_check_constraints_hold_for_vidbatch_s_commits_too(tmp_path):
     """Before: the run's commits only added and removed files, so a row the table's CHECK constraint
     forbids was committed (deltalake's own writers refuse it)."""

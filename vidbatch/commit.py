@@ -134,7 +134,8 @@ def commit_tables(
         else _NOTHING_COMMITTED
     )
     with _step_failure(output, left):
-        _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], commit, storage)
+        paired = _naming_clips_version(commit, clips_uri, storage)
+        _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], paired, storage)
     _fault_hook("after-videos-commit")
     had_clips = sorted(replace_ids & set(clip_video_ids))
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
@@ -254,12 +255,29 @@ def _commit_prepared(
             videos = prepare_videos(DeltaTable(videos_uri, storage_options=delta_storage_options(videos_uri, storage)))
         else:
             raise JobError(f"the videos table of output {output!r} kept changing while this run committed; {left}")
-        videos.commit(commit)
+        videos.commit(_naming_clips_version(commit, clips_uri, storage))
     _fault_hook("after-videos-commit")
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
         # Only this run's own clips commit may have landed since the tidy files were prepared.
         if len(_commits_since(clips_uri, storage, clips_read)) <= (0 if add_clips.empty else 1):
             tidy_clips.commit(tidy)
+
+
+def _naming_clips_version(commit: CommitProperties, clips_uri: str, storage: StorageConfig) -> CommitProperties:
+    """The videos commit's properties with `vidbatch.clips_version`: the clips table's version now, after
+    this run's clips landed and before the clips it replaced are removed. That version holds every clip
+    this videos version's rows refer to (each by its (video_id, run_id)), so a reader can take the two
+    tables as of one run; the tables' version numbers themselves drift apart (clips gets up to two
+    commits a run, videos one)."""
+    options = delta_storage_options(clips_uri, storage)
+    if not DeltaTable.is_deltatable(clips_uri, storage_options=options):
+        return commit  # no clip was ever written
+    version = DeltaTable(clips_uri, storage_options=options).version()
+    return CommitProperties(custom_metadata={**(commit.custom_metadata or {}), CLIPS_VERSION_KEY: str(version)})
+
+
+# The videos commit's metadata key naming the clips table's version that goes with it.
+CLIPS_VERSION_KEY = "vidbatch.clips_version"
 
 
 def _commits_since(uri: str, storage: StorageConfig, version: int) -> list[dict[str, Any]]:

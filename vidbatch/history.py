@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from deltalake import DeltaTable
 
+from vidbatch.commit import CLIPS_VERSION_KEY
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.state import open_table
@@ -46,9 +47,12 @@ def runs(output: str, storage: StorageConfig, *, last: int | None = None) -> lis
     for entry in committed:
         # The commit records the wall time up to the commit; the run's summary (and what the run
         # printed) the whole run, commit included: the run's own figure is the one to show.
-        wall = (summaries.get(entry["run_id"]) or {}).get("wall_time_s")
+        summary = summaries.get(entry["run_id"]) or {}
+        wall = summary.get("wall_time_s")
         if isinstance(wall, (int, float)):
             entry["wall_time_s"] = float(wall)
+        if entry["clips_version"] is None:  # committed before commits named it: the summary's (after its tidy)
+            entry["clips_version"] = (summary.get("table_versions") or {}).get("clips")
     ids = {entry["run_id"] for entry in committed}
     from_summaries = [_summary_entry(summary, run_id) for run_id, summary in summaries.items() if run_id not in ids]
     newest_first = sorted([*committed, *from_summaries], key=_time_and_run, reverse=True)
@@ -76,6 +80,7 @@ def _committed_runs(table: DeltaTable, last: int | None = None) -> list[dict[str
                 "tidied_only": False,
                 "time": time,
                 "version": commit.get("version"),
+                "clips_version": _int_or_none(commit.get(CLIPS_VERSION_KEY)),
                 "committed_at": time,
                 "statuses": _json(commit.get("vidbatch.statuses")),
                 "changes": _json(commit.get("vidbatch.changes")),
@@ -139,12 +144,14 @@ def _summary_entry(summary: dict[str, Any], run_id: str) -> dict[str, Any]:
     # A summary that changed the tables has no commit left in the log (expired and cleaned up):
     # the version its run left the videos table at still says which commit it was.
     tidy = tidied_only(summary)
-    version = (summary.get("table_versions") or {}).get("videos") if changed_tables(summary) and not tidy else None
+    versions = summary.get("table_versions") or {}
+    version = versions.get("videos") if changed_tables(summary) and not tidy else None
     return {
         "tidied_only": tidy,
         "run_id": summary.get("run_id") or run_id,
         "time": summary.get("finished_at"),
         "version": version,
+        "clips_version": versions.get("clips") if version is not None else None,
         "committed_at": None,
         "statuses": summary.get("statuses"),
         "changes": summary.get("changes"),
@@ -152,6 +159,13 @@ def _summary_entry(summary: dict[str, Any], run_id: str) -> dict[str, Any]:
         "wall_time_s": float(summary.get("wall_time_s") or 0.0),
         "model_id": summary.get("model_id"),
     }
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _time_and_run(entry: dict[str, Any]) -> tuple[datetime, str]:
@@ -165,11 +179,13 @@ def _time_and_run(entry: dict[str, Any]) -> tuple[datetime, str]:
 
 
 def format_runs(entries: list[dict[str, Any]]) -> str:
-    """One line per run. `chg` counts changed files only; `retry` the failures redone (e.g. --retry-failed);
-    `upd` the kept rows rewritten, not decoded, for changed manifest columns (a relabelling night's only change)."""
+    """One line per run. `version` is the videos table's version the run committed, `clips_v` the clips
+    table's version that goes with it (the two numbers drift apart); `chg` counts changed files only;
+    `retry` the failures redone (e.g. --retry-failed); `upd` the kept rows rewritten, not decoded, for
+    changed manifest columns (a relabelling night's only change)."""
     lines = [
-        f"{'time (UTC)':29} {'run_id':24} {'version':>9} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} {'same':>6} "
-        f"{'upd':>5} {'clips':>7} {'wall_s':>8}  statuses"
+        f"{'time (UTC)':29} {'run_id':24} {'version':>9} {'clips_v':>7} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} "
+        f"{'same':>6} {'upd':>5} {'clips':>7} {'wall_s':>8}  statuses"
     ]
     for e in entries:
         c = e["changes"] or {}
@@ -179,12 +195,17 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
             count = c.get("leftovers_removed", 0)
             statuses = f"removed the clips of {count} video{'' if count == 1 else 's'} killed runs left"
         lines.append(
-            f"{e['time'] or '?':29} {e['run_id']:24} {version:>9} {c.get('new', 0):>5} {c.get('changed', 0):>5} "
+            f"{e['time'] or '?':29} {e['run_id']:24} {version:>9} {_or_dash(e.get('clips_version')):>7} "
+            f"{c.get('new', 0):>5} {c.get('changed', 0):>5} "
             f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {c.get('refreshed', 0):>5} "
             f"{e['clips']:>7} "
             f"{e['wall_time_s']:>8.1f}  {statuses}"
         )
     return "\n".join(lines)
+
+
+def _or_dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def vacuum(output: str, storage: StorageConfig, *, retention_hours: int, dry_run: bool) -> dict[str, list[str]]:
