@@ -9,16 +9,22 @@ import sys
 
 import pytest
 
-from vidbatch.driver_env import ARROW_POOL_VARIABLE, MMAP_THRESHOLD_VARIABLE, set_driver_allocator, set_driver_environment
+from vidbatch.driver_env import (
+    ARROW_POOL_VARIABLE,
+    MMAP_THRESHOLD_VARIABLE,
+    RAY_FAILURE_HANDLERS_OFF,
+    set_driver_allocator,
+    set_driver_environment,
+)
 
 
 def test_the_system_allocator_is_the_default_and_a_pool_already_named_is_kept():
     environ: dict[str, str] = {}
     set_driver_environment(environ)
-    assert environ == {ARROW_POOL_VARIABLE: "system"}
-    named = {ARROW_POOL_VARIABLE: "jemalloc"}
+    assert environ == {ARROW_POOL_VARIABLE: "system", RAY_FAILURE_HANDLERS_OFF: "1"}
+    named = {ARROW_POOL_VARIABLE: "jemalloc", RAY_FAILURE_HANDLERS_OFF: "0"}
     set_driver_environment(named)
-    assert named == {ARROW_POOL_VARIABLE: "jemalloc"}
+    assert named == {ARROW_POOL_VARIABLE: "jemalloc", RAY_FAILURE_HANDLERS_OFF: "0"}  # what the environment says is kept
 
 
 # The console script's main() replaced by one that reports the pool Arrow allocates from: what every

@@ -104,3 +104,44 @@ def test_a_local_ray_keeps_no_idle_workers_where_a_plain_one_does():
     plain, ours = (int(n) for n in proc.stdout.split()[-2:])
     assert plain >= 1  # the control: Ray as it comes prestarts workers and keeps them idle
     assert ours == 0
+
+
+_TERMINATED_WHILE_LEAVING = textwrap.dedent(
+    """
+    import signal, sys
+    from vidbatch import cli
+    from vidbatch.driver_env import set_driver_environment
+
+    set_driver_environment()  # as cli.entry does, before Ray is imported
+    from vidbatch import pipeline
+
+    pipeline._ensure_ray(None)  # the local Ray a run starts
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as cli._leave's first step: the outcome is decided
+    print("leaving", flush=True)
+    cli._leave(0)  # ray.shutdown(), then exit 0
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_a_finished_run_stops_its_ray_does_not_change_its_exit_status():
+    """ray.shutdown set SIGTERM back to its default action a quarter of a second in (Ray's C++ logging
+    uninstalls its failure signal handlers), so a SIGTERM in the rest of the teardown killed a run
+    that had committed: exit -15 instead of 0."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DISABLE_FAILURE_SIGNAL_HANDLER")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TERMINATED_WHILE_LEAVING], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "leaving", proc.stderr
+    deadline = time.monotonic() + 60
+    sent = 0
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGTERM)  # a stop that keeps coming while Ray shuts down
+        sent += 1
+        time.sleep(0.02)
+    _, err = proc.communicate(timeout=60)
+    assert sent >= 10  # the teardown took a while, and was hit all along
+    assert proc.returncode == 0, err[-2000:]

@@ -27,6 +27,16 @@ def set_driver_environment(environ: MutableMapping[str, str] = os.environ) -> No
     (the fps job's pipeline: 41.3-41.4 s with it against 41.8-43.3 s without, interleaved).
     """
     environ.setdefault(ARROW_POOL_VARIABLE, "system")
+    # Ray's C++ logging installs failure signal handlers in the driver at ray.init, and ray.shutdown
+    # uninstalls them by setting SIGSEGV, ..., and SIGTERM back to their default action: a SIGTERM in
+    # the second or two of cli._leave's teardown (which ignores it: the outcome is decided) killed a
+    # run that had committed (exit -15, a night reported as failed). Ray reads this when it is
+    # imported. Native crashes still print Python's stacks (faulthandler, in the driver and in Ray's
+    # workers, which inherit the variable from a local Ray).
+    environ.setdefault(RAY_FAILURE_HANDLERS_OFF, "1")
+
+
+RAY_FAILURE_HANDLERS_OFF = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 
 def set_driver_allocator(environ: MutableMapping[str, str] = os.environ) -> bool:
