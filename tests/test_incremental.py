@@ -734,6 +734,37 @@ def test_ctrl_c_during_the_commit_waits_for_it_and_the_run_says_it_committed(tmp
     assert own_clips(tmp_path)["a"] == (row["run_id"], row["num_clips"])
 
 
+def test_a_run_whose_output_reader_goes_away_still_commits(tmp_path, seeded_weights, ray_local):
+    """`vidbatch run job.yaml | head -1`, or a log collector that dies: the next progress line met a
+    closed pipe, and the run ended there (BrokenPipeError, exit 141, nothing committed, no word)."""
+    import ray
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    paths = {k: media.write_video(lib / f"{k}.mp4", num_frames=30, fps=10).path for k in ("a", "b")}
+    write_manifest(tmp_path / "manifest.parquet", paths)
+    job = tmp_path / "job.yaml"
+    raw = job_dict(tmp_path, seeded_weights)
+    raw["resources"]["progress_interval_s"] = 0.1
+    job.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidbatch.cli", "run", str(job)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the reader takes one line and leaves
+    proc.stdout.close()
+    assert proc.wait(timeout=240) == 0
+    videos, _ = snapshot(tmp_path)
+    assert sorted((row["video_id"], row["status"]) for row in videos) == [("a", "ok"), ("b", "ok")]
+    (run_id,) = {row["run_id"] for row in videos}
+    assert (tmp_path / "out" / "_runs" / run_id / "summary.json").is_file()
+
+
 def test_sigterm_stops_a_run_with_one_line_and_commits_nothing(tmp_path, seeded_weights, ray_local):
     lib = tmp_path / "lib"
     lib.mkdir()

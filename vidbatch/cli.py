@@ -345,6 +345,10 @@ def _weights_stage(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # A run's work must not depend on who reads its output: `vidbatch run job.yaml | head`, or a log
+    # collector that dies, ended a night at its next progress line (BrokenPipeError, exit 141,
+    # nothing committed). Its lines go nowhere from then on; the summary and the tables say the rest.
+    sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
     from vidbatch.config import load_job
     from vidbatch.pipeline import run_job, stop_on_sigterm
 
@@ -354,6 +358,37 @@ def _run(args: argparse.Namespace) -> int:
     result = run_job(config, address=args.address, retry_failed=args.retry_failed, allow_empty=args.allow_empty)
     print(_summary_text(result.summary, result.summary_uri))
     return 0
+
+
+class _ReaderMayLeave:
+    """A text stream whose writes, once its reader has gone away (a closed pipe), go to /dev/null."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except BrokenPipeError:
+            self._to_nowhere()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_nowhere()
+
+    def _to_nowhere(self) -> None:
+        # The descriptor itself, so that what Ray and native code write there goes nowhere too, and the
+        # text still buffered is flushed there.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _check(args: argparse.Namespace) -> int:
