@@ -219,6 +219,34 @@ def run(tmp_path: Path, weights, **overrides):
     return result
 
 
+def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights, ray_local):
+    """A rerun stats every file of the manifest before anything else (a HEAD each on S3: a million
+    files take many minutes), and said nothing until it was done."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.state import fingerprints
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    paths = {k: media.write_video(lib / f"{k}.mp4", num_frames=10, fps=10).path for k in ("a", "b", "c")}
+    write_manifest(tmp_path / "manifest.parquet", paths)
+    run(tmp_path, seeded_weights)
+
+    counted: list[int] = []
+    rows = [(k, str(v)) for k, v in paths.items()] + [("gone", str(lib / "gone.mp4"))]
+    found = fingerprints(rows, StorageConfig(), progress=counted.append, progress_every_s=0)
+    assert sorted(counted) == counted == [1, 2, 3, 4]  # every one, in order, with a zero interval
+    assert found["gone"] is not None and all(found[k] for k in paths)
+
+    said: list[str] = []
+    raw = job_dict(tmp_path, seeded_weights)
+    raw["resources"]["progress_interval_s"] = 1e-6
+    night = run_job(parse_job(raw), progress=said.append)
+    assert not night.summary["videos"]  # nothing changed
+    looked = [line for line in said if line.startswith("planning: looked at ")]
+    assert looked and looked[-1].startswith("planning: looked at 3 of 3 files to see which changed ("), said
+    assert said.index(looked[-1]) < next(i for i, line in enumerate(said) if line.startswith("run "))
+
+
 def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_path, seeded_weights, ray_local):
     from vidbatch.errors import JobError
     from vidbatch.preflight import preflight

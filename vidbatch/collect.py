@@ -426,15 +426,15 @@ class ProgressPrinter:
             # The rate since the first decoded video: Ray's and the actors' start-up, paid before
             # it, would make the time left look many times longer than it is early in a run.
             since, at = self.first_decoded
-            eta = f", about {_duration(left * (now - since) / (decoded - at))} left"
+            eta = f", about {duration_text(left * (now - since) / (decoded - at))} left"
         self.write(
             f"videos {tally.videos}/{total} ({statuses or 'none yet'}) clips {tally.clips}{in_flight} frames {tally.frames}"
             f" | {decoded / elapsed:.2f} videos/s, {tally.video_seconds / elapsed:.1f} video-h/wall-h, "
-            f"{_duration(elapsed)} elapsed{eta}"
+            f"{duration_text(elapsed)} elapsed{eta}"
         )
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     """3h 20m, 4m 05s, 12s: a time left to read at a glance."""
     whole = int(round(seconds))
     hours, rest = divmod(whole, 3600)

@@ -116,7 +116,7 @@ def run_job(
         )
     try:
         worklist = make_worklist(
-            config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty
+            config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty, say=say
         )
     except JobError:  # an empty manifest, a retyped column: refused before any work
         _forget_started(config, run_id)

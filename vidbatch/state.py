@@ -11,8 +11,9 @@ import os
 import posixpath
 import stat
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -273,8 +274,13 @@ def fingerprints(
     threads: int = 32,
     settled: dict[str, VideoError] | None = None,
     unreachable_in_a_row: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    progress_every_s: float = 10.0,
 ) -> dict[str, str | None]:
     """Stat every candidate (in parallel: object stores answer HEADs slowly but concurrently).
+
+    `progress` (if given) is called with the number of candidates looked at so far, every
+    `progress_every_s` while the stats go on: a million files on S3 take many minutes.
 
     `settled` (if given) receives the error of each video the stat proved missing or denied:
     its row is known without decoding. When `unreachable_in_a_row` stats in a row found the store
@@ -285,14 +291,20 @@ def fingerprints(
     in_a_row = 0  # stats in a row whose store did not answer
     said = ""  # the last such stat's message
     gave_up = threading.Event()
+    done = 0
+    next_report = time.monotonic() + progress_every_s
 
     def count(unreachable: VideoError | None) -> None:
-        nonlocal in_a_row, said
+        nonlocal in_a_row, said, done, next_report
         with lock:
             in_a_row = in_a_row + 1 if unreachable is not None else 0
             said = unreachable.message if unreachable is not None else said
             if unreachable_in_a_row is not None and in_a_row >= unreachable_in_a_row:
                 gave_up.set()
+            done += 1
+            if progress is not None and time.monotonic() >= next_report:
+                next_report = time.monotonic() + progress_every_s
+                progress(done)
 
     def one(row: tuple[str, str]) -> tuple[str, str | None]:
         video_id, uri = row

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
+from vidbatch.collect import duration_text
 from vidbatch.config import JobConfig
 from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import Decision, decide, reason_counts, refusal_unchanged
@@ -112,6 +114,22 @@ class Worklist:
         return []
 
 
+def _stat_progress(total: int, say: Callable[[str], None]) -> Callable[[int], None]:
+    """The planning's progress line: how many files were looked at (a stat each, a HEAD on object
+    stores), and about how long the rest takes at the rate so far."""
+    started = time.monotonic()
+
+    def report(done: int) -> None:
+        elapsed = time.monotonic() - started
+        left = f", about {duration_text((total - done) * elapsed / done)} left" if done else ""
+        say(
+            f"planning: looked at {done} of {total} files to see which changed ({done / elapsed:.0f}/s, "
+            f"{duration_text(elapsed)} elapsed{left})"
+        )
+
+    return report
+
+
 def _count_videos(count: int) -> str:
     return "1 video" if count == 1 else f"{count} videos"
 
@@ -121,9 +139,17 @@ def _all_rows(count: int) -> str:
 
 
 def make_worklist(
-    config: JobConfig, plan: Plan, prior: PriorState, *, model_id: str, retry_failed: bool = False, allow_empty: bool = False
+    config: JobConfig,
+    plan: Plan,
+    prior: PriorState,
+    *,
+    model_id: str,
+    retry_failed: bool = False,
+    allow_empty: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> Worklist:
-    """Decide every manifest row against the output's current rows (see module doc)."""
+    """Decide every manifest row against the output's current rows (see module doc). `say` (if given)
+    hears how far the look at the files has got, every resources.progress_interval_s of it."""
     refuse_emptying(config, plan, prior, allow_empty=allow_empty)
     refuse_retyped_columns(plan.extras, prior.videos_schema, config.output)
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
@@ -132,7 +158,12 @@ def make_worklist(
         candidates,
         prior=prior.videos,
         fingerprints=fingerprints(
-            candidates, config.storage, settled=missing, unreachable_in_a_row=config.limits.unreachable_in_a_row
+            candidates,
+            config.storage,
+            settled=missing,
+            unreachable_in_a_row=config.limits.unreachable_in_a_row,
+            progress=_stat_progress(len(candidates), say) if say is not None else None,
+            progress_every_s=config.resources.progress_interval_s,
         )
         if prior.videos
         else {},
