@@ -140,16 +140,26 @@ def test_history_lists_runs_that_changed_nothing_among_the_commits(tmp_path, cap
     write_local_summary(output, summary(r5, now + timedelta(days=1), changes=NO_CHANGES))
     (output / "_runs" / "crashed").mkdir()  # started.json only: that run never finished
     (output / "_runs" / "crashed" / "started.json").write_text("{}")
+    stopped = run_id(now + timedelta(hours=1), "00000f")  # a run stopped last night: listed, not lost
+    (output / "_runs" / stopped).mkdir()
+    started_at = (now + timedelta(hours=1)).isoformat(timespec="milliseconds")
+    (output / "_runs" / stopped / "started.json").write_text(json.dumps({"run_id": stopped, "started_at": started_at}))
 
     entries = history_json(capsys, str(output))
-    assert [(e["run_id"], e["version"]) for e in entries] == [(r5, None), (r4, None), (r3, 1), (r1, 0), (r0, None)]
+    assert [(e["run_id"], e["version"], bool(e.get("unfinished"))) for e in entries] == [
+        (r5, None, False), (stopped, None, True), (r4, None, False), (r3, 1, False), (r1, 0, False), (r0, None, False),
+        ("crashed", None, True),  # no start time recorded: listed last
+    ]  # fmt: skip
     assert entries[0]["changes"] == NO_CHANGES and entries[0]["committed_at"] is None
 
     code, text, _ = run_cli(capsys, "history", str(output))
     assert code == 0
-    assert [(row["run_id"], row["version"]) for row in table_rows(text)] == [
-        (r5, "no-change"), (r4, "no-change"), (r3, "1"), (r1, "0"), (r0, "no-change"),
+    rows = table_rows(text)
+    assert [(row["run_id"], row["version"]) for row in rows] == [
+        (r5, "no-change"), (stopped, "unfinished"), (r4, "no-change"), (r3, "1"), (r1, "0"), (r0, "no-change"),
+        ("crashed", "unfinished"),
     ]  # fmt: skip
+    assert "did not finish: stopped, killed, or still running" in text
 
 
 def test_history_keeps_committed_runs_whose_commit_left_the_log(tmp_path, capsys):

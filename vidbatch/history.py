@@ -44,6 +44,7 @@ def runs(output: str, storage: StorageConfig, *, last: int | None = None) -> lis
             raise JobError(f"{output!r} holds no videos table (no run has committed there); check the job's output")
         committed = _committed_runs(table, last)
         summaries = _summaries(output, storage, last)
+        unfinished = _unfinished(output, storage, known={e["run_id"] for e in committed} | set(summaries), last=last)
     for entry in committed:
         # The commit records the wall time up to the commit; the run's summary (and what the run
         # printed) the whole run, commit included: the run's own figure is the one to show.
@@ -55,7 +56,7 @@ def runs(output: str, storage: StorageConfig, *, last: int | None = None) -> lis
             entry["clips_version"] = (summary.get("table_versions") or {}).get("clips")
     ids = {entry["run_id"] for entry in committed}
     from_summaries = [_summary_entry(summary, run_id) for run_id, summary in summaries.items() if run_id not in ids]
-    newest_first = sorted([*committed, *from_summaries], key=_time_and_run, reverse=True)
+    newest_first = sorted([*committed, *from_summaries, *unfinished], key=_time_and_run, reverse=True)
     return newest_first if last is None else newest_first[:last]
 
 
@@ -128,6 +129,41 @@ def _summaries(output: str, storage: StorageConfig, last: int | None = None) -> 
     return summaries
 
 
+def _unfinished(output: str, storage: StorageConfig, *, known: set[str], last: int | None) -> list[dict[str, Any]]:
+    """Runs that started (their started.json) and neither committed nor wrote a summary: stopped,
+    killed, or still running. Without them a night that failed left no line in `history`."""
+    fs, runs_root = filesystem(join_uri(output, "_runs"), storage)
+    paths = {_run_id_of(path): path for path in fs.glob(posixpath.join(runs_root, "*", "started.json"))}
+    ids = sorted((run_id for run_id in paths if run_id not in known), reverse=True)[:last]
+    if not ids:
+        return []
+    contents = fs.cat([paths[run_id] for run_id in ids], on_error="omit")
+    entries = []
+    for run_id in ids:
+        try:
+            started = json.loads(contents.get(paths[run_id], b"{}"))
+        except ValueError:
+            started = {}
+        started = started if isinstance(started, dict) else {}
+        entries.append(
+            {
+                "run_id": run_id,
+                "unfinished": True,
+                "tidied_only": False,
+                "time": started.get("started_at"),
+                "version": None,
+                "clips_version": None,
+                "committed_at": None,
+                "statuses": None,
+                "changes": None,
+                "clips": 0,
+                "wall_time_s": 0.0,
+                "model_id": started.get("model_id"),
+            }
+        )
+    return entries
+
+
 def _run_id_of(summary_path: str) -> str:
     return posixpath.basename(posixpath.dirname(summary_path))
 
@@ -184,18 +220,21 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
     `retry` the failures redone (e.g. --retry-failed); `upd` the kept rows rewritten, not decoded, for
     changed manifest columns (a relabelling night's only change)."""
     lines = [
-        f"{'time (UTC)':29} {'run_id':24} {'version':>9} {'clips_v':>7} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} "
+        f"{'time (UTC)':29} {'run_id':24} {'version':>10} {'clips_v':>7} {'new':>5} {'chg':>5} {'retry':>5} {'rm':>5} "
         f"{'same':>6} {'upd':>5} {'clips':>7} {'wall_s':>8}  statuses"
     ]
     for e in entries:
         c = e["changes"] or {}
         statuses = ", ".join(f"{k} {v}" for k, v in (e["statuses"] or {}).items()) or "-"
         version = str(e["version"]) if e["version"] is not None else "tidy" if e.get("tidied_only") else "no change"
+        if e.get("unfinished"):
+            version = "unfinished"
+            statuses = "did not finish: stopped, killed, or still running (no summary yet)"
         if e.get("tidied_only"):
             count = c.get("leftovers_removed", 0)
             statuses = f"removed the clips of {count} video{'' if count == 1 else 's'} killed runs left"
         lines.append(
-            f"{e['time'] or '?':29} {e['run_id']:24} {version:>9} {_or_dash(e.get('clips_version')):>7} "
+            f"{e['time'] or '?':29} {e['run_id']:24} {version:>10} {_or_dash(e.get('clips_version')):>7} "
             f"{c.get('new', 0):>5} {c.get('changed', 0):>5} "
             f"{c.get('retried', 0):>5} {c.get('removed', 0):>5} {c.get('unchanged', 0):>6} {c.get('refreshed', 0):>5} "
             f"{e['clips']:>7} "
