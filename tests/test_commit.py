@@ -90,6 +90,44 @@ def test_each_videos_version_names_the_clips_version_that_holds_its_clips(tmp_pa
     assert "clips_v" in header and newest.split()[2:4] == ["2", str(pairs[2])]
 
 
+def test_the_state_a_run_plans_against_matches_the_tables_clip_for_clip(tmp_path):
+    """load_prior counts clips in Arrow (a library has tens of millions); what it says is checked here
+    against the tables row by row: whose clips are exactly theirs, which (video, run) pairs are
+    leftovers of a dead run, which videos have any clip."""
+    from deltalake import write_deltalake
+
+    def videos(*rows):
+        return pa.Table.from_pylist(
+            [{"video_id": v, "run_id": r, "status": "ok", "num_clips": n} for v, r, n in rows], schema=VIDEOS
+        )
+
+    def clips(*pairs):
+        rows = [{"video_id": v, "run_id": r, "clip_index": i} for i, (v, r) in enumerate(pairs)]
+        return pa.Table.from_pylist(rows, schema=CLIPS)
+
+    out = tmp_path / "out"
+    write_deltalake(
+        str(out / "videos"),
+        videos(("whole", "r1", 2), ("short", "r1", 3), ("none", "r1", 0), ("lost", "r2", 1), ("nullrun", None, 0)),
+    )
+    write_deltalake(
+        str(out / "clips"),
+        clips(
+            ("whole", "r1"), ("whole", "r1"),  # exactly its own
+            ("short", "r1"), ("short", "r1"),  # one short of its 3
+            ("whole", "r0"),  # an older run's clip of a video redone: a leftover
+            ("orphan", "r9"),  # a video with no row at all: a leftover
+        ),  # fmt: skip
+    )
+    state = load_prior(str(out), StorageConfig())
+    assert {v: state.consistent.get(v, True) for v in state.videos} == {
+        "whole": True, "short": False, "none": True, "lost": False, "nullrun": True,
+    }  # fmt: skip
+    assert state.stale_clips == {("whole", "r0"), ("orphan", "r9")}
+    assert state.clip_video_ids == {"whole", "short", "orphan"}
+    assert state.videos["whole"].run_id == "r1" and state.videos["nullrun"].run_id is None
+
+
 def test_a_table_s_check_constraints_hold_for_vidbatch_s_commits_too(tmp_path):
     """Before: the run's commits only added and removed files, so a row the table's CHECK constraint
     forbids was committed (deltalake's own writers refuse it)."""

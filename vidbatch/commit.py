@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ def commit_tables(
     storage: StorageConfig,
     metadata: dict[str, str],
     stale_clips: Iterable[tuple[str, str]],
-    clip_video_ids: Iterable[str],
+    clip_video_ids: AbstractSet[str],
     videos_version: int | None,
     refreshed_ids: Iterable[str] = (),
 ) -> dict[str, int]:
@@ -100,7 +101,7 @@ def commit_tables(
                 run_id=run_id,
                 storage=storage,
                 replaced=replace_ids | set(refreshed_ids),
-                had_clips=replace_ids & set(clip_video_ids),
+                had_clips={video_id for video_id in replace_ids if video_id in clip_video_ids},
                 stale=stale,
                 commits=(commit, tidy),
                 clips_added=bool(clips_spilled),
@@ -137,7 +138,7 @@ def commit_tables(
         paired = _naming_clips_version(commit, clips_uri, storage)
         _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], paired, storage)
     _fault_hook("after-videos-commit")
-    had_clips = sorted(replace_ids & set(clip_video_ids))
+    had_clips = sorted(video_id for video_id in replace_ids if video_id in clip_video_ids)
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
         _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips], tidy, storage)
     return _versions(output, clips_uri, videos_uri, storage)

@@ -34,7 +34,7 @@ PERMANENT = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per videos row: millions of them in a driver's memory
 class PriorVideo:
     uri: str | None
     fingerprint: str | None

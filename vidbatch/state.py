@@ -12,7 +12,6 @@ import posixpath
 import stat
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +45,9 @@ _VIDEO_COLUMNS = [
 @dataclass(frozen=True)
 class PriorState:
     videos: dict[str, PriorVideo]
-    consistent: dict[str, bool]  # does the clips table hold exactly the clips the videos row promises?
+    # False for the videos whose clips the clips table does not hold exactly as the videos row promises
+    # (the rest are absent: consistent.get(video_id, True)).
+    consistent: dict[str, bool]
     # (video_id, run_id) of clip rows no videos row refers to: a run died between its commits.
     stale_clips: frozenset[tuple[str, str]] = frozenset()
     clip_video_ids: frozenset[str] = frozenset()  # videos with any clip row
@@ -187,47 +188,75 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     videos_table = open_table(output, "videos", storage)
     if videos_table is not None:
         refuse_lacking(output, join_uri(output, "videos"), videos_table, _VIDEO_COLUMNS)
-    rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS).to_pylist() if videos_table is not None else []
-    ok_runs = {row["run_id"] for row in rows if row["status"] == "ok" and row["run_id"]}
+    rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS) if videos_table is not None else _empty(_VIDEO_COLUMNS)
+    ok_runs = set(pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("run_id")).drop_null().to_pylist())
     results = run_results_settings(output, storage, ok_runs)
-    videos = {
-        row["video_id"]: PriorVideo(
-            uri=row["uri"],
-            fingerprint=row["source_fingerprint"],
-            model_id=row["model_id"],
-            sampling_id=row["sampling_id"],
-            status=row["status"],
-            error_type=row["error_type"],
-            run_id=row["run_id"],
-            num_clips=int(row["num_clips"] or 0),
-            error_message=row["error_message"],
-            results=results.get(row["run_id"]),
-        )
-        for row in rows
-    }
+    videos = _prior_videos(rows, results)
+    keys = rows.select(["video_id", "run_id", "num_clips"])
+    del rows
     clips_table = open_table(output, "clips", storage)
     for name, table in (("videos", videos_table), ("clips", clips_table)):
         refuse_append_only(output, name, table)
-    clip_counts: Counter[tuple[str, str]] = Counter()
-    if clips_table is not None:
-        clips = clips_table.to_pyarrow_table(columns=["video_id", "run_id"])
-        clip_counts.update(zip(clips.column("video_id").to_pylist(), clips.column("run_id").to_pylist(), strict=True))
+    # Counted and compared in Arrow, not in Python objects per clip (a library has tens of millions).
+    pairs = ["video_id", "run_id"]
+    clips = clips_table.to_pyarrow_table(columns=pairs) if clips_table is not None else _empty(pairs)
+    counted = clips.group_by(["video_id", "run_id"]).aggregate([([], "count_all")])
+    del clips
     # A videos row counts only the clips of its own run; clips of any other run are leftovers
     # of a run that died between its commits, deleted by the next commit (not a reason to redo).
-    consistent = {
-        video_id: clip_counts.get((video_id, prior.run_id or ""), 0) == prior.num_clips for video_id, prior in videos.items()
-    }
-    current = {(video_id, prior.run_id) for video_id, prior in videos.items()}
-    stale = frozenset(key for key in clip_counts if key not in current)
+    own = keys.join(counted, keys=["video_id", "run_id"], join_type="left outer")
+    differs = pc.not_equal(pc.fill_null(own.column("count_all"), 0), pc.fill_null(own.column("num_clips"), 0))
+    consistent = dict.fromkeys(own.filter(differs).column("video_id").to_pylist(), False)  # the rest: True
+    leftovers = counted.join(keys, keys=["video_id", "run_id"], join_type="left anti")
+    stale = frozenset(zip(leftovers.column("video_id").to_pylist(), leftovers.column("run_id").to_pylist(), strict=True))
+    has_clips = pc.is_in(keys.column("video_id"), value_set=counted.column("video_id")).to_pylist()
+    with_clips = (
+        frozenset(video_id for video_id, has in zip(videos, has_clips, strict=True) if has)  # the same string objects
+        if len(videos) == len(has_clips)
+        else frozenset(pc.unique(counted.column("video_id")).to_pylist())
+    ) | {video_id for video_id, _ in stale}
     return PriorState(
         videos,
         consistent,
         stale,
-        frozenset(video_id for video_id, _ in clip_counts),
+        with_clips,
         videos_version=videos_table.version() if videos_table is not None else None,
         videos_schema=pa.schema(videos_table.schema().to_arrow()) if videos_table is not None else None,
         unrecorded_runs=frozenset(ok_runs - set(results)),
     )
+
+
+def _empty(columns: list[str]) -> pa.Table:
+    fields = {"num_clips": pa.int32()}
+    return pa.table({name: pa.array([], fields.get(name, pa.string())) for name in columns})
+
+
+def _prior_videos(rows: pa.Table, results: dict[str, dict[str, Any]]) -> dict[str, PriorVideo]:
+    """A PriorVideo per videos row, read a batch at a time. The values most rows share (model_id,
+    sampling_id, status, run_id, ...) are one string object each, not one per row: a million rows
+    took ~3 KB each in the driver."""
+    shared: dict[str, str] = {}
+
+    def one_of(value: str | None) -> str | None:
+        return None if value is None else shared.setdefault(value, value)
+
+    videos: dict[str, PriorVideo] = {}
+    for batch in rows.to_batches(max_chunksize=65_536):
+        for row in batch.to_pylist():
+            run_id = one_of(row["run_id"])
+            videos[row["video_id"]] = PriorVideo(
+                uri=row["uri"],
+                fingerprint=row["source_fingerprint"],
+                model_id=one_of(row["model_id"]),
+                sampling_id=one_of(row["sampling_id"]),
+                status=one_of(row["status"]) or "",
+                error_type=one_of(row["error_type"]),
+                run_id=run_id,
+                num_clips=int(row["num_clips"] or 0),
+                error_message=one_of(row["error_message"]),
+                results=results.get(run_id) if run_id is not None else None,
+            )
+    return videos
 
 
 def refuse_append_only(output: str, name: str, table: DeltaTable | None) -> None:
