@@ -159,7 +159,7 @@ def test_history_lists_runs_that_changed_nothing_among_the_commits(tmp_path, cap
         (r5, "no-change"), (stopped, "unfinished"), (r4, "no-change"), (r3, "1"), (r1, "0"), (r0, "no-change"),
         ("crashed", "unfinished"),
     ]  # fmt: skip
-    assert "did not finish: stopped, killed, or still running" in text
+    assert "did not finish (no summary): stopped, killed, refused at its commit, or still running" in text
 
 
 def test_history_keeps_committed_runs_whose_commit_left_the_log(tmp_path, capsys):

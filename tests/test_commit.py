@@ -117,6 +117,7 @@ def test_the_state_a_run_plans_against_matches_the_tables_clip_for_clip(tmp_path
             ("short", "r1"), ("short", "r1"),  # one short of its 3
             ("whole", "r0"),  # an older run's clip of a video redone: a leftover
             ("orphan", "r9"),  # a video with no row at all: a leftover
+            ("foreign", None),  # no run's (another tool's row): nothing a run could delete, so no leftover
         ),  # fmt: skip
     )
     state = load_prior(str(out), StorageConfig())
@@ -124,7 +125,7 @@ def test_the_state_a_run_plans_against_matches_the_tables_clip_for_clip(tmp_path
         "whole": True, "short": False, "none": True, "lost": False, "nullrun": True,
     }  # fmt: skip
     assert state.stale_clips == {("whole", "r0"), ("orphan", "r9")}
-    assert state.clip_video_ids == {"whole", "short", "orphan"}
+    assert state.clip_video_ids == {"whole", "short", "orphan", "foreign"}
     assert state.videos["whole"].run_id == "r1" and state.videos["nullrun"].run_id is None
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import time
+
 import media
 import numpy as np
 import pytest
@@ -177,8 +180,6 @@ def test_joined_recordings_whose_times_start_again_are_refused_in_every_mode_tha
 def _with_stated_length(path, real_s: float, stated_s: float):
     """A copy of a Matroska file whose Segment Duration and track DURATION tag say `stated_s`
     (a tool that cut or joined the file and kept the old header)."""
-    import struct
-
     data = bytearray(path.read_bytes())
     at = data.find(b"\x44\x89")  # the Segment's Duration element
     assert at > 0
@@ -209,6 +210,52 @@ def test_uniform_spreads_over_the_frames_a_file_holds_not_a_header_that_lies(tmp
     assert [media.read_frame_index(f) for c in clips for f in c.frames] == [0, 5, 10, 15, 20, 25, 30, 35]
     assert facts.end_s == pytest.approx(4.0)
     assert clips[-1].end_s == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("limits", [{"decode_timeout_s": 0.01}, {"max_duration_s": 5}])
+def test_uniform_s_look_for_the_real_end_holds_the_deadline_and_the_duration_limit(tmp_path, limits, monkeypatch):
+    """A header stating 1 s over 60 s of frames has the probe read on to the end: it read every packet
+    (a whole object from S3) before the decode deadline or max_duration_s were looked at."""
+    from fractions import Fraction
+
+    import av
+
+    from vidbatch import decode
+    from vidbatch.decode import Deadline
+
+    real = tmp_path / "long.mkv"
+    with av.open(str(real), "w") as out:
+        stream = out.add_stream("libx264", rate=100, options={"g": "100", "bf": "0"})
+        stream.width = stream.height = 16
+        stream.pix_fmt = "yuv420p"
+        for index in range(6000):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), index % 255, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, 100)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    data = bytearray(real.read_bytes())
+    at = data.find(b"\x44\x89")  # the Segment's Duration: 60 s stated as 1 s
+    size, value = data[at + 2] & 0x7F, at + 3
+    form = ">d" if size == 8 else ">f"
+    data[value : value + size] = struct.pack(form, struct.unpack(form, data[value : value + size])[0] / 60)
+    tag = data.find(b"00:01:00.000000000")
+    data[tag : tag + 18] = b"00:00:01.000000000"
+    lying = tmp_path / "stated1s.mkv"
+    lying.write_bytes(bytes(data))
+
+    read: list[int] = []
+    note = decode._PacketTally.note
+    monkeypatch.setattr(decode._PacketTally, "note", lambda self, packet: (read.append(1), note(self, packet))[1])
+    config = LimitsConfig(**limits)
+    with open_video(str(lying), limits=config) as (container, stream, info):
+        assert info.duration_s == pytest.approx(1.0)
+        with pytest.raises(VideoError) as raised:
+            sampling = SamplingConfig(mode="uniform", num_frames=8, clip_len_s=2.0)
+            deadline = Deadline.after(config.decode_timeout_s)
+            time.sleep(0.05)  # the deadline has passed when sampling starts
+            list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC, deadline=deadline, limits=config))
+    assert raised.value.status == ("timeout" if "decode_timeout_s" in limits else "too_large")
+    assert len(read) < 1000  # of 6000 packets
 
 
 def test_uniform_spreads_over_a_vfr_mp4_with_b_frames_whole_length(tmp_path):

@@ -202,3 +202,17 @@ def test_an_assembled_model_holds_the_given_tensors_and_leaves_the_random_state_
     assert torch.equal(torch.random.get_rng_state(), before)  # the thrown-away init drew from a fork
     assert model.conv1.weight.data_ptr() == state["conv1.weight"].data_ptr()  # assigned, not copied
     assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+
+
+def test_auto_precision_on_a_gpu_that_only_emulates_bf16_is_fp16(monkeypatch):
+    """A T4 or V100 has no bf16 units; torch's is_bf16_supported() counts emulation by default, so
+    `auto` picked a slow bf16 there. (No GPU here: the check is answered as such a GPU answers it.)"""
+    from vidbatch.model import pick_dtype
+
+    def t4(including_emulation: bool = True) -> bool:
+        return including_emulation  # bf16 only emulated
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", t4)
+    assert pick_dtype("auto", torch.device("cuda")) == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # an A100
+    assert pick_dtype("auto", torch.device("cuda")) == torch.bfloat16

@@ -150,7 +150,7 @@ def iter_clips(
         samples = _keyframe_samples(container, stream, info, deadline, facts, guard=guard)
     else:
         if sampling.mode == "uniform":
-            info = _uniform_span(container, stream, info, facts, guard=guard)
+            info = _uniform_span(container, stream, info, facts, deadline=deadline, guard=guard)
         samples = _targeted_samples(container, stream, info, sampling, deadline, stream_facts=facts, guard=guard)
     yield from _group(samples, info, sampling.clip_len_s, spec, facts)
 
@@ -804,7 +804,13 @@ def _duration_by_demuxing(container: Any, stream: Any, start: float) -> float:
 
 
 def _uniform_span(
-    container: Any, stream: Any, info: VideoInfo, facts: StreamFacts, *, guard: FrameLimits | None = None
+    container: Any,
+    stream: Any,
+    info: VideoInfo,
+    facts: StreamFacts,
+    *,
+    deadline: Deadline | None = None,
+    guard: FrameLimits | None = None,
 ) -> VideoInfo:
     """`info` with the length uniform sampling spreads over: where the stream's packets really end.
 
@@ -827,7 +833,12 @@ def _uniform_span(
     try:
         container.seek(math.floor(stated_end / tb), stream=stream, backward=True, any_frame=False)
         for packet in container.demux(stream):
+            # A header that states far less than the file holds has the probe read the rest: the
+            # decode deadline and max_duration_s hold for every packet, not after the last.
+            _check_deadline(deadline)
             tally.note(packet)
+            if guard is not None and packet.pts is not None:
+                guard.check_time(float(packet.pts * tb))
     except av.error.FFmpegError:
         tally = _PacketTally(default_duration_s=0.0)  # no usable answer: decoding finds what is wrong
     try:
@@ -837,8 +848,6 @@ def _uniform_span(
     end = tally.end_s
     if end is None or end <= info.start_s:
         return info  # the seek landed on nothing shown: the header is all there is to go by
-    if guard is not None and tally.latest_pts_s is not None:
-        guard.check_time(tally.latest_pts_s)
     facts.end_s = end
     tolerance = max(2 * _nominal_frame_s(info), 0.01 * info.duration_s)
     if abs(end - stated_end) <= tolerance:

@@ -131,7 +131,8 @@ def _summaries(output: str, storage: StorageConfig, last: int | None = None) -> 
 
 def _unfinished(output: str, storage: StorageConfig, *, known: set[str], last: int | None) -> list[dict[str, Any]]:
     """Runs that started (their started.json) and neither committed nor wrote a summary: stopped,
-    killed, or still running. Without them a night that failed left no line in `history`."""
+    killed, refused at their commit (another run committed meanwhile, the store failed), or still
+    running. Without them a night that failed left no line in `history`."""
     fs, runs_root = filesystem(join_uri(output, "_runs"), storage)
     paths = {_run_id_of(path): path for path in fs.glob(posixpath.join(runs_root, "*", "started.json"))}
     ids = sorted((run_id for run_id in paths if run_id not in known), reverse=True)[:last]
@@ -229,7 +230,7 @@ def format_runs(entries: list[dict[str, Any]]) -> str:
         version = str(e["version"]) if e["version"] is not None else "tidy" if e.get("tidied_only") else "no change"
         if e.get("unfinished"):
             version = "unfinished"
-            statuses = "did not finish: stopped, killed, or still running (no summary yet)"
+            statuses = "did not finish (no summary): stopped, killed, refused at its commit, or still running"
         if e.get("tidied_only"):
             count = c.get("leftovers_removed", 0)
             statuses = f"removed the clips of {count} video{'' if count == 1 else 's'} killed runs left"

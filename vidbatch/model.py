@@ -478,7 +478,9 @@ def pick_dtype(precision: Precision, device: torch.device) -> torch.dtype:
     if precision == "fp16":
         return torch.float16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # bf16 only where the GPU computes it (Ampere and later): torch's default check counts
+        # emulation too, which would pick a slow bf16 over fp16 on a T4 or V100.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     # CPU: bf16 where the hardware has bf16 matrix units (embeddings within ~5e-3 of fp32,
     # cosine > 0.9999); elsewhere fp32, which emulated bf16 would only slow down.
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
@@ -539,6 +541,11 @@ class ResNetRunner:
                 torch.set_num_threads(threads)  # CPU threads of this process (default: what Ray or OMP_NUM_THREADS set)
             self.device = torch.device(device) if device else pick_device()
             self.dtype = pick_dtype(precision, self.device)
+            if self.device.type == "cuda" and self.dtype == torch.float32:
+                # fp32 means fp32: PyTorch runs cuDNN's fp32 convolutions in TF32 on Ampere and later
+                # (10-bit mantissas) unless told not to, while the rows would say float32.
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
             state_dict = torch.load(io.BytesIO(state_dict_bytes), map_location="cpu", weights_only=True)
             model = _assemble(arch, state_dict)
             # The classifier in float64: a float32 matmul's rounding depends on the batch's size (the

@@ -189,7 +189,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     if videos_table is not None:
         refuse_lacking(output, join_uri(output, "videos"), videos_table, _VIDEO_COLUMNS)
     rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS) if videos_table is not None else _empty(_VIDEO_COLUMNS)
-    ok_runs = set(pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("run_id")).drop_null().to_pylist())
+    ok_runs = set(pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("run_id")).drop_null().to_pylist()) - {""}
     results = run_results_settings(output, storage, ok_runs)
     videos = _prior_videos(rows, results)
     keys = rows.select(["video_id", "run_id", "num_clips"])
@@ -207,14 +207,17 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     own = keys.join(counted, keys=["video_id", "run_id"], join_type="left outer")
     differs = pc.not_equal(pc.fill_null(own.column("count_all"), 0), pc.fill_null(own.column("num_clips"), 0))
     consistent = dict.fromkeys(own.filter(differs).column("video_id").to_pylist(), False)  # the rest: True
-    leftovers = counted.join(keys, keys=["video_id", "run_id"], join_type="left anti")
+    # (Clip rows without a run_id are no run's leftovers: vidbatch never writes them, and its deletes name a run.)
+    leftovers = counted.join(keys, keys=["video_id", "run_id"], join_type="left anti").filter(pc.is_valid(pc.field("run_id")))
     stale = frozenset(zip(leftovers.column("video_id").to_pylist(), leftovers.column("run_id").to_pylist(), strict=True))
     has_clips = pc.is_in(keys.column("video_id"), value_set=counted.column("video_id")).to_pylist()
     with_clips = (
         frozenset(video_id for video_id, has in zip(videos, has_clips, strict=True) if has)  # the same string objects
         if len(videos) == len(has_clips)
         else frozenset(pc.unique(counted.column("video_id")).to_pylist())
-    ) | {video_id for video_id, _ in stale}
+    )
+    rowless = counted.filter(pc.invert(pc.is_in(counted.column("video_id"), value_set=keys.column("video_id"))))
+    with_clips |= set(pc.unique(rowless.column("video_id")).to_pylist())  # clips whose video has no row (few)
     return PriorState(
         videos,
         consistent,
