@@ -613,3 +613,24 @@ def test_an_object_store_that_does_not_answer_is_unreachable_not_the_file_s_fail
         storage.stat_video("s3://library/v.mp4", dead)
     assert (caught.value.status, caught.value.error_type) == ("timeout", "unreachable"), caught.value.message
     assert "did not answer (EndpointConnectionError" in caught.value.message
+
+
+def test_rows_that_name_one_file_under_two_ids_are_said_before_the_run():
+    """The same file under two ids was decoded twice and indexed twice, without a word (a search
+    then finds it twice). Said, not refused: a library may list a file twice on purpose."""
+    from vidbatch.worklist import _shared_file_note
+
+    manifest = pa.table(
+        {
+            "video_id": ["v01", "v01-copy", "v07", "v07-slashes", "v07-file", "s3a", "s3b", "alone"],
+            "uri": ["/lib/v01.mp4", "/lib/v01.mp4", "/lib/v07.mp4", "/lib//v07.mp4", "file:///lib/v07.mp4",
+                    "s3://b/x.mp4", "s3://b//x.mp4", "/lib/alone.mp4"],
+        }
+    )  # fmt: skip
+    (note,) = _shared_file_note(plan(manifest, InputPolicy()))
+    # v01 twice, v07 three ways; two object keys that differ by a slash are two objects
+    assert note.startswith("NOTE: 5 manifest rows name a file another row names too, e.g. ")
+    assert ("'v01' and 'v01-copy'" in note and "'/lib/v01.mp4'" in note) or "'v07' and 'v07-slashes'" in note
+    assert _shared_file_note(plan(manifest.slice(2, 1), InputPolicy())) == []
+    one_each = manifest.filter(pa.array([False, True, True, False, False, True, True, True]))
+    assert _shared_file_note(plan(one_each, InputPolicy())) == []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from vidbatch.collect import duration_text
 from vidbatch.config import JobConfig
@@ -85,7 +86,7 @@ class Worklist:
 
     def warnings(self, prior: PriorState) -> list[str]:
         """What a person should hear before a run rewrites much of an output, or cannot tell what it holds."""
-        return self._removal_warnings(prior) + self._unseen_warnings() + _unrecorded_note(prior)
+        return self._removal_warnings(prior) + self._unseen_warnings() + _unrecorded_note(prior) + _shared_file_note(self.plan)
 
     def _unseen_warnings(self) -> list[str]:
         unseen = self.decision.unseen
@@ -202,6 +203,30 @@ def _unrecorded_note(prior: PriorState) -> list[str]:
     return [
         f"WARNING: {rows} ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({shown}): "
         "their task, top_k and precision are unknown, so a change of those settings does not redo them"
+    ]
+
+
+def _shared_file_note(plan: Plan) -> list[str]:
+    """Manifest rows under different ids that name one file (`v01` and `v01-copy`, `lib/a.mp4` and
+    `lib//a.mp4`): each is decoded and indexed as a video of its own, and a search finds it twice.
+    Said, not refused: a library may list a file under two ids on purpose. Counted in Arrow (a
+    manifest has millions of rows); local paths are compared with repeated slashes and file:// gone."""
+    uris = plan.to_process.column("uri")
+    if len(uris) < 2:
+        return []
+    local = pc.replace_substring_regex(uris, pattern="^file://", replacement="")
+    slashes = pc.replace_substring_regex(local, pattern="/{2,}", replacement="/")
+    same = pc.if_else(pc.match_substring(local, "://"), local, slashes)
+    counted = pc.value_counts(same)
+    many = pc.greater(counted.field("counts"), 1)
+    if not pc.any(many).as_py():
+        return []
+    rows = pc.sum(counted.field("counts").filter(many)).as_py()
+    first = counted.field("values").filter(many)[0]
+    ids = plan.to_process.column("video_id").filter(pc.equal(same, first)).to_pylist()[:2]
+    return [
+        f"NOTE: {rows} manifest rows name a file another row names too, e.g. {ids[0]!r} and {ids[1]!r} "
+        f"({redact_uri(str(first))!r}): each is decoded and indexed as a video of its own"
     ]
 
 
