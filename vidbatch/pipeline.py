@@ -39,6 +39,7 @@ from vidbatch.preflight import refuse_gpus_missing_here
 from vidbatch.spill import remove_dead_runs_folders, spill_folder
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import load_prior
+from vidbatch.uri_policy import redact_uri
 from vidbatch.worklist import make_worklist
 
 if TYPE_CHECKING:
@@ -205,6 +206,10 @@ def run_job(
             # only work is this tidying still commits, and must not say it changed nothing
             "leftovers_removed": len({video_id for video_id, _ in prior.stale_clips}),  # videos, not (video, run) pairs
         }
+        # A commit of a big night rewrites files for minutes (every file that holds a replaced video):
+        # said, so that a log whose last line is the progress line does not look stalled.
+        if tally.videos or any(count for kind, count in changes.items() if kind != "unchanged"):
+            say(f"committing {tally.videos} videos rows and {tally.clips} clips to {redact_uri(config.output)}")
         # From the first commit to the summary, Ctrl-C waits: an interrupted run would otherwise
         # say "nothing was committed" about a run whose commit had landed, and leave no summary.
         with _interrupts_held(say):
