@@ -247,6 +247,35 @@ def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights,
     assert said.index(looked[-1]) < next(i for i, line in enumerate(said) if line.startswith("run "))
 
 
+def test_a_run_that_reaches_its_time_limit_commits_what_is_done_and_the_next_does_the_rest(tmp_path, seeded_weights, ray_local):
+    """limits.max_run_s: a first run over a whole library (a day or more) lands night by night. Here the
+    limit has passed before the first video, so every video is 'not done'; the rows say so, the run
+    commits them and says STOPPED EARLY, and the next run (no limit) does them all."""
+    from vidbatch.cli import _summary_text
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    paths = {k: media.write_video(lib / f"{k}.mp4", num_frames=20, fps=10).path for k in ("a", "b", "c")}
+    write_manifest(tmp_path / "manifest.parquet", paths)
+    said: list[str] = []
+    raw = job_dict(tmp_path, seeded_weights)
+    raw["limits"] = {"max_run_s": 0.001}
+    first = run_job(parse_job(raw), progress=said.append)
+    assert first.summary["stopped_early"] == "time_limit"
+    assert any("reached limits.max_run_s=0.001s" in line for line in said), said
+    assert "STOPPED EARLY: the run reached limits.max_run_s" in _summary_text(first.summary, first.summary_uri)
+    videos, clips = snapshot(tmp_path)
+    assert {(v["video_id"], v["status"], v["error_type"]) for v in videos} == {
+        (k, "timeout", "time_limit") for k in paths
+    } and not clips  # fmt: skip
+    assert all("max_run_s" in v["error_message"] and "next run" in v["error_message"] for v in videos)
+
+    second = run(tmp_path, seeded_weights)  # no limit
+    assert second.summary["stopped_early"] is None
+    assert second.summary["reasons"] == {"retry after timeout (not reached within limits.max_run_s, not the file's doing)": 3}
+    assert {v["status"] for v in assert_exact(tmp_path, set(paths)).values()} == {"ok"}
+
+
 def test_check_previews_the_night_and_every_manifest_row_is_counted_once(tmp_path, seeded_weights, ray_local):
     from vidbatch.errors import JobError
     from vidbatch.preflight import preflight

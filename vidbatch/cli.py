@@ -506,6 +506,7 @@ def _summary_text(summary: dict, uri: str) -> str:
 _STOPPED_EARLY = {
     "unreachable": "videos in a row found their object store or server not answering (limits.unreachable_in_a_row)",
     "no_progress": "no video finished for limits.no_progress_timeout_s",
+    "time_limit": "the run reached limits.max_run_s",
 }
 
 

@@ -149,6 +149,10 @@ class LimitsConfig(_Frozen):
     # The run stops (and commits what is done) when this many videos finish in a row with their
     # object store or server not answering at all: each has spent its retries (~40 s on S3) by then.
     unreachable_in_a_row: int = Field(32, ge=1)
+    # A night's window: after this long (from the run's start) no more videos are taken; the run
+    # commits what is done and the next run does the rest. None: no limit. A first run over a whole
+    # library (hours or days) then lands night by night instead of all or nothing.
+    max_run_s: float | None = Field(None, gt=0, le=30 * 86400)
 
 
 # fsspec protocols that open another URL or a local path written inside the uri (caches, archives,

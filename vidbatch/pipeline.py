@@ -167,11 +167,20 @@ def run_job(
                     collector,
                     no_progress_timeout_s=patience,
                     unreachable_in_a_row=config.limits.unreachable_in_a_row,
+                    stop_at=started + config.limits.max_run_s if config.limits.max_run_s is not None else None,
                 )
         else:
             ended = "finished"
         if ended == "finished":
             tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
+        elif ended == "time_limit":
+            limit = config.limits.max_run_s
+            say(f"the run reached limits.max_run_s={limit:g}s: it takes no more videos and commits what is done")
+            tally = collector.close(
+                f"not done: the run reached limits.max_run_s={limit:g}s before this video; the next run does it",
+                lost_status="timeout",
+                lost_type="time_limit",
+            )
         elif ended == "no_progress":
             say(f"no video finished for limits.no_progress_timeout_s={patience:g}s: committing what is done")
             tally = collector.close(
@@ -492,13 +501,21 @@ def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple
     return min(decoders_min, videos), min(decoders_max, videos)
 
 
-Ended = Literal["finished", "no_progress", "unreachable"]
+Ended = Literal["finished", "no_progress", "unreachable", "time_limit"]
 
 
-def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float, unreachable_in_a_row: int) -> Ended:
+def _drain(
+    dataset: Any,
+    collector: Collector,
+    *,
+    no_progress_timeout_s: float,
+    unreachable_in_a_row: int,
+    stop_at: float | None = None,
+) -> Ended:
     """Feed the collector until the dataset ends ("finished"), nothing arrives for
-    `no_progress_timeout_s` (a stuck cluster: "no_progress"), or `unreachable_in_a_row` videos in a
-    row found their store not answering ("unreachable").
+    `no_progress_timeout_s` (a stuck cluster: "no_progress"), `unreachable_in_a_row` videos in a
+    row found their store not answering ("unreachable"), or time.monotonic() passes `stop_at`
+    (limits.max_run_s: "time_limit").
 
     The dataset is consumed on a daemon thread so the driver itself can never hang: when it stops
     early the execution is stopped (its actors and tasks cancelled) and the driver commits what
@@ -522,13 +539,25 @@ def _drain(dataset: Any, collector: Collector, *, no_progress_timeout_s: float, 
     consumer = threading.Thread(target=consume, name="vidbatch-consume", daemon=True)
     consumer.start()
     try:
+        waited_since = time.monotonic()
         while True:
+            now = time.monotonic()
+            if stop_at is not None and now >= stop_at:
+                abandoned.set()
+                _stop_execution(dataset, consumer, batches)
+                return "time_limit"
+            wait = waited_since + no_progress_timeout_s - now
+            if stop_at is not None:
+                wait = min(wait, stop_at - now)
             try:
-                item = batches.get(timeout=no_progress_timeout_s)
+                item = batches.get(timeout=max(wait, 0.0))
             except queue.Empty:
+                if stop_at is not None and time.monotonic() >= stop_at:
+                    continue  # the time limit, said above
                 abandoned.set()
                 _stop_execution(dataset, consumer, batches)
                 return "no_progress"
+            waited_since = time.monotonic()
             if item is end:
                 return "finished"
             if isinstance(item, BaseException):
