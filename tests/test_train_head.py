@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from test_cli_tools import run_cli
 
 from vidbatch.schema import EMBEDDING
@@ -120,7 +120,13 @@ def test_train_head_scores_held_out_videos_and_tag_labels_every_ok_video(tmp_pat
     assert "tagged 17 videos with 'label'" in out
     assert "not tagged: videos not ok (no embedding): 1" in out
     table = pq.read_table(tags)
-    assert table.schema.names == ["video_id", "tag", "score"]
+    assert table.schema.names == ["video_id", "run_id", "tag", "score"]
+    made_from = {key.decode(): value.decode() for key, value in (table.schema.metadata or {}).items()}
+    assert made_from["vidbatch.model_id"] == MODEL and made_from["vidbatch.sampling_id"] == SAMPLING
+    assert made_from["vidbatch.label_column"] == "label" and made_from["vidbatch.videos_version"] == "0"
+    current = {row["video_id"]: row["run_id"] for row in DeltaTable(str(output / "videos")).to_pyarrow_table().to_pylist()}
+    pairs = zip(table.column("video_id").to_pylist(), table.column("run_id").to_pylist(), strict=True)
+    assert all(current[video_id] == run_id for video_id, run_id in pairs)  # the rows each tag was made from
     tagged = dict(zip(table.column("video_id").to_pylist(), table.column("tag").to_pylist(), strict=True))
     assert "broken" not in tagged and len(tagged) == 17
     assert (tagged["new1"], tagged["new2"]) == ("dog", "owl")  # the unlabelled ones too
@@ -144,7 +150,8 @@ def test_clip_level_learns_only_from_each_videos_current_clips(tmp_path, capsys)
     code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tags))
     assert code == 0, err
     table = pq.read_table(tags)
-    assert table.schema.names == ["video_id", "clip_index", "tag", "score"]
+    assert table.schema.names == ["video_id", "clip_index", "run_id", "tag", "score"]
+    assert (table.schema.metadata or {}).get(b"vidbatch.clips_version") is not None
     assert table.num_rows == 36 and "tagged 36 clips" in out
     keys = list(zip(table.column("video_id").to_pylist(), table.column("clip_index").to_pylist(), strict=True))
     assert len(set(keys)) == 36
@@ -358,3 +365,17 @@ def test_one_rare_label_does_not_turn_the_cross_validation_off_for_the_others(tm
     saved = json.loads(head.read_text())
     assert saved["l2_search"]["source"] == "cross-validation", saved["l2_search"]
     assert len(saved["l2_search"]["macro_f1_by_l2"]) == 5 and "owl" in saved["head"]["classes"]
+
+
+def test_labels_with_spaces_at_an_end_are_quoted_outside_the_score_table_too(tmp_path, capsys):
+    """The score table quoted ' owl'; the 'not scored' line and tag's counts printed it bare, where it
+    reads as 'owl'."""
+    rare = [{"video_id": "owl0", "label": " owl", "looks_like": "owl"}]
+    output = write_output(tmp_path / "out", labelled(5, ("cat", "dog")) + rare)
+    head = tmp_path / "h.json"
+    code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
+    assert code == 0, err
+    assert "not scored (one video each, used for training): ' owl';" in out
+    code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tmp_path / "t.parquet"))
+    assert code == 0, err
+    assert "' owl': 1" in out and ", owl:" not in out and "( owl:" not in out

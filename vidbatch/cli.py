@@ -280,13 +280,14 @@ def _train_head(args: argparse.Namespace) -> int:
 
 
 def _tag(args: argparse.Namespace) -> int:
+    from vidbatch.head_metrics import shown_label
     from vidbatch.tag import tag_output
     from vidbatch.train_head import UNTRAINED_NOTE, read_head
 
     storage = _storage_config(args)
     head_file = read_head(args.head, storage)
     result = tag_output(args.output, storage, head_file, args.to)
-    tags = ", ".join(f"{tag}: {count}" for tag, count in result.tags.items())
+    tags = ", ".join(f"{shown_label(tag)}: {count}" for tag, count in result.tags.items())
     noun = "videos" if head_file["level"] == "video" else "clips"
     print(f"tagged {result.rows} {noun} with {head_file['label_column']!r} ({tags}); wrote {args.to}")
     for reason, count in result.left_out.items():

@@ -120,7 +120,7 @@ def _mean(values: list[float]) -> float:
 
 
 def format_evaluation(evaluation: Evaluation) -> list[str]:
-    shown = {label: _shown(label) for label in evaluation.classes}
+    shown = {label: shown_label(label) for label in evaluation.classes}
     width = max(12, *(len(text) for text in shown.values()))
     lines = [
         f"  accuracy {evaluation.accuracy:.3f} on {evaluation.examples} held-out examples "
@@ -143,7 +143,7 @@ def format_evaluation(evaluation: Evaluation) -> list[str]:
     return lines
 
 
-def _shown(label: str) -> str:
+def shown_label(label: str) -> str:
     """A label as the table shows it: quoted when it is empty, has spaces at an end, or holds a
     line break or tab (so 'red' and 'red ' do not look alike)."""
     return label if label.strip() == label and label and label.isprintable() else repr(label)

@@ -2,7 +2,7 @@
 
 Streams the table (videos or clips, as the head was trained) in batches, so a library of
 millions of videos is tagged in bounded memory, and writes one Parquet row per ok video (or
-current clip) of the head's model and sampling: video_id[, clip_index], tag, score. Rows it
+current clip) of the head's model and sampling: video_id[, clip_index], run_id, tag, score. Rows it
 cannot tag are counted and named in the report, never dropped without a word.
 """
 
@@ -51,15 +51,30 @@ def tag_output(output: str, storage: StorageConfig, head_file: dict[str, Any], d
             f"({', '.join(f'{k}: {v}' for k, v in left_out.items()) or 'no videos'}); "
             "a head applies only to the embeddings it was trained on: train one on this output"
         )
+    # run_id: the row each tag was made from, the key it joins on ((video_id, run_id), as clips join
+    # videos); the file's metadata says which model, sampling, head and table version it is of, so a
+    # tags file kept after the library changed can be told stale.
+    provenance = {
+        "vidbatch.model_id": model_id,
+        "vidbatch.sampling_id": sampling_id,
+        "vidbatch.label_column": str(head_file.get("label_column")),
+        "vidbatch.head_trained_at": str(head_file.get("trained_at")),
+        "vidbatch.videos_version": str(videos_table.version()),
+    }
     if level == "video":
         batches = _video_batches(videos_table, current)
-        schema = pa.schema([("video_id", pa.string()), ("tag", pa.string()), ("score", pa.float32())])
+        fields = [("video_id", pa.string()), ("run_id", pa.string()), ("tag", pa.string()), ("score", pa.float32())]
     else:
         clips_table = open_table(output, "clips", storage)
         if clips_table is None:
             raise JobError(f"{output!r} holds no clips table, and the head was trained on clips")
         batches = _clip_batches(clips_table, current)
-        schema = pa.schema([("video_id", pa.string()), ("clip_index", pa.int32()), ("tag", pa.string()), ("score", pa.float32())])
+        fields = [
+            ("video_id", pa.string()), ("clip_index", pa.int32()), ("run_id", pa.string()),
+            ("tag", pa.string()), ("score", pa.float32()),
+        ]  # fmt: skip
+        provenance["vidbatch.clips_version"] = str(clips_table.version())
+    schema = pa.schema(fields, metadata=provenance)
     counts: Counter[str] = Counter()
     rows = 0
     with replaced_file(destination, storage) as handle, pq.ParquetWriter(handle, schema) as writer:
@@ -95,7 +110,7 @@ def _taggable(videos: pa.Table, model_id: str, sampling_id: str) -> tuple[pa.Arr
 
 def _video_batches(table: Any, current: pa.Table) -> Iterator[pa.Table]:
     wanted = current.column("video_id").combine_chunks()
-    for batch in table.to_pyarrow_dataset().to_batches(columns=["video_id", "embedding"], batch_size=BATCH_ROWS):
+    for batch in table.to_pyarrow_dataset().to_batches(columns=["video_id", "run_id", "embedding"], batch_size=BATCH_ROWS):
         rows = plain_table(pa.Table.from_batches([batch]))
         yield rows.filter(pc.is_in(rows.column("video_id"), value_set=wanted))
 

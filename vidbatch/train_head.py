@@ -20,7 +20,7 @@ from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.head import LinearHead, choose_l2, train_head
 from vidbatch.head_data import LEVELS, Examples, Level, read_examples
-from vidbatch.head_metrics import Evaluation, evaluate, format_evaluation
+from vidbatch.head_metrics import Evaluation, evaluate, format_evaluation, shown_label
 from vidbatch.head_split import held_out_videos
 from vidbatch.storage import filesystem, replaced_file
 
@@ -199,7 +199,7 @@ def format_report(trained: TrainedHead, head_uri: str) -> str:
         lines.append("  left out: " + ", ".join(f"{reason} {count}" for reason, count in examples.left_out.items()))
     if trained.untested_classes:
         lines.append(
-            f"  not scored (one video each, used for training): {', '.join(trained.untested_classes)}; "
+            f"  not scored (one video each, used for training): {', '.join(map(shown_label, trained.untested_classes))}; "
             "label a second video of each to score them"
         )
     lines.extend(format_evaluation(trained.evaluation))
