@@ -40,6 +40,9 @@ class Examples:
     sampling_id: str
     # What was left out, and why ("not ok": 3, "no label": 5): reported, never silent.
     left_out: dict[str, int] = field(default_factory=dict)
+    # Each video's file (its uri as the videos table holds it): videos under two ids that are one
+    # file must stay on one side of a split, or the test set holds what was trained on.
+    file_of: dict[str, str] = field(default_factory=dict)
 
     @property
     def untrained_backbone(self) -> bool:
@@ -78,6 +81,9 @@ def read_examples(output: str, storage: StorageConfig, *, label_column: str, lev
         model_id=model_id,
         sampling_id=sampling_id,
         left_out={reason: count for reason, count in left_out.items() if count},
+        file_of=dict(
+            zip(videos.column("video_id").to_pylist(), map(str, videos.column("uri").to_pylist()), strict=True)
+        ),
     )
 
 

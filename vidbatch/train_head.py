@@ -21,7 +21,7 @@ from vidbatch.errors import JobError
 from vidbatch.head import LinearHead, choose_l2, train_head
 from vidbatch.head_data import LEVELS, Examples, Level, read_examples
 from vidbatch.head_metrics import Evaluation, evaluate, format_evaluation, shown_label
-from vidbatch.head_split import held_out_videos
+from vidbatch.head_split import files_kept_together, held_out_videos
 from vidbatch.storage import filesystem, replaced_file
 
 HEAD_FORMAT = "vidbatch-linear-head/1"
@@ -91,7 +91,9 @@ def train_on_output(
     examples = read_examples(output, storage, label_column=label_column, level=level)
     video_labels = dict(zip(examples.video_ids, examples.labels, strict=True))
     _refuse_one_label(video_labels, label_column)
-    held = held_out_videos(video_labels, test_fraction=test_fraction, seed=seed)
+    held = files_kept_together(
+        held_out_videos(video_labels, test_fraction=test_fraction, seed=seed), examples.file_of, video_labels, seed=seed
+    )
     if not held:
         raise JobError(
             f"no label of {label_column!r} has 2 or more ok videos ({_per_label(video_labels)}): "
@@ -104,7 +106,8 @@ def train_on_output(
     scores: dict[float, float] = {}
     source = "given"
     if l2 is None:
-        l2, scores = choose_l2(train_features, train_labels, train_ids)
+        # folds by file too: a video's clips, and the videos of one file, stay in one fold
+        l2, scores = choose_l2(train_features, train_labels, [examples.file_of.get(v, v) for v in train_ids])
         source = (
             "cross-validation" if scores else f"default {l2:g}: fewer than 2 labels have 3 training videos, too few for 3 folds"
         )
