@@ -21,16 +21,16 @@ from vidbatch.model_compile import compile_due, validate_compile_mode
 from vidbatch.preprocess import PreprocessSpec
 
 
-def _runner(**options) -> ResNetRunner:
+def _runner(*, num_classes: int = 10, batch_frames: int = 4, **options) -> ResNetRunner:
     torch.manual_seed(7)
     buffer = io.BytesIO()
-    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), buffer)
+    torch.save(torchvision.models.resnet18(num_classes=num_classes).state_dict(), buffer)
     return ResNetRunner(
         arch="resnet18",
         state_dict_bytes=buffer.getvalue(),
         preprocess=PreprocessSpec(resize_size=256, crop_size=224),
         precision="fp32",
-        batch_frames=4,
+        batch_frames=batch_frames,
         threads=1,
         **options,
     )
@@ -103,17 +103,7 @@ def test_a_frame_s_label_scores_do_not_depend_on_the_frames_it_was_batched_with(
     """How many frames reach a model actor together depends on timing (DESIGN: results never depend
     on how many actors ran). The float32 classifier gave the same frame scores ~3e-7 apart in
     batches of 1, 3 and 17 frames; the pooled features were identical already."""
-    torch.manual_seed(7)
-    buffer = io.BytesIO()
-    torch.save(torchvision.models.resnet18().state_dict(), buffer)  # ImageNet's 1000 classes
-    runner = ResNetRunner(
-        arch="resnet18",
-        state_dict_bytes=buffer.getvalue(),
-        preprocess=PreprocessSpec(resize_size=256, crop_size=224),
-        precision="fp32",
-        batch_frames=32,
-        threads=1,
-    )
+    runner = _runner(num_classes=1000, batch_frames=32)  # ImageNet's 1000 classes
     frames = _frames(32)
     pooled, probs = runner(frames)
     assert probs.dtype == np.float32
