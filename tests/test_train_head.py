@@ -376,6 +376,7 @@ def test_labels_with_spaces_at_an_end_are_quoted_outside_the_score_table_too(tmp
     code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
     assert code == 0, err
     assert "not scored (one video each, used for training): ' owl';" in out
+    assert "WARNING: labels that differ only in case or spaces" not in out  # ' owl' alone is no look-alike
     code, out, err = run_cli(capsys, "tag", str(output), "--head", str(head), "-o", str(tmp_path / "t.parquet"))
     assert code == 0, err
     assert "' owl': 1" in out and ", owl:" not in out and "( owl:" not in out
@@ -398,3 +399,14 @@ def test_one_file_under_several_ids_stays_on_one_side_of_the_split(tmp_path, cap
         copies = {v["video_id"] for v in videos if v["uri"] == video["uri"]}
         assert copies <= held or not copies & held, video["uri"]  # all of a file's copies on one side
     assert {v["label"] for v in videos if v["video_id"] in held} == {"cat", "dog", "owl"}  # every label still scored
+
+
+def test_labels_that_differ_only_in_case_or_spaces_are_warned_about(tmp_path, capsys):
+    """'cat', 'Cat' and 'cat ' became three classes without a word, and tag gave videos 'Cat'."""
+    videos = labelled(4, ("cat", "dog")) + [
+        {"video_id": f"Cat{i}", "label": "Cat", "looks_like": "cat"} for i in range(2)
+    ] + [{"video_id": f"cat-{i}", "label": "cat ", "looks_like": "cat"} for i in range(2)]  # fmt: skip
+    output = write_output(tmp_path / "out", videos)
+    code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(tmp_path / "h.json"))
+    assert code == 0, err
+    assert "WARNING: labels that differ only in case or spaces are separate classes (Cat, cat, 'cat '): " in out

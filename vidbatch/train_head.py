@@ -131,6 +131,22 @@ def train_on_output(
     )
 
 
+def _look_alike_warning(classes: tuple[str, ...]) -> list[str]:
+    """Labels that differ only in case or in spaces at their ends ('Red', 'red '): a head learns each as
+    a class of its own and splits their videos between them, which is seldom what the labeller meant."""
+    by_form: dict[str, list[str]] = {}
+    for label in classes:
+        by_form.setdefault(" ".join(label.split()).casefold(), []).append(label)
+    alike = [forms for forms in by_form.values() if len(forms) > 1]
+    if not alike:
+        return []
+    shown = "; ".join(", ".join(map(shown_label, forms)) for forms in alike[:3])
+    return [
+        f"  WARNING: labels that differ only in case or spaces are separate classes ({shown}"
+        f"{'; ...' if len(alike) > 3 else ''}): clean the label column if they mean one thing"
+    ]
+
+
 def _commonest(labels: list[str]) -> str:
     """The label a guess without the test set would give every video (ties: the first by name)."""
     return min(Counter(labels).items(), key=lambda item: (-item[1], item[0]))[0]
@@ -193,6 +209,7 @@ def format_report(trained: TrainedHead, head_uri: str) -> str:
     ]
     if examples.untrained_backbone:
         lines.insert(1, "  " + UNTRAINED_NOTE)
+    lines.extend(_look_alike_warning(trained.head.classes))
     if not trained.head.converged:
         lines.append(
             "  WARNING: the solver stopped before the optimum (its gradient is above 1e-5): the head is usable, "
