@@ -36,6 +36,9 @@ def test_plan_probes_and_estimates_without_writing(tmp_path, library):
     assert report.model_layout == "onednn-packed"  # the model a CPU model actor runs
     assert "model on this machine (cpu, onednn-packed):" in text
     assert not (tmp_path / "out").exists()  # a dry run
+    # seconds-long videos: the per-video cost the rates leave out is said (1 s videos ran 4x the estimate)
+    assert report.mean_duration_s is not None and report.mean_duration_s < 10
+    assert "the videos are short (mean " in text and "expect a longer run" in text
 
 
 def test_cluster_sizes_that_make_no_sense_are_refused_naming_them():
