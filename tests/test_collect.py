@@ -251,3 +251,15 @@ def test_the_unreachable_run_and_the_rows_close_writes_are_counted(tmp_path):
     c.close("not done", lost_status="timeout", lost_type="unreachable")
     assert c.lost == 1  # e: never finished, its row written by close
 
+
+
+def test_all_finished_only_once_every_video_has_its_row(tmp_path):
+    """A run's time window (limits.max_run_s) that closes as the last video comes in left nothing out:
+    the run must not say STOPPED EARLY. Only a video with its row counts, not one with clips alone."""
+    rng = np.random.default_rng(3)
+    c = collector(tmp_path, ["a", "b"])
+    assert not c.all_finished
+    c.add_batch(batch(clip("a", 0, rng), video("a", 1), clip("b", 0, rng)))
+    assert not c.all_finished  # b has a clip, not its row yet
+    c.add_batch(batch(video("b", 1)))
+    assert c.all_finished

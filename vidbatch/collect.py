@@ -239,6 +239,11 @@ class Collector:
             ).cast(CLIPS)
         )
 
+    @property
+    def all_finished(self) -> bool:
+        """Every video handed to the pipeline has its row (nothing pending, nothing unseen)."""
+        return not self.pending and all(video_id in self.done for video_id in self.uris)
+
     def close(self, lost_message: str, *, lost_status: str = "decode_error", lost_type: str = "lost") -> Tally:
         """Anything not finished (or never seen) still gets its row: nothing is dropped.
 
