@@ -384,7 +384,9 @@ class _ReaderMayLeave:
         # The descriptor itself, so that what Ray and native code write there goes nowhere too, and the
         # text still buffered is flushed there.
         with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+            nowhere = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(nowhere, self._stream.fileno())
+            os.close(nowhere)
         with contextlib.suppress(OSError, ValueError):
             self._stream.flush()
 

@@ -839,13 +839,13 @@ def _uniform_span(
             tally.note(packet)
             if guard is not None and packet.pts is not None:
                 guard.check_time(float(packet.pts * tb))
+        end = tally.end_s
     except av.error.FFmpegError:
-        tally = _PacketTally(default_duration_s=0.0)  # no usable answer: decoding finds what is wrong
+        end = None  # no usable answer: decoding finds what is wrong
     try:
         container.seek(0)
     except av.error.FFmpegError as exc:
         raise VideoError("decode_error", f"seeking back to the start failed ({_short(exc)}); {_DAMAGED}") from exc
-    end = tally.end_s
     if end is None or end <= info.start_s:
         return info  # the seek landed on nothing shown: the header is all there is to go by
     facts.end_s = end

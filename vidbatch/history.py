@@ -147,22 +147,27 @@ def _unfinished(output: str, storage: StorageConfig, *, known: set[str], last: i
             started = {}
         started = started if isinstance(started, dict) else {}
         entries.append(
-            {
-                "run_id": run_id,
-                "unfinished": True,
-                "tidied_only": False,
-                "time": started.get("started_at"),
-                "version": None,
-                "clips_version": None,
-                "committed_at": None,
-                "statuses": None,
-                "changes": None,
-                "clips": 0,
-                "wall_time_s": 0.0,
-                "model_id": started.get("model_id"),
-            }
+            _entry(run_id, unfinished=True, time=started.get("started_at"), model_id=started.get("model_id"))
         )
     return entries
+
+
+def _entry(run_id: str, **known: Any) -> dict[str, Any]:
+    """A history entry: what is `known` of the run, the rest as for a run that wrote nothing."""
+    return {
+        "run_id": run_id,
+        "tidied_only": False,
+        "time": None,
+        "version": None,
+        "clips_version": None,
+        "committed_at": None,
+        "statuses": None,
+        "changes": None,
+        "clips": 0,
+        "wall_time_s": 0.0,
+        "model_id": None,
+        **known,
+    }
 
 
 def _run_id_of(summary_path: str) -> str:

@@ -10,6 +10,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -175,36 +176,10 @@ def run_job(
             ended = "finished"  # the window closed as the last video came in: nothing was left out
         if ended == "finished":
             tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
-        elif ended == "time_limit":
-            limit = config.limits.max_run_s
-            say(f"the run reached limits.max_run_s={limit:g}s: it takes no more videos and commits what is done")
-            tally = collector.close(
-                f"not done: the run reached limits.max_run_s={limit:g}s before this video; the next run does it",
-                lost_status="timeout",
-                lost_type="time_limit",
-            )
-        elif ended == "no_progress":
-            say(f"no video finished for limits.no_progress_timeout_s={patience:g}s: committing what is done")
-            tally = collector.close(
-                f"the run stopped waiting after {patience:g}s without progress; the next run retries it",
-                lost_status="timeout",
-                lost_type="no_progress",
-            )
         else:
-            # A store that is down fails every video after its retries (~40 s each for S3): a night
-            # would spend its hours writing `timeout` rows. Stopped, the rest wait for the next run.
-            in_a_row = config.limits.unreachable_in_a_row
-            say(
-                f"{in_a_row} videos in a row could not be read: their object store or server did not answer "
-                f"(limits.unreachable_in_a_row={in_a_row}). The run stops and commits what is done, if its output "
-                "can be written; check the store, then run again: it retries every video not done"
-            )
-            tally = collector.close(
-                f"not done: the run stopped after {in_a_row} videos in a row found their store not answering; "
-                "the next run retries it",
-                lost_status="timeout",
-                lost_type=UNREACHABLE,
-            )
+            said, not_done, error_type = _stopped_early(ended, config)
+            say(said)
+            tally = collector.close(not_done, lost_status="timeout", lost_type=error_type)
         printer(tally, collector.total, force=True)
         changes = {
             "new": decision.new,
@@ -506,6 +481,36 @@ def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple
 Ended = Literal["finished", "no_progress", "unreachable", "time_limit"]
 
 
+def _stopped_early(ended: Ended, config: JobConfig) -> tuple[str, str, str]:
+    """For a run that stopped before every video was tried: what it says, the message of the videos
+    not done (`timeout` rows the next run retries) and their error_type."""
+    limits = config.limits
+    if ended == "time_limit":
+        return (
+            f"the run reached limits.max_run_s={limits.max_run_s:g}s: it takes no more videos and commits what is done",
+            f"not done: the run reached limits.max_run_s={limits.max_run_s:g}s before this video; the next run does it",
+            "time_limit",
+        )
+    if ended == "no_progress":
+        patience = limits.no_progress_timeout_s
+        return (
+            f"no video finished for limits.no_progress_timeout_s={patience:g}s: committing what is done",
+            f"the run stopped waiting after {patience:g}s without progress; the next run retries it",
+            "no_progress",
+        )
+    # A store that is down fails every video after its retries (~40 s each for S3): a night would
+    # spend its hours writing `timeout` rows. Stopped, the rest wait for the next run.
+    in_a_row = limits.unreachable_in_a_row
+    return (
+        f"{in_a_row} videos in a row could not be read: their object store or server did not answer "
+        f"(limits.unreachable_in_a_row={in_a_row}). The run stops and commits what is done, if its output "
+        "can be written; check the store, then run again: it retries every video not done",
+        f"not done: the run stopped after {in_a_row} videos in a row found their store not answering; "
+        "the next run retries it",
+        UNREACHABLE,
+    )
+
+
 def _drain(
     dataset: Any,
     collector: Collector,
@@ -540,35 +545,32 @@ def _drain(
 
     consumer = threading.Thread(target=consume, name="vidbatch-consume", daemon=True)
     consumer.start()
+
+    def give_up(why: Ended) -> Ended:
+        abandoned.set()
+        _stop_execution(dataset, consumer, batches)
+        return why
+
     try:
-        waited_since = time.monotonic()
+        patient_until = time.monotonic() + no_progress_timeout_s
         while True:
             now = time.monotonic()
             if stop_at is not None and now >= stop_at:
-                abandoned.set()
-                _stop_execution(dataset, consumer, batches)
-                return "time_limit"
-            wait = waited_since + no_progress_timeout_s - now
-            if stop_at is not None:
-                wait = min(wait, stop_at - now)
+                return give_up("time_limit")
+            if now >= patient_until:
+                return give_up("no_progress")
             try:
-                item = batches.get(timeout=max(wait, 0.0))
+                item = batches.get(timeout=min(patient_until, stop_at if stop_at is not None else math.inf) - now)
             except queue.Empty:
-                if stop_at is not None and time.monotonic() >= stop_at:
-                    continue  # the time limit, said above
-                abandoned.set()
-                _stop_execution(dataset, consumer, batches)
-                return "no_progress"
-            waited_since = time.monotonic()
+                continue  # a limit above
+            patient_until = time.monotonic() + no_progress_timeout_s
             if item is end:
                 return "finished"
             if isinstance(item, BaseException):
                 raise item
             collector.add_batch(item)
             if collector.unreachable_in_a_row >= unreachable_in_a_row:
-                abandoned.set()
-                _stop_execution(dataset, consumer, batches)
-                return "unreachable"
+                return give_up("unreachable")
     except (KeyboardInterrupt, Stopped):
         # Stopped before Ray is, wherever the signal lands (waiting for a batch, or adding one to
         # the collector): an execution left running would print Ray's tracebacks after the
