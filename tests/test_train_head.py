@@ -410,3 +410,20 @@ def test_labels_that_differ_only_in_case_or_spaces_are_warned_about(tmp_path, ca
     code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(tmp_path / "h.json"))
     assert code == 0, err
     assert "WARNING: labels that differ only in case or spaces are separate classes (Cat, cat, 'cat '): " in out
+
+
+def test_heads_and_tags_are_not_written_inside_the_tables_whose_vacuum_would_delete_them(tmp_path, capsys):
+    output = write_output(tmp_path / "out", labelled(5))
+    inside = output / "videos" / "head.json"
+    code, out, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(inside))
+    assert code == 2 and "inside the output's videos table" in err and "trained" not in out, err
+    assert not inside.exists()
+    head = output / "head.json"  # beside the tables is fine
+    code, _, err = run_cli(capsys, "train-head", str(output), "--label-column", "label", "-o", str(head))
+    assert code == 0, err
+    saved = json.loads(head.read_text())
+    assert saved["trained_on"] == {"output": str(output), "videos_version": 0, "clips_version": None}
+    tags = tmp_path / "out" / "clips" / "tags" / "t.parquet"
+    code, out, err = run_cli(capsys, "tag", f"{tmp_path}/./out/", "--head", str(head), "-o", str(tags))
+    assert code == 2 and "inside the output's clips table" in err and "tagged" not in out, err
+    assert not tags.exists()

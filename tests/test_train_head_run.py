@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from deltalake import DeltaTable
 from test_cli_tools import run_cli
 
 from vidbatch.config import parse_job
@@ -85,6 +86,10 @@ def test_a_head_on_a_runs_embeddings_tells_the_labels_of_held_out_videos_apart(l
     saved = json.loads(head.read_text())
     assert saved["model_id"].startswith("resnet18:") and saved["untrained_backbone"] is False
     assert saved["split"]["test_videos"] == 3  # one of each label's five
+    # Which snapshot it learned from, to the table version.
+    videos_version = DeltaTable(str(labelled_output / "videos")).version()
+    assert saved["trained_on"] == {"output": str(labelled_output), "videos_version": videos_version, "clips_version": None}
+    assert f"read from videos version {videos_version}\n" in out
     assert "left out: videos not ok (no embedding) 1, ok videos with no label 1" in out
     evaluation = saved["evaluation"]
     # Three looks this different are told apart by a probe on seeded (untrained) ResNet features;
@@ -112,3 +117,4 @@ def test_clip_level_head_on_a_run(labelled_output, tmp_path, capsys):
     assert report["split"]["train_examples"] + report["split"]["test_examples"] == 45
     assert report["evaluation"]["examples"] == 9
     assert report["evaluation"]["accuracy"] >= 8 / 9
+    assert report["trained_on"]["clips_version"] == DeltaTable(str(labelled_output / "clips")).version()

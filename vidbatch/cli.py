@@ -255,10 +255,12 @@ def _listed_files(table: str, files: list[str]) -> list[str]:
 
 
 def _train_head(args: argparse.Namespace) -> int:
+    from vidbatch.state import refuse_inside_tables
     from vidbatch.storage import check_destination
     from vidbatch.train_head import format_report, train_on_output, write_head
 
     storage = _storage_config(args)
+    refuse_inside_tables(args.head, args.output, flag="-o")
     check_destination(args.head)  # before the training, not after it
     trained = train_on_output(
         args.output,
@@ -281,10 +283,14 @@ def _train_head(args: argparse.Namespace) -> int:
 
 def _tag(args: argparse.Namespace) -> int:
     from vidbatch.head_metrics import shown_label
+    from vidbatch.state import refuse_inside_tables
+    from vidbatch.storage import check_destination
     from vidbatch.tag import tag_output
     from vidbatch.train_head import UNTRAINED_NOTE, read_head
 
     storage = _storage_config(args)
+    refuse_inside_tables(args.to, args.output, flag="-o")
+    check_destination(args.to)  # before the tagging, not after it
     head_file = read_head(args.head, storage)
     result = tag_output(args.output, storage, head_file, args.to)
     tags = ", ".join(f"{shown_label(tag)}: {count}" for tag, count in result.tags.items())

@@ -43,6 +43,10 @@ class Examples:
     # Each video's file (its uri as the videos table holds it): videos under two ids that are one
     # file must stay on one side of a split, or the test set holds what was trained on.
     file_of: dict[str, str] = field(default_factory=dict)
+    # The table versions read (clips: at --level clip only): a head file says which snapshot it
+    # learned from, as a tags file does.
+    videos_version: int | None = None
+    clips_version: int | None = None
 
     @property
     def untrained_backbone(self) -> bool:
@@ -63,11 +67,12 @@ def read_examples(output: str, storage: StorageConfig, *, label_column: str, lev
         raise JobError(f"output {output!r} has no ok videos with a {label_column!r}: nothing to train on ({_said(left_out)})")
     model_id, sampling_id = _one_model(output, videos)
     label_of = dict(zip(videos.column("video_id").to_pylist(), map(str, videos.column(label_column).to_pylist()), strict=True))
+    clips_version = None
     if level == "video":
         embeddings = _embeddings_of(snapshot, videos.column("video_id"))
         video_ids = videos.column("video_id").to_pylist()
     else:
-        clips = _current_clips(output, storage, videos)
+        clips, clips_version = _current_clips(output, storage, videos)
         embeddings = clips.column("embedding")
         video_ids = clips.column("video_id").to_pylist()
     features = embedding_matrix(embeddings)
@@ -84,6 +89,8 @@ def read_examples(output: str, storage: StorageConfig, *, label_column: str, lev
         file_of=dict(
             zip(videos.column("video_id").to_pylist(), map(str, videos.column("uri").to_pylist()), strict=True)
         ),
+        videos_version=snapshot.version(),
+        clips_version=clips_version,
     )
 
 
@@ -149,7 +156,8 @@ def _one_model(output: str, videos: pa.Table) -> tuple[str, str]:
     return str(model_id), str(sampling_id)
 
 
-def _current_clips(output: str, storage: StorageConfig, videos: pa.Table) -> pa.Table:
+def _current_clips(output: str, storage: StorageConfig, videos: pa.Table) -> tuple[pa.Table, int]:
+    """The clips of the runs `videos` names, and the clips table's version they were read from."""
     table = open_table(output, "clips", storage)
     if table is None:
         raise JobError(f"{output!r} holds no clips table; train at --level video")
@@ -162,9 +170,9 @@ def _current_clips(output: str, storage: StorageConfig, videos: pa.Table) -> pa.
         kept.append(clips.filter(of_current_runs(clips, wanted)))
     if not kept:
         empty = {"video_id": pa.string(), "clip_index": pa.int32(), "run_id": pa.string(), "embedding": pa.list_(pa.float32())}
-        return pa.table({name: pa.array([], kind) for name, kind in empty.items()})
+        return pa.table({name: pa.array([], kind) for name, kind in empty.items()}), table.version()
     current = pa.concat_tables(kept, promote_options="permissive")
-    return current.sort_by([("video_id", "ascending"), ("clip_index", "ascending")])
+    return current.sort_by([("video_id", "ascending"), ("clip_index", "ascending")]), table.version()
 
 
 def of_current_runs(clips: pa.Table, current: pa.Table) -> pa.ChunkedArray:

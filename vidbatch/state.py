@@ -117,6 +117,23 @@ def refuse_file_output(output: str) -> None:
         path = parent
 
 
+def refuse_inside_tables(destination: str, output: str, *, flag: str) -> None:
+    """JobError when a file a command writes (`flag`) would land inside one of the output's tables:
+    a table's vacuum deletes every file its log does not name, so it would be lost at the next one."""
+    for name in ("videos", "clips"):
+        folder = _comparable(join_uri(output, name))
+        if _comparable(destination).startswith(folder + "/"):
+            beside = join_uri(output, destination.rstrip("/").rpartition("/")[2])
+            raise JobError(
+                f"{flag} {destination!r} is inside the output's {name} table, whose vacuum deletes files its log does "
+                f"not name: write it beside the tables (e.g. {beside!r}) or elsewhere"
+            )
+
+
+def _comparable(uri: str) -> str:
+    return os.path.abspath(local_path(uri)) if is_local(uri) else uri.rstrip("/")
+
+
 def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: str) -> None:
     """JobError when a carried-through manifest column no longer fits its type in the videos table.
 

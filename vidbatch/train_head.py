@@ -23,6 +23,7 @@ from vidbatch.head_data import LEVELS, Examples, Level, read_examples
 from vidbatch.head_metrics import Evaluation, evaluate, format_evaluation, shown_label
 from vidbatch.head_split import files_kept_together, held_out_videos
 from vidbatch.storage import filesystem, replaced_file
+from vidbatch.uri_policy import redact_uri
 
 HEAD_FORMAT = "vidbatch-linear-head/1"
 UNTRAINED_NOTE = (
@@ -45,6 +46,7 @@ class TrainedHead:
     l2_source: str  # "given", "cross-validation", or why the default was taken
     seed: int
     test_fraction: float
+    output: str
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,11 @@ class TrainedHead:
             "sampling_id": self.examples.sampling_id,
             "untrained_backbone": self.examples.untrained_backbone,
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "trained_on": {
+                "output": redact_uri(self.output),
+                "videos_version": self.examples.videos_version,
+                "clips_version": self.examples.clips_version,
+            },
             "split": {
                 "by": "video",
                 "seed": self.seed,
@@ -128,6 +135,7 @@ def train_on_output(
         l2_source=source,
         seed=seed,
         test_fraction=test_fraction,
+        output=output,
     )
 
 
@@ -204,7 +212,7 @@ def format_report(trained: TrainedHead, head_uri: str) -> str:
         )
     lines = [
         f"trained a linear head for {trained.label_column!r} ({len(trained.head.classes)} labels) {sizes}",
-        f"  embeddings: {examples.model_id}, sampling {examples.sampling_id}",
+        f"  embeddings: {examples.model_id}, sampling {examples.sampling_id}; {_versions_read(examples)}",
         f"  weight decay {trained.head.l2:g} ({_l2_said(trained.l2_source)})",
     ]
     if examples.untrained_backbone:
@@ -225,6 +233,11 @@ def format_report(trained: TrainedHead, head_uri: str) -> str:
     lines.extend(format_evaluation(trained.evaluation))
     lines.append(f"  head: {head_uri}")
     return "\n".join(lines)
+
+
+def _versions_read(examples: Examples) -> str:
+    clips = "" if examples.clips_version is None else f", clips version {examples.clips_version}"
+    return f"read from videos version {examples.videos_version}{clips}"
 
 
 def _l2_said(source: str) -> str:
