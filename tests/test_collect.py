@@ -263,3 +263,16 @@ def test_all_finished_only_once_every_video_has_its_row(tmp_path):
     assert not c.all_finished  # b has a clip, not its row yet
     c.add_batch(batch(video("b", 1)))
     assert c.all_finished
+
+
+def test_a_spill_that_cannot_be_written_ends_the_run_saying_why_and_what_to_do():
+    """/dev/full fails every write with ENOSPC, as a full disk does: the run's rows cannot wait for
+    the commit, so the run ends with a message naming the folder and the fix, not a traceback."""
+    from pathlib import Path
+
+    from vidbatch.collect import _Spill
+    from vidbatch.errors import JobError
+    from vidbatch.schema import VIDEOS
+
+    with pytest.raises(JobError, match=r"could not be written to its temporary folder \(/dev\): .*No space left on device"):
+        _Spill(Path("/dev/full"), pa.schema([VIDEOS.field("video_id")]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -1032,3 +1033,70 @@ def test_the_emptying_warning_counts_one_row_in_words():
     from vidbatch.worklist import _all_rows
 
     assert (_all_rows(1), _all_rows(3)) == ("the only videos row", "all 3 videos rows")
+
+
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch):
+    """A real small disk (tmpfs) as the temporary folder, where a run's spill goes. Mounting needs root."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"a tmpfs cannot be mounted here ({done.stderr.strip() or done.returncode}): needs root")
+    monkeypatch.setattr(tempfile, "tempdir", str(mount))
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_run_whose_temporary_disk_runs_low_stops_and_commits_what_is_done(tmp_path, seeded_weights, ray_local, small_disk):
+    """A disk that fills under the spill lost the whole night (the spill cannot be written, so nothing
+    commits). With limits.spill_min_free_mb the run stops taking videos while there is room, commits
+    what is done, and the next run does the rest. Here the disk has 300 KB above the reserve when the
+    run starts, and the spill's first flush (512 clips of ~1.6 KB) takes more."""
+    from vidbatch.cli import _summary_text
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    paths = {
+        f"v{i:02d}": media.write_video(lib / f"v{i:02d}.mp4", num_frames=50, fps=10, width=64, height=48).path for i in range(12)
+    }
+    write_manifest(tmp_path / "manifest.parquet", paths)
+    raw = job_dict(tmp_path, seeded_weights)
+    raw["sampling"] = {"mode": "fps", "fps": 10.0, "clip_len_s": 0.1}  # a clip a frame: 600 clips
+    raw["resources"] = {"batch_clips": 8, "decode_actors": 1}
+    raw["limits"] = {"spill_min_free_mb": 32}
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(small_disk).free - 32 * 2**20 - 300 * 2**10))
+    said: list[str] = []
+    first = run_job(parse_job(raw), progress=said.append)
+    assert first.summary["stopped_early"] == "spill_space", said
+    assert any("has" in line and "MB free, under limits.spill_min_free_mb=32" in line for line in said), said
+    assert "STOPPED EARLY: the run's temporary folder ran low on space" in _summary_text(first.summary, first.summary_uri)
+    videos, clips = snapshot(tmp_path)
+    by_status = Counter((v["status"], v["error_type"]) for v in videos)
+    assert by_status[("ok", None)] >= 1 and by_status[("timeout", "spill_space")] >= 1, by_status
+    assert set(by_status) == {("ok", None), ("timeout", "spill_space")}, by_status
+    ok = {v["video_id"] for v in videos if v["status"] == "ok"}
+    assert {c["video_id"] for c in clips} == ok and len(clips) == 50 * len(ok)  # whole videos only
+
+    filler.unlink()  # room again: the next run does the rest, as not the files' doing
+    second = run_job(parse_job(raw), progress=lambda _: None)
+    assert second.summary["stopped_early"] is None
+    assert second.summary["reasons"] == {
+        "retry after timeout (not reached: the run's temporary folder ran low on space, not the file's doing)": 12 - len(ok)
+    }
+    assert {v["status"] for v in assert_exact(tmp_path, set(paths)).values()} == {"ok"}
+
+
+def test_a_run_is_refused_before_any_work_when_its_temporary_disk_is_already_low(tmp_path, seeded_weights, small_disk):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_manifest(tmp_path / "manifest.parquet", {"a": media.write_video(lib / "a.mp4", num_frames=20, fps=10).path})
+    raw = job_dict(tmp_path, seeded_weights)
+    raw["limits"] = {"spill_min_free_mb": 64}  # more than the whole disk
+    from vidbatch.errors import JobError
+
+    with pytest.raises(JobError, match=r"has 40\.0 MB free, under limits.spill_min_free_mb=64: free space there or point TMPDIR"):
+        run_job(parse_job(raw), progress=lambda _: None)
+    assert not (tmp_path / "out" / "videos").exists() and not list((tmp_path / "out" / "_runs").glob("*/started.json"))
+    assert not list(small_disk.iterdir())  # the run's spill folder is gone too

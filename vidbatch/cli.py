@@ -516,6 +516,7 @@ _STOPPED_EARLY = {
     "unreachable": "videos in a row found their object store or server not answering (limits.unreachable_in_a_row)",
     "no_progress": "no video finished for limits.no_progress_timeout_s",
     "time_limit": "the run reached limits.max_run_s",
+    "spill_space": "the run's temporary folder ran low on space (limits.spill_min_free_mb; TMPDIR sets the folder)",
 }
 
 

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from vidbatch.clip_arrays import top_labels, vector_rows
 from vidbatch.config import Task
-from vidbatch.errors import UNREACHABLE
+from vidbatch.errors import UNREACHABLE, JobError
 from vidbatch.manifest import Plan
 from vidbatch.parquet_stream import open_parquet, open_writer, read_batches
 from vidbatch.schema import CLIPS, EMBEDDING, LABELS, VIDEOS
@@ -66,7 +66,10 @@ class _Spill:
         self.rows: list[dict[str, Any]] = []
         self.parts: list[pa.Table] = []
         self.buffered = 0
-        self.writer = open_writer(path, schema)
+        try:
+            self.writer = open_writer(path, schema)
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
         self.count = 0
 
     def add(self, row: dict[str, Any]) -> None:
@@ -91,13 +94,28 @@ class _Spill:
     def flush(self) -> None:
         self._seal_rows()
         if self.parts:
-            self.writer.write_table(pa.concat_tables(self.parts))
+            try:
+                self.writer.write_table(pa.concat_tables(self.parts))
+            except OSError as exc:
+                raise self._unwritable(exc) from exc
             self.count += self.buffered
             self.parts, self.buffered = [], 0
 
     def close(self) -> None:
         self.flush()
-        self.writer.close()
+        try:
+            self.writer.close()
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
+
+    def _unwritable(self, exc: OSError) -> JobError:
+        # A spill that cannot be written cannot be committed from: the run ends here, saying why
+        # (most often a full disk, which limits.spill_min_free_mb is there to stop short of).
+        return JobError(
+            f"the run's rows could not be written to its temporary folder ({self.path.parent}): {exc}. Nothing was "
+            "committed by this run; free space there or point TMPDIR at a larger disk (limits.spill_min_free_mb "
+            "stops a run, and commits what is done, before its disk fills)"
+        )
 
 
 class Collector:

@@ -153,6 +153,10 @@ class LimitsConfig(_Frozen):
     # commits what is done and the next run does the rest. None: no limit. A first run over a whole
     # library (hours or days) then lands night by night instead of all or nothing.
     max_run_s: float | None = Field(None, gt=0, le=30 * 86400)
+    # Free space kept on the disk of the run's temporary folder (TMPDIR), where its rows wait for the
+    # commit: below it a run is refused before any work, or stops taking videos and commits what is
+    # done. A disk that filled lost the whole night (the spill cannot be written, so nothing commits).
+    spill_min_free_mb: int = Field(512, ge=0, le=2**30)
 
 
 # fsspec protocols that open another URL or a local path written inside the uri (caches, archives,

@@ -37,7 +37,7 @@ from vidbatch.incremental import reason_counts
 from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
 from vidbatch.preflight import refuse_gpus_missing_here
-from vidbatch.spill import remove_dead_runs_folders, spill_folder
+from vidbatch.spill import SpillRoom, remove_dead_runs_folders, spill_folder, spill_space_said
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import load_prior
 from vidbatch.uri_policy import redact_uri
@@ -148,7 +148,12 @@ def run_job(
             on_progress=printer,
         )
         collector.add_refreshed(refreshed)
+        room = SpillRoom(spill, min_free_bytes=config.limits.spill_min_free_mb * 2**20)
         if work.to_process.num_rows:
+            if room.low():  # refused before any work, not a night later
+                _forget_started(config, run_id)
+                said = spill_space_said(spill.parent, room.free_bytes(), config.limits.spill_min_free_mb)
+                raise JobError(f"{said}; nothing was done")
             with _timed(timings, "ray_start_s"):
                 try:
                     ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
@@ -169,15 +174,16 @@ def run_job(
                     no_progress_timeout_s=patience,
                     unreachable_in_a_row=config.limits.unreachable_in_a_row,
                     stop_at=started + config.limits.max_run_s if config.limits.max_run_s is not None else None,
+                    spill_room=room,
                 )
         else:
             ended = "finished"
-        if ended == "time_limit" and collector.all_finished:
-            ended = "finished"  # the window closed as the last video came in: nothing was left out
+        if ended in ("time_limit", "spill_space") and collector.all_finished:
+            ended = "finished"  # the limit was met as the last video came in: nothing was left out
         if ended == "finished":
             tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
         else:
-            said, not_done, error_type = _stopped_early(ended, config)
+            said, not_done, error_type = _stopped_early(ended, config, room)
             say(said)
             tally = collector.close(not_done, lost_status="timeout", lost_type=error_type)
         printer(tally, collector.total, force=True)
@@ -478,13 +484,21 @@ def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple
     return min(decoders_min, videos), min(decoders_max, videos)
 
 
-Ended = Literal["finished", "no_progress", "unreachable", "time_limit"]
+Ended = Literal["finished", "no_progress", "unreachable", "time_limit", "spill_space"]
 
 
-def _stopped_early(ended: Ended, config: JobConfig) -> tuple[str, str, str]:
+def _stopped_early(ended: Ended, config: JobConfig, spill_room: SpillRoom) -> tuple[str, str, str]:
     """For a run that stopped before every video was tried: what it says, the message of the videos
     not done (`timeout` rows the next run retries) and their error_type."""
     limits = config.limits
+    if ended == "spill_space":
+        said = spill_space_said(spill_room.folder.parent, spill_room.free_bytes(), limits.spill_min_free_mb)
+        return (
+            f"{said}. The run takes no more videos and commits what is done",
+            f"not done: the run's temporary folder ran low on space (limits.spill_min_free_mb={limits.spill_min_free_mb}) "
+            "before this video; the next run does it",
+            "spill_space",
+        )
     if ended == "time_limit":
         return (
             f"the run reached limits.max_run_s={limits.max_run_s:g}s: it takes no more videos and commits what is done",
@@ -518,11 +532,12 @@ def _drain(
     no_progress_timeout_s: float,
     unreachable_in_a_row: int,
     stop_at: float | None = None,
+    spill_room: SpillRoom | None = None,
 ) -> Ended:
     """Feed the collector until the dataset ends ("finished"), nothing arrives for
     `no_progress_timeout_s` (a stuck cluster: "no_progress"), `unreachable_in_a_row` videos in a
-    row found their store not answering ("unreachable"), or time.monotonic() passes `stop_at`
-    (limits.max_run_s: "time_limit").
+    row found their store not answering ("unreachable"), time.monotonic() passes `stop_at`
+    (limits.max_run_s: "time_limit"), or the spill folder's disk runs low ("spill_space").
 
     The dataset is consumed on a daemon thread so the driver itself can never hang: when it stops
     early the execution is stopped (its actors and tasks cancelled) and the driver commits what
@@ -571,6 +586,8 @@ def _drain(
             collector.add_batch(item)
             if collector.unreachable_in_a_row >= unreachable_in_a_row:
                 return give_up("unreachable")
+            if spill_room is not None and spill_room.low():
+                return give_up("spill_space")
     except (KeyboardInterrupt, Stopped):
         # Stopped before Ray is, wherever the signal lands (waiting for a batch, or adding one to
         # the collector): an execution left running would print Ray's tracebacks after the

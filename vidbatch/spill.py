@@ -38,6 +38,34 @@ def spill_folder(run_id: str) -> Iterator[Path]:
         yield Path(folder)
 
 
+@dataclass(frozen=True)
+class SpillRoom:
+    """The free space of the disk a run's spill folder is on.
+
+    A night's rows wait there for the commit (gigabytes for a big run: ~6 KB a resnet50 clip). A
+    disk that fills fails the spill's write, and a run that cannot spill cannot commit: the whole
+    night is lost. Watched after every batch (one statvfs call), the run stops taking videos while
+    there is room left to commit what is done.
+    """
+
+    folder: Path
+    min_free_bytes: int
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.folder).free
+
+    def low(self) -> bool:
+        return self.free_bytes() < self.min_free_bytes
+
+
+def spill_space_said(folder: Path | str, free: int, min_free_mb: int) -> str:
+    """What is wrong when the spill folder's disk runs low, and what to do about it."""
+    return (
+        f"the temporary folder {str(folder)!r} (where a run's rows wait for its commit) has {free / 2**20:,.1f} MB free, "
+        f"under limits.spill_min_free_mb={min_free_mb}: free space there or point TMPDIR at a larger disk"
+    )
+
+
 def remove_dead_runs_folders(root: Path | None = None) -> Swept:
     """Remove the spill folders of runs whose driver process is gone; a live run's are kept."""
     root = Path(root or tempfile.gettempdir())
