@@ -1095,6 +1095,10 @@ def test_a_run_is_refused_before_any_work_when_its_temporary_disk_is_already_low
     raw = job_dict(tmp_path, seeded_weights)
     raw["limits"] = {"spill_min_free_mb": 64}  # more than the whole disk
     from vidbatch.errors import JobError
+    from vidbatch.preflight import preflight
+
+    notes = preflight(parse_job(raw)).notes  # `vidbatch check` says so first
+    assert any("has 40.0 MB free, under limits.spill_min_free_mb=64" in note and "would refuse" in note for note in notes), notes
 
     with pytest.raises(JobError, match=r"has 40\.0 MB free, under limits.spill_min_free_mb=64: free space there or point TMPDIR"):
         run_job(parse_job(raw), progress=lambda _: None)

@@ -23,6 +23,7 @@ from vidbatch.config import JobConfig, ResourcesConfig
 from vidbatch.errors import JobError
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
+from vidbatch.spill import SpillRoom, spill_space_said
 from vidbatch.state import load_prior, refuse_file_output
 from vidbatch.storage import is_local, local_path
 from vidbatch.worklist import make_worklist
@@ -70,6 +71,13 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
     worklist = make_worklist(config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty)
     # `check` has no --address: the job may be meant for a cluster, so GPUs missing here are a note.
     missing_gpus = gpus_missing_here(config.resources, address=None)
+    room = SpillRoom(Path(tempfile.gettempdir()), min_free_bytes=config.limits.spill_min_free_mb * 2**20)
+    spill_note = (
+        f"{spill_space_said(room.folder, room.free_bytes(), config.limits.spill_min_free_mb)}: "
+        "`vidbatch run` here would refuse the run"
+        if worklist.work.to_process.num_rows and room.low()
+        else None
+    )
     gpus_note = (
         f"gpus: {missing_gpus}: `vidbatch run` here would refuse it; a run on a cluster (--address, RAY_ADDRESS, "
         "vidbatch submit) checks the cluster's GPUs when it connects"
@@ -94,6 +102,7 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
             *worklist.warnings(prior),
             *_refusal_lines(plan.refused),
             *([gpus_note] if missing_gpus else []),
+            *filter(None, [spill_note]),
         ),
     )
 
