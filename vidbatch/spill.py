@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,7 +53,10 @@ class SpillRoom:
     min_free_bytes: int
 
     def free_bytes(self) -> int:
-        return shutil.disk_usage(self.folder).free
+        try:
+            return shutil.disk_usage(self.folder).free
+        except OSError:  # the folder removed under the run (a tmp cleaner): its writes say what is wrong
+            return sys.maxsize
 
     def low(self) -> bool:
         return self.free_bytes() < self.min_free_bytes
