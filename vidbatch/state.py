@@ -12,7 +12,7 @@ import posixpath
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,7 @@ from deltalake import DeltaTable
 from vidbatch.config import ModelConfig, StorageConfig
 from vidbatch.errors import UNREACHABLE, JobError, VideoError
 from vidbatch.incremental import PERMANENT, PriorVideo, settled_failure
+from vidbatch.listing import listed_infos
 from vidbatch.schema import VIDEOS, text_leaves
 from vidbatch.storage import (
     delta_storage_options,
@@ -325,8 +326,12 @@ def fingerprints(
     unreachable_in_a_row: int | None = None,
     progress: Callable[[int], None] | None = None,
     progress_every_s: float = 10.0,
+    listable: Collection[str] = (),
 ) -> dict[str, str | None]:
     """Stat every candidate (in parallel: object stores answer HEADs slowly but concurrently).
+
+    Candidates in `listable` (videos whose last result was ok) may be answered by their folder's
+    listing instead, where many share a folder on an object store (vidbatch.listing).
 
     `progress` (if given) is called with the number of candidates looked at so far, every
     `progress_every_s` while the stats go on: a million files on S3 take many minutes.
@@ -359,6 +364,9 @@ def fingerprints(
         video_id, uri = row
         if gave_up.is_set():
             return video_id, None
+        if video_id in listed:
+            count(None)
+            return video_id, source_fingerprint(listed[video_id])
         try:
             info, _, _ = stat_video(uri, storage)
         except VideoError as exc:  # still gone, denied, a pipe, a path too long: a settled answer, like a fingerprint
@@ -374,6 +382,9 @@ def fingerprints(
         count(None)
         return video_id, source_fingerprint(info)
 
+    rows = list(rows)
+    wanted = set(listable)
+    listed = listed_infos(((video_id, uri) for video_id, uri in rows if video_id in wanted), storage) if wanted else {}
     with ThreadPoolExecutor(max_workers=threads) as pool:
         found = dict(pool.map(one, rows))
     if gave_up.is_set():

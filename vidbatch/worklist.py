@@ -165,6 +165,7 @@ def make_worklist(
             unreachable_in_a_row=config.limits.unreachable_in_a_row,
             progress=_stat_progress(len(candidates), say) if say is not None else None,
             progress_every_s=config.resources.progress_interval_s,
+            listable={video_id for video_id, before in prior.videos.items() if before.status == "ok"},
         )
         if prior.videos
         else {},
