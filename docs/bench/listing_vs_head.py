@@ -1,6 +1,14 @@
-"""HEAD per object vs folder listing, against a local moto server: 3000 objects in one folder."""
-import sys, time, os
-sys.path.insert(0, "/work/main/tests")
+"""HEAD per object vs folder listing, against a local moto server: 3000 objects in one folder.
+
+Run from the repository: `.venv/bin/python docs/bench/listing_vs_head.py` (2026-12-07: HEADs 12.76 s,
+listing 2.06 s, 6.2x; on real S3 each HEAD also pays a network round trip, which a listing pays once
+per 1,000 objects)."""
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from s3server import MotoServer, s3_client
 from vidbatch.config import StorageConfig
 from vidbatch.state import fingerprints
