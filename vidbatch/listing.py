@@ -13,7 +13,7 @@ others (and anything a listing does not answer for) get their HEAD, whose errors
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -26,14 +26,21 @@ LISTED_SCHEMES = frozenset({"s3", "s3a"})
 # Fewer wanted files than this in a folder: a HEAD each costs less than listing the whole folder.
 MIN_PER_FOLDER = 32
 _LISTINGS_AT_ONCE = 4  # each holds only the wanted files' infos, so memory stays small
+_SAID_EVERY = 1000  # rows found, about a page of a listing
 
 
 def listed_infos(
-    rows: Iterable[tuple[str, str]], storage: StorageConfig, *, min_per_folder: int = MIN_PER_FOLDER
+    rows: Iterable[tuple[str, str]],
+    storage: StorageConfig,
+    *,
+    min_per_folder: int = MIN_PER_FOLDER,
+    on_found: Callable[[int], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """video_id -> the file's info from its folder's listing, for (video_id, uri) rows of object stores
     whose folder holds at least `min_per_folder` of them. Rows the listing does not find, and folders
-    whose listing fails (no s3:ListBucket permission, a store that does not answer), are left out."""
+    whose listing fails (no s3:ListBucket permission, a store that does not answer), are left out.
+    `on_found` hears how many rows each page of a listing answered for (a flat folder of a million
+    files is a thousand pages, listed one after another)."""
     folders: dict[tuple[str, str], dict[str, list[str]]] = {}  # (bucket, prefix) -> path -> video ids
     systems: dict[str, Any] = {}
     for video_id, uri in rows:
@@ -58,7 +65,7 @@ def listed_infos(
         (bucket, prefix), wanted = item
         if failed.is_set():
             return {}
-        infos = _list_folder(systems[bucket], bucket, prefix, set(wanted))
+        infos = _list_folder(systems[bucket], bucket, prefix, wanted, on_found)
         if infos is None:
             failed.set()
         return infos or {}
@@ -72,18 +79,34 @@ def listed_infos(
     return found
 
 
-def _list_folder(fs: Any, bucket: str, prefix: str, wanted: set[str]) -> dict[str, dict[str, Any]] | None:
+def _list_folder(
+    fs: Any, bucket: str, prefix: str, wanted: dict[str, list[str]], on_found: Callable[[int], None] | None
+) -> dict[str, dict[str, Any]] | None:
     """The infos of the `wanted` paths directly under bucket/prefix, page by page (a folder of a
     million objects is never held whole); None when the folder cannot be listed."""
+    said = 0  # rows reported found: taken back if the listing fails, as their HEADs count them then
+
+    def found(rows: int) -> None:
+        nonlocal said
+        if on_found is not None and rows:
+            on_found(rows)
+            said += rows
 
     async def collect() -> dict[str, dict[str, Any]]:
         infos = {}
+        rows = 0
         async for info in fs._iterdir(bucket, prefix=f"{prefix}/" if prefix else ""):
             if info.get("type") == "file" and info.get("name") in wanted:
                 infos[info["name"]] = info
+                rows += len(wanted[info["name"]])
+                if rows >= _SAID_EVERY:
+                    found(rows)
+                    rows = 0
+        found(rows)
         return infos
 
     try:
         return sync(fs.loop, collect)
     except Exception:  # denied, not answering, or an s3fs without _iterdir: the HEADs answer instead
+        found(-said)
         return None

@@ -348,14 +348,14 @@ def fingerprints(
     done = 0
     next_report = time.monotonic() + progress_every_s
 
-    def count(unreachable: VideoError | None) -> None:
+    def count(unreachable: VideoError | None, *, files: int = 1) -> None:
         nonlocal in_a_row, said, done, next_report
         with lock:
             in_a_row = in_a_row + 1 if unreachable is not None else 0
             said = unreachable.message if unreachable is not None else said
             if unreachable_in_a_row is not None and in_a_row >= unreachable_in_a_row:
                 gave_up.set()
-            done += 1
+            done += files
             if progress is not None and time.monotonic() >= next_report:
                 next_report = time.monotonic() + progress_every_s
                 progress(done)
@@ -364,8 +364,7 @@ def fingerprints(
         video_id, uri = row
         if gave_up.is_set():
             return video_id, None
-        if video_id in listed:
-            count(None)
+        if video_id in listed:  # counted as its folder's listing found it
             return video_id, source_fingerprint(listed[video_id])
         try:
             info, _, _ = stat_video(uri, storage)
@@ -384,7 +383,15 @@ def fingerprints(
 
     rows = list(rows)
     wanted = set(listable)
-    listed = listed_infos(((video_id, uri) for video_id, uri in rows if video_id in wanted), storage) if wanted else {}
+    listed = (
+        listed_infos(
+            ((video_id, uri) for video_id, uri in rows if video_id in wanted),
+            storage,
+            on_found=lambda files: count(None, files=files),
+        )
+        if wanted
+        else {}
+    )
     with ThreadPoolExecutor(max_workers=threads) as pool:
         found = dict(pool.map(one, rows))
     if gave_up.is_set():
