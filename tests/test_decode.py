@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from vidbatch.config import LimitsConfig, SamplingConfig
-from vidbatch.decode import StreamFacts, iter_clips, open_video
+from vidbatch.decode import iter_clips, open_video
+from vidbatch.decode_probe import StreamFacts
 from vidbatch.errors import VideoError
 from vidbatch.preprocess import PreprocessSpec
 
@@ -220,8 +221,8 @@ def test_uniform_s_look_for_the_real_end_holds_the_deadline_and_the_duration_lim
 
     import av
 
-    from vidbatch import decode
-    from vidbatch.decode import Deadline
+    from vidbatch import decode_limits
+    from vidbatch.decode_limits import Deadline
 
     real = tmp_path / "long.mkv"
     with av.open(str(real), "w") as out:
@@ -244,8 +245,8 @@ def test_uniform_s_look_for_the_real_end_holds_the_deadline_and_the_duration_lim
     lying.write_bytes(bytes(data))
 
     read: list[int] = []
-    note = decode._PacketTally.note
-    monkeypatch.setattr(decode._PacketTally, "note", lambda self, packet: (read.append(1), note(self, packet))[1])
+    note = decode_limits.PacketTally.note
+    monkeypatch.setattr(decode_limits.PacketTally, "note", lambda self, packet: (read.append(1), note(self, packet))[1])
     config = LimitsConfig(**limits)
     with open_video(str(lying), limits=config) as (container, stream, info):
         assert info.duration_s == pytest.approx(1.0)
@@ -291,7 +292,7 @@ def test_keyframes_follow_the_file_s_key_packets_when_the_decoder_does_not_flag_
 def test_keyframes_of_a_trimmed_copy_count_only_what_its_edit_list_shows(tmp_path):
     """A stream-copy trim keeps the hidden packets in the file. Before, keyframes mode counted them:
     a copy showing 4.7 s had duration_s 6.8 (and was too_large under a 6 s limit)."""
-    from vidbatch.decode import StreamFacts
+    from vidbatch.decode_probe import StreamFacts
 
     source = media.write_video(tmp_path / "src.mp4", num_frames=100, fps=10, gop=20)
     trimmed = media.trim_by_edit_list(source.path, tmp_path / "trim.mp4", start_s=1.3, length_s=4.7)
@@ -456,7 +457,7 @@ def test_the_last_clip_and_the_duration_end_where_the_last_frame_stops_being_sho
     """This mp4's metadata says 1.7 s, but its last frame is shown from 2.0 s to 2.4 s: the sample
     at t = 2 must lie inside its clip's window, and the video row must say how long it really is."""
     from vidbatch.config import StorageConfig
-    from vidbatch.decode import StreamFacts
+    from vidbatch.decode_probe import StreamFacts
     from vidbatch.video_task import DecodeSettings, decode_video
 
     video = media.write_video(tmp_path / "vfr.mp4", num_frames=5, pts_s=[0.0, 0.4, 0.8, 0.85, 2.0], width=64, height=48)
@@ -551,6 +552,7 @@ def test_a_jump_in_the_timestamps_holds_the_deadline_per_sample_and_converts_the
     import time
 
     import vidbatch.decode as decode
+    from vidbatch.decode_limits import Deadline
 
     video = media.write_video(tmp_path / "gap.mkv", num_frames=6, pts_s=[0.0, 0.1, 0.2, 0.3, 0.4, 600.0])
     conversions = []
@@ -564,7 +566,7 @@ def test_a_jump_in_the_timestamps_holds_the_deadline_per_sample_and_converts_the
     assert len(conversions) == 3  # frames 0.0, 0.4 and 600.0: one conversion each
 
     with open_video(str(video.path), limits=LimitsConfig()) as (container, stream, info):
-        clips_of = iter_clips(container, stream, info, sampling=sampling, spec=SPEC, deadline=decode.Deadline.after(1.0))
+        clips_of = iter_clips(container, stream, info, sampling=sampling, spec=SPEC, deadline=Deadline.after(1.0))
         assert next(clips_of).index == 0  # handed out in the middle of the 600 targets the jump settles
         time.sleep(1.1)
         with pytest.raises(VideoError) as raised:
@@ -665,7 +667,7 @@ def test_a_matroska_upload_cut_short_is_a_decode_error_whether_read_from_a_path_
     with pytest.raises(VideoError) as raised, open_video(str(cut), limits=LimitsConfig()) as (container, stream, info):
         list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))
     assert raised.value.status == "decode_error"
-    from vidbatch.decode import _bytes
+    from vidbatch.decode_probe import _bytes
 
     stated = f"the file is cut short: it holds {_bytes(len(data) // 2)} of the {_bytes(len(data))} its header states"
     assert str(raised.value) == f"{stated}; re-upload it"
@@ -691,7 +693,7 @@ def test_the_stated_end_of_a_matroska_file_is_read_from_its_first_bytes():
 
 def test_sizes_in_messages_tell_two_close_sizes_apart():
     """A cut-short file said 'it holds 0.1 MB of the 0.1 MB its index lists' (helper-21)."""
-    from vidbatch.decode import _bytes
+    from vidbatch.decode_probe import _bytes
 
     assert (_bytes(61_234), _bytes(102_345)) == ("61.2 KB", "102 KB")
     assert (_bytes(999), _bytes(4_500_000), _bytes(7_250_000_000)) == ("999 bytes", "4.5 MB", "7.25 GB")

@@ -12,7 +12,7 @@ import media
 import numpy as np
 import pytest
 
-from vidbatch import decode
+from vidbatch import decode, decode_targeted
 from vidbatch.config import LimitsConfig, SamplingConfig
 
 # Sparse (seeks), irregular, dense (skips non-reference frames), every frame; uniform at both ends.
@@ -30,7 +30,7 @@ SAMPLINGS = [
 def samples(path: Path, sampling: SamplingConfig, *, fast: bool, threads: int = 1, stats: dict | None = None) -> list:
     with decode.open_video(str(path), limits=LimitsConfig(), threads=threads) as (container, stream, info):
         out = []
-        for t, pts, frame in decode._targeted_samples(container, stream, info, sampling, None, fast=fast, stats=stats):
+        for t, pts, frame in decode_targeted.targeted_samples(container, stream, info, sampling, None, fast=fast, stats=stats):
             pixels = frame.to_ndarray(format="rgb24")
             out.append((round(t, 9), round(pts, 9), hashlib.sha1(pixels.tobytes()).hexdigest()))
         return out
@@ -109,7 +109,7 @@ def test_painted_indices_are_the_frames_on_screen(fast_library):
     sampling = SamplingConfig(mode="fps", fps=0.7)
     with decode.open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
         got = [(t, p, media.read_frame_index(frame.to_ndarray(format="rgb24")))
-               for t, p, frame in decode._targeted_samples(container, stream, info, sampling, None)]  # fmt: skip
+               for t, p, frame in decode_targeted.targeted_samples(container, stream, info, sampling, None)]  # fmt: skip
     assert len(got) == 9  # t = 0, 1/0.7, ... below 12 s
     for t, p, index in got:
         expected = max(i for i, q in enumerate(all_pts) if q <= t + 1e-6)
@@ -120,7 +120,7 @@ def test_a_seek_that_lands_badly_falls_back_to_decoding_through(fast_library, mo
     path = fast_library["gop6"]
     sampling = SamplingConfig(mode="fps", fps=0.25)
     reference = samples(path, sampling, fast=False)
-    real_seek = decode._TargetedReader._seek
+    real_seek = decode_targeted._TargetedReader._seek
     calls = {"n": 0}
 
     def flaky(self, ticks):
@@ -130,7 +130,7 @@ def test_a_seek_that_lands_badly_falls_back_to_decoding_through(fast_library, mo
             return None
         return real_seek(self, ticks)
 
-    monkeypatch.setattr(decode._TargetedReader, "_seek", flaky)
+    monkeypatch.setattr(decode_targeted._TargetedReader, "_seek", flaky)
     assert samples(path, sampling, fast=True) == reference
     assert calls["n"] >= 1
 
@@ -139,12 +139,12 @@ def test_a_seek_landing_behind_the_reader_is_still_exact(fast_library, monkeypat
     path = fast_library["gop12_30fps"]
     sampling = SamplingConfig(mode="uniform", num_frames=6)
     reference = samples(path, sampling, fast=False)
-    real_seek = decode._TargetedReader._seek
+    real_seek = decode_targeted._TargetedReader._seek
 
     def behind(self, ticks):
         return real_seek(self, max(0, ticks - round(2.0 / self.tb)))  # two seconds too early
 
-    monkeypatch.setattr(decode._TargetedReader, "_seek", behind)
+    monkeypatch.setattr(decode_targeted._TargetedReader, "_seek", behind)
     assert samples(path, sampling, fast=True) == reference
 
 

@@ -58,7 +58,9 @@ class DecodeSettings:
 
 
 def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[pa.Table]:
-    from vidbatch.decode import Deadline, StreamFacts, iter_clips, open_video
+    from vidbatch.decode import iter_clips, open_video
+    from vidbatch.decode_limits import Deadline
+    from vidbatch.decode_probe import StreamFacts
     from vidbatch.storage import open_source, source_fingerprint, stat_video
 
     limits = settings.limits

@@ -1,7 +1,7 @@
 """`keyframes` mode: the key frames themselves; their sample time is their own pts.
 
 There is no target list: the decoder is told to skip every non-key frame, and each
-key frame it returns is used as is (see vidbatch.decode).
+key frame it returns is used as is (see vidbatch.decode_keyframes).
 """
 
 from __future__ import annotations
