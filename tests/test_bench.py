@@ -109,20 +109,20 @@ def test_the_model_bound_checks_the_weights_off_the_thread_that_times_the_model(
     import torch
     import torchvision
 
-    import vidbatch.model as model
+    import vidbatch.model_weights as model_weights
     from vidbatch.bench_measure import _worker_model
 
     weights_file = tmp_path / "w.pt"
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights_file)
-    real = model.resolve_weights
+    real = model_weights.resolve_weights
     threads_seen = []
 
     def recording(*args, **kwargs):
         threads_seen.append(threading.current_thread())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(model, "resolve_weights", recording)
+    monkeypatch.setattr(model_weights, "resolve_weights", recording)
     job = {"name": "b", "manifest": str(tmp_path / "m.parquet"), "output": str(tmp_path / "out"),
            "model": {"arch": "resnet18", "weights": str(weights_file), "precision": "fp32"}}
     result = _worker_model({"job": job, "frames_per_clip": 1, "seconds": 0.1})

@@ -57,7 +57,7 @@ def _channel_means(raw: bytes) -> list[list[float]]:
 
 def _state_dict_bytes(path: Path) -> bytes:
     from vidbatch.config import ModelConfig
-    from vidbatch.model import resolve_weights
+    from vidbatch.model_weights import resolve_weights
 
     return resolve_weights(ModelConfig(arch="resnet18", weights=str(path)), StorageConfig()).state_dict_bytes
 

@@ -364,7 +364,7 @@ def test_weights_or_a_manifest_that_name_a_pipe_are_refused_instead_of_blocking_
 
     from vidbatch.config import ModelConfig, StorageConfig
     from vidbatch.manifest import read_manifest
-    from vidbatch.model import resolve_weights
+    from vidbatch.model_weights import resolve_weights
 
     os.mkfifo(tmp_path / "weights.pt")
     os.mkfifo(tmp_path / "manifest.parquet")

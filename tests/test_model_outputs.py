@@ -16,7 +16,7 @@ from stages_here import decode_and_embed
 
 from vidbatch.config import ModelConfig, StorageConfig
 from vidbatch.errors import JobError
-from vidbatch.model import resolve_weights
+from vidbatch.model_weights import resolve_weights
 from vidbatch.stages import unusable_outputs
 
 

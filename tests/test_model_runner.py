@@ -184,11 +184,11 @@ def test_a_compile_that_fails_leaves_the_runner_with_the_model_it_had(tmp_path):
 
 
 def test_an_assembled_model_holds_the_given_tensors_and_leaves_the_random_state_alone():
-    from vidbatch.model import _assemble
+    from vidbatch.model_weights import assemble
 
     state = torchvision.models.resnet18(weights=None).state_dict()
     before = torch.random.get_rng_state()
-    model = _assemble("resnet18", state)
+    model = assemble("resnet18", state)
     assert torch.equal(torch.random.get_rng_state(), before)  # the thrown-away init drew from a fork
     assert model.conv1.weight.data_ptr() == state["conv1.weight"].data_ptr()  # assigned, not copied
     assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())

@@ -287,7 +287,7 @@ def test_the_driver_hands_the_weights_to_the_object_store_and_keeps_no_copy(ray_
 
     from vidbatch import pipeline
     from vidbatch.config import ModelConfig, StorageConfig
-    from vidbatch.model import resolve_weights
+    from vidbatch.model_weights import resolve_weights
 
     weights = resolve_weights(ModelConfig(arch="resnet18", weights=str(seeded_weights)), StorageConfig())
     ref, kept = pipeline._hand_over_weights(ray_local, weights)

@@ -34,7 +34,7 @@ def test_a_listening_address_and_ray_s_own_forms_pass():
 def test_weights_advice_names_weights_the_arch_has():
     from torchvision.models import get_model_weights
 
-    from vidbatch.model import ways_to_provide
+    from vidbatch.model_weights import ways_to_provide
 
     for arch in ("resnet18", "resnet50"):
         advice = ways_to_provide(arch)

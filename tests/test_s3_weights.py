@@ -20,7 +20,7 @@ from s3server import free_port
 from vidbatch.cli import main
 from vidbatch.config import ModelConfig, StorageConfig, parse_job
 from vidbatch.errors import JobError
-from vidbatch.model import resolve_weights
+from vidbatch.model_weights import resolve_weights
 from vidbatch.preprocess import PreprocessSpec
 
 pytest_plugins = ["conftest_s3"]

@@ -17,14 +17,15 @@ _FRESH = textwrap.dedent(
     import json, sys
     import torch
     import vidbatch.model  # what the driver and every model actor import
+    import vidbatch.model_weights as model_weights
     after_import = {
         "dynamo_imported": "torch._dynamo" in sys.modules,
         "stand_in_left": "torch._dynamo.utils" in sys.modules,
-        "categories": len(vidbatch.model.torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]),
-        "resnet18_params": sum(p.numel() for p in vidbatch.model.get_model_builder("resnet18")(weights=None).parameters()),
+        "categories": len(model_weights.torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]),
+        "resnet18_params": sum(p.numel() for p in model_weights.get_model_builder("resnet18")(weights=None).parameters()),
     }
     # How the driver checks a weights file and every model actor builds its model:
-    vidbatch.model._assemble("resnet18", vidbatch.model.get_model_builder("resnet18")(weights=None).state_dict())
+    model_weights.assemble("resnet18", model_weights.get_model_builder("resnet18")(weights=None).state_dict())
     after_import["dynamo_imported_by_assembling"] = "torch._dynamo" in sys.modules
     deferred = sys.modules["torchvision.ops.roi_align"].is_compile_supported("cpu")
     import torch._dynamo.utils as real

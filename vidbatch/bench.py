@@ -295,7 +295,7 @@ def _line(name: str, row: dict[str, Any]) -> str:
 def _prepare_weights(opts: BenchOptions) -> tuple[Path, int]:
     """The weights as a state_dict file both the plain script and the pipeline load; the resize the recipe asks for."""
     from vidbatch.config import ModelConfig, StorageConfig
-    from vidbatch.model import resolve_weights
+    from vidbatch.model_weights import resolve_weights
 
     resolved = resolve_weights(ModelConfig(arch=opts.arch, weights=opts.weights), StorageConfig())  # type: ignore[arg-type]
     path = opts.workdir / f"weights-{resolved.model_id.replace(':', '_').replace('/', '_')[:80]}.pt"

@@ -204,7 +204,8 @@ def _worker_model(p: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
 
     from vidbatch.config import parse_job
-    from vidbatch.model import ResNetRunner, resolve_weights
+    from vidbatch.model import ResNetRunner
+    from vidbatch.model_weights import resolve_weights
 
     job = parse_job(p["job"])
     weights = _resolved_off_main_thread(resolve_weights, job.model, job.storage)

@@ -338,7 +338,7 @@ def _manifest_build(args: argparse.Namespace) -> int:
 
 
 def _weights_stage(args: argparse.Namespace) -> int:
-    from vidbatch.model import stage_torchvision_weights
+    from vidbatch.model_weights import stage_torchvision_weights
 
     arch = args.arch
     if arch is None:

@@ -44,7 +44,7 @@ from vidbatch.uri_policy import redact_uri
 from vidbatch.worklist import make_worklist
 
 if TYPE_CHECKING:
-    from vidbatch.model import ResolvedWeights
+    from vidbatch.model_weights import ResolvedWeights
 
 log = logging.getLogger(__name__)
 
@@ -702,7 +702,7 @@ def _default_decoders(cluster: dict[str, float], model_cpus: float, decode_cpus:
 
 
 def _resolve_weights(config: JobConfig) -> Any:
-    from vidbatch.model import resolve_weights  # imports torch (seconds): off the main thread, only when running
+    from vidbatch.model_weights import resolve_weights  # imports torch (seconds): off the main thread, only when running
 
     # Only the weights' modules (torch, torchvision, fsspec) are imported on this thread. Ray's are
     # imported on the main thread only after it ends: two threads importing one package's mutually

@@ -247,7 +247,8 @@ def _resize_for(model: ModelConfig) -> int:
 def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
     import numpy as np
 
-    from vidbatch.model import ResNetRunner, resolve_weights
+    from vidbatch.model import ResNetRunner
+    from vidbatch.model_weights import resolve_weights
 
     random_init = resolve_weights(ModelConfig(arch=config.model.arch, weights="none"), config.storage)
     cores = os.cpu_count() or 1

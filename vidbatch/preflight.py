@@ -60,7 +60,7 @@ class Preflight:
 
 def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: bool = False) -> Preflight:
     """Raises JobError, naming the key and the value, for what `vidbatch run` would refuse."""
-    from vidbatch.model import resolve_weights  # imports torch (seconds): only when checking this far
+    from vidbatch.model_weights import resolve_weights  # imports torch (seconds): only when checking this far
 
     plan = make_plan(read_manifest(config.manifest, config.storage), config.inputs)
     weights = resolve_weights(config.model, config.storage)

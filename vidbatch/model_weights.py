@@ -1,0 +1,434 @@
+"""The ResNet's weights: resolved once, on the driver, from a torchvision name, a state_dict file
+or `weights: none`; checked to fit the arch and hold usable values; staged into object storage
+by `vidbatch weights stage`. torchvision comes through vidbatch.torchvision_import (which says why).
+
+torchvision's weights entries bundle the preprocessing and the category names; we read
+both from them instead of re-writing them.  A state_dict file or `weights: none` gets
+the classic recipe (short side 256, centre crop 224) and ImageNet's category names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import io
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast, get_args
+
+import torch
+
+from vidbatch.config import Arch, ModelConfig, StorageConfig
+from vidbatch.errors import JobError
+from vidbatch.preprocess import PreprocessSpec
+from vidbatch.torchvision_import import ResNet, WeightsEnum, get_model_builder, get_model_weights, torchvision
+
+_IMAGENET_CATEGORIES: tuple[str, ...] = tuple(
+    torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
+)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Everything the actors need, resolved once per job."""
+
+    arch: str
+    model_id: str
+    state_dict_bytes: bytes  # torch.save'd state_dict; shared through the object store
+    categories: tuple[str, ...]
+    preprocess: PreprocessSpec
+    untrained: bool
+    sha256: str  # of the weights file as stored (torchvision's checkpoint or the given file)
+    note: str | None = None  # e.g. "a copy of torchvision's resnet50 IMAGENET1K_V2"
+
+
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+# A download attempt on a machine without internet may hang instead of failing (dropped
+# packets); torch.hub's urlopen has no timeout of its own.
+DOWNLOAD_TIMEOUT_S = 30.0
+
+
+def ways_to_provide(arch: str, name: str | None = None) -> str:
+    """The ways to get weights onto a machine without internet; every weights error ends with this.
+
+    Without a name, the arch's default weights are named (resnet18 has no IMAGENET1K_V2).
+    """
+    name = name or get_model_weights(arch).DEFAULT._name_
+    return (
+        "Provide the weights one of these ways: "
+        f"(1) copy torchvision's checkpoint file for {arch} {name} into $TORCH_HOME/hub/checkpoints/ "
+        "(default ~/.cache/torch/hub/checkpoints/; torchvision fills it on any machine with internet); "
+        f"(2) on a machine with internet run `vidbatch weights stage {name} --arch {arch} --to s3://BUCKET/PREFIX/` "
+        "and set model.weights to the URI it prints; "
+        "(3) set model.weights to a state_dict file (.pt/.pth/.safetensors) at a local path or a URI such as s3://...; "
+        "(4) model.weights: none for a seeded random init (embeddings and labels are then not meaningful)"
+    )
+
+
+def resolve_weights(config: ModelConfig, storage: StorageConfig) -> ResolvedWeights:
+    """Load the weights on the driver; raises JobError listing the ways to provide them."""
+    name = config.weights
+    if name.lower() == "none":
+        return _random_init(config)
+    weights_enum = get_model_weights(config.arch)
+    enum_name = name.split(".", 1)[1] if name.startswith(weights_enum.__name__ + ".") else name
+    enum_name = "DEFAULT" if enum_name.upper() == "DEFAULT" else enum_name
+    if enum_name in weights_enum.__members__:
+        return _torchvision_weights(config.arch, weights_enum[enum_name])
+    if name.lower().endswith(STATE_DICT_SUFFIXES) or "/" in name or "\\" in name:
+        return _state_dict_file(config, name, storage)
+    known = ", ".join(weights_enum.__members__)
+    raise JobError(
+        f"model.weights={name!r}: not a torchvision weights name for {config.arch} ({known}), "
+        "not a state_dict path (.pt/.pth/.safetensors), and not 'none'. " + ways_to_provide(config.arch)
+    )
+
+
+def _random_init(config: ModelConfig) -> ResolvedWeights:
+    # Seeded so every actor and every rerun gets the same untrained network.
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(config.seed)
+    model = get_model_builder(config.arch)(weights=None)
+    torch.random.set_rng_state(generator_state)
+    blob = _serialize(model.state_dict())
+    return ResolvedWeights(
+        arch=config.arch,
+        model_id=f"{config.arch}:UNTRAINED-random-init-seed{config.seed}",
+        state_dict_bytes=blob,
+        categories=_IMAGENET_CATEGORIES,
+        preprocess=PreprocessSpec(),
+        untrained=True,
+        sha256=hashlib.sha256(blob).hexdigest(),
+    )
+
+
+# --- torchvision's checkpoints -----------------------------------------------------------
+
+
+def checkpoint_file(weights: WeightsEnum) -> Path:
+    """Where torchvision keeps this checkpoint: $TORCH_HOME/hub/checkpoints/<file name of the url>."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+
+
+def _hash_prefix(url_or_name: str) -> str | None:
+    """torchvision names its files `<arch>-<first hex digits of the sha256>.pth`."""
+    match = torch.hub.HASH_REGEX.search(url_or_name.rsplit("/", 1)[-1])
+    return match.group(1) if match and match.group(1) else None
+
+
+def fetch_checkpoint(arch: str, weights: WeightsEnum, *, label: str = "model.weights=") -> tuple[bytes, str]:
+    """The checkpoint's bytes and sha256: from the local torch cache, else downloaded into it.
+
+    The hash is checked against the prefix in torchvision's file name for cached files too
+    (torch.hub checks only what it downloads). Raises JobError listing the ways.
+    """
+    path = checkpoint_file(weights)
+    name = weights._name_
+    what = f"{label}{name} for {arch}"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=_hash_prefix(weights.url), progress=False)
+        except Exception as exc:  # URLError, timeout, hash mismatch: all mean "not available here"
+            raise JobError(
+                f"{what}: not in the local torch cache ({path}) and could not be downloaded "
+                f"({type(exc).__name__}: {str(exc)[:160]}). " + ways_to_provide(arch, name)
+            ) from exc
+        finally:
+            socket.setdefaulttimeout(previous)
+    raw = path.read_bytes()
+    sha = hashlib.sha256(raw).hexdigest()
+    prefix = _hash_prefix(weights.url)
+    if prefix and not sha.startswith(prefix):
+        raise JobError(
+            f"{what}: the cached file {path} is damaged (sha256 {sha[:12]}..., "
+            f"expected {prefix}...); delete it. " + ways_to_provide(arch, name)
+        )
+    return raw, sha
+
+
+def _torchvision_preprocess(weights: WeightsEnum) -> PreprocessSpec:
+    transform = weights.transforms()
+    return PreprocessSpec(
+        resize_size=int(transform.resize_size[0]),
+        crop_size=int(transform.crop_size[0]),
+        mean=tuple(transform.mean),  # type: ignore[arg-type]
+        std=tuple(transform.std),  # type: ignore[arg-type]
+    )
+
+
+def _torchvision_weights(arch: str, weights: WeightsEnum) -> ResolvedWeights:
+    raw, sha = fetch_checkpoint(arch, weights)
+    state_dict = _load_state_dict(raw, str(checkpoint_file(weights)))
+    _check_fits(arch, state_dict, weights._name_)
+    return ResolvedWeights(
+        arch=arch,
+        model_id=f"{arch}:{weights._name_}",
+        state_dict_bytes=_serialize(state_dict),
+        categories=tuple(weights.meta["categories"]),
+        preprocess=_torchvision_preprocess(weights),
+        untrained=False,
+        sha256=sha,
+    )
+
+
+def _known_torchvision(arch: str, sha: str) -> WeightsEnum | None:
+    """The torchvision weights this file is a copy of (e.g. made by `vidbatch weights stage`), if any."""
+    for member in get_model_weights(arch):
+        prefix = _hash_prefix(member.url)
+        if prefix and len(prefix) >= 8 and sha.startswith(prefix):
+            return member
+    return None
+
+
+# --- state_dict files ----------------------------------------------------------------------
+
+
+def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> ResolvedWeights:
+    raw = _read_weights_file(uri, config.arch, storage)
+    sha = hashlib.sha256(raw).hexdigest()
+    state_dict = _load_state_dict(raw, uri)
+    _check_fits(config.arch, state_dict, uri)
+    _check_values(state_dict, uri)
+    num_classes = _num_classes(state_dict)
+    known = _known_torchvision(config.arch, sha)
+    if known is not None:
+        # A byte-identical copy of torchvision's checkpoint: use its own preprocessing and names.
+        categories: tuple[str, ...] = tuple(known.meta["categories"])
+        preprocess = _torchvision_preprocess(known)
+        note: str | None = f"a copy of torchvision's {config.arch} {known._name_}"
+    else:
+        categories = _IMAGENET_CATEGORIES if num_classes == 1000 else tuple(f"class_{i}" for i in range(num_classes))
+        preprocess = PreprocessSpec()
+        note = None
+    return ResolvedWeights(
+        arch=config.arch,
+        model_id=f"{config.arch}:sha256-{sha}",
+        state_dict_bytes=_serialize(state_dict),
+        categories=categories,
+        preprocess=preprocess,
+        untrained=False,
+        sha256=sha,
+        note=note,
+    )
+
+
+def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
+    from vidbatch.storage import filesystem, is_pipe_or_device  # storage is light; keeps this module's import graph small
+
+    where = f"model.weights={uri!r}"
+    try:
+        fs, path = filesystem(uri, storage)
+        if is_pipe_or_device(fs.info(path)):
+            raise JobError(f"{where} names a pipe or device, not a weights file. " + ways_to_provide(arch))
+        return bytes(fs.cat_file(path))  # one GET; read once, on the driver
+    except FileNotFoundError as exc:
+        raise JobError(f"{where}: no such file. " + ways_to_provide(arch)) from exc
+    except PermissionError as exc:
+        raise JobError(f"{where}: access denied; grant the job's identity read access. " + ways_to_provide(arch)) from exc
+    except (OSError, ValueError) as exc:
+        raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]}). " + ways_to_provide(arch)) from exc
+
+
+def _check_fits(arch: str, state_dict: dict[str, torch.Tensor], what: str) -> None:
+    try:
+        assemble(arch, state_dict)
+    except (RuntimeError, KeyError, ValueError, AttributeError) as exc:
+        misfit = _misfit(arch, state_dict) or str(exc)[:300]
+        raise JobError(f"model.weights={what!r} does not fit {arch}: {misfit}") from exc
+
+
+def _check_values(state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Weights that fit but cannot give usable embeddings are refused before any video is decoded:
+    NaN or Inf anywhere (a diverged training run, a damaged export), or a first convolution of
+    zeros (its output is the same for every frame, so is every embedding)."""
+    non_finite = [
+        key for key, tensor in state_dict.items() if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+    if non_finite:
+        more = f" and {len(non_finite) - 3} more" if len(non_finite) > 3 else ""
+        shown = ", ".join(repr(key) for key in non_finite[:3]) + more
+        raise JobError(
+            f"model.weights={what!r} holds NaN or Inf values (in {shown}); the training diverged or the "
+            "file is damaged: export the weights again"
+        )
+    first = state_dict.get("conv1.weight")
+    if first is not None and not bool(first.any()):
+        raise JobError(
+            f"model.weights={what!r}: 'conv1.weight' is all zeros, so every video would get the same "
+            "embedding; export the trained weights again"
+        )
+
+
+def assemble(arch: str, state_dict: dict[str, torch.Tensor]) -> ResNet:
+    """torchvision's `arch` holding exactly these tensors (a key or shape that does not fit raises).
+
+    The tensors are assigned, not copied. The model is built on the CPU, not on the meta device,
+    though its random init is then thrown away (0.2 s for resnet50): on the meta device that init
+    runs torch's Python reference kernels, whose first call imports torch._dynamo, ~1 s of CPU and
+    ~77 MB in the driver and in every model actor (see vidbatch.torchvision_import). The init
+    draws from a forked generator, so the process's own random state is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        model = cast(ResNet, get_model_builder(arch)(weights=None, num_classes=_num_classes(state_dict)))
+    model.load_state_dict(state_dict, assign=True)
+    return model
+
+
+def _misfit(arch: str, state_dict: dict[str, Any], *, shown: int = 3) -> str:
+    """What keeps a state_dict from fitting `arch`, short enough to read ('' when nothing is found).
+
+    torch's own message lists every key (hundreds for a state_dict of another arch), so a cut-off
+    copy of it would hide the one fact that matters: which arch the tensors are, if any.
+    """
+    expected = _expected_shapes(arch, _num_classes(state_dict))
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    wrong = [
+        f"size mismatch for {key}: {tuple(value.shape)} in the file, {expected[key]} in {arch}"
+        for key, value in state_dict.items()
+        if key in expected and isinstance(value, torch.Tensor) and tuple(value.shape) != expected[key]
+    ]
+
+    def listed(keys: list[str]) -> str:
+        return ", ".join(keys[:shown]) + (", ..." if len(keys) > shown else "")
+
+    parts = [f"{len(missing)} of its keys are missing ({listed(missing)})"] if missing else []
+    parts += [f"{len(unexpected)} keys are not {arch}'s ({listed(unexpected)})"] if unexpected else []
+    parts += wrong[:shown] + ([f"{len(wrong) - shown} more size mismatches"] if len(wrong) > shown else [])
+    if not parts:
+        return ""
+    others = [a for a in _ARCHS if a != arch and _fits_shapes(state_dict, _expected_shapes(a, _num_classes(state_dict)))]
+    if others:  # the likeliest mistake, said first: the details would bury it
+        return f"the tensors are {others[0]}'s: set model.arch: {others[0]} ({parts[0]})"
+    return "; ".join(parts)
+
+
+_ARCHS: tuple[str, ...] = get_args(Arch)
+
+
+@functools.cache
+def _expected_shapes(arch: str, num_classes: int) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = get_model_builder(arch)(weights=None, num_classes=num_classes)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _fits_shapes(state_dict: dict[str, Any], expected: dict[str, tuple[int, ...]]) -> bool:
+    return state_dict.keys() == expected.keys() and all(
+        isinstance(state_dict[key], torch.Tensor) and tuple(state_dict[key].shape) == shape for key, shape in expected.items()
+    )
+
+
+# Training checkpoints wrap the state_dict: {'model': ...} from torchvision's reference scripts,
+# {'state_dict': ...} from Lightning and many others.
+_CHECKPOINT_KEYS = ("model", "state_dict", "model_state_dict")
+# Pickled with torchvision's reference checkpoints ('args'); constructing it runs no code of the file's.
+_SAFE_CHECKPOINT_GLOBALS: list[Any] = [argparse.Namespace]
+
+
+def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
+    if uri.lower().endswith(".safetensors"):
+        try:
+            from safetensors.torch import load as load_safetensors
+        except ImportError as exc:
+            raise JobError(f"model.weights={uri!r}: install the 'safetensors' package to read .safetensors files") from exc
+        try:
+            return dict(load_safetensors(raw))
+        except Exception as exc:
+            raise JobError(f"model.weights={uri!r} is not a readable .safetensors file: {str(exc)[:200]}") from exc
+    try:
+        with torch.serialization.safe_globals(_SAFE_CHECKPOINT_GLOBALS):
+            loaded = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise JobError(f"model.weights={uri!r} {_unloadable(raw, exc)}") from exc
+    if isinstance(loaded, dict):
+        wrapped = [key for key in _CHECKPOINT_KEYS if isinstance(loaded.get(key), dict)]
+        if wrapped:
+            loaded = loaded[wrapped[0]]  # a training checkpoint
+    if not isinstance(loaded, dict):
+        raise JobError(f"model.weights={uri!r} holds a {type(loaded).__name__}, not a state_dict")
+    # Saved from a model wrapped in DistributedDataParallel or DataParallel: every key starts 'module.'.
+    if loaded and all(isinstance(key, str) and key.startswith("module.") for key in loaded):
+        loaded = {key.removeprefix("module."): value for key, value in loaded.items()}
+    return loaded
+
+
+def _unloadable(raw: bytes, exc: Exception) -> str:
+    """Why torch.load refused a weights file, said for a person, not torch's advice on weights_only."""
+    text = str(exc)
+    refused_global = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused_global:
+        return (
+            f"holds Python objects besides tensors ({refused_global.group(1)}), which are not loaded: they could run "
+            "code. Save the weights alone: torch.save(model.state_dict(), path)"
+        )
+    if not raw.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle
+        return f"is not a torch checkpoint (torch.save writes a zip archive; this file starts with {raw[:20]!r})"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"is not a torch state_dict file: {first[:200]}"
+
+
+# --- staging torchvision weights into object storage ---------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedWeights:
+    uri: str
+    sha256: str
+    size: int
+    source: str  # the torch cache file it was copied from
+
+
+def stage_torchvision_weights(arch: str, name: str, to: str, storage: StorageConfig) -> StagedWeights:
+    """Copy torchvision's checkpoint (from the torch cache, or downloaded) byte for byte to `to`.
+
+    `to` is a file URI ending in .pth/.pt, or a prefix: then torchvision's own file name is
+    appended (its hash prefix lets later runs recognise the copy and use its preprocessing).
+    """
+    from vidbatch.storage import filesystem, is_local, join_uri
+
+    archs = get_args(Arch)
+    if arch not in archs:
+        raise JobError(
+            f"model {arch!r} (from --arch, or else the weights name): vidbatch runs {', '.join(archs)}; "
+            "weights of another model cannot be used"
+        )
+    weights_enum = get_model_weights(arch)
+    enum_name = name.split(".", 1)[1] if "." in name else name
+    if enum_name.upper() == "DEFAULT":
+        enum_name = "DEFAULT"
+    if "." in name and not name.startswith(weights_enum.__name__ + "."):
+        named = name.split(".", 1)[0].removesuffix("_Weights").lower()
+        fix = f"--arch {named}" if named in archs else f"weights of one of {', '.join(archs)}"
+        raise JobError(f"weights {name!r} are not {arch}'s ({weights_enum.__name__}); give {fix}")
+    if enum_name not in weights_enum.__members__:
+        raise JobError(f"weights {name!r}: not a torchvision weights name for {arch} ({', '.join(weights_enum.__members__)})")
+    weights = weights_enum[enum_name]
+    raw, sha = fetch_checkpoint(arch, weights, label="weights ")
+    _check_fits(arch, _load_state_dict(raw, weights.url), weights._name_)
+    target = to if to.lower().endswith((".pth", ".pt")) else join_uri(to, weights.url.rsplit("/", 1)[-1])
+    try:
+        fs, path = filesystem(target, storage)
+        if is_local(target):
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, raw)
+    except Exception as exc:
+        raise JobError(f"--to {target!r} cannot be written ({type(exc).__name__}: {str(exc)[:200]})") from exc
+    return StagedWeights(uri=target, sha256=sha, size=len(raw), source=str(checkpoint_file(weights)))
+
+
+def _num_classes(state_dict: dict[str, torch.Tensor]) -> int:
+    weight = state_dict.get("fc.weight")
+    return int(weight.shape[0]) if weight is not None else 1000
+
+
+def _serialize(state_dict: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    return buffer.getvalue()
