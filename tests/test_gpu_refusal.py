@@ -79,7 +79,7 @@ def test_gpus_a_cluster_lacks_are_refused_once_connected_and_leave_no_started_js
 
     # Connected to a cluster without GPUs and without an autoscaler (no Ray is started here).
     asked = []
-    monkeypatch.setattr(pipeline, "_ensure_ray", lambda address: asked.append(address) or ray)
+    monkeypatch.setattr(pipeline, "ensure_ray", lambda address: asked.append(address) or ray)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
     monkeypatch.setattr(pipeline, "_autoscaler_max_resources", dict)
     job = parse_job({**raw, "resources": {"model_gpus": 2}})

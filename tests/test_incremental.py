@@ -878,17 +878,17 @@ def test_a_second_stop_while_ray_starts_does_not_wait_for_the_start():
     """The first SIGTERM during ray.init is held until Ray is up; a start that hangs must still
     yield to a second one (a scheduler's repeated stop), while the commit's hold ignores it."""
     from vidbatch.errors import Stopped
-    from vidbatch.pipeline import _stops_recorded
+    from vidbatch.stop_signals import stops_recorded
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Stopped, match="stopped by SIGTERM"), _stops_recorded(second_stops=True) as received:
+    with pytest.raises(Stopped, match="stopped by SIGTERM"), stops_recorded(second_stops=True) as received:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert received == [signal.SIGTERM]  # held
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         raise AssertionError("the second SIGTERM did not stop the block")
-    with _stops_recorded() as received:  # the commit's hold: every stop waits
+    with stops_recorded() as received:  # the commit's hold: every stop waits
         for _ in range(2):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)

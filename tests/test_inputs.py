@@ -161,7 +161,7 @@ def test_a_local_output_that_cannot_be_written_is_refused_before_ray_starts(tmp_
     def no_work(*args, **kwargs):
         raise AssertionError("the job must stop before starting Ray or decoding")
 
-    monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
+    monkeypatch.setattr(pipeline, "ensure_ray", no_work)
     monkeypatch.setattr(pipeline, "_build_dataset", no_work)
     pq.write_table(pa.table({"video_id": ["a"], "uri": [str(tmp_path / "a.mp4")]}), tmp_path / "manifest.parquet")
     (tmp_path / "taken").write_text("a file where the output directory would go")
@@ -205,7 +205,7 @@ def test_unusable_weights_are_refused_before_ray_starts_and_leave_nothing(tmp_pa
     def no_work(*args, **kwargs):
         raise AssertionError("the job must stop before starting Ray or decoding")
 
-    monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
+    monkeypatch.setattr(pipeline, "ensure_ray", no_work)
     monkeypatch.setattr(pipeline, "_build_dataset", no_work)
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pt")  # a state_dict of another arch
     pq.write_table(pa.table({"video_id": ["a"], "uri": [str(tmp_path / "a.mp4")]}), tmp_path / "manifest.parquet")

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from vidbatch import pipeline
+from vidbatch import ray_session
 
 
 class _RayInit:
@@ -30,7 +30,7 @@ class _RayInit:
 
 def test_a_ray_started_here_gets_the_local_settings():
     ray = _RayInit()
-    pipeline._init_ray(ray, address=None, include_dashboard=False)
+    ray_session._init_ray(ray, address=None, include_dashboard=False)
     (call,) = ray.calls
     assert call["_system_config"] == {"prestart_worker_first_driver": False, "num_workers_soft_limit": 0}
     assert call["address"] is None and call["include_dashboard"] is False and call["log_to_driver"] is True
@@ -38,13 +38,13 @@ def test_a_ray_started_here_gets_the_local_settings():
 
 def test_a_cluster_on_this_host_is_joined_with_its_own_settings():
     ray = _RayInit(joins_a_cluster=True)
-    pipeline._init_ray(ray, address=None, include_dashboard=False)
+    ray_session._init_ray(ray, address=None, include_dashboard=False)
     assert [("_system_config" in call) for call in ray.calls] == [True, False]
 
 
 def test_a_cluster_at_an_address_is_never_given_settings():
     ray = _RayInit()
-    pipeline._init_ray(ray, address="ray://head:10001", include_dashboard=None)
+    ray_session._init_ray(ray, address="ray://head:10001", include_dashboard=None)
     (call,) = ray.calls
     assert "_system_config" not in call and call["address"] == "ray://head:10001"
 
@@ -52,7 +52,7 @@ def test_a_cluster_at_an_address_is_never_given_settings():
 def test_another_refusal_of_ray_init_is_not_swallowed():
     ray = _RayInit(error="When connecting to an existing cluster, num_cpus and num_gpus must not be provided.")
     with pytest.raises(ValueError, match="num_cpus"):
-        pipeline._init_ray(ray, address=None, include_dashboard=False)
+        ray_session._init_ray(ray, address=None, include_dashboard=False)
     assert [("_system_config" in call) for call in ray.calls] == [True, False]  # tried once as Ray comes
 
 
@@ -60,7 +60,7 @@ _COUNT_IDLE = textwrap.dedent(
     """
     import os, sys, time
     import ray
-    from vidbatch import pipeline
+    from vidbatch import ray_session
 
     def idle_workers():
         # Ray's pooled workers, under this process: the raylet is its child.
@@ -87,7 +87,7 @@ _COUNT_IDLE = textwrap.dedent(
         return count
 
     plain = settled(lambda: ray.init(include_dashboard=False, logging_level="WARNING", num_cpus=2))
-    ours = settled(lambda: pipeline._ensure_ray(None))
+    ours = settled(lambda: ray_session.ensure_ray(None))
     print(plain, ours)
     """
 )
@@ -113,9 +113,9 @@ _TERMINATED_WHILE_LEAVING = textwrap.dedent(
     from vidbatch.driver_env import set_driver_environment
 
     set_driver_environment()  # as cli.entry does, before Ray is imported
-    from vidbatch import pipeline
+    from vidbatch import ray_session
 
-    pipeline._ensure_ray(None)  # the local Ray a run starts
+    ray_session.ensure_ray(None)  # the local Ray a run starts
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as cli._leave's first step: the outcome is decided
     print("leaving", flush=True)
     cli._leave(0)  # ray.shutdown(), then exit 0

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from vidbatch.errors import JobError
-from vidbatch.pipeline import refuse_unreachable
+from vidbatch.ray_session import refuse_unreachable
 
 
 def _closed_port() -> int:

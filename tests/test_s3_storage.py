@@ -182,7 +182,7 @@ def test_unwritable_output_is_refused_before_ray_starts(s3, monkeypatch, tmp_pat
         raise AssertionError("the job must stop before starting Ray or decoding")
 
     # Refused before Ray starts (a first run would otherwise start it while the weights resolve).
-    monkeypatch.setattr(pipeline, "_ensure_ray", no_work)
+    monkeypatch.setattr(pipeline, "ensure_ray", no_work)
     monkeypatch.setattr(pipeline, "_build_dataset", no_work)
     config = parse_job(
         {

@@ -210,7 +210,7 @@ def test_job_without_weights_stops_before_any_work(s3, offline_v1, monkeypatch):
         raise AssertionError("the job must stop before decoding")
 
     # A first run may start Ray while the weights resolve (the two overlap); it must not decode.
-    monkeypatch.setattr(pipeline, "_ensure_ray", lambda address: None)
+    monkeypatch.setattr(pipeline, "ensure_ray", lambda address: None)
     monkeypatch.setattr(pipeline, "_build_dataset", no_work)
     config = parse_job(
         {

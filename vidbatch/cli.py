@@ -357,7 +357,8 @@ def _run(args: argparse.Namespace) -> int:
     # nothing committed). Its lines go nowhere from then on; the summary and the tables say the rest.
     sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
     from vidbatch.config import load_job
-    from vidbatch.pipeline import run_job, stop_on_sigterm
+    from vidbatch.pipeline import run_job
+    from vidbatch.stop_signals import stop_on_sigterm
 
     stop_on_sigterm()  # before Ray starts too (the manifest, the weights)
     set_driver_allocator()  # `run` only: the commands that run torch here (plan, train-head) keep glibc's own

@@ -14,8 +14,6 @@ import math
 import os
 import queue
 import secrets
-import signal
-import socket
 import sys
 import threading
 import time
@@ -28,8 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 
-from vidbatch import __version__
-from vidbatch.collect import Collector, Identity, ProgressPrinter, Tally
+from vidbatch.collect import Collector, Identity, ProgressPrinter
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import JobConfig
 from vidbatch.errors import UNREACHABLE, JobError, Stopped
@@ -37,9 +34,12 @@ from vidbatch.incremental import reason_counts
 from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
 from vidbatch.preflight import refuse_gpus_missing_here
+from vidbatch.ray_session import ensure_ray
+from vidbatch.run_summary import build_summary, utc_now_iso
 from vidbatch.spill import SpillRoom, remove_dead_runs_folders, spill_folder, spill_space_said
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import load_prior
+from vidbatch.stop_signals import interrupts_held, stops_recorded
 from vidbatch.uri_policy import redact_uri
 from vidbatch.worklist import make_worklist
 
@@ -109,7 +109,7 @@ def run_job(
         config.output,
         run_id,
         config.storage,
-        {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": _now()},
+        {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": utc_now_iso()},
     )
     if weights.untrained:
         say(
@@ -156,7 +156,7 @@ def run_job(
                 raise JobError(f"{said}; nothing was done")
             with _timed(timings, "ray_start_s"):
                 try:
-                    ray = _ensure_ray(address)  # a run with nothing to decode never starts Ray
+                    ray = ensure_ray(address)  # a run with nothing to decode never starts Ray
                 except JobError:  # no cluster at the address: refused before any work
                     _forget_started(config, run_id)
                     raise
@@ -204,7 +204,7 @@ def run_job(
             say(f"committing {tally.videos} videos rows and {tally.clips} clips to {redact_uri(config.output)}")
         # From the first commit to the summary, Ctrl-C waits: an interrupted run would otherwise
         # say "nothing was committed" about a run whose commit had landed, and leave no summary.
-        with _interrupts_held(say):
+        with interrupts_held(say):
             commit_started = time.monotonic()
             versions = commit_tables(
                 config.output,
@@ -228,7 +228,7 @@ def run_job(
             wall = time.monotonic() - started
             # rows written without decoding (from the plan, the stat, or for videos a stop cut off) are no throughput
             decoded = tally.videos - len(work.refused) - collector.lost
-            summary = _summary(config, run_id, weights, plan, tally, wall, versions, decoded=decoded)
+            summary = build_summary(config, run_id, weights, plan, tally, wall, versions, decoded=decoded)
             # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
             summary["model_precision"] = sorted(collector.precisions)
             # Why the run ended before every video was tried (a nightly check reads this, not the log).
@@ -241,44 +241,6 @@ def run_job(
             summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
             summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
-
-
-@contextlib.contextmanager
-def _interrupts_held(say: Callable[[str], None]) -> Iterator[None]:
-    """SIGINT (Ctrl-C) and SIGTERM are held until the block ends and then dropped: the run they
-    would have stopped is committed by then."""
-    with _stops_recorded() as received:
-        yield
-    if received:
-        name = signal.Signals(received[0]).name
-        say(f"{name} while committing: the commit was finished first, so this run is committed")
-
-
-@contextlib.contextmanager
-def _stops_recorded(*, second_stops: bool = False) -> Iterator[list[int]]:
-    """SIGINT and SIGTERM received in the block are only recorded (in the list it yields); the
-    handlers in place before are back when it ends. With `second_stops`, a second one stops the
-    block at once (a step that hangs must still yield to an insistent stop). Only the main thread
-    can set signal handlers; elsewhere (a run inside another program's thread) the list stays empty."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def record(signum: int, frame: Any) -> None:
-        received.append(signum)
-        if second_stops and len(received) > 1:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            _raise_stopped(signum, frame)
-
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {signum: signal.signal(signum, record) for signum in held}
-    try:
-        yield received
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _hand_over_weights(ray: Any, weights: ResolvedWeights) -> tuple[Any, ResolvedWeights]:
@@ -593,7 +555,7 @@ def _drain(
         # the collector): an execution left running would print Ray's tracebacks after the
         # one-line message, and restart a Ray of its own once ours is shut down.
         abandoned.set()
-        with _stops_recorded():  # a second Ctrl-C must not cut the stop short
+        with stops_recorded():  # a second Ctrl-C must not cut the stop short
             _stop_execution(dataset, consumer, batches)
         raise
 
@@ -718,166 +680,3 @@ def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         timings[key] = timings.get(key, 0.0) + time.monotonic() - began
-
-
-def _ensure_ray(address: str | None) -> Any:
-    import ray
-
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        # A Ray started here lives only as long as this run and our progress line reports it, so
-        # it starts without the dashboard (~1 s less start-up); VIDBATCH_LOCAL_DASHBOARD=1 keeps it.
-        local_dashboard = os.environ.get("VIDBATCH_LOCAL_DASHBOARD") == "1"
-        dashboard = None if address or local_dashboard else False  # None: Ray's default
-        refuse_unreachable(address)
-        # A stop during the seconds of Ray's start takes effect once it is up: ray.init's own
-        # SIGTERM handler exits wherever the start is (exit 15, or a native abort with a stack
-        # dump), and a KeyboardInterrupt could leave a half-started node. The Ray started here
-        # is stopped on the way out (cli._leave). A second stop does not wait: a start that
-        # hangs must not outlast it.
-        with _stops_recorded(second_stops=True) as received, _ray_leaves_sigterm_alone(ray):
-            try:
-                _init_ray(ray, address=address, include_dashboard=dashboard)
-            except ConnectionError as exc:  # it answers but lets no driver in: most often its token
-                raise JobError(_not_connected(address, exc)) from exc
-        stop_on_sigterm()  # had ray.init installed its handler, a SIGTERM would dump a native stack and die
-        if signal.SIGINT in received:
-            raise KeyboardInterrupt
-        if received:
-            _raise_stopped(received[0], None)
-    return ray
-
-
-def _not_connected(address: str | None, exc: Exception) -> str:
-    from vidbatch.submit import AUTH_HINT
-
-    said = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    return (
-        f"could not connect to the Ray cluster at {address or 'this machine'} ({said}); if the cluster uses "
-        f"token authentication (Ray's default), {AUTH_HINT}"
-    )
-
-
-# A Ray started by ray.init() here serves this run alone, whose stages are all actors. Ray would
-# start a worker per CPU as the driver connects and keep as many idle workers for later tasks:
-# on 2 cores their start (~1 CPU-s each, beside the driver's own) made Ray's start ~1 s longer,
-# and each idle worker then took ~1% of a core for the whole run. Measured on 2 cores, bench
-# workload, interleaved x3: time to the pipeline 5.3-5.6 s instead of 5.9-6.9, keyframes run
-# 16.4-17.5 s instead of 17.1-18.2 (docs/performance.md, eighth session).
-_LOCAL_RAY_SYSTEM_CONFIG = {"prestart_worker_first_driver": False, "num_workers_soft_limit": 0}
-
-
-def _init_ray(ray: Any, *, address: str | None, include_dashboard: bool | None) -> None:
-    """ray.init as a run needs it: a Ray it starts gets _LOCAL_RAY_SYSTEM_CONFIG; a cluster keeps its own."""
-    common: dict[str, Any] = {"include_dashboard": include_dashboard, "logging_level": logging.WARNING, "log_to_driver": True}
-    if address is None:
-        try:
-            ray.init(address=None, _system_config=_LOCAL_RAY_SYSTEM_CONFIG, **common)
-            return
-        except ValueError as exc:
-            # ray.init() without an address joins a cluster `ray start` runs on this host, and
-            # refuses, before connecting, settings of a cluster it did not start ("When connecting
-            # to an existing cluster, _system_config must not be provided."): join it as it is. Not
-            # matched on the words, which Ray may change; any other refusal comes again below.
-            log.debug("ray.init refused the local settings (%s); starting or joining without them", exc)
-    ray.init(address=address, **common)
-
-
-@contextlib.contextmanager
-def _ray_leaves_sigterm_alone(ray: Any) -> Iterator[None]:
-    """ray.init without its SIGTERM handler (it installs it through this private helper; where a
-    Ray lacks it, the handler is replaced after the start as before)."""
-    utils: Any = getattr(getattr(ray, "_private", None), "utils", None)
-    installs = getattr(utils, "set_sigterm_handler", None)
-    if installs is None:
-        yield
-        return
-    utils.set_sigterm_handler = lambda handler: None
-    try:
-        yield
-    finally:
-        utils.set_sigterm_handler = installs
-
-
-def refuse_unreachable(address: str | None, *, timeout_s: float = 10.0) -> None:
-    """JobError when nothing answers at a host:port Ray address.
-
-    ray.init retries a GCS that does not answer for ever (a warning every 35 s), so a wrong
-    --address or RAY_ADDRESS would hang a nightly run instead of failing it.
-    """
-    if not address or address in ("auto", "local"):
-        return
-    target = address.split("://", 1)[1] if "://" in address else address
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        return  # not host:port: Ray says what is wrong with it
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise JobError(
-            f"nothing answers at the Ray address {address!r} ({type(exc).__name__}: {exc}); check the address "
-            "(--address or RAY_ADDRESS) and that the cluster is up (`ray status` on its head node)"
-        ) from exc
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM stops the run the way Ctrl-C does (a Stopped exception, a one-line message), on the main thread."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_stopped)
-
-
-def _raise_stopped(signum: int, frame: Any) -> None:
-    raise Stopped(f"stopped by {signal.Signals(signum).name}")
-
-
-def _summary(
-    config: JobConfig,
-    run_id: str,
-    weights: Any,
-    plan: Any,
-    tally: Tally,
-    wall: float,
-    versions: dict[str, int],
-    *,
-    decoded: int,
-) -> dict[str, Any]:
-    import av
-    import ray
-    import torch
-
-    hours = tally.video_seconds / 3600.0
-    return {
-        "run_id": run_id,
-        "job": config.name,
-        "finished_at": _now(),
-        "model_id": weights.model_id,
-        "untrained_weights": weights.untrained,
-        "weights_note": "seeded random init: embeddings and labels are NOT meaningful" if weights.untrained else weights.note,
-        "weights_sha256": weights.sha256,
-        "sampling_id": config.sampling.sampling_id(),
-        "manifest_rows": plan.manifest_rows,
-        "duplicate_ids": plan.duplicates,
-        "videos": tally.videos,
-        "statuses": dict(sorted(tally.statuses.items())),
-        "clips": tally.clips,
-        "frames": tally.frames,
-        "video_hours": round(hours, 6),
-        "wall_time_s": round(wall, 3),
-        "throughput": {
-            "videos_per_s": round(decoded / wall, 4) if wall else None,  # decoded, as the progress line counts
-            "frames_per_s": round(tally.frames / wall, 3) if wall else None,
-            "video_hours_per_wall_hour": round(hours / (wall / 3600.0), 3) if wall else None,
-        },
-        "table_versions": versions,
-        "versions": {
-            "vidbatch": __version__,
-            "torch": torch.__version__,
-            "ray": ray.__version__,
-            "av": av.__version__,
-            "model_id": weights.model_id,
-        },
-    }
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # orders runs of one second (history)
