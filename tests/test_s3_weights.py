@@ -71,6 +71,12 @@ def offline_v1(torch_home, monkeypatch):
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url", url)
 
 
+def _scripted() -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buffer)
+    return buffer.getvalue()
+
+
 def _model(weights: str, arch: str = "resnet18") -> ModelConfig:
     return ModelConfig(arch=arch, weights=weights)  # type: ignore[arg-type]
 
@@ -154,6 +160,68 @@ def test_training_checkpoints_load_as_their_state_dict(tmp_path, wrap):
     assert torch.equal(loaded["layer4.1.bn2.weight"], seeded_state_dict()["layer4.1.bn2.weight"])
 
 
+def _ema(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torch.optim.swa_utils.AveragedModel(model).state_dict(): 'module.' keys and a counter."""
+    return {"n_averaged": torch.tensor(5), **{f"module.{key}": value for key, value in sd.items()}}
+
+
+@pytest.mark.parametrize(
+    ("wrap", "note"),
+    [
+        (lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()}, "found under '_orig_mod.'"),  # torch.compile
+        (lambda sd: {f"module._orig_mod.{k}": v for k, v in sd.items()}, "found under '_orig_mod.'"),  # DDP of compile
+        (lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()}, "epoch": 2}, "found under 'model.'"),  # Lightning
+        (_ema, "left out 1 tensors that are not resnet18's (n_averaged)"),
+        (
+            lambda sd: {**sd, "proj_head.weight": torch.ones(128, 512)},
+            "left out 1 tensors that are not resnet18's (proj_head.weight)",
+        ),
+    ],
+    ids=["compile", "ddp-compile", "lightning-model-attribute", "ema-averaged-model", "projection-head"],
+)
+def test_a_resnet_inside_a_training_codes_wrappers_is_found_and_what_is_left_out_is_said(tmp_path, wrap, note):
+    path = tmp_path / "checkpoint.ckpt"
+    path.write_bytes(saved(wrap(seeded_state_dict())))
+    resolved = resolve_weights(_model(str(path)), StorageConfig())
+    loaded = torch.load(io.BytesIO(resolved.state_dict_bytes), weights_only=True)
+    assert loaded.keys() == seeded_state_dict().keys()
+    assert all(torch.equal(loaded[key], value) for key, value in seeded_state_dict().items())
+    assert resolved.note is not None and note in resolved.note, resolved.note
+
+
+def test_a_backbone_without_an_imagenet_fc_gives_embeddings_and_is_refused_labels(tmp_path):
+    backbone = {k: v for k, v in seeded_state_dict().items() if not k.startswith("fc.")}
+    two_layer_head = {**backbone, "fc.0.weight": torch.ones(256, 512), "fc.0.bias": torch.ones(256)}
+    for name, state_dict in (("headless.pt", backbone), ("mlp-head.pt", two_layer_head)):
+        path = tmp_path / name
+        path.write_bytes(saved(state_dict))
+        with pytest.raises(JobError, match=r"has no resnet18 fc layer .*set model.task: embed"):
+            resolve_weights(_model(str(path)), StorageConfig())  # task both: labels asked for
+        resolved = resolve_weights(ModelConfig(arch="resnet18", weights=str(path), task="embed"), StorageConfig())
+        loaded = torch.load(io.BytesIO(resolved.state_dict_bytes), weights_only=True)
+        assert all(torch.equal(loaded[key], value) for key, value in backbone.items())
+        assert resolved.note is not None and "no fc layer of its own (embeddings only)" in resolved.note
+
+
+def test_a_one_output_classifier_is_refused_labels_and_a_small_one_says_its_class_names(tmp_path):
+    binary = tmp_path / "binary.pt"
+    binary.write_bytes(saved(seeded_state_dict(num_classes=1)))
+    with pytest.raises(JobError, match=r"fc layer has 1 output .*1\.0 for every video"):
+        resolve_weights(ModelConfig(arch="resnet18", weights=str(binary), task="classify"), StorageConfig())
+    assert resolve_weights(ModelConfig(arch="resnet18", weights=str(binary), task="embed"), StorageConfig()).note is None
+    ten = tmp_path / "ten.pt"
+    ten.write_bytes(saved(seeded_state_dict(num_classes=10)))
+    resolved = resolve_weights(_model(str(ten)), StorageConfig())
+    assert resolved.categories == tuple(f"class_{i}" for i in range(10))
+    assert resolved.note == "its classifier has 10 classes, named class_0 to class_9 in the labels"
+
+
+def test_a_relative_ckpt_path_is_a_state_dict_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "last.ckpt").write_bytes(saved({"state_dict": seeded_state_dict()}))
+    assert resolve_weights(_model("last.ckpt"), StorageConfig()).model_id.startswith("resnet18:sha256-")
+
+
 def test_weights_files_that_are_no_state_dict_are_refused_saying_what_they_are(tmp_path):
     cases = {
         "job.pt": (b"name: nightly\nmodel:\n  arch: resnet18\n", "is not a torch checkpoint (torch.save writes a zip archive"),
@@ -165,6 +233,12 @@ def test_weights_files_that_are_no_state_dict_are_refused_saying_what_they_are(t
             saved(seeded_state_dict("resnet50")),
             "does not fit resnet18: the tensors are resnet50's: set model.arch: resnet50",
         ),
+        "r34.pth": (  # resnet18's tensors and more blocks: another arch, not a backbone with extras
+            saved(seeded_state_dict("resnet34")),
+            "does not fit resnet18: the tensors are resnet34's: set model.arch: resnet34",
+        ),
+        "scripted.pt": (_scripted(), "is a TorchScript archive (torch.jit.save)"),
+        "cut-short.pt": (saved(seeded_state_dict())[:100_000], "is cut short or damaged (100,000 bytes"),
     }
     for name, (blob, expected) in cases.items():
         (tmp_path / name).write_bytes(blob)

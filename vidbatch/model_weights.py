@@ -15,6 +15,7 @@ import hashlib
 import io
 import re
 import socket
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast, get_args
@@ -45,7 +46,8 @@ class ResolvedWeights:
     note: str | None = None  # e.g. "a copy of torchvision's resnet50 IMAGENET1K_V2"
 
 
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+# Lightning writes .ckpt; PyTorch's old examples wrote checkpoint.pth.tar.
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
 # A download attempt on a machine without internet may hang instead of failing (dropped
 # packets); torch.hub's urlopen has no timeout of its own.
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -83,7 +85,8 @@ def resolve_weights(config: ModelConfig, storage: StorageConfig) -> ResolvedWeig
     known = ", ".join(weights_enum.__members__)
     raise JobError(
         f"model.weights={name!r}: not a torchvision weights name for {config.arch} ({known}), "
-        "not a state_dict path (.pt/.pth/.safetensors), and not 'none'. " + ways_to_provide(config.arch)
+        "not a state_dict path (.pt/.pth/.ckpt/.bin/.safetensors, or any path with a '/'), and not 'none'. "
+        + ways_to_provide(config.arch)
     )
 
 
@@ -192,20 +195,22 @@ def _known_torchvision(arch: str, sha: str) -> WeightsEnum | None:
 def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> ResolvedWeights:
     raw = _read_weights_file(uri, config.arch, storage)
     sha = hashlib.sha256(raw).hexdigest()
-    state_dict = _load_state_dict(raw, uri)
+    state_dict, notes = resnet_in(_load_state_dict(raw, uri), config.arch, task=config.task, what=uri)
     _check_fits(config.arch, state_dict, uri)
     _check_values(state_dict, uri)
     num_classes = _num_classes(state_dict)
+    _check_classifier(config, num_classes, uri)
     known = _known_torchvision(config.arch, sha)
     if known is not None:
         # A byte-identical copy of torchvision's checkpoint: use its own preprocessing and names.
         categories: tuple[str, ...] = tuple(known.meta["categories"])
         preprocess = _torchvision_preprocess(known)
-        note: str | None = f"a copy of torchvision's {config.arch} {known._name_}"
+        notes.insert(0, f"a copy of torchvision's {config.arch} {known._name_}")
     else:
         categories = _IMAGENET_CATEGORIES if num_classes == 1000 else tuple(f"class_{i}" for i in range(num_classes))
         preprocess = PreprocessSpec()
-        note = None
+        if num_classes != 1000 and config.task != "embed":
+            notes.append(f"its classifier has {num_classes} classes, named class_0 to class_{num_classes - 1} in the labels")
     return ResolvedWeights(
         arch=config.arch,
         model_id=f"{config.arch}:sha256-{sha}",
@@ -214,7 +219,7 @@ def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> R
         preprocess=preprocess,
         untrained=False,
         sha256=sha,
-        note=note,
+        note="; ".join(notes) or None,
     )
 
 
@@ -233,6 +238,79 @@ def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
         raise JobError(f"{where}: access denied; grant the job's identity read access. " + ways_to_provide(arch)) from exc
     except (OSError, ValueError) as exc:
         raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]}). " + ways_to_provide(arch)) from exc
+
+
+def resnet_in(
+    state_dict: dict[str, Any], arch: str, *, task: str, what: str
+) -> tuple[dict[str, Any], list[str]]:
+    """The `arch` a training run saved, wherever its wrappers put it, and notes on what was set aside.
+
+    Wrappers prefix every key of the network they hold: DistributedDataParallel ('module.'),
+    torch.compile ('_orig_mod.'), a LightningModule's attribute ('model.'), an EMA AveragedModel
+    ('module.', beside its counter 'n_averaged'), and many training codes keep a projection head or
+    a loss's state beside the backbone. The backbone's tensors are found by their names under one
+    prefix; what is not the arch's is left out and said. A file without the arch's fc layer (a
+    backbone saved alone, or with a head of its own) gives embeddings: with `task: embed` an unused
+    fc is put in its place. A state_dict where no one prefix holds the whole backbone (every tensor
+    in its shape) is returned as it is, for _check_fits to say what does not fit.
+    """
+    expected = _expected_shapes(arch, 1000)
+    backbone = [key for key in expected if not key.startswith("fc.")]
+    anchor = backbone[0]
+    prefixes = sorted({key[: -len(anchor)] for key in state_dict if isinstance(key, str) and key.endswith(anchor)})
+    fitting = [prefix for prefix in prefixes if all(_shaped(state_dict.get(prefix + key), expected[key]) for key in backbone)]
+    if not fitting:
+        return state_dict, []
+    if len(fitting) > 1 and "" not in fitting:
+        listed = ", ".join(repr(prefix) for prefix in fitting)
+        raise JobError(
+            f"model.weights={what!r} holds {len(fitting)} {arch}s (under {listed}): save the one to use alone, "
+            "e.g. torch.save(model.state_dict(), path)"
+        )
+    prefix = "" if "" in fitting else fitting[0]
+    inner = {key[len(prefix) :]: value for key, value in state_dict.items() if isinstance(key, str) and key.startswith(prefix)}
+    notes = [f"the {arch} found under {prefix!r} in the file"] if prefix not in ("", "module.") else []
+    fc = {key: inner[key] for key in ("fc.weight", "fc.bias") if key in inner}
+    set_aside = sorted(
+        [key for key in inner if key not in expected or (key.startswith("fc.") and len(fc) < 2)]
+        + [str(key) for key in state_dict if not (isinstance(key, str) and key.startswith(prefix))]
+    )
+    if any(key.split(".", 1)[0] in _BACKBONE_ROOTS for key in set_aside):
+        return state_dict, []  # more blocks than the arch has: another arch's (resnet34's for resnet18), said by _misfit
+    kept = {key: value for key, value in inner.items() if key in backbone or (key in fc and len(fc) == 2)}
+    if len(fc) < 2:
+        if task != "embed":
+            raise JobError(
+                f"model.weights={what!r} has no {arch} fc layer (a backbone alone, or a head of its own"
+                f"{': ' + ', '.join(set_aside[:3]) if set_aside else ''}): it gives embeddings, not ImageNet-style "
+                "labels; set model.task: embed (and train a head on the embeddings with vidbatch train-head)"
+            )
+        features = int(expected["fc.weight"][1])
+        kept["fc.weight"] = torch.zeros(1000, features)  # never used: task embed stops before fc
+        kept["fc.bias"] = torch.zeros(1000)
+        notes.append("no fc layer of its own (embeddings only)")
+    if set_aside:
+        shown = ", ".join(set_aside[:3]) + (f" and {len(set_aside) - 3} more" if len(set_aside) > 3 else "")
+        notes.append(f"left out {len(set_aside)} tensors that are not {arch}'s ({shown})")
+    return kept, notes
+
+
+_BACKBONE_ROOTS = frozenset({"conv1", "bn1", "layer1", "layer2", "layer3", "layer4"})
+
+
+def _shaped(value: Any, shape: tuple[int, ...]) -> bool:
+    return isinstance(value, torch.Tensor) and tuple(value.shape) == shape
+
+
+def _check_classifier(config: ModelConfig, num_classes: int, what: str) -> None:
+    """Labels are the top_k of a softmax over the classes: one output (a binary head trained with a
+    sigmoid) would give every video the same label at 1.0."""
+    if config.task != "embed" and num_classes < 2:
+        raise JobError(
+            f"model.weights={what!r}: its fc layer has {num_classes} output (a binary head trained with a sigmoid?); "
+            "labels are the top_k of a softmax over the classes, which for one class is 1.0 for every video. "
+            "Set model.task: embed, and train a head on the embeddings with vidbatch train-head"
+        )
 
 
 def _check_fits(arch: str, state_dict: dict[str, torch.Tensor], what: str) -> None:
@@ -359,6 +437,14 @@ def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
     return loaded
 
 
+def _archive_names(raw: bytes) -> list[str] | None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+
+
 def _unloadable(raw: bytes, exc: Exception) -> str:
     """Why torch.load refused a weights file, said for a person, not torch's advice on weights_only."""
     text = str(exc)
@@ -370,6 +456,15 @@ def _unloadable(raw: bytes, exc: Exception) -> str:
         )
     if not raw.startswith((b"PK\x03\x04", b"\x80")):  # torch.save's zip archive, or its legacy pickle
         return f"is not a torch checkpoint (torch.save writes a zip archive; this file starts with {raw[:20]!r})"
+    if raw.startswith(b"PK\x03\x04"):
+        names = _archive_names(raw)
+        if names is None or "central directory" in text:
+            return f"is cut short or damaged ({len(raw):,} bytes, not a whole zip archive as torch.save writes): copy it again"
+        if any(name.endswith(("/constants.pkl", "/code/")) or "/code/" in name for name in names):
+            return (
+                "is a TorchScript archive (torch.jit.save): vidbatch builds torchvision's ResNet and loads its "
+                "state_dict; save that instead: torch.save(model.state_dict(), path)"
+            )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"is not a torch state_dict file: {first[:200]}"
 

@@ -125,6 +125,8 @@ def run_job(
         raise
     decision, work, refreshed = worklist.decision, worklist.work, worklist.refreshed
     say(f"run {run_id}: {worklist.counts_line()}; model {weights.model_id}")
+    if weights.note and not weights.untrained:  # what was made of the file (a copy of torchvision's, tensors left out)
+        say(f"  weights: {weights.note}")
     for warning in worklist.warnings(prior):
         say(warning)
     reasons = reason_counts(decision)

@@ -44,11 +44,14 @@ class Preflight:
     output: str = ""  # where the run would write: a local output as an absolute path
     counts: str = ""  # the counts line the run would print
     notes: tuple[str, ...] = ()
+    weights_note: str | None = None
 
     def lines(self) -> list[str]:
         lines = [
             f"a run now: {self.counts}",
-            f"weights: {self.model_id}" + (" (seeded random init: results are NOT meaningful)" if self.untrained else ""),
+            f"weights: {self.model_id}"
+            + (" (seeded random init: results are NOT meaningful)" if self.untrained else "")
+            + (f" ({self.weights_note})" if self.weights_note and not self.untrained else ""),
             f"output {self.output}: {self.prior_videos} videos rows from earlier runs"
             if self.prior_videos
             else f"output {self.output}: no earlier runs (every video is new)",
@@ -91,6 +94,7 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
         duplicates=plan.duplicates,
         model_id=weights.model_id,
         untrained=weights.untrained,
+        weights_note=weights.note,
         prior_videos=len(prior.videos),
         output_checked=local,
         # a relative output is read from the current folder: said in full, so a check run from
