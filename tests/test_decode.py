@@ -655,10 +655,11 @@ def test_an_upload_cut_short_whose_index_is_first_is_a_decode_error_in_every_mod
         assert list(iter_clips(container, stream, info, sampling=sampling, spec=SPEC))  # (one key frame: x264's GOP is 250)
 
 
-@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
-def test_a_matroska_upload_cut_short_is_a_decode_error_whether_read_from_a_path_or_a_file_object(tmp_path, suffix):
+@pytest.mark.parametrize("suffix", [".mkv", ".webm", ".avi"])
+def test_a_matroska_or_avi_upload_cut_short_is_a_decode_error_whether_read_from_a_path_or_a_file_object(tmp_path, suffix):
     """Before: `ok` with the part before the cut (a 6 s file cut at half its bytes: duration_s 2.7,
-    8 of 16 uniform samples), so the rest was never processed. Its Segment states the file's size."""
+    8 of 16 uniform samples), so the rest was never processed. A Matroska Segment, and an AVI
+    file's RIFF chunk, state the file's size."""
     whole = media.write_video(tmp_path / f"whole{suffix}", num_frames=60, fps=10).path
     data = whole.read_bytes()
     cut = tmp_path / f"cut{suffix}"
@@ -689,6 +690,15 @@ def test_the_stated_end_of_a_matroska_file_is_read_from_its_first_bytes():
     assert matroska_stated_end(ebml + b"\x18\x53\x80\x67" + b"\x01\xff\xff\xff\xff\xff\xff\xff") is None  # unknown: live
     assert matroska_stated_end(ebml + b"\x18\x53\x80") is None  # cut inside the header
     assert matroska_stated_end(b"\x00\x00\x00\x20ftypisom") is None  # not Matroska
+
+
+def test_the_stated_end_of_an_avi_file_is_read_from_its_riff_header():
+    from vidbatch.media_kinds import avi_stated_end
+
+    assert avi_stated_end(b"RIFF" + (34_774).to_bytes(4, "little") + b"AVI LIST") == 34_782
+    assert avi_stated_end(b"RIFF" + bytes(4) + b"AVI LIST") is None  # left unwritten by a capture cut off
+    assert avi_stated_end(b"RIFF" + b"\xff" * 4 + b"AVI LIST") is None
+    assert avi_stated_end(b"RIFF" + (100).to_bytes(4, "little") + b"WAVEfmt ") is None  # RIFF, but not AVI
 
 
 def test_sizes_in_messages_tell_two_close_sizes_apart():

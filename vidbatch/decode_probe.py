@@ -14,7 +14,7 @@ from vidbatch.config import LimitsConfig
 from vidbatch.decode_frames import DAMAGED, nominal_frame_s, short_reason
 from vidbatch.decode_limits import Deadline, FrameLimits, PacketTally, check_deadline
 from vidbatch.errors import RAISE_LIMIT, VideoError
-from vidbatch.media_kinds import MATROSKA_HEAD_BYTES, matroska_stated_end, read_head
+from vidbatch.media_kinds import MATROSKA_HEAD_BYTES, avi_stated_end, matroska_stated_end, read_head
 from vidbatch.orientation import Orientation
 
 
@@ -211,16 +211,19 @@ def _head_in_place(source: str | IO[bytes], size: int) -> bytes:
 
 def check_complete(container: Any, stream: Any, info: VideoInfo, source: str | IO[bytes]) -> None:
     """decode_error when the file's own index lists packets past its last byte, or a Matroska/WebM
-    file's Segment ends past it: an upload cut short.
+    file's Segment or an AVI file's RIFF chunk ends past it: an upload cut short.
 
     An MP4 written for streaming has its index first, so a cut-short copy still opens and says its
     full duration; fps sampling then ends early without a word and uniform sampling spreads its
     frames over time the file does not hold (1 of 8 frames from a file cut at a tenth). A Matroska
-    file cut short opens and decodes up to the cut just as quietly, and its row was `ok`.
+    file cut short opens and decodes up to the cut just as quietly, and its row was `ok`; so did an
+    AVI file, whose index (at its end) is lost with the cut and which FFmpeg reads up to the cut.
     """
     size = getattr(container, "size", 0) or 0
-    if size > 0 and "matroska" in (container.format.name or ""):
-        stated = matroska_stated_end(_head_in_place(source, MATROSKA_HEAD_BYTES))
+    formats = set((container.format.name or "").split(","))
+    if size > 0 and formats & {"matroska", "avi"}:
+        head = _head_in_place(source, MATROSKA_HEAD_BYTES)
+        stated = matroska_stated_end(head) if "matroska" in formats else avi_stated_end(head)
         if stated is not None and stated > size:
             raise VideoError(
                 "decode_error",

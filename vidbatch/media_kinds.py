@@ -162,6 +162,17 @@ def matroska_stated_end(head: bytes) -> int | None:
     return None if segment is None else at + len(_SEGMENT_ID) + segment[1] + segment[0]
 
 
+def avi_stated_end(head: bytes) -> int | None:
+    """Where an AVI file's first RIFF chunk says it ends (a byte offset), from its first 12 bytes; None
+    when it is not AVI or the size was left unwritten (0, or all bits set, by a capture cut off
+    before it could go back and write it). A file over 1 GB (OpenDML) goes on in RIFF 'AVIX'
+    chunks after the first, so its first chunk still ends inside it."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    size = int.from_bytes(head[4:8], "little")
+    return None if size in (0, 0xFFFFFFFF) else 8 + size
+
+
 def _element_size(data: bytes, at: int) -> tuple[int, int] | None:
     """An EBML element's data size (a variable-length integer) at `at` and its length in bytes;
     None when it cannot be read here or is the reserved 'unknown size' (every value bit set)."""
