@@ -610,6 +610,7 @@ def _mp3(path) -> None:
         ("cover.mp3", _mp3, "no_video_stream", "the file is an MP3 audio file; it has no video stream"),
         ("a.hevc", lambda p: _encode(p, "hevc", "libx265", "yuv420p"), "unreadable", "raw HEVC (H.265) stream"),
         ("a.m2v", lambda p: _encode(p, "mpeg2video", "mpeg2video", "yuv420p"), "unreadable", "a raw MPEG-1/2 video stream"),
+        ("a.m4v", lambda p: _encode(p, "m4v", "mpeg4", "yuv420p"), "unreadable", "a raw MPEG-4 Part 2 stream with no container"),
         ("list.m3u8", lambda p: p.write_text("#EXTM3U\n#EXTINF:4,\nseg0.ts\n"), "unreadable", "an HLS playlist; it names other"),
         ("cat.ffconcat", lambda p: p.write_text("ffconcat version 1.0\nfile a.mp4\n"), "unreadable", "an FFmpeg concat list"),
     ],

@@ -1,4 +1,5 @@
-"""Decode and sample one video with PyAV. Only this module and its decode_* helpers import `av`.
+"""Decode and sample one video with PyAV (here and in the decode_* modules; the benchmark and the demo
+library's writer use PyAV on their own).
 
 `open_video` probes the container (limits are checked before any decoding), then
 `iter_clips` decodes in presentation order, picks the frames the sampling asks for,
@@ -33,7 +34,9 @@ from vidbatch.sampling.clips import clip_index_of, clip_window
 # image2 patterns, tee, ...) could make FFmpeg open other files or hosts.
 FORMAT_WHITELIST = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,mpeg,ogg,asf,m4v,h264,hevc,ivf,nut"
 # Raw elementary streams: accepted by the whitelist only to be named (their frames carry no times).
-_RAW_STREAMS = {"h264": ("H.264", "h264"), "hevc": ("HEVC (H.265)", "hevc")}
+# ("m4v" is FFmpeg's raw MPEG-4 Part 2 demuxer, not the .m4v file extension, which is MP4's: an AVI
+# whose header was overwritten fell back to it and came out ok, at its stream's guessed 25 fps.)
+_RAW_STREAMS = {"h264": ("H.264", "h264"), "hevc": ("HEVC (H.265)", "hevc"), "m4v": ("MPEG-4 Part 2", "m4v")}
 # Local paths go through FFmpeg's file protocol; nothing else may be opened.
 PROTOCOL_WHITELIST = "file"
 

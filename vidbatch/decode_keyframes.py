@@ -81,16 +81,3 @@ def _decoded_key_frames(
         raise
     except (av.error.FFmpegError, ValueError, MemoryError) as exc:
         raise VideoError("decode_error", f"decoding failed ({short_reason(exc)}); {DAMAGED}") from exc
-
-
-def _decoded_frames(container: Any, stream: Any, deadline: Deadline | None, *, packets: PacketTally) -> Iterator[Any]:
-    """Every frame the decoder gives; `packets` tallies what was read."""
-    try:
-        for packet in container.demux(stream):
-            packets.note(packet)
-            check_deadline(deadline)
-            yield from packet.decode()
-    except VideoError:
-        raise
-    except (av.error.FFmpegError, ValueError, MemoryError) as exc:
-        raise VideoError("decode_error", f"decoding failed ({short_reason(exc)}); {DAMAGED}") from exc

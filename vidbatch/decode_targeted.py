@@ -20,12 +20,6 @@ from vidbatch.errors import VideoError
 from vidbatch.sampling import OnScreenPicker, fps_times_from, uniform_times
 
 
-def _targets(info: VideoInfo, sampling: SamplingConfig) -> Iterable[float]:
-    if sampling.mode == "fps":
-        return fps_times_from(start_s=info.start_s, fps=sampling.fps)
-    return uniform_times(start_s=info.start_s, duration_s=info.duration_s, num_frames=sampling.num_frames)
-
-
 def targeted_samples(
     container: Any,
     stream: Any,

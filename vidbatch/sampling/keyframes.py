@@ -1,7 +1,8 @@
 """`keyframes` mode: the key frames themselves; their sample time is their own pts.
 
-There is no target list: the decoder is told to skip every non-key frame, and each
-key frame it returns is used as is (see vidbatch.decode_keyframes).
+There is no target list: only the key packets are decoded, each on its own, and each key
+frame is used as is (see vidbatch.decode_keyframes, which says why FFmpeg's own skipping of
+non-key frames is not used).
 """
 
 from __future__ import annotations
