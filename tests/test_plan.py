@@ -39,6 +39,7 @@ def test_plan_probes_and_estimates_without_writing(tmp_path, library):
     # seconds-long videos: the per-video cost the rates leave out is said (1 s videos ran 4x the estimate)
     assert report.mean_duration_s is not None and report.mean_duration_s < 10
     assert "the videos are short (mean " in text and "expect a longer run" in text
+    assert "model.weights (IMAGENET1K_V1) is not read: a random init of resnet18 is timed" in text  # check reads them
 
 
 def test_cluster_sizes_that_make_no_sense_are_refused_naming_them():

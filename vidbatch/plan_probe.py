@@ -251,6 +251,11 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
     from vidbatch.model_weights import resolve_weights
 
     random_init = resolve_weights(ModelConfig(arch=config.model.arch, weights="none"), config.storage)
+    if config.model.weights.lower() != "none":
+        report.notes.append(
+            f"model.weights ({config.model.weights}) is not read: a random init of {config.model.arch} is timed, "
+            "as fast as any weights; `vidbatch check` reads and checks the weights"
+        )
     cores = os.cpu_count() or 1
     runner = ResNetRunner(
         threads=cores,
