@@ -150,3 +150,16 @@ def test_an_output_that_is_a_file_or_inside_one_is_refused_saying_so(tmp_path, m
     message = str(caught.value)
     assert "which is a file" in message if below else "is a file" in message
     assert "bucket" not in message and "choose another path" in message
+
+
+def test_fp16_on_cpus_that_cannot_pack_it_is_said_before_the_run(tmp_path, manifest, monkeypatch):
+    """It ran several times slower than fp32 with only the model actor's log saying why."""
+    import vidbatch.model as model
+
+    fp16_on_cpus = {"model": {"arch": "resnet18", "weights": "none", "precision": "fp16"}, "resources": {"model_gpus": 0}}
+    monkeypatch.setattr(model, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    notes = "\n".join(preflight(job(tmp_path, **fp16_on_cpus)).notes)
+    assert "model.precision: fp16 on CPUs like this machine's, which lack fp16 matrix instructions" in notes
+    assert "fp16" not in "\n".join(preflight(job(tmp_path, resources={"model_gpus": 0})).notes)  # auto: no note
+    monkeypatch.setattr(model, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_fp16"})
+    assert "fp16" not in "\n".join(preflight(job(tmp_path, **fp16_on_cpus)).notes)

@@ -81,6 +81,7 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
         if worklist.work.to_process.num_rows and room.low()
         else None
     )
+    precision_note = _slow_precision_note(config)
     gpus_note = (
         f"gpus: {missing_gpus}: `vidbatch run` here would refuse it; a run on a cluster (--address, RAY_ADDRESS, "
         "vidbatch submit) checks the cluster's GPUs when it connects"
@@ -106,8 +107,25 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
             *worklist.warnings(prior),
             *_refusal_lines(plan.refused),
             *([gpus_note] if missing_gpus else []),
-            *filter(None, [spill_note]),
+            *filter(None, [spill_note, precision_note]),
         ),
+    )
+
+
+def _slow_precision_note(config: JobConfig) -> str | None:
+    """fp16 asked for a model that runs on CPUs like this one, which cannot pack it for oneDNN: it runs,
+    several times slower than fp32, and only the model actor's log said so."""
+    import torch
+
+    from vidbatch.model import cpu_has_fast_fp16
+
+    on_cpus = config.resources.model_gpus == 0 or (config.resources.model_gpus is None and not torch.cuda.is_available())
+    if config.model.precision != "fp16" or not on_cpus or cpu_has_fast_fp16():
+        return None
+    return (
+        "model.precision: fp16 on CPUs like this machine's, which lack fp16 matrix instructions (AVX512-FP16, "
+        "AMX-FP16): the model runs unpacked, several times slower than fp32; on CPUs use auto or fp32 (`vidbatch plan` "
+        "measures both)"
     )
 
 
