@@ -397,7 +397,7 @@ def test_relative_local_paths_become_absolute_overrides(tmp_path, monkeypatch):
                 "name": "n",
                 "manifest": "lib/manifest.parquet",
                 "output": "s3://bucket/out",
-                "model": {"weights": "w/r18.pt", "arch": "resnet18"},
+                "model": {"weights": "w/r18.pt", "arch": "resnet18", "categories": "w/classes.txt"},
                 "inputs": {"allowed_roots": ["lib"]},
             }
         )
@@ -410,6 +410,7 @@ def test_relative_local_paths_become_absolute_overrides(tmp_path, monkeypatch):
     args = shlex.split(sub.entrypoint)
     assert f"manifest={tmp_path}/lib/manifest.parquet" in args
     assert f"model.weights={tmp_path}/w/r18.pt" in args
+    assert f"model.categories={tmp_path}/w/classes.txt" in args
     assert f"inputs.allowed_roots=['{tmp_path}/lib']" in args
     assert "output=" not in sub.entrypoint  # not local: left alone
     assert sub.job.manifest == f"{tmp_path}/lib/manifest.parquet"

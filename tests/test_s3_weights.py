@@ -337,3 +337,35 @@ def test_weights_stage_without_weights_or_with_wrong_names(s3, offline_v1, capsy
         err = capsys.readouterr().err
         assert "'vgg16'" in err and "resnet18, resnet34, resnet50, resnet101, resnet152" in err
         assert "download" not in err
+
+
+def test_a_classifier_names_its_classes_from_a_categories_file(s3, tmp_path):
+    """A 10-class fine-tune got class_0..class_9, and a 1000-class one ImageNet's names, with no way to say
+    its own; model.categories names them (local or object storage), and the names go into model_id."""
+    weights = tmp_path / "ten.pt"
+    weights.write_bytes(saved(seeded_state_dict(num_classes=10)))
+    names = [f"shot type {i}" for i in range(10)]
+    local = tmp_path / "classes.txt"
+    local.write_text("\n".join(names) + "\n\n")
+    bucket = s3.new_bucket("names")
+    s3.client.put_object(Bucket=bucket, Key="classes.txt", Body="\n".join(names).encode())
+    plain = resolve_weights(ModelConfig(arch="resnet18", weights=str(weights)), StorageConfig())
+    for where in (str(local), f"s3://{bucket}/classes.txt"):
+        named = resolve_weights(ModelConfig(arch="resnet18", weights=str(weights), categories=where), StorageConfig())
+        assert named.categories == tuple(names)
+        assert named.model_id.startswith(plain.model_id + "+categories-") and named.model_id != plain.model_id
+        assert named.note == f"class names from {where}"
+    embed_only = ModelConfig(arch="resnet18", weights=str(weights), categories=str(local), task="embed")
+    unnamed = resolve_weights(embed_only, StorageConfig())
+    assert unnamed.model_id == plain.model_id  # embeddings only: no labels to name
+    for text, message in (
+        ("\n".join(names[:9]), r"names 9 classes, but the weights' fc has 10"),
+        ("\n".join(names[:5] + names[:5]), r"'shot type 0', 'shot type 1', 'shot type 2' named twice"),
+        ("\n".join(names[:4] + [""] + names[5:]), r"line 5 is empty"),
+    ):
+        local.write_text(text)
+        with pytest.raises(JobError, match=message):
+            resolve_weights(ModelConfig(arch="resnet18", weights=str(weights), categories=str(local)), StorageConfig())
+    with pytest.raises(JobError, match=r"model.categories='.*nope.txt': no such file"):
+        missing = ModelConfig(arch="resnet18", weights=str(weights), categories=str(tmp_path / "nope.txt"))
+        resolve_weights(missing, StorageConfig())

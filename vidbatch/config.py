@@ -65,6 +65,11 @@ class SamplingConfig(_Frozen):
         return f"{self.mode}-{digest[:12]}"
 
 
+# model.weights with one of these endings (or any '/') is a state_dict file. Lightning writes .ckpt;
+# PyTorch's old examples wrote checkpoint.pth.tar.
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
+
+
 class ModelConfig(_Frozen):
     arch: Arch = "resnet50"
     # A torchvision weights name (IMAGENET1K_V2, or DEFAULT), a path/URI to a
@@ -74,6 +79,9 @@ class ModelConfig(_Frozen):
     top_k: int = Field(5, ge=1, le=1000)
     precision: Precision = "auto"
     seed: int = Field(0, ge=0, le=2**64 - 1)  # only used by weights: none; torch's seed range
+    # The classifier's class names: a text file (path or URI), one name per line in the fc's order.
+    # None: torchvision's names for its weights, ImageNet's for a 1000-class file, else class_0, ...
+    categories: str | None = None
 
     def results_settings(self) -> dict[str, Any]:
         """The settings besides arch and weights (those make `model_id`) that change what an ok row

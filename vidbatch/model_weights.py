@@ -10,6 +10,7 @@ the classic recipe (short side 256, centre crop 224) and ImageNet's category nam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import hashlib
 import io
@@ -22,7 +23,7 @@ from typing import Any, cast, get_args
 
 import torch
 
-from vidbatch.config import Arch, ModelConfig, StorageConfig
+from vidbatch.config import STATE_DICT_SUFFIXES, Arch, ModelConfig, StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.preprocess import PreprocessSpec
 from vidbatch.torchvision_import import ResNet, WeightsEnum, get_model_builder, get_model_weights, torchvision
@@ -46,8 +47,6 @@ class ResolvedWeights:
     note: str | None = None  # e.g. "a copy of torchvision's resnet50 IMAGENET1K_V2"
 
 
-# Lightning writes .ckpt; PyTorch's old examples wrote checkpoint.pth.tar.
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar", ".safetensors")
 # A download attempt on a machine without internet may hang instead of failing (dropped
 # packets); torch.hub's urlopen has no timeout of its own.
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -72,6 +71,50 @@ def ways_to_provide(arch: str, name: str | None = None) -> str:
 
 def resolve_weights(config: ModelConfig, storage: StorageConfig) -> ResolvedWeights:
     """Load the weights on the driver; raises JobError listing the ways to provide them."""
+    weights = _resolve(config, storage)
+    if config.categories is None or config.task == "embed":
+        return weights
+    return _named(weights, read_categories(config.categories, storage), config.categories)
+
+
+def read_categories(uri: str, storage: StorageConfig) -> tuple[str, ...]:
+    """model.categories: one class name per line (blank lines at the end ignored); JobError naming the file."""
+    from vidbatch.storage import filesystem
+
+    where = f"model.categories={uri!r}"
+    try:
+        fs, path = filesystem(uri, storage)
+        text = bytes(fs.cat_file(path)).decode("utf-8")
+    except FileNotFoundError:
+        raise JobError(f"{where}: no such file; give a text file with one class name per line") from None
+    except UnicodeDecodeError:
+        raise JobError(f"{where} is not UTF-8 text; give a text file with one class name per line") from None
+    except (OSError, ValueError) as exc:
+        raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]})") from exc
+    names = tuple(line.strip() for line in text.rstrip("\n").splitlines())
+    blank = [number for number, name in enumerate(names, 1) if not name]
+    if blank or not names:
+        raise JobError(f"{where}: line {blank[0] if blank else 1} is empty; give one class name per line")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise JobError(f"{where}: {', '.join(map(repr, repeated[:3]))} named twice; labels must tell the classes apart")
+    return names
+
+
+def _named(weights: ResolvedWeights, names: tuple[str, ...], uri: str) -> ResolvedWeights:
+    """The weights with their classes named by model.categories; the names go into model_id, so rows
+    labelled under other names are redone rather than mixed with these."""
+    if len(names) != len(weights.categories):
+        raise JobError(
+            f"model.categories={uri!r} names {len(names)} classes, but the weights' fc has {len(weights.categories)}: "
+            "give one name per output, in the fc's order"
+        )
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    note = "; ".join(part for part in (weights.note, f"class names from {uri}") if part and "named class_0" not in part)
+    return dataclasses.replace(weights, categories=names, model_id=f"{weights.model_id}+categories-{digest}", note=note or None)
+
+
+def _resolve(config: ModelConfig, storage: StorageConfig) -> ResolvedWeights:
     name = config.weights
     if name.lower() == "none":
         return _random_init(config)

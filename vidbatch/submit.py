@@ -39,7 +39,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 import vidbatch
-from vidbatch.config import JobConfig, load_job
+from vidbatch.config import STATE_DICT_SUFFIXES, JobConfig, load_job
 from vidbatch.errors import JobError
 from vidbatch.storage import is_local, local_path
 
@@ -52,7 +52,6 @@ EXIT_INTERRUPTED = 130
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Ray puts the submission id into URLs and log file names; keep it to a safe alphabet.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_WEIGHTS_SUFFIXES = (".pt", ".pth", ".safetensors")
 JOB_DIR = "job"  # where the job file sits inside the shipped working_dir
 
 
@@ -113,10 +112,14 @@ def path_overrides(job: JobConfig, overrides: Sequence[str], cwd: Path | None = 
         if absolute != value and key not in given:
             extra.append(f"{key}={absolute}")
     weights = job.model.weights
-    if weights.lower() != "none" and (weights.lower().endswith(_WEIGHTS_SUFFIXES) or "/" in weights):
+    if weights.lower() != "none" and (weights.lower().endswith(STATE_DICT_SUFFIXES) or "/" in weights):
         absolute = visit("model.weights", weights)
         if absolute != weights and "model.weights" not in given:
             extra.append(f"model.weights={absolute}")
+    if job.model.categories is not None:
+        absolute = visit("model.categories", job.model.categories)
+        if absolute != job.model.categories and "model.categories" not in given:
+            extra.append(f"model.categories={absolute}")
     roots = [visit("inputs.allowed_roots", root) for root in job.inputs.allowed_roots]
     if list(job.inputs.allowed_roots) != roots and "inputs.allowed_roots" not in given:
         extra.append("inputs.allowed_roots=[" + ", ".join(_yaml_str(r) for r in roots) + "]")
