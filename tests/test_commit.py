@@ -428,3 +428,42 @@ def _commit_a_run(root, *, videos: int, case: str) -> tuple[float, float]:
     committed = DeltaTable(str(out / "clips")).to_pyarrow_table(columns=["run_id"]).column("run_id")
     assert committed.to_pylist().count("r1") == clips_per_video * videos
     return (spill / "clips.parquet").stat().st_size / 1e6, grew
+
+
+def test_clips_of_videos_that_failed_after_spilling_are_left_out_by_every_commit_path(tmp_path):
+    """A video that failed after some of its clips were spilled (still in flight when a run stopped
+    early) has no clips. The collector used to rewrite the whole spill without them, which needed the
+    spill's size again on the disk a run stops for being nearly full; the commit now leaves them out
+    as it reads the spill: when it creates the tables, when it writes files for them, and when a new
+    manifest column makes the videos table a merge."""
+    out = tmp_path / "out"
+    version = None
+    for number, extra in ((1, None), (2, None), (3, "genre")):
+        spill = tmp_path / f"s{number}"
+        spill.mkdir()
+        run_id = f"r{number}"
+        clips = [{"video_id": v, "run_id": run_id, "clip_index": i} for v in ("a", "b") for i in range(2)]
+        pq.write_table(pa.Table.from_pylist(clips, schema=CLIPS), spill / "clips.parquet")
+        videos = [
+            {"video_id": "a", "run_id": run_id, "status": "ok", "num_clips": 2},
+            {"video_id": "b", "run_id": run_id, "status": "timeout", "num_clips": 0},
+        ]
+        rows = pa.Table.from_pylist(videos, schema=VIDEOS)
+        if extra:
+            rows = rows.append_column(extra, pa.array(["x", "y"]))
+        pq.write_table(rows, spill / "videos.parquet")
+        commit_tables(
+            str(out),
+            spill,
+            run_id=run_id,
+            replace_ids={"a", "b"},
+            storage=StorageConfig(),
+            metadata={},
+            stale_clips=(),
+            clip_video_ids={"a"} if number > 1 else set(),
+            videos_version=version,
+            void_clips={"b"},
+        )
+        version = DeltaTable(str(out / "videos")).version()
+        committed = DeltaTable(str(out / "clips")).to_pyarrow_table(columns=["video_id", "run_id", "clip_index"]).to_pylist()
+        assert sorted((c["video_id"], c["run_id"], c["clip_index"]) for c in committed) == [("a", run_id, 0), ("a", run_id, 1)]

@@ -1100,7 +1100,7 @@ def test_a_run_is_refused_before_any_work_when_its_temporary_disk_is_already_low
     notes = preflight(parse_job(raw)).notes  # `vidbatch check` says so first
     assert any("has 40.0 MB free, under limits.spill_min_free_mb=64" in note and "would refuse" in note for note in notes), notes
 
-    with pytest.raises(JobError, match=r"has 40\.0 MB free, under limits.spill_min_free_mb=64: free space there or point TMPDIR"):
+    with pytest.raises(JobError, match=r"has 40\.0 MB free, under limits.spill_min_free_mb=64: free space there, point TMPDIR"):
         run_job(parse_job(raw), progress=lambda _: None)
     assert not (tmp_path / "out" / "videos").exists() and not list((tmp_path / "out" / "_runs").glob("*/started.json"))
     assert not list(small_disk.iterdir())  # the run's spill folder is gone too

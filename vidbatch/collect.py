@@ -23,7 +23,7 @@ from vidbatch.clip_arrays import top_labels, vector_rows
 from vidbatch.config import Task
 from vidbatch.errors import UNREACHABLE, JobError
 from vidbatch.manifest import Plan
-from vidbatch.parquet_stream import open_parquet, open_writer, read_batches
+from vidbatch.parquet_stream import open_writer
 from vidbatch.schema import CLIPS, EMBEDDING, LABELS, VIDEOS
 from vidbatch.uri_policy import redact_uri
 
@@ -145,6 +145,10 @@ class Collector:
         self.done: set[str] = set()
         self.spilled_clips: set[str] = set()  # videos with clip rows in the spill file
         self.failed_videos: set[str] = set()
+        # Videos that failed after some of their clips were spilled (a decode error midway, or still in
+        # flight when a run stops early): the commit leaves their clips out as it reads the spill. A
+        # copy of the spill without them needed its size again, on the disk a run stops for being full.
+        self.void_clips: frozenset[str] = frozenset()
         # Videos finished one after another whose store did not answer (error_type UNREACHABLE).
         self.unreachable_in_a_row = 0
         self.lost = 0  # rows `close` wrote for videos the pipeline never finished
@@ -278,22 +282,8 @@ class Collector:
         self.lost = len(self.done) - finished
         self.clips_out.close()
         self.videos_out.close()
-        self._drop_spilled_clips(self.spilled_clips & self.failed_videos)
+        self.void_clips = frozenset(self.spilled_clips & self.failed_videos)
         return self.tally
-
-    def _drop_spilled_clips(self, video_ids: set[str]) -> None:
-        """A video that failed after some of its clips were spilled has no clips: rewrite the
-        spill without them (rare: a decode error or a lost batch in the middle of a video)."""
-        if not video_ids:
-            return
-        path = self.clips_out.path
-        kept = path.with_name(path.name + ".kept")
-        source = open_parquet(path)
-        drop = pa.array(sorted(video_ids), pa.string())
-        with open_writer(kept, source.schema_arrow) as writer:
-            for batch in read_batches(source):
-                writer.write_batch(batch.filter(pc.invert(pc.is_in(batch.column("video_id"), value_set=drop))))
-        kept.replace(path)
 
     # --- finishing ---------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ def commit_tables(
     clip_video_ids: AbstractSet[str],
     videos_version: int | None,
     refreshed_ids: Iterable[str] = (),
+    void_clips: AbstractSet[str] = frozenset(),
 ) -> dict[str, int]:
     """Apply the run to both tables, in three steps (each one Delta commit, skipped when empty):
 
@@ -72,6 +73,9 @@ def commit_tables(
     `refreshed_ids` are kept videos whose row is rewritten in step 2 with new carried-through
     manifest columns but the same run_id: their clips stay theirs and are not touched.
 
+    `void_clips` are videos whose clips in the spill are not to be committed (they failed after
+    some clips were spilled): left out as the spill is read.
+
     A crash at any point leaves every videos row with exactly its own clips; the leftovers
     of dead runs are stale pairs that the next run to complete deletes.
 
@@ -83,6 +87,7 @@ def commit_tables(
     """
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     stale = sorted(set(stale_clips))
+    clips_without = _of_videos(void_clips)
     clips_spilled = _spilled_rows(spill_dir / "clips.parquet")
     with _step_failure(output, _NOTHING_COMMITTED):  # the store down before the first commit: one line, no traceback
         if replace_ids or stale or clips_spilled or _spilled_rows(spill_dir / "videos.parquet"):
@@ -105,6 +110,7 @@ def commit_tables(
                 stale=stale,
                 commits=(commit, tidy),
                 clips_added=bool(clips_spilled),
+                clips_without=clips_without,
             )
             return _versions(output, clips_uri, videos_uri, storage)
         except _TablesMoved as moved:
@@ -125,7 +131,14 @@ def commit_tables(
     # cannot say for sure that none were committed.
     first = _CLIPS_MAYBE_COMMITTED if clips_spilled or stale else _NOTHING_COMMITTED
     with _step_failure(output, first):
-        _apply(clips_uri, spill_dir / "clips.parquet", [_Tombstone(v, r, _DELETE_RUN) for v, r in stale], commit, storage)
+        _apply(
+            clips_uri,
+            spill_dir / "clips.parquet",
+            [_Tombstone(v, r, _DELETE_RUN) for v, r in stale],
+            commit,
+            storage,
+            without=clips_without,
+        )
     _fault_hook("after-clips-commit")
     replaced = sorted(replace_ids | set(refreshed_ids))
     left = (
@@ -200,6 +213,7 @@ def _commit_prepared(
     stale: list[tuple[str, str]],
     commits: tuple[CommitProperties, CommitProperties],
     clips_added: bool,
+    clips_without: RowFilter | None = None,
 ) -> None:
     """The three steps of `commit_tables`, their files written first and their commits landed back to
     back; the old clips of replaced videos and the stale pairs go in the third commit."""
@@ -212,7 +226,13 @@ def _commit_prepared(
     with _step_failure(output, "nothing of this run was committed; run it again once the output can be written"):
         clips_spill = spill_dir / "clips.parquet"
         videos_spill = spill_dir / "videos.parquet"
-        add_clips = prepare(clips_table, clips_uri, storage, add=open_parquet(clips_spill) if clips_spill.is_file() else None)
+        add_clips = prepare(
+            clips_table,
+            clips_uri,
+            storage,
+            add=open_parquet(clips_spill) if clips_spill.is_file() else None,
+            add_without=clips_without,
+        )
 
         def prepare_videos(table: DeltaTable) -> PreparedCommit:
             return prepare(
@@ -351,7 +371,13 @@ class _Tombstone:
 
 
 def _apply(
-    table_uri: str, spilled_path: Path | None, tombstones: list[_Tombstone], commit: CommitProperties, storage: StorageConfig
+    table_uri: str,
+    spilled_path: Path | None,
+    tombstones: list[_Tombstone],
+    commit: CommitProperties,
+    storage: StorageConfig,
+    *,
+    without: RowFilter | None = None,
 ) -> None:
     """One commit: insert the spilled rows and delete what the tombstones name (nothing to do: no commit).
 
@@ -364,16 +390,26 @@ def _apply(
     spilled = open_parquet(spilled_path) if spilled_path is not None else None
     if not DeltaTable.is_deltatable(table_uri, storage_options=options):
         if spilled is not None:  # the first run: nothing to delete yet
-            create(table_uri, storage, spilled, commit)
+            create(table_uri, storage, spilled, commit, without=without)
         return
     if (spilled is None or not spilled.metadata.num_rows) and not tombstones:
         return
     table = DeltaTable(table_uri, storage_options=options)
     if plain_files(table) and (spilled is None or fits(table, spilled.schema_arrow)):
         candidates = {tombstone.video_id for tombstone in tombstones}
-        prepare(table, table_uri, storage, add=spilled, drop=_tombstoned(tombstones), candidates=candidates).commit(commit)
+        prepare(
+            table, table_uri, storage, add=spilled, drop=_tombstoned(tombstones), candidates=candidates, add_without=without
+        ).commit(commit)
         return
-    _merge(table, spilled, tombstones, commit)
+    _merge(table, spilled, tombstones, commit, without=without)
+
+
+def _of_videos(video_ids: AbstractSet[str]) -> RowFilter | None:
+    """The rows of these videos, as a filter over a spill's or a data file's rows (None: no videos)."""
+    if not video_ids:
+        return None
+    wanted = pa.array(sorted(video_ids), pa.string())
+    return lambda rows: pc.is_in(rows.column("video_id"), value_set=wanted)
 
 
 def _tombstoned(tombstones: list[_Tombstone]) -> RowFilter:
@@ -409,7 +445,14 @@ def _fault_hook(point: str) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
 
-def _merge(table: DeltaTable, spilled: pq.ParquetFile | None, tombstones: list[_Tombstone], commit: CommitProperties) -> None:
+def _merge(
+    table: DeltaTable,
+    spilled: pq.ParquetFile | None,
+    tombstones: list[_Tombstone],
+    commit: CommitProperties,
+    *,
+    without: RowFilter | None = None,
+) -> None:
     """One merge = one commit: tombstones delete old rows, inserts never match anything.
 
     Each target row matches at most one tombstone (one per video_id, or per (video_id, run_id)).
@@ -421,6 +464,8 @@ def _merge(table: DeltaTable, spilled: pq.ParquetFile | None, tombstones: list[_
     def batches() -> Iterator[pa.RecordBatch]:
         if spilled is not None:
             for batch in read_batches(spilled):
+                if without is not None:
+                    batch = batch.filter(pc.invert(pc.fill_null(without(pa.Table.from_batches([batch])), False)))
                 yield batch.append_column(_OP, pa.array(["insert"] * batch.num_rows, pa.string()))
         for start in range(0, len(tombstones), 4096):
             chunk = tombstones[start : start + 4096]

@@ -62,8 +62,10 @@ def prepare(
     add: pq.ParquetFile | None = None,
     drop: RowFilter | None = None,
     candidates: set[str] | frozenset[str] = frozenset(),
+    add_without: RowFilter | None = None,
 ) -> PreparedCommit:
-    """Write the files of a commit that adds `add`'s rows and drops the rows `drop` marks.
+    """Write the files of a commit that adds `add`'s rows (but those `add_without` marks) and drops
+    the rows `drop` marks.
 
     Only data files whose video_id range holds one of `candidates` are read for `drop` (the
     table's own file statistics say which).
@@ -85,11 +87,18 @@ def prepare(
             with fs.open(source, "rb") as handle:
                 prepared.actions += _write(fs, root, _kept(open_parquet(handle), drop))
     if add is not None:
-        prepared.actions += _write(fs, root, _plain_parts(add))
+        prepared.actions += _write(fs, root, _kept(add, add_without) if add_without is not None else _plain_parts(add))
     return prepared
 
 
-def create(table_uri: str, storage: StorageConfig, rows: pq.ParquetFile, properties: CommitProperties) -> None:
+def create(
+    table_uri: str,
+    storage: StorageConfig,
+    rows: pq.ParquetFile,
+    properties: CommitProperties,
+    *,
+    without: RowFilter | None = None,
+) -> None:
     """Create the table with `rows` (its schema, plain types) as its first commit, version 0.
 
     The files are streamed as in `prepare`: a first run over a library commits all of its clips at
@@ -103,7 +112,7 @@ def create(table_uri: str, storage: StorageConfig, rows: pq.ParquetFile, propert
     create_table_with_add_actions(
         table_uri,
         Schema.from_arrow(plain_schema(rows.schema_arrow)),
-        _write(fs, root, _plain_parts(rows)),
+        _write(fs, root, _kept(rows, without) if without is not None else _plain_parts(rows)),
         mode="error",
         storage_options=delta_storage_options(table_uri, storage),
         commit_properties=properties,

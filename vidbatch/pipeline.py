@@ -218,6 +218,7 @@ def run_job(
                 clip_video_ids=prior.clip_video_ids,
                 videos_version=prior.videos_version,
                 refreshed_ids={row["video_id"] for row in refreshed},
+                void_clips=collector.void_clips,
                 metadata={
                     "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
                     "vidbatch.changes": json.dumps(changes),

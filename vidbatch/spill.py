@@ -66,7 +66,7 @@ def spill_space_said(folder: Path | str, free: int, min_free_mb: int) -> str:
     """What is wrong when the spill folder's disk runs low, and what to do about it."""
     return (
         f"the temporary folder {str(folder)!r} (where a run's rows wait for its commit) has {free / 2**20:,.1f} MB free, "
-        f"under limits.spill_min_free_mb={min_free_mb}: free space there or point TMPDIR at a larger disk"
+        f"under limits.spill_min_free_mb={min_free_mb}: free space there, point TMPDIR at a larger disk, or lower the limit"
     )
 
 
