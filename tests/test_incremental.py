@@ -1104,3 +1104,23 @@ def test_a_run_is_refused_before_any_work_when_its_temporary_disk_is_already_low
         run_job(parse_job(raw), progress=lambda _: None)
     assert not (tmp_path / "out" / "videos").exists() and not list((tmp_path / "out" / "_runs").glob("*/started.json"))
     assert not list(small_disk.iterdir())  # the run's spill folder is gone too
+
+
+def test_videos_a_stopped_run_left_are_decoded_before_new_ones():
+    """The README says the next run does them first: a library that takes several nights must not be
+    overtaken night after night by what is added (it kept manifest order)."""
+    from vidbatch.worklist import _retries_first
+
+    cut_off = prior("timeout", error_type="spill_space")
+    candidates = [("a-new", "u"), ("m-cut-off", "u"), ("b-new", "u"), ("z-cut-off", "u")]
+    decision = decide(
+        candidates,
+        prior={"m-cut-off": cut_off, "z-cut-off": cut_off},
+        fingerprints={video_id: "fp1" for video_id, _ in candidates},
+        model_id="m",
+        sampling_id="s",
+        consistent={},
+        manifest_ids=[video_id for video_id, _ in candidates],
+    )
+    rows = pa.table({"video_id": [video_id for video_id, _ in candidates], "uri": ["u"] * 4})
+    assert _retries_first(rows, decision).column("video_id").to_pylist() == ["m-cut-off", "z-cut-off", "a-new", "b-new"]

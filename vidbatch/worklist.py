@@ -190,10 +190,22 @@ def make_worklist(
     refreshed = _refreshed_rows(config, plan, prior, rewritten=todo | {r.video_id for r in refusals} | set(decision.removed))
     work = dataclasses.replace(
         plan,
-        to_process=plan.to_process.filter(pa.array([video_id in to_decode for video_id, _ in candidates], pa.bool_())),
+        to_process=_retries_first(
+            plan.to_process.filter(pa.array([video_id in to_decode for video_id, _ in candidates], pa.bool_())), decision
+        ),
         refused=refusals + known,
     )
     return Worklist(plan=plan, decision=decision, work=work, refusals=refusals, known=known, refreshed=refreshed)
+
+
+def _retries_first(rows: pa.Table, decision: Decision) -> pa.Table:
+    """The rows to decode with the retries first, each part in manifest order: the videos a stopped
+    run left (its window closed, its disk ran low, its store went down) are done before new ones,
+    so a library that takes several nights is not overtaken night after night by what is added."""
+    retry = [decision.reasons.get(video_id, "").startswith("retry") for video_id in rows.column("video_id").to_pylist()]
+    if not any(retry) or all(retry):
+        return rows
+    return rows.take([i for i, first in enumerate(retry) if first] + [i for i, first in enumerate(retry) if not first])
 
 
 def _unrecorded_note(prior: PriorState) -> list[str]:
