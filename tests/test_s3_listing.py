@@ -7,6 +7,7 @@ import pytest
 from s3server import FaultProxy
 
 from vidbatch.config import StorageConfig
+from vidbatch.incremental import settled_failure
 from vidbatch.listing import MIN_PER_FOLDER
 from vidbatch.state import fingerprints
 
@@ -56,7 +57,7 @@ def test_a_folder_of_many_files_is_listed_with_the_fingerprints_a_head_gives(lib
     lists_of_heads = len(_lists(proxy, bucket))  # s3fs lists a prefix to tell a missing file from a folder
     assert len(_heads(proxy)) >= len(rows) - 1
     assert by_head["multi"] is not None and "-2" in by_head["multi"]  # a multipart ETag
-    assert by_head["gone"] == "status:not_found" or by_head["gone"] is not None
+    assert by_head["gone"] == settled_failure("not_found")  # the HEAD's answer: no such object
 
     proxy.reset()
     by_listing = fingerprints(rows, storage, listable=[video_id for video_id, _ in rows])
@@ -90,3 +91,21 @@ def test_a_folder_whose_listing_fails_gets_a_head_per_file(library, proxy: Fault
     # (but "gone": a 404's HEAD is followed by a listing of its name, which the fault also refused)
     by_head = fingerprints(rows, storage)
     assert {k: v for k, v in by_listing.items() if k != "gone"} == {k: v for k, v in by_head.items() if k != "gone"}
+
+
+def test_a_folder_of_far_more_files_than_wanted_is_listed_one_page_then_headed(s3, proxy: FaultProxy):
+    """Listing 1,000 objects a page is slower than HEADs (and dearer) where few are wanted: past a
+    budget the listing stops and the files not found yet get their HEAD."""
+    bucket = s3.new_bucket("sparse")
+    for i in range(1100):  # listed before the wanted ones: keys come in order
+        s3.client.put_object(Bucket=bucket, Key=f"lib/a{i:05d}.mp4", Body=b"x")
+    rows = []
+    for i in range(MANY):
+        s3.client.put_object(Bucket=bucket, Key=f"lib/z{i:03d}.mp4", Body=f"wanted {i}".encode())
+        rows.append((f"z{i:03d}", f"s3://{bucket}/lib/z{i:03d}.mp4"))
+    storage = StorageConfig(endpoint_url=proxy.endpoint)
+    by_head = fingerprints(rows, storage)
+    proxy.reset()
+    assert fingerprints(rows, storage, listable=[video_id for video_id, _ in rows]) == by_head
+    assert len(_lists(proxy, bucket)) == 1  # one page of 1,000, not the whole folder
+    assert len(_heads(proxy)) == MANY

@@ -27,6 +27,11 @@ LISTED_SCHEMES = frozenset({"s3", "s3a"})
 MIN_PER_FOLDER = 32
 _LISTINGS_AT_ONCE = 4  # each holds only the wanted files' infos, so memory stays small
 _SAID_EVERY = 1000  # rows found, about a page of a listing
+_PAGE = 1000  # objects a listing request answers for
+# A listing reads every object of a folder, wanted or not, one page after another, where HEADs go 32 at
+# a time: past about this many objects per wanted file it is the slower way (and on S3, where a LIST
+# costs 12.5 HEADs, the dearer one), so the listing stops there and the files not yet found get HEADs.
+_LISTED_PER_WANTED = 10
 
 
 def listed_infos(
@@ -85,6 +90,7 @@ def _list_folder(
     """The infos of the `wanted` paths directly under bucket/prefix, page by page (a folder of a
     million objects is never held whole); None when the folder cannot be listed."""
     said = 0  # rows reported found: taken back if the listing fails, as their HEADs count them then
+    budget = max(_PAGE, _LISTED_PER_WANTED * len(wanted))
 
     def found(rows: int) -> None:
         nonlocal said
@@ -95,6 +101,7 @@ def _list_folder(
     async def collect() -> dict[str, dict[str, Any]]:
         infos = {}
         rows = 0
+        seen = 0
         async for info in fs._iterdir(bucket, prefix=f"{prefix}/" if prefix else ""):
             if info.get("type") == "file" and info.get("name") in wanted:
                 infos[info["name"]] = info
@@ -102,6 +109,10 @@ def _list_folder(
                 if rows >= _SAID_EVERY:
                     found(rows)
                     rows = 0
+            seen += 1
+            # every wanted file found; or far more files than wanted (the rest get their HEADs)
+            if len(infos) == len(wanted) or seen >= budget:
+                break
         found(rows)
         return infos
 
