@@ -369,3 +369,26 @@ def test_a_classifier_names_its_classes_from_a_categories_file(s3, tmp_path):
     with pytest.raises(JobError, match=r"model.categories='.*nope.txt': no such file"):
         missing = ModelConfig(arch="resnet18", weights=str(weights), categories=str(tmp_path / "nope.txt"))
         resolve_weights(missing, StorageConfig())
+
+
+def test_older_exports_without_batch_counters_a_bias_free_fc_and_a_config_under_model_load(tmp_path):
+    """Review findings: a wrapped ResNet was found only with BatchNorm's num_batches_tracked (older
+    exports lack it), Linear(bias=False) read as 'no fc layer', and {'model': <config>, 'state_dict': ...}
+    took the config for the weights."""
+    plain = seeded_state_dict()
+    no_counters = {k: v for k, v in plain.items() if not k.endswith("num_batches_tracked")}
+    bias_free = {k: v for k, v in plain.items() if k != "fc.bias"}
+    cases = {
+        "lightning-old.ckpt": {"state_dict": {f"model.{k}": v for k, v in no_counters.items()}},
+        "bias-free.pt": bias_free,
+        "config-under-model.pt": {"model": {"name": "resnet18", "depth": 18}, "state_dict": plain},
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(saved(content))
+        resolved = resolve_weights(_model(str(path)), StorageConfig())  # task both: labels too
+        loaded = torch.load(io.BytesIO(resolved.state_dict_bytes), weights_only=True)
+        assert torch.equal(loaded["layer3.0.conv2.weight"], plain["layer3.0.conv2.weight"]), name
+        assert torch.equal(loaded["fc.weight"], plain["fc.weight"]), name
+        expected_bias = torch.zeros(1000) if name == "bias-free.pt" else plain["fc.bias"]
+        assert torch.equal(loaded["fc.bias"], expected_bias), name

@@ -298,7 +298,8 @@ def resnet_in(
     in its shape) is returned as it is, for _check_fits to say what does not fit.
     """
     expected = _expected_shapes(arch, 1000)
-    backbone = [key for key in expected if not key.startswith("fc.")]
+    # BatchNorm's num_batches_tracked is not needed: older exports lack it, and loading fills it in.
+    backbone = [key for key in expected if not key.startswith("fc.") and not key.endswith(".num_batches_tracked")]
     anchor = backbone[0]
     prefixes = sorted({key[: -len(anchor)] for key in state_dict if isinstance(key, str) and key.endswith(anchor)})
     fitting = [prefix for prefix in prefixes if all(_shaped(state_dict.get(prefix + key), expected[key]) for key in backbone)]
@@ -313,6 +314,8 @@ def resnet_in(
     prefix = "" if "" in fitting else fitting[0]
     inner = {key[len(prefix) :]: value for key, value in state_dict.items() if isinstance(key, str) and key.startswith(prefix)}
     notes = [f"the {arch} found under {prefix!r} in the file"] if prefix not in ("", "module.") else []
+    if "fc.weight" in inner and "fc.bias" not in inner and isinstance(inner["fc.weight"], torch.Tensor):
+        inner["fc.bias"] = torch.zeros(inner["fc.weight"].shape[0])  # a Linear(bias=False): its bias is zero
     fc = {key: inner[key] for key in ("fc.weight", "fc.bias") if key in inner}
     set_aside = sorted(
         [key for key in inner if key not in expected or (key.startswith("fc.") and len(fc) < 2)]
@@ -320,7 +323,11 @@ def resnet_in(
     )
     if any(key.split(".", 1)[0] in _BACKBONE_ROOTS for key in set_aside):
         return state_dict, []  # more blocks than the arch has: another arch's (resnet34's for resnet18), said by _misfit
-    kept = {key: value for key, value in inner.items() if key in backbone or (key in fc and len(fc) == 2)}
+    kept = {
+        key: value
+        for key, value in inner.items()
+        if (key in expected and not key.startswith("fc.")) or (key in fc and len(fc) == 2)
+    }
     if len(fc) < 2:
         if task != "embed":
             raise JobError(
@@ -469,7 +476,8 @@ def _load_state_dict(raw: bytes, uri: str) -> dict[str, torch.Tensor]:
     except Exception as exc:
         raise JobError(f"model.weights={uri!r} {_unloadable(raw, exc)}") from exc
     if isinstance(loaded, dict):
-        wrapped = [key for key in _CHECKPOINT_KEYS if isinstance(loaded.get(key), dict)]
+        # the first of these that holds tensors (a 'model' key may hold a config dict instead)
+        wrapped = [key for key in _CHECKPOINT_KEYS if isinstance(loaded.get(key), dict) and _holds_tensors(loaded[key])]
         if wrapped:
             loaded = loaded[wrapped[0]]  # a training checkpoint
     if not isinstance(loaded, dict):
@@ -486,6 +494,10 @@ def _archive_names(raw: bytes) -> list[str] | None:
             return archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
         return None
+
+
+def _holds_tensors(mapping: dict[Any, Any]) -> bool:
+    return any(isinstance(value, torch.Tensor) for value in mapping.values())
 
 
 def _unloadable(raw: bytes, exc: Exception) -> str:
