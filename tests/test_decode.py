@@ -771,3 +771,19 @@ def test_a_decoder_short_of_threads_or_memory_is_not_blamed_on_the_file():
     assert _resource_shortage(av.error.InvalidDataError(errno.EINVAL, "Invalid data")) is None
     assert _resource_shortage(ValueError("a bug")) is None
     assert "resources" in NOT_THE_FILE
+
+
+def test_an_avi_whose_header_counts_a_few_bytes_more_than_it_holds_is_whole(tmp_path):
+    """A writer that counts a pad byte or the chunk's own header: a complete file, not a cut (review finding)."""
+    path = media.write_video(tmp_path / "a.avi", num_frames=20, fps=10).path
+    data = bytearray(path.read_bytes())
+    stated = int.from_bytes(data[4:8], "little")
+    for extra, cut in ((8, False), (len(data) // 3, True)):
+        data[4:8] = (stated + extra).to_bytes(4, "little")
+        path.write_bytes(bytes(data))
+        if cut:
+            with pytest.raises(VideoError, match="the file is cut short"), open_video(str(path), limits=LimitsConfig()):
+                pass
+        else:
+            with open_video(str(path), limits=LimitsConfig()) as (_, _, info):
+                assert info.duration_s > 1.5

@@ -427,3 +427,26 @@ def test_heads_and_tags_are_not_written_inside_the_tables_whose_vacuum_would_del
     code, out, err = run_cli(capsys, "tag", f"{tmp_path}/./out/", "--head", str(head), "-o", str(tags))
     assert code == 2 and "inside the output's clips table" in err and "tagged" not in out, err
     assert not tags.exists()
+
+
+@pytest.mark.parametrize(
+    "destination",
+    ["s3a://b/out/videos/h.json", "S3://b/out/videos/h.json", "s3://b/out//videos/h.json", "s3://b/./out/clips/t.parquet"],
+)
+def test_a_file_inside_a_table_is_refused_however_its_uri_is_spelled(destination):
+    from vidbatch.errors import JobError
+    from vidbatch.state import refuse_inside_tables
+
+    with pytest.raises(JobError, match="inside the output's (videos|clips) table"):
+        refuse_inside_tables(destination, "s3://b/out", flag="-o")
+    refuse_inside_tables("s3://b/out/heads/h.json", "s3://b/out", flag="-o")  # beside the tables: fine
+
+
+def test_a_file_inside_a_table_is_refused_through_a_linked_output(tmp_path):
+    from vidbatch.errors import JobError
+    from vidbatch.state import refuse_inside_tables
+
+    (tmp_path / "out" / "videos").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "out")
+    with pytest.raises(JobError, match="inside the output's videos table"):
+        refuse_inside_tables(str(tmp_path / "out" / "videos" / "h.json"), str(tmp_path / "link"), flag="-o")

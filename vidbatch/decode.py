@@ -76,8 +76,9 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
             codec, suffix = _RAW_STREAMS[container.format.name]
             raise VideoError(
                 "unreadable",
-                f"the file is a raw {codec} stream with no container, so its frames have no times; put it in a "
-                f"container first, e.g. `ffmpeg -r <its frame rate> -i in.{suffix} -c copy out.mp4`",
+                f"the file is a raw {codec} stream with no container (or a file whose container header is "
+                "damaged), so its frames have no times; re-upload it, or put the stream in a container first, "
+                f"e.g. `ffmpeg -r <its frame rate> -i in.{suffix} -c copy out.mp4`",
             )
         if not container.streams.video:
             cut = cut_short_iso(source)  # an index cut short lists no stream: not an audio file

@@ -224,10 +224,11 @@ def check_complete(container: Any, stream: Any, info: VideoInfo, source: str | I
     if size > 0 and formats & {"matroska", "avi"}:
         head = _head_in_place(source, MATROSKA_HEAD_BYTES)
         stated = matroska_stated_end(head) if "matroska" in formats else avi_stated_end(head)
-        if stated is not None and stated > size:
+        if stated is not None and stated > size + _HEADER_SLACK_BYTES:
+            held, whole = _two_sizes(size, stated)
             raise VideoError(
                 "decode_error",
-                f"the file is cut short: it holds {_bytes(size)} of the {_bytes(stated)} its header states; re-upload it",
+                f"the file is cut short: it holds {held} of the {whole} its header states; re-upload it",
                 facts=info.facts(),
             )
     try:
@@ -245,6 +246,16 @@ def check_complete(container: Any, stream: Any, info: VideoInfo, source: str | I
         "re-upload it",
         facts=info.facts(),
     )
+
+
+# A header may count a pad byte or its own 8 bytes that a writer did not: only a shortfall past this is a cut.
+_HEADER_SLACK_BYTES = 16
+
+
+def _two_sizes(held: int, whole: int) -> tuple[str, str]:
+    """Two sizes said so that they differ (exact byte counts where three digits would make them equal)."""
+    short = _bytes(held), _bytes(whole)
+    return short if short[0] != short[1] else (f"{held:,} bytes", f"{whole:,} bytes")
 
 
 def _bytes(count: int) -> str:

@@ -132,7 +132,12 @@ def refuse_inside_tables(destination: str, output: str, *, flag: str) -> None:
 
 
 def _comparable(uri: str) -> str:
-    return os.path.abspath(local_path(uri)) if is_local(uri) else uri.rstrip("/")
+    """A uri as a place: links resolved, `.` and doubled slashes gone, s3a read as s3, schemes in lower case."""
+    if is_local(uri):
+        return os.path.realpath(local_path(uri))
+    scheme, _, rest = uri.partition("://")
+    scheme = {"s3a": "s3"}.get(scheme.lower(), scheme.lower())
+    return f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"
 
 
 def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: str) -> None:
