@@ -404,12 +404,14 @@ def test_relative_local_paths_become_absolute_overrides(tmp_path, monkeypatch):
     )
     staging = tmp_path / "staging"
     staging.mkdir()
-    sub = submit_mod.build_submission(tmp_path / "job.yaml", ["sampling.fps=2"], staging, run_flags=["--allow-empty"])
+    overrides = ["sampling.fps=2", "model.weights=w/other.pt"]  # a relative path given with --set too
+    sub = submit_mod.build_submission(tmp_path / "job.yaml", overrides, staging, run_flags=["--allow-empty"])
     assert sub.entrypoint.startswith("python -m vidbatch.cli run job/job.yaml --set sampling.fps=2")
     assert sub.entrypoint.endswith(" --allow-empty")  # submit's run flags reach the run on the cluster
     args = shlex.split(sub.entrypoint)
     assert f"manifest={tmp_path}/lib/manifest.parquet" in args
-    assert f"model.weights={tmp_path}/w/r18.pt" in args
+    assert args.index(f"model.weights={tmp_path}/w/other.pt") > args.index("model.weights=w/other.pt")  # the last wins
+    assert sub.job.model.weights == f"{tmp_path}/w/other.pt"
     assert f"model.categories={tmp_path}/w/classes.txt" in args
     assert f"inputs.allowed_roots=['{tmp_path}/lib']" in args
     assert "output=" not in sub.entrypoint  # not local: left alone
@@ -429,6 +431,45 @@ def test_bad_job_is_refused_before_any_connection(tmp_path, monkeypatch):
     monkeypatch.setattr(submit_mod, "connect", no_connection)
     with pytest.raises(submit_mod.JobError, match="model.arch='resnet51'"):
         submit_mod.submit(str(tmp_path / "job.yaml"), [], "http://127.0.0.1:1")
+
+
+def test_the_address_given_is_the_one_used_whatever_ray_address_says(monkeypatch):
+    """Ray's client takes RAY_ADDRESS over the address it is given: --address went unused, and the
+    token chosen for it went to the other host (cluster audit)."""
+    import http.server
+    import threading
+
+    import ray
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Head(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = json.dumps({"version": "4", "ray_version": ray.__version__, "ray_commit": "x"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Head)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            elsewhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        monkeypatch.setenv("RAY_ADDRESS", elsewhere)
+        monkeypatch.setenv("RAY_API_SERVER_ADDRESS", elsewhere)
+        monkeypatch.setenv("RAY_AUTH_TOKEN", "for-this-head")
+        submit_mod.connect(f"http://127.0.0.1:{server.server_address[1]}")
+        assert ("/api/version", "Bearer for-this-head") in seen
+        assert os.environ["RAY_ADDRESS"] == elsewhere  # set aside for the client only
+    finally:
+        server.shutdown()
 
 
 def test_token_comes_from_the_environment_as_a_header(tmp_path):

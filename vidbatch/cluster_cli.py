@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-_ADDRESS_HELP = "the head's Jobs API, e.g. http://HEAD:8265 (default: RAY_ADDRESS)"
+_ADDRESS_HELP = "the head's Jobs API, e.g. http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS or RAY_ADDRESS)"
 
 
 def add_cluster_commands(sub: argparse._SubParsersAction) -> None:

@@ -31,7 +31,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,10 +91,10 @@ def path_overrides(job: JobConfig, overrides: Sequence[str], cwd: Path | None = 
     """--set overrides that make the job's relative local paths absolute, plus notes about local paths.
 
     On the cluster the job runs in its working_dir, where a relative path would name nothing;
-    `vidbatch run` resolves relative paths against the current directory, so submit does too.
+    `vidbatch run` resolves relative paths against the current directory, so submit does too, for
+    paths in the job file and in `--set` alike (the absolute one is set after, and the last wins).
     """
     cwd = cwd or Path.cwd()
-    given = {o.partition("=")[0].strip() for o in overrides}
     extra: list[str] = []
     local: list[str] = []
 
@@ -109,19 +109,19 @@ def path_overrides(job: JobConfig, overrides: Sequence[str], cwd: Path | None = 
 
     for key, value in (("manifest", job.manifest), ("output", job.output)):
         absolute = visit(key, value)
-        if absolute != value and key not in given:
+        if absolute != value:
             extra.append(f"{key}={absolute}")
     weights = job.model.weights
     if weights.lower() != "none" and (weights.lower().endswith(STATE_DICT_SUFFIXES) or "/" in weights):
         absolute = visit("model.weights", weights)
-        if absolute != weights and "model.weights" not in given:
+        if absolute != weights:
             extra.append(f"model.weights={absolute}")
     if job.model.categories is not None:
         absolute = visit("model.categories", job.model.categories)
-        if absolute != job.model.categories and "model.categories" not in given:
+        if absolute != job.model.categories:
             extra.append(f"model.categories={absolute}")
     roots = [visit("inputs.allowed_roots", root) for root in job.inputs.allowed_roots]
-    if list(job.inputs.allowed_roots) != roots and "inputs.allowed_roots" not in given:
+    if list(job.inputs.allowed_roots) != roots:
         extra.append("inputs.allowed_roots=[" + ", ".join(_yaml_str(r) for r in roots) + "]")
 
     notes = []
@@ -225,9 +225,25 @@ def connect(address: str | None) -> Any:
     if "://" not in address:
         address = "http://" + address
     try:
-        return JobSubmissionClient(address, headers=auth_headers(address=address))
+        with _address_variables_set_aside():
+            return JobSubmissionClient(address, headers=auth_headers(address=address))
     except Exception as exc:  # ConnectionError, AuthenticationError, version errors...
         raise ClusterError(_explain(exc, address)) from None
+
+
+_ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+
+
+@contextlib.contextmanager
+def _address_variables_set_aside() -> Iterator[None]:
+    """Ray's client takes RAY_API_SERVER_ADDRESS or RAY_ADDRESS over the address it is given: --address
+    went unused (the token chosen for it sent to another host), and a variable without http:// was
+    read as a GCS address (a 35 s wait). The address is resolved above; the client gets only it."""
+    saved = {name: os.environ.pop(name) for name in _ADDRESS_VARIABLES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _explain(exc: BaseException, address: str = "") -> str:
