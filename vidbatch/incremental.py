@@ -83,8 +83,8 @@ def decide(
     for video_id, uri in candidates:
         before = prior.get(video_id)
         fingerprint = fingerprints.get(video_id)
-        if fingerprint is None and before is not None and before.status == "ok" and video_id in fingerprints:
-            fingerprint = UNSEEN
+        if fingerprint is None and before is not None and video_id in fingerprints:
+            fingerprint = UNSEEN  # looked at, no answer (throttled, not answering): not a change
         reason = _why_process(before, uri, fingerprint, model_id, sampling_id, retry_failed)
         if reason is None and results is not None:
             reason = _results_change(before, results)
@@ -92,7 +92,7 @@ def decide(
             reason = "clips table does not match the videos row (an interrupted commit, or rows deleted by another tool)"
         if reason is None:
             skip.append(video_id)
-            if fingerprint == UNSEEN:
+            if fingerprint == UNSEEN and before is not None and before.status == "ok":
                 unseen.append(video_id)
             continue
         process.append(video_id)
@@ -111,9 +111,11 @@ def decide(
 
 
 _SETTLED = "status:"
-# The "fingerprint" of an ok video whose file could not be looked at tonight (a store that did not
+# The "fingerprint" of a video whose file could not be looked at tonight (a store that did not
 # answer, a throttled HEAD): its row is kept, not redone. A redo would fail the same way and replace
-# a good result with a `timeout`, dropping its embeddings; if the file changed, the next run sees it.
+# a good result with a `timeout`, dropping its embeddings (or a settled not_found/access_denied with a
+# `timeout` retried every night, as "source changed"); if the file changed, the next run sees it. A
+# transient failure is retried all the same.
 UNSEEN = "unseen"
 
 

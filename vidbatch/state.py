@@ -11,7 +11,6 @@ import os
 import posixpath
 import stat
 import threading
-import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -351,19 +350,32 @@ def fingerprints(
     said = ""  # the last such stat's message
     gave_up = threading.Event()
     done = 0
-    next_report = time.monotonic() + progress_every_s
 
     def count(unreachable: VideoError | None, *, files: int = 1) -> None:
-        nonlocal in_a_row, said, done, next_report
+        nonlocal in_a_row, said, done
         with lock:
             in_a_row = in_a_row + 1 if unreachable is not None else 0
             said = unreachable.message if unreachable is not None else said
             if unreachable_in_a_row is not None and in_a_row >= unreachable_in_a_row:
                 gave_up.set()
             done += files
-            if progress is not None and time.monotonic() >= next_report:
-                next_report = time.monotonic() + progress_every_s
-                progress(done)
+
+    # Said on a clock, not as files are answered: a folder's listing (pages of files not wanted) and
+    # a store's retries answer nothing for a while, and the log must not look stalled meanwhile.
+    finished = threading.Event()
+    reported = False
+
+    def report() -> None:
+        nonlocal reported
+        while not finished.wait(max(progress_every_s, 0.01)):
+            with lock:
+                looked = done
+            if progress is not None:
+                progress(looked)
+                reported = True
+
+    ticker = threading.Thread(target=report, name="vidbatch-planning-progress", daemon=True)
+    ticker.start()
 
     def one(row: tuple[str, str]) -> tuple[str, str | None]:
         video_id, uri = row
@@ -397,8 +409,14 @@ def fingerprints(
         if wanted
         else {}
     )
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        found = dict(pool.map(one, rows))
+    try:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            found = dict(pool.map(one, rows))
+    finally:
+        finished.set()
+        ticker.join()
+    if reported and progress is not None:
+        progress(done)  # the last word: all looked at
     if gave_up.is_set():
         raise JobError(
             f"{unreachable_in_a_row} files in a row could not be looked at: {said.split(';')[0]} "

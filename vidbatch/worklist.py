@@ -93,7 +93,8 @@ class Worklist:
         if not unseen:
             return []
         return [
-            f"WARNING: {_count_videos(len(unseen))} that were ok could not be looked at (their store did not answer, or "
+            f"WARNING: {_count_videos(len(unseen))} that {'was' if len(unseen) == 1 else 'were'} ok could not be looked at "
+            "(their store did not answer, or "
             f"the stat failed), e.g. {unseen[0]!r}: their rows are kept as they are, and the next run looks again"
         ]
 
