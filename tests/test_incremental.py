@@ -62,6 +62,10 @@ def decide_one(before, *, fp="fp1", model="m", sampling="s", uri="u", consistent
         (prior(), {"model": "m2"}, True),
         (prior(), {"sampling": "s2"}, True),
         (prior(), {"uri": "u2"}, True),
+        # the same file spelled another way: no change (a manifest tool switching spellings redid a library)
+        (prior(uri="s3://b/k.mp4"), {"uri": "s3a://b/k.mp4"}, False),
+        (prior(uri="/lib/k.mp4"), {"uri": "file:///lib/k.mp4"}, False),
+        (prior(uri="s3://b/k.mp4"), {"uri": "s3://b//k.mp4"}, True),  # another key
         (prior(), {"consistent": False}, True),
         (prior("timeout"), {}, True),
         (prior("model_error"), {}, True),

@@ -161,7 +161,7 @@ def _why_process(
 ) -> str | None:
     if before is None:
         return "new"
-    if before.uri != redact_uri(uri):  # outputs hold the redacted uri: a new signature is no change
+    if not _same_place(before.uri, redact_uri(uri)):  # outputs hold the redacted uri: a new signature is no change
         return "uri changed"
     if before.fingerprint is None and _transient(before):
         # Written by the driver (a watchdog or lost-actor row) without reading the file: no
@@ -180,6 +180,21 @@ def _why_process(
     if retry_failed and before.status != "ok":
         return f"retry after {before.status} (--retry-failed)"
     return None
+
+
+def _same_place(before: str | None, now: str | None) -> bool:
+    """The same file spelled another way is no change: s3a:// for s3://, a scheme in capitals,
+    file:///x for /x. (A manifest tool that switched spellings redid a whole library.) Paths are
+    compared as written: in an object store a//b and a/b are two keys."""
+    return before == now or (before is not None and now is not None and _spelling(before) == _spelling(now))
+
+
+def _spelling(uri: str) -> tuple[str, str]:
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        return "file", uri
+    scheme = scheme.lower()
+    return {"s3a": "s3"}.get(scheme, scheme), rest
 
 
 def _retry(before: PriorVideo) -> str:
