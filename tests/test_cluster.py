@@ -549,3 +549,19 @@ def test_follow_exit_codes_and_timeout():
     stuck = FakeClient(["RUNNING"])
     code = submit_mod.follow(stuck, "s", out, err, timeout_s=25, clock=lambda: next(clock), sleep=lambda s: None)
     assert code == 1 and stuck.stopped and "stopping it" in err.getvalue()
+
+
+def test_without_address_ray_reads_its_own_address_forms(monkeypatch):
+    """Without --address, RAY_ADDRESS may be Ray's form (`auto`, a GCS HEAD:6379, as `vidbatch run`
+    reads it): Ray's client must see it to find the dashboard. Only a given --address sets it aside."""
+    import ray.job_submission
+
+    seen: list[str | None] = []
+    def client(address, headers):
+        seen.append(os.environ.get("RAY_ADDRESS"))
+
+    monkeypatch.setattr(ray.job_submission, "JobSubmissionClient", client)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    submit_mod.connect(None)
+    submit_mod.connect("http://127.0.0.1:8265")
+    assert seen == ["auto", None] and os.environ["RAY_ADDRESS"] == "auto"

@@ -227,9 +227,18 @@ def run(tmp_path: Path, weights, **overrides):
     return result
 
 
-def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights, ray_local):
+def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights, ray_local, monkeypatch):
     """A rerun stats every file of the manifest before anything else (a HEAD each on S3: a million
-    files take many minutes), and said nothing until it was done."""
+    files take many minutes), and said nothing until it was done. Each stat here takes 0.3 s, as a
+    slow store's HEAD does, so the clock (every progress interval, at least 0.1 s) has time to speak."""
+    import vidbatch.state as state
+
+    real_stat = state.stat_video
+
+    def slow_stat(uri, storage):
+        time.sleep(0.3)
+        return real_stat(uri, storage)
+
     from vidbatch.config import StorageConfig
     from vidbatch.state import fingerprints
 
@@ -239,6 +248,7 @@ def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights,
     write_manifest(tmp_path / "manifest.parquet", paths)
     run(tmp_path, seeded_weights)
 
+    monkeypatch.setattr(state, "stat_video", slow_stat)
     counted: list[int] = []
     rows = [(k, str(v)) for k, v in paths.items()] + [("gone", str(lib / "gone.mp4"))]
     found = fingerprints(rows, StorageConfig(), progress=counted.append, progress_every_s=0)
@@ -1131,3 +1141,24 @@ def test_videos_a_stopped_run_left_are_decoded_before_new_ones():
     )
     rows = pa.table({"video_id": [video_id for video_id, _ in candidates], "uri": ["u"] * 4})
     assert _retries_first(rows, decision).column("video_id").to_pylist() == ["m-cut-off", "z-cut-off", "a-new", "b-new"]
+
+
+def test_the_planning_clock_stops_when_the_look_at_the_files_is_interrupted(monkeypatch):
+    """A Ctrl-C (or an error) during the folder listings left the progress thread printing for good."""
+    import threading
+
+    import vidbatch.state as state
+    from vidbatch.config import StorageConfig
+
+    def interrupted(*args, **kwargs):
+        time.sleep(0.3)  # the clock speaks meanwhile
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(state, "listed_infos", interrupted)
+    said: list[int] = []
+    with pytest.raises(KeyboardInterrupt):
+        state.fingerprints([("a", "s3://b/a.mp4")], StorageConfig(), progress=said.append, progress_every_s=0.1, listable={"a"})
+    assert said  # it did speak while listing
+    spoken = len(said)
+    time.sleep(0.3)
+    assert len(said) == spoken and not [t for t in threading.enumerate() if t.name == "vidbatch-planning-progress"]

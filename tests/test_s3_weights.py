@@ -392,3 +392,19 @@ def test_older_exports_without_batch_counters_a_bias_free_fc_and_a_config_under_
         assert torch.equal(loaded["fc.weight"], plain["fc.weight"]), name
         expected_bias = torch.zeros(1000) if name == "bias-free.pt" else plain["fc.bias"]
         assert torch.equal(loaded["fc.bias"], expected_bias), name
+
+
+def test_a_categories_file_from_a_windows_editor_and_the_other_notes_are_kept(tmp_path):
+    """A byte-order mark became part of the first name, CRLF blank lines at the end were refused, and
+    naming the classes dropped the other notes on the weights (review findings)."""
+    path = tmp_path / "checkpoint.pt"
+    state_dict = {f"_orig_mod.{k}": v for k, v in seeded_state_dict(num_classes=3).items()}
+    path.write_bytes(saved({**state_dict, "proj.weight": torch.ones(2, 2)}))
+    names = tmp_path / "names.txt"
+    names.write_bytes("\ufeffcat\r\ndog\r\ncafe\u0301\r\n\r\n".encode())
+    resolved = resolve_weights(ModelConfig(arch="resnet18", weights=str(path), categories=str(names)), StorageConfig())
+    assert resolved.categories == ("cat", "dog", "caf\u00e9")  # and one Unicode form
+    assert resolved.note == (
+        f"the resnet18 found under '_orig_mod.' in the file; left out 1 tensors that are not resnet18's (proj.weight); "
+        f"class names from {names}"
+    )

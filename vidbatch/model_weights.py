@@ -16,6 +16,7 @@ import hashlib
 import io
 import re
 import socket
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,14 +85,17 @@ def read_categories(uri: str, storage: StorageConfig) -> tuple[str, ...]:
     where = f"model.categories={uri!r}"
     try:
         fs, path = filesystem(uri, storage)
-        text = bytes(fs.cat_file(path)).decode("utf-8")
+        text = bytes(fs.cat_file(path)).decode("utf-8-sig")  # a byte-order mark (Windows editors) is no name
     except FileNotFoundError:
         raise JobError(f"{where}: no such file; give a text file with one class name per line") from None
     except UnicodeDecodeError:
         raise JobError(f"{where} is not UTF-8 text; give a text file with one class name per line") from None
     except (OSError, ValueError) as exc:
         raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]})") from exc
-    names = tuple(line.strip() for line in text.rstrip("\n").splitlines())
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()  # blank lines at the end, \n or \r\n
+    names = tuple(unicodedata.normalize("NFC", line) for line in lines)
     blank = [number for number, name in enumerate(names, 1) if not name]
     if blank or not names:
         raise JobError(f"{where}: line {blank[0] if blank else 1} is empty; give one class name per line")
@@ -99,6 +103,10 @@ def read_categories(uri: str, storage: StorageConfig) -> tuple[str, ...]:
     if repeated:
         raise JobError(f"{where}: {', '.join(map(repr, repeated[:3]))} named twice; labels must tell the classes apart")
     return names
+
+
+_NOTES_JOINED = "; "
+_CLASS_N_NOTE = "its classifier has"  # the note model.categories makes moot
 
 
 def _named(weights: ResolvedWeights, names: tuple[str, ...], uri: str) -> ResolvedWeights:
@@ -110,7 +118,8 @@ def _named(weights: ResolvedWeights, names: tuple[str, ...], uri: str) -> Resolv
             "give one name per output, in the fc's order"
         )
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
-    note = "; ".join(part for part in (weights.note, f"class names from {uri}") if part and "named class_0" not in part)
+    kept = [part for part in (weights.note or "").split(_NOTES_JOINED) if part and not part.startswith(_CLASS_N_NOTE)]
+    note = _NOTES_JOINED.join([*kept, f"class names from {uri}"])
     return dataclasses.replace(weights, categories=names, model_id=f"{weights.model_id}+categories-{digest}", note=note or None)
 
 
@@ -253,7 +262,7 @@ def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> R
         categories = _IMAGENET_CATEGORIES if num_classes == 1000 else tuple(f"class_{i}" for i in range(num_classes))
         preprocess = PreprocessSpec()
         if num_classes != 1000 and config.task != "embed":
-            notes.append(f"its classifier has {num_classes} classes, named class_0 to class_{num_classes - 1} in the labels")
+            notes.append(f"{_CLASS_N_NOTE} {num_classes} classes, named class_0 to class_{num_classes - 1} in the labels")
     return ResolvedWeights(
         arch=config.arch,
         model_id=f"{config.arch}:sha256-{sha}",
@@ -262,7 +271,7 @@ def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> R
         preprocess=preprocess,
         untrained=False,
         sha256=sha,
-        note="; ".join(notes) or None,
+        note=_NOTES_JOINED.join(notes) or None,
     )
 
 

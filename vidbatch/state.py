@@ -321,6 +321,9 @@ def run_results_settings(output: str, storage: StorageConfig, run_ids: set[str])
     return settings
 
 
+_PROGRESS_FLOOR_S = 0.1  # however small resources.progress_interval_s is set
+
+
 def fingerprints(
     rows: Iterable[tuple[str, str]],
     storage: StorageConfig,
@@ -364,18 +367,19 @@ def fingerprints(
     # a store's retries answer nothing for a while, and the log must not look stalled meanwhile.
     finished = threading.Event()
     reported = False
+    failed: list[BaseException] = []  # what `progress` raised on the clock's thread, raised here
 
-    def report() -> None:
+    def report(say: Callable[[int], None]) -> None:
         nonlocal reported
-        while not finished.wait(max(progress_every_s, 0.01)):
+        while not finished.wait(max(progress_every_s, _PROGRESS_FLOOR_S)):
             with lock:
                 looked = done
-            if progress is not None:
-                progress(looked)
-                reported = True
-
-    ticker = threading.Thread(target=report, name="vidbatch-planning-progress", daemon=True)
-    ticker.start()
+            try:
+                say(looked)
+            except BaseException as exc:  # a closed pipe, say: the caller's to handle
+                failed.append(exc)
+                return
+            reported = True
 
     def one(row: tuple[str, str]) -> tuple[str, str | None]:
         video_id, uri = row
@@ -400,21 +404,26 @@ def fingerprints(
 
     rows = list(rows)
     wanted = set(listable)
-    listed = (
-        listed_infos(
-            ((video_id, uri) for video_id, uri in rows if video_id in wanted),
-            storage,
-            on_found=lambda files: count(None, files=files),
-        )
-        if wanted
-        else {}
-    )
+    listed: dict[str, dict[str, Any]] = {}
+    ticker = None
+    if progress is not None:
+        ticker = threading.Thread(target=report, args=(progress,), name="vidbatch-planning-progress", daemon=True)
+        ticker.start()
     try:
+        if wanted:
+            listed = listed_infos(
+                ((video_id, uri) for video_id, uri in rows if video_id in wanted),
+                storage,
+                on_found=lambda files: count(None, files=files),
+            )
         with ThreadPoolExecutor(max_workers=threads) as pool:
             found = dict(pool.map(one, rows))
-    finally:
+    finally:  # an error or a Ctrl-C in the listing or the stats stops the clock too
         finished.set()
-        ticker.join()
+        if ticker is not None:
+            ticker.join()
+    if failed:
+        raise failed[0]
     if reported and progress is not None:
         progress(done)  # the last word: all looked at
     if gave_up.is_set():

@@ -219,13 +219,16 @@ def connect(address: str | None) -> Any:
     """A JobSubmissionClient for ADDRESS (or RAY_ADDRESS / RAY_API_SERVER_ADDRESS). Raises ClusterError."""
     from ray.job_submission import JobSubmissionClient
 
+    given = address is not None
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
     if not address:
         raise ClusterError("no cluster address: pass --address http://HEAD:8265 (the head's dashboard) or set RAY_ADDRESS")
     if "://" not in address:
         address = "http://" + address
     try:
-        with _address_variables_set_aside():
+        # Without --address, Ray's client resolves the variable itself (`auto`, a GCS HEAD:6379, as
+        # `vidbatch run` reads RAY_ADDRESS); with it, the variables must not override it.
+        with _address_variables_set_aside() if given else contextlib.nullcontext():
             return JobSubmissionClient(address, headers=auth_headers(address=address))
     except Exception as exc:  # ConnectionError, AuthenticationError, version errors...
         raise ClusterError(_explain(exc, address)) from None
@@ -237,8 +240,7 @@ _ADDRESS_VARIABLES = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 @contextlib.contextmanager
 def _address_variables_set_aside() -> Iterator[None]:
     """Ray's client takes RAY_API_SERVER_ADDRESS or RAY_ADDRESS over the address it is given: --address
-    went unused (the token chosen for it sent to another host), and a variable without http:// was
-    read as a GCS address (a 35 s wait). The address is resolved above; the client gets only it."""
+    went unused, and the token chosen for it was sent to the other host."""
     saved = {name: os.environ.pop(name) for name in _ADDRESS_VARIABLES if name in os.environ}
     try:
         yield

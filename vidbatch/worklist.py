@@ -203,10 +203,15 @@ def _retries_first(rows: pa.Table, decision: Decision) -> pa.Table:
     """The rows to decode with the retries first, each part in manifest order: the videos a stopped
     run left (its window closed, its disk ran low, its store went down) are done before new ones,
     so a library that takes several nights is not overtaken night after night by what is added."""
-    retry = [decision.reasons.get(video_id, "").startswith("retry") for video_id in rows.column("video_id").to_pylist()]
+    retry = [_left_by_a_stop(decision.reasons.get(video_id, "")) for video_id in rows.column("video_id").to_pylist()]
     if not any(retry) or all(retry):
         return rows
     return rows.take([i for i, first in enumerate(retry) if first] + [i for i, first in enumerate(retry) if not first])
+
+
+def _left_by_a_stop(reason: str) -> bool:
+    # Not the permanent failures --retry-failed asks for again: those wait behind new videos.
+    return reason.startswith("retry") and not reason.endswith("(--retry-failed)")
 
 
 def _unrecorded_note(prior: PriorState) -> list[str]:
