@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidbatch.errors import UNREACHABLE
-from vidbatch.uri_policy import redact_uri
+from vidbatch.uri_policy import redact_uri, spelled_plainly
 
 # A retry of these cannot succeed until the file (or the model/sampling) changes.
 # not_found / access_denied / invalid_uri, and a pipe's unreadable, are re-checked with a cheap stat
@@ -186,15 +186,7 @@ def _same_place(before: str | None, now: str | None) -> bool:
     """The same file spelled another way is no change: s3a:// for s3://, a scheme in capitals,
     file:///x for /x. (A manifest tool that switched spellings redid a whole library.) Paths are
     compared as written: in an object store a//b and a/b are two keys."""
-    return before == now or (before is not None and now is not None and _spelling(before) == _spelling(now))
-
-
-def _spelling(uri: str) -> tuple[str, str]:
-    scheme, separator, rest = uri.partition("://")
-    if not separator:
-        return "file", uri
-    scheme = scheme.lower()
-    return {"s3a": "s3"}.get(scheme, scheme), rest
+    return before == now or (before is not None and now is not None and spelled_plainly(before) == spelled_plainly(now))
 
 
 def _retry(before: PriorVideo) -> str:

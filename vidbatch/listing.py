@@ -20,9 +20,8 @@ from typing import Any
 from fsspec.asyn import sync
 
 from vidbatch.config import StorageConfig
-from vidbatch.storage import filesystem, scheme_of
+from vidbatch.storage import S3_SCHEMES, filesystem, scheme_of
 
-LISTED_SCHEMES = frozenset({"s3", "s3a"})
 # Fewer wanted files than this in a folder: a HEAD each costs less than listing the whole folder.
 MIN_PER_FOLDER = 32
 _LISTINGS_AT_ONCE = 4  # each holds only the wanted files' infos, so memory stays small
@@ -49,7 +48,7 @@ def listed_infos(
     folders: dict[tuple[str, str], dict[str, list[str]]] = {}  # (bucket, prefix) -> path -> video ids
     systems: dict[str, Any] = {}
     for video_id, uri in rows:
-        if scheme_of(uri) not in LISTED_SCHEMES:
+        if scheme_of(uri) not in S3_SCHEMES:
             continue
         try:
             fs, path = filesystem(uri, storage)

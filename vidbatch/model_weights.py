@@ -80,18 +80,12 @@ def resolve_weights(config: ModelConfig, storage: StorageConfig) -> ResolvedWeig
 
 def read_categories(uri: str, storage: StorageConfig) -> tuple[str, ...]:
     """model.categories: one class name per line (blank lines at the end ignored); JobError naming the file."""
-    from vidbatch.storage import filesystem
-
     where = f"model.categories={uri!r}"
+    fix = "Give a text file with one class name per line"
     try:
-        fs, path = filesystem(uri, storage)
-        text = bytes(fs.cat_file(path)).decode("utf-8-sig")  # a byte-order mark (Windows editors) is no name
-    except FileNotFoundError:
-        raise JobError(f"{where}: no such file; give a text file with one class name per line") from None
-    except UnicodeDecodeError:
-        raise JobError(f"{where} is not UTF-8 text; give a text file with one class name per line") from None
-    except (OSError, ValueError) as exc:
-        raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]})") from exc
+        text = _read_job_file(uri, storage, key="model.categories", what="text file", fix=fix).decode("utf-8-sig")
+    except UnicodeDecodeError:  # (a byte-order mark, as Windows editors write, is read as none)
+        raise JobError(f"{where} is not UTF-8 text. {fix}") from None
     lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()  # blank lines at the end, \n or \r\n
@@ -276,20 +270,26 @@ def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> R
 
 
 def _read_weights_file(uri: str, arch: str, storage: StorageConfig) -> bytes:
+    return _read_job_file(uri, storage, key="model.weights", what="weights file", fix=ways_to_provide(arch))
+
+
+def _read_job_file(uri: str, storage: StorageConfig, *, key: str, what: str, fix: str) -> bytes:
+    """The bytes of a file a job key names (read once, on the driver: one GET); JobError naming the key
+    and saying `fix` when it cannot be had. A pipe or device is refused: reading it could block for ever."""
     from vidbatch.storage import filesystem, is_pipe_or_device  # storage is light; keeps this module's import graph small
 
-    where = f"model.weights={uri!r}"
+    where = f"{key}={uri!r}"
     try:
         fs, path = filesystem(uri, storage)
         if is_pipe_or_device(fs.info(path)):
-            raise JobError(f"{where} names a pipe or device, not a weights file. " + ways_to_provide(arch))
-        return bytes(fs.cat_file(path))  # one GET; read once, on the driver
+            raise JobError(f"{where} names a pipe or device, not a {what}. {fix}")
+        return bytes(fs.cat_file(path))
     except FileNotFoundError as exc:
-        raise JobError(f"{where}: no such file. " + ways_to_provide(arch)) from exc
+        raise JobError(f"{where}: no such file. {fix}") from exc
     except PermissionError as exc:
-        raise JobError(f"{where}: access denied; grant the job's identity read access. " + ways_to_provide(arch)) from exc
+        raise JobError(f"{where}: access denied; grant the job's identity read access. {fix}") from exc
     except (OSError, ValueError) as exc:
-        raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]}). " + ways_to_provide(arch)) from exc
+        raise JobError(f"{where}: could not be read ({type(exc).__name__}: {str(exc)[:160]}). {fix}") from exc
 
 
 def resnet_in(

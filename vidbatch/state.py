@@ -35,6 +35,7 @@ from vidbatch.storage import (
     source_fingerprint,
     stat_video,
 )
+from vidbatch.uri_policy import spelled_plainly
 
 _VIDEO_COLUMNS = [
     "video_id", "uri", "source_fingerprint", "model_id", "sampling_id",
@@ -134,9 +135,8 @@ def _comparable(uri: str) -> str:
     """A uri as a place: links resolved, `.` and doubled slashes gone, s3a read as s3, schemes in lower case."""
     if is_local(uri):
         return os.path.realpath(local_path(uri))
-    scheme, _, rest = uri.partition("://")
-    scheme = {"s3a": "s3"}.get(scheme.lower(), scheme.lower())
-    return f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"
+    scheme, rest = spelled_plainly(uri)
+    return f"{scheme}://{posixpath.normpath('/' + rest).lstrip('/')}"  # (erring towards a refusal: S3 keys are literal)
 
 
 def refuse_retyped_columns(manifest: pa.Table, table: pa.Schema | None, output: str) -> None:

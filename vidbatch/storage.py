@@ -23,6 +23,8 @@ from fsspec.implementations.local import LocalFileSystem
 from vidbatch.config import StorageConfig
 from vidbatch.errors import UNREACHABLE, JobError, Status, VideoError
 
+S3_SCHEMES = frozenset({"s3", "s3a"})  # one object store under two names
+
 
 def scheme_of(uri: str) -> str:
     scheme = urlsplit(uri).scheme
@@ -97,7 +99,7 @@ def s3_endpoint(storage: StorageConfig) -> str | None:
 
 def fsspec_options(uri: str, storage: StorageConfig) -> dict[str, Any]:
     """s3fs settings: endpoint, region, retries, timeouts. Never credentials."""
-    if scheme_of(uri) not in ("s3", "s3a"):
+    if scheme_of(uri) not in S3_SCHEMES:
         return {}
     retries = dict(S3_RETRY)
     if storage.max_attempts is not None:
@@ -128,7 +130,7 @@ def filesystem(uri: str, storage: StorageConfig) -> tuple[fsspec.AbstractFileSys
     # fsspec knows only the lower-case names: "Protocol not known: S3" made such rows invalid_uri.
     scheme, rest = uri.split("://", 1) if "://" in uri else ("", uri)
     fs, path = url_to_fs(f"{scheme.lower()}://{rest}" if scheme else uri, **fsspec_options(uri, storage))
-    if scheme_of(uri) in ("s3", "s3a"):
+    if scheme_of(uri) in S3_SCHEMES:
         fs.retries = S3_FS_RETRIES  # a class attribute in s3fs, not a constructor argument
     return fs, path
 
@@ -464,7 +466,7 @@ def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
     credential_process) are resolved here, fresh on every call, so output tables work
     with whatever the job's video reads work with.
     """
-    if scheme_of(uri) not in ("s3", "s3a"):
+    if scheme_of(uri) not in S3_SCHEMES:
         return {}
     options: dict[str, str] = {}
     endpoint = s3_endpoint(storage)

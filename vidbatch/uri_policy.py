@@ -58,6 +58,16 @@ _CONTAINER_AT_ACCOUNT_SCHEMES = frozenset({"az", "abfs", "abfss", "adl"})
 REDACTED = "REDACTED"
 
 
+def spelled_plainly(uri: str) -> tuple[str, str]:
+    """A uri as (scheme, the rest), with the spellings of one place made one: the scheme in lower case,
+    s3a read as s3 (one object store, two names), a plain path as file (file:///x and /x alike)."""
+    scheme, separator, rest = uri.partition("://")
+    if not separator:
+        return "file", uri
+    scheme = scheme.lower()
+    return {"s3a": "s3"}.get(scheme, scheme), rest
+
+
 def redact_uri(uri: str | None) -> str | None:
     """The uri as it may be written to outputs: no password, token or signature (DESIGN guarantee 5).
 
