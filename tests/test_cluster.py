@@ -306,6 +306,32 @@ def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, libra
 
 
 @pytest.mark.slow
+def test_vidbatch_stop_gives_the_run_time_to_commit_what_it_has_done(cluster, tmp_path, seeded_weights):
+    """Ray's job stop sends SIGTERM and kills the driver 3 s later unless the job's env_vars say
+    otherwise: too short for a commit. Stopped midway, the finished video is committed."""
+    videos = {
+        "short": media.write_video(tmp_path / "short.mp4", num_frames=20, fps=10).path,
+        "long": media.write_video(tmp_path / "long.mp4", num_frames=3000, fps=10).path,  # ~150 clips
+    }
+    job = write_job(tmp_path, videos, seeded_weights, batch_clips=1, decode_actors=2, decode_cpus=0.5, model_cpus=0.5)
+    sid = f"stop-{secrets.token_hex(3)}"
+    submitted = cluster.vidbatch("submit", str(job), "--id", sid)
+    assert submitted.returncode == 0, submitted.stderr
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while "videos 1/2" not in (log := cluster.vidbatch("logs", sid).stdout):
+        assert time.monotonic() < deadline and "videos 2/2" not in log, log
+        time.sleep(0.5)
+    stopped = cluster.vidbatch("stop", sid)
+    assert stopped.returncode == 0 and "stop requested" in stopped.stdout, stopped.stdout + stopped.stderr
+    followed = cluster.vidbatch("logs", sid, "--follow")
+    assert "STOPPED" in followed.stderr + followed.stdout, followed.stdout + followed.stderr
+    assert "STOPPED EARLY: stopped by SIGTERM; what was done is committed" in followed.stdout, followed.stdout
+    rows = {v["video_id"]: v for v in DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()}
+    assert rows["short"]["status"] == "ok"
+    assert (rows["long"]["status"], rows["long"]["error_type"]) == ("timeout", "sigterm")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "replaced",
     [
@@ -419,7 +445,7 @@ def test_relative_local_paths_become_absolute_overrides(tmp_path, monkeypatch):
     assert (staging / "vidbatch" / "cli.py").is_file() and (staging / "job" / "job.yaml").is_file()
     assert not list(staging.rglob("__pycache__"))
     assert sub.runtime_env["working_dir"] == str(staging)
-    assert set(sub.runtime_env["env_vars"]) == {"PYTHONUNBUFFERED"}  # never credentials
+    assert sub.runtime_env["env_vars"] == {"PYTHONUNBUFFERED": "1", "RAY_JOB_STOP_WAIT_TIME_S": "300"}  # never credentials
 
 
 def test_bad_job_is_refused_before_any_connection(tmp_path, monkeypatch):

@@ -753,6 +753,7 @@ def _cli_run(
     kill_after: str | None = None,
     term_after: str | None = None,
     term_delay_s: float = 0.0,
+    term_signal: int = signal.SIGTERM,
     own_ray: bool = False,
     overrides: tuple[str, ...] = (),
     output: list[str] | None = None,
@@ -787,7 +788,10 @@ def _cli_run(
             break
         if term_after and term_after in line:
             time.sleep(term_delay_s)
-            proc.send_signal(signal.SIGTERM)  # the driver only, as `vidbatch stop` or Kubernetes would
+            if term_signal == signal.SIGINT:
+                os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the driver's whole process group
+            else:
+                proc.send_signal(term_signal)  # the driver only, as `vidbatch stop` or Kubernetes would
             term_after = None
         assert time.monotonic() < deadline, "run did not finish in time"
     return proc.wait(timeout=120)
@@ -854,9 +858,75 @@ def test_sigterm_stops_a_run_with_one_line_and_commits_nothing(tmp_path, seeded_
     assert not (tmp_path / "out" / "videos").exists()
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_stop_signal_midway_commits_what_is_done_and_the_next_run_does_the_rest(tmp_path, seeded_weights, ray_local, stop):
+    """Kubernetes' eviction, `vidbatch stop`, a Ctrl-C: a night's finished videos are kept. The rest
+    are `timeout` rows the next run does first, and the exit still says the run was stopped."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    # A short video and a long one on decoders of their own: the stop comes as the short one
+    # finishes, with the long one (~90 clips to decode and embed) far from done.
+    rows = {
+        "short": media.write_video(lib / "short.mp4", num_frames=20, fps=10).path,
+        "long": media.write_video(lib / "long.mp4", num_frames=1800, fps=10).path,
+    }
+    write_manifest(tmp_path / "manifest.parquet", rows)
+    output: list[str] = []
+    code = _cli_run(
+        tmp_path,
+        seeded_weights,
+        {},
+        term_after="videos 1/2",
+        term_signal=stop,
+        # Rows go on to the model one by one: a batch would hold the short one's last rows back.
+        overrides=(
+            "resources.decode_actors=2",
+            "resources.decode_cpus=0.5",
+            "resources.model_cpus=0.5",
+            "resources.batch_clips=1",
+        ),
+        output=output,
+    )
+    text = "".join(output)
+    name = "SIGTERM" if stop == signal.SIGTERM else "Ctrl-C"
+    assert code == (143 if stop == signal.SIGTERM else 130), text
+    assert f"{name}: the run takes no more videos and commits what is done" in text, text
+    assert "STOPPED EARLY: stopped by " in text and "what was done is committed" in text, text
+    assert "nothing was committed" not in text and "Traceback" not in text, text
+    by_id = assert_exact(tmp_path, {"short", "long"})
+    ended = "sigterm" if stop == signal.SIGTERM else "interrupted"
+    assert by_id["short"]["status"] == "ok"
+    assert (by_id["long"]["status"], by_id["long"]["error_type"]) == ("timeout", ended)
+    assert "the next run does it" in by_id["long"]["error_message"]
+    run_id = by_id["short"]["run_id"]
+    summary = json.loads((tmp_path / "out" / "_runs" / run_id / "summary.json").read_text())
+    assert summary["stopped_early"] == ended and summary["statuses"] == {"ok": 1, "timeout": 1}
+
+    rerun = run(tmp_path, seeded_weights)
+    assert rerun.summary["changes"]["retried"] == 1 and rerun.summary["changes"]["unchanged"] == 1
+    after = assert_exact(tmp_path, {"short", "long"})
+    assert after["long"]["status"] == "ok" and after["short"]["run_id"] == run_id
+
+
+def test_a_stop_signal_before_any_video_finished_commits_nothing(tmp_path, seeded_weights, ray_local):
+    """Nothing done: a commit would only put `timeout` rows over the rows of the run before."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    # A long video: its first clips are said (in progress) long before it finishes.
+    write_manifest(tmp_path / "manifest.parquet", {"long": media.write_video(lib / "long.mp4", num_frames=900, fps=10).path})
+    output: list[str] = []
+    code = _cli_run(tmp_path, seeded_weights, {}, term_after="of videos in progress)", output=output)
+    text = "".join(output)
+    assert code == 143, text
+    assert "SIGTERM: the run takes no more videos" in text, text
+    assert "vidbatch: stopped by SIGTERM; nothing was committed by this run" in text, text
+    assert not (tmp_path / "out" / "videos").exists()
+
+
 # A run that starts its own Ray pays Ray's start and the driver's imports (~40 s on 2 cores):
-# extended. The default case of the guarantee (one line, exit 143, nothing committed) is
-# test_sigterm_stops_a_run_with_one_line_and_commits_nothing, on the session's Ray.
+# extended. The default cases of the guarantee (one line, exit 143, nothing committed; or what was
+# done committed) are test_sigterm_stops_a_run_with_one_line_and_commits_nothing and
+# test_a_stop_signal_midway_commits_what_is_done_and_the_next_run_does_the_rest, on the session's Ray.
 @extended
 @pytest.mark.parametrize(
     ("term_after", "term_delay_s"),
@@ -881,27 +951,38 @@ def test_sigterm_to_a_run_with_its_own_ray_is_one_line_whenever_it_comes(
     # execution outlived the Ray shut down on the way out.
     assert code == 143, text
     lines = [line for line in text.splitlines() if line.strip()]
-    stop = "vidbatch: stopped by SIGTERM; nothing was committed by this run"
-    assert stop in lines, text
+    if term_after == " to decode ":
+        last = "vidbatch: stopped by SIGTERM; nothing was committed by this run"
+        assert last in lines, text
+        assert not (tmp_path / "out" / "videos").exists()
+    else:  # a video had finished: the run committed it, and its summary is the last word
+        assert "STOPPED EARLY: stopped by SIGTERM; what was done is committed" in text, text
+        (last,) = [line for line in lines if line.startswith("  summary: ")]
     # After it, only Ray Data's own INFO line may still arrive (its log is forwarded asynchronously);
     # before the fix, warnings and tracebacks followed it.
-    after = lines[lines.index(stop) + 1 :]
+    after = lines[lines.index(last) + 1 :]
     assert all(" INFO " in line and "execution finished" in line for line in after), text
     assert "Traceback" not in text and "Fatal Python error" not in text, text
-    assert not (tmp_path / "out" / "videos").exists()
 
 
-def test_a_second_stop_while_ray_starts_does_not_wait_for_the_start():
-    """The first SIGTERM during ray.init is held until Ray is up; a start that hangs must still
-    yield to a second one (a scheduler's repeated stop), while the commit's hold ignores it."""
+def test_a_second_stop_while_ray_starts_does_not_wait_for_the_start(monkeypatch):
+    """The first SIGTERM during ray.init (or the drain) is held; a start that hangs must still
+    yield to a second one (a scheduler's repeated stop), while the commit's hold ignores it. The
+    same SIGTERM delivered twice at once (`timeout` forwarding what `pkill` also sent) is one stop."""
+    from vidbatch import stop_signals
     from vidbatch.errors import Stopped
     from vidbatch.stop_signals import stops_recorded
 
+    monkeypatch.setattr(stop_signals, "SAME_STOP_S", 0.3)
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Stopped, match="stopped by SIGTERM"), stops_recorded(second_stops=True) as received:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         assert received == [signal.SIGTERM]  # held
+        os.kill(os.getpid(), signal.SIGTERM)  # the same stop, delivered again
+        time.sleep(0.05)
+        assert received == [signal.SIGTERM, signal.SIGTERM]  # still held
+        time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         raise AssertionError("the second SIGTERM did not stop the block")

@@ -1,4 +1,5 @@
-"""`vidbatch` command line. Exit 0 only when the run finished (committed, or had nothing to change); 2 when refused."""
+"""`vidbatch` command line. Exit 0 only when the run finished (committed, or had nothing to change); 2 when refused;
+130/143 when Ctrl-C/SIGTERM stopped it (what was done committed, or nothing if no video had finished)."""
 
 from __future__ import annotations
 
@@ -365,7 +366,9 @@ def _run(args: argparse.Namespace) -> int:
     config = load_job(args.job, args.overrides)
     result = run_job(config, address=args.address, retry_failed=args.retry_failed, allow_empty=args.allow_empty)
     print(_summary_text(result.summary, result.summary_uri))
-    return 0
+    # A run a stop signal ended early committed what was done; its exit still says it was stopped
+    # (a scheduler's retry then does the rest), as a stop that committed nothing does.
+    return _STOPPED_EXIT.get(result.summary.get("stopped_early") or "", 0)
 
 
 class _ReaderMayLeave:
@@ -518,7 +521,10 @@ _STOPPED_EARLY = {
     "no_progress": "no video finished for limits.no_progress_timeout_s",
     "time_limit": "the run reached limits.max_run_s",
     "spill_space": "the run's temporary folder ran low on space (limits.spill_min_free_mb; TMPDIR sets the folder)",
+    "interrupted": "stopped by Ctrl-C (SIGINT); what was done is committed",
+    "sigterm": "stopped by SIGTERM; what was done is committed",
 }
+_STOPPED_EXIT = {"interrupted": 130, "sigterm": 143}
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import math
 import os
 import queue
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -177,11 +178,17 @@ def run_job(
                     unreachable_in_a_row=config.limits.unreachable_in_a_row,
                     stop_at=started + config.limits.max_run_s if config.limits.max_run_s is not None else None,
                     spill_room=room,
+                    say=say,
                 )
+            if ended in _SIGNAL_NAMES and not collector.done:
+                # No video finished: a commit would only put `timeout` rows over the rows from before.
+                if ended == "interrupted":
+                    raise KeyboardInterrupt
+                raise Stopped("stopped by SIGTERM")
         else:
             ended = "finished"
-        if ended in ("time_limit", "spill_space") and collector.all_finished:
-            ended = "finished"  # the limit was met as the last video came in: nothing was left out
+        if ended in ("time_limit", "spill_space", *_SIGNAL_NAMES) and collector.all_finished:
+            ended = "finished"  # the limit (or the stop) came as the last video came in: nothing was left out
         if ended == "finished":
             tally = collector.close("the pipeline returned no complete result for this video; rerun the job")
         else:
@@ -449,13 +456,24 @@ def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple
     return min(decoders_min, videos), min(decoders_max, videos)
 
 
-Ended = Literal["finished", "no_progress", "unreachable", "time_limit", "spill_space"]
+Ended = Literal["finished", "no_progress", "unreachable", "time_limit", "spill_space", "interrupted", "sigterm"]
+# A first Ctrl-C or SIGTERM ends the run as a time limit does: what is done is committed.
+_SIGNAL_ENDS: dict[int, Ended] = {signal.SIGINT: "interrupted", signal.SIGTERM: "sigterm"}
+# How often the driver looks whether a stop signal came while it waits for a batch.
+_SIGNAL_POLL_S = 0.2
 
 
 def _stopped_early(ended: Ended, config: JobConfig, spill_room: SpillRoom) -> tuple[str, str, str]:
     """For a run that stopped before every video was tried: what it says, the message of the videos
     not done (`timeout` rows the next run retries) and their error_type."""
     limits = config.limits
+    if ended in ("interrupted", "sigterm"):
+        name = _SIGNAL_NAMES[ended]
+        return (
+            f"stopped by {name}: committing what is done",
+            f"not done: the run was stopped by {name} before this video; the next run does it",
+            ended,
+        )
     if ended == "spill_space":
         said = spill_space_said(spill_room.folder.parent, spill_room.free_bytes(), limits.spill_min_free_mb)
         return (
@@ -490,6 +508,22 @@ def _stopped_early(ended: Ended, config: JobConfig, spill_room: SpillRoom) -> tu
     )
 
 
+_SIGNAL_NAMES: dict[str, str] = {"interrupted": "Ctrl-C (SIGINT)", "sigterm": "SIGTERM"}
+
+
+def _stopping_said(signum: int) -> str:
+    """The line a first stop signal gets at once: the commit that follows can take a while."""
+    if signum == signal.SIGINT:
+        return (
+            "Ctrl-C: the run takes no more videos and commits what is done "
+            "(Ctrl-C again stops it at once, committing nothing)"
+        )
+    return (
+        "SIGTERM: the run takes no more videos and commits what is done "
+        "(a second SIGTERM or Ctrl-C stops it at once, committing nothing)"
+    )
+
+
 def _drain(
     dataset: Any,
     collector: Collector,
@@ -498,11 +532,13 @@ def _drain(
     unreachable_in_a_row: int,
     stop_at: float | None = None,
     spill_room: SpillRoom | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Ended:
     """Feed the collector until the dataset ends ("finished"), nothing arrives for
     `no_progress_timeout_s` (a stuck cluster: "no_progress"), `unreachable_in_a_row` videos in a
     row found their store not answering ("unreachable"), time.monotonic() passes `stop_at`
-    (limits.max_run_s: "time_limit"), or the spill folder's disk runs low ("spill_space").
+    (limits.max_run_s: "time_limit"), the spill folder's disk runs low ("spill_space"), or a first
+    Ctrl-C or SIGTERM comes ("interrupted", "sigterm"; a second one raises, as before the drain).
 
     The dataset is consumed on a daemon thread so the driver itself can never hang: when it stops
     early the execution is stopped (its actors and tasks cancelled) and the driver commits what
@@ -532,27 +568,36 @@ def _drain(
         return why
 
     try:
-        patient_until = time.monotonic() + no_progress_timeout_s
-        while True:
-            now = time.monotonic()
-            if stop_at is not None and now >= stop_at:
-                return give_up("time_limit")
-            if now >= patient_until:
-                return give_up("no_progress")
-            try:
-                item = batches.get(timeout=min(patient_until, stop_at if stop_at is not None else math.inf) - now)
-            except queue.Empty:
-                continue  # a limit above
+        # The first Ctrl-C or SIGTERM is only recorded: the loop sees it within _SIGNAL_POLL_S and
+        # stops the execution, and the run commits what is done. A second one stops at once (below).
+        with stops_recorded(second_stops=True) as stops:
             patient_until = time.monotonic() + no_progress_timeout_s
-            if item is end:
-                return "finished"
-            if isinstance(item, BaseException):
-                raise item
-            collector.add_batch(item)
-            if collector.unreachable_in_a_row >= unreachable_in_a_row:
-                return give_up("unreachable")
-            if spill_room is not None and spill_room.low():
-                return give_up("spill_space")
+            while True:
+                now = time.monotonic()
+                if stops:
+                    ended = _SIGNAL_ENDS[stops[0]]
+                    if say is not None:
+                        say(_stopping_said(stops[0]))
+                    return give_up(ended)
+                if stop_at is not None and now >= stop_at:
+                    return give_up("time_limit")
+                if now >= patient_until:
+                    return give_up("no_progress")
+                wake = min(patient_until, stop_at if stop_at is not None else math.inf, now + _SIGNAL_POLL_S)
+                try:
+                    item = batches.get(timeout=max(0.0, wake - now))
+                except queue.Empty:
+                    continue  # a limit or a stop signal above
+                patient_until = time.monotonic() + no_progress_timeout_s
+                if item is end:
+                    return "finished"
+                if isinstance(item, BaseException):
+                    raise item
+                collector.add_batch(item)
+                if collector.unreachable_in_a_row >= unreachable_in_a_row:
+                    return give_up("unreachable")
+                if spill_room is not None and spill_room.low():
+                    return give_up("spill_space")
     except (KeyboardInterrupt, Stopped):
         # Stopped before Ray is, wherever the signal lands (waiting for a batch, or adding one to
         # the collector): an execution left running would print Ray's tracebacks after the

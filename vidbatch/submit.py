@@ -53,6 +53,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 # Ray puts the submission id into URLs and log file names; keep it to a safe alphabet.
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 JOB_DIR = "job"  # where the job file sits inside the shipped working_dir
+STOP_GRACE_S = 300  # a stopped job's time to commit what it has done, before Ray kills its driver
 
 
 class ClusterError(Exception):
@@ -162,8 +163,14 @@ def build_submission(
         # The working_dir holds vidbatch/ and job/; Ray puts it on every worker's sys.path and
         # runs the entrypoint in it, so this copy of vidbatch wins over an installed one.
         "working_dir": str(staging),
-        # Not a secret; makes the driver's progress lines reach the job log as they happen.
-        "env_vars": {"PYTHONUNBUFFERED": "1"},
+        "env_vars": {
+            # Not a secret; makes the driver's progress lines reach the job log as they happen.
+            "PYTHONUNBUFFERED": "1",
+            # How long Ray's job stop waits after its SIGTERM before SIGKILL (Ray's default is 3 s;
+            # its job supervisor reads it from the job's env_vars). A stopped run commits what it
+            # has done, and a big night's commit rewrites files for minutes.
+            "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_GRACE_S),
+        },
     }
     metadata = {"vidbatch_job": config.name, "vidbatch_version": vidbatch.__version__, "job_file": job_path.name}
     return Submission(config, shlex.join(command), runtime_env, metadata, notes)
@@ -351,8 +358,8 @@ def follow(
 ) -> int:
     """Print the job's log as it grows until the job ends; the exit code says how it ended.
 
-    With `timeout_s`, a job still running after that long is stopped (it commits nothing,
-    the last commit stays) and the exit code is 1: a lost node that nothing replaces can
+    With `timeout_s`, a job still running after that long is stopped (it commits what it has
+    done, within STOP_GRACE_S) and the exit code is 1: a lost node that nothing replaces can
     leave Ray waiting for resources forever, and a nightly run must end.
     """
     deadline = None if timeout_s is None else clock() + timeout_s
@@ -451,13 +458,17 @@ def logs(sid: str, address: str | None, *, follow_logs: bool = False, out: TextI
 
 
 def stop(sid: str, address: str | None, *, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """`vidbatch stop ID`: ask the job to stop. A stopped run commits nothing (the last commit stays)."""
+    """`vidbatch stop ID`: ask the job to stop. The run commits what it has done (Ray's SIGTERM), and
+    Ray kills its driver STOP_GRACE_S later if it is still going."""
 
     def action(client: Any) -> int:
         stopped = client.stop_job(sid)
         info = client.get_job_info(sid)
         state = str(info.status.value if hasattr(info.status, "value") else info.status)
         print(f"{sid}: {'stop requested' if stopped else 'was not running'} (status {state})", file=out)
+        if stopped:  # what a stop does is not Ray's default (a kill 3 s after SIGTERM)
+            said = f"  the run commits what it has done (up to {STOP_GRACE_S} s); `vidbatch logs {sid} --follow` shows it"
+            print(said, file=out)
         return EXIT_OK
 
     return _with_client(address, err, action)
