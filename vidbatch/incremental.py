@@ -137,8 +137,10 @@ def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
 # error_type of failures that were not the file's doing, whatever their status: a lost actor or
 # result, a decoder killed from outside (the kernel's OOM killer on a node short of memory), a
 # decode sandbox that could not start, a store that did not answer, a run's time limit reached first,
-# a run stopped before its temporary folder's disk filled.
-NOT_THE_FILE = frozenset({"lost", "killed", "sandbox_start", "resources", UNREACHABLE, "time_limit", "spill_space"})
+# a run stopped before its temporary folder's disk filled, a run stopped by a signal.
+NOT_THE_FILE = frozenset(
+    {"lost", "killed", "sandbox_start", "resources", UNREACHABLE, "time_limit", "spill_space", "sigterm", "interrupted"}
+)
 # How a retry names them: "retry after decode_error" alone reads as a permanent failure retried.
 _NOT_THE_FILE_SAID = {
     "lost": "result lost",
@@ -148,6 +150,8 @@ _NOT_THE_FILE_SAID = {
     UNREACHABLE: "store did not answer",
     "time_limit": "not reached within limits.max_run_s",
     "spill_space": "not reached: the run's temporary folder ran low on space",
+    "sigterm": "not reached: the run was stopped by SIGTERM",
+    "interrupted": "not reached: the run was stopped by Ctrl-C",
 }
 
 
