@@ -634,3 +634,38 @@ def test_rows_that_name_one_file_under_two_ids_are_said_before_the_run():
     assert _shared_file_note(plan(manifest.slice(2, 1), InputPolicy())) == []
     one_each = manifest.filter(pa.array([False, True, True, False, False, True, True, True]))
     assert _shared_file_note(plan(one_each, InputPolicy())) == []
+
+
+def test_view_typed_manifest_columns_are_read_as_their_plain_types(tmp_path):
+    """Before: a string_view extra column (pyarrow keeps the type in the file's Arrow schema) was a
+    traceback from `check` and `run` ("Function 'array_take' has no kernel matching input types
+    (string_view, int64)"), and a string_view uri or video_id was refused as "must be strings, got
+    string_view"."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.manifest import read_manifest
+
+    path = tmp_path / "views.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "video_id": pa.array(["a", "b", "a"], pa.string_view()),
+                "uri": pa.array(["/v/a.mp4", "/v/b.mp4", "/v/a2.mp4"], pa.string_view()),
+                "note": pa.array(["hi", None, "x"], pa.string_view()),
+                "tags": pa.array([["x"], None, []], pa.list_(pa.string_view())),
+                "meta": pa.array([{"k": "v"}, None, None], pa.struct([("k", pa.string_view())])),
+                "raw": pa.array([b"\x00", None, b""], pa.binary_view()),
+            }
+        ),
+        path,
+    )
+    assert pa.types.is_string_view(pq.read_table(path).schema.field("note").type)  # what a reader gets
+    result = plan(read_manifest(str(path), StorageConfig()), InputPolicy())
+    assert result.to_process.column("video_id").to_pylist() == ["a", "b"]
+    assert result.duplicates == 1
+    assert result.extras_by_id["a"] == {"note": "hi", "tags": ["x"], "meta": {"k": "v"}, "raw": b"\x00"}
+    assert [str(f.type) for f in result.extra_schema] == [
+        "string",
+        "list<element: string>",
+        "struct<k: string>",
+        "binary",
+    ]

@@ -187,12 +187,47 @@ def _stand_in_id(row: int, taken: set[str]) -> str:
 
 
 def _decoded(manifest: pa.Table) -> pa.Table:
-    """Dictionary-encoded columns (pandas' category dtype, some writers' default) as plain values."""
+    """Dictionary-encoded columns (pandas' category dtype, some writers' default) as plain values, and
+    Arrow's view types (string_view, binary_view, list_view: pyarrow keeps them in the Parquet file's
+    Arrow schema, and some readers and writers make them) as their plain types, at any depth: pyarrow's
+    kernels (take, for one) have none for views, so such a column was a traceback."""
     for index, column_field in enumerate(manifest.schema):
-        if pa.types.is_dictionary(column_field.type):
-            plain = manifest.column(index).cast(column_field.type.value_type)
+        wanted = column_field.type.value_type if pa.types.is_dictionary(column_field.type) else column_field.type
+        wanted = _without_views(wanted)
+        if wanted != column_field.type:
+            plain = manifest.column(index).cast(wanted)
             manifest = manifest.set_column(index, pa.field(column_field.name, plain.type, column_field.nullable), plain)
     return manifest
+
+
+def _without_views(kind: pa.DataType) -> pa.DataType:
+    """`kind` with Arrow's view types made their plain ones (string_view as string), at any depth."""
+    if pa.types.is_string_view(kind):
+        return pa.string()
+    if pa.types.is_binary_view(kind):
+        return pa.binary()
+    if pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind):
+        inner = kind.value_field
+        field = pa.field(inner.name, _without_views(inner.type), inner.nullable)
+        return pa.list_(field) if pa.types.is_list_view(kind) else pa.large_list(field)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        inner = kind.value_field
+        plain = _without_views(inner.type)
+        if plain == inner.type:
+            return kind
+        field = pa.field(inner.name, plain, inner.nullable)
+        if pa.types.is_fixed_size_list(kind):
+            return pa.list_(field, kind.list_size)
+        return pa.list_(field) if pa.types.is_list(kind) else pa.large_list(field)
+    if pa.types.is_map(kind):
+        key, item = _without_views(kind.key_type), _without_views(kind.item_type)
+        return kind if (key, item) == (kind.key_type, kind.item_type) else pa.map_(key, item)
+    if pa.types.is_struct(kind):
+        fields = [pa.field(f.name, _without_views(f.type), f.nullable, f.metadata) for f in kind]
+        return kind if all(f.type == g.type for f, g in zip(fields, kind, strict=True)) else pa.struct(fields)
+    if pa.types.is_dictionary(kind):
+        return _without_views(kind.value_type)
+    return kind
 
 
 def _storable(manifest: pa.Table) -> pa.Table:
