@@ -669,3 +669,51 @@ def test_view_typed_manifest_columns_are_read_as_their_plain_types(tmp_path):
         "struct<k: string>",
         "binary",
     ]
+
+
+def test_a_manifest_folder_keeps_columns_only_later_files_hold_and_names_a_cast_that_fails(tmp_path):
+    """Before: a folder was read with its first file's columns, so a column that only a later part
+    file held (a table appended to after a column was added; Spark's mergeSchema) was dropped for
+    every row without a word, in hive-partitioned folders too. Parts that disagree on int32/int64
+    where a value does not fit, or int64/double with 1.5, were refused blaming Spark's _SUCCESS
+    ("a folder with files that are not Parquet (_SUCCESS)")."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.manifest import read_manifest
+
+    def folder(name: str, *parts: pa.Table, hive: bool = False) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "_SUCCESS").write_bytes(b"")
+        for i, part in enumerate(parts):
+            where = path / f"date=2026-12-0{i + 1}" if hive else path
+            where.mkdir(exist_ok=True)
+            pq.write_table(part, where / f"part-{i:04d}.parquet")
+            (where / f".part-{i:04d}.parquet.crc").write_bytes(b"crc")
+        return str(path)
+
+    a = pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"]})
+    b = pa.table({"video_id": ["b"], "uri": ["/v/b.mp4"], "label": ["dog"]})
+    for hive in (False, True):
+        read = read_manifest(folder(f"later{hive}", a, b, hive=hive), StorageConfig())
+        assert read.column("label").to_pylist() == [None, "dog"], hive
+        if hive:
+            assert plan(read, InputPolicy()).extras.column("date").to_pylist() == ["2026-12-01", "2026-12-02"]
+    untyped_first = pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"], "label": pa.nulls(1)})
+    read = read_manifest(folder("untyped_first", untyped_first, b), StorageConfig())
+    assert (read.schema.field("label").type, read.column("label").to_pylist()) == (pa.string(), [None, "dog"])
+    later_text = pa.table({"video_id": ["c"], "uri": ["/v/c.mp4"], "label": [3]})
+    with pytest.raises(JobError, match=r"column 'label' is int64 in part-0002.parquet but string in part-0001.parquet"):
+        read_manifest(folder("later_mixed", a, b, later_text), StorageConfig())
+
+    def numbers(values: pa.Array) -> pa.Table:
+        return pa.table({"video_id": [f"v{len(values)}"], "uri": ["/v/x.mp4"], "n": values})
+
+    small, large = numbers(pa.array([1], pa.int32())), numbers(pa.array([2**40], pa.int64()))
+    with pytest.raises(JobError) as refused:
+        read_manifest(folder("narrow", small, large), StorageConfig())
+    said = str(refused.value)
+    assert "_SUCCESS" not in said, said
+    assert "'n' is int64 in part-0001.parquet but int32 in part-0000.parquet" in said, said
+    fraction = pa.table({"video_id": ["f"], "uri": ["/v/f.mp4"], "n": [1.5]})
+    with pytest.raises(JobError, match=r"'n' is double in part-0001.parquet but int64 in part-0000.parquet"):
+        read_manifest(folder("fraction", numbers(pa.array([1], pa.int64())), fraction), StorageConfig())

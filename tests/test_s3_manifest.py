@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from vidbatch.cli import main
-from vidbatch.config import StorageConfig
+from vidbatch.config import InputPolicy, StorageConfig
 from vidbatch.manifest import plan, read_manifest
 from vidbatch.manifest_build import build_manifest, list_videos
 
@@ -170,3 +170,23 @@ def test_video_ids_must_be_strings_or_integers():
     assert plan(ids(pa.array([7], pa.int64())), InputPolicy()).to_process.column("video_id").to_pylist() == ["7"]
     with pytest.raises(JobError, match="manifest column 'video_id' must be strings .*got double; write the ids as strings"):
         plan(ids(pa.array([7.0], pa.float64())), InputPolicy())
+
+
+def test_an_s3_manifest_folder_keeps_columns_only_later_files_hold(s3):
+    """A Spark table on S3 whose later part files gained a column: read with every file's columns
+    (before, the first file's only), through the same listing of the prefix as before."""
+    bucket = s3.new_bucket("sparktable")
+    parts = [
+        pa.table({"video_id": ["a"], "uri": ["s3://b/a.mp4"]}),
+        pa.table({"video_id": ["b"], "uri": ["s3://b/b.mp4"], "label": ["dog"]}),
+    ]
+    for i, part in enumerate(parts):
+        sink = io.BytesIO()
+        pq.write_table(part, sink)
+        s3.client.put_object(Bucket=bucket, Key=f"table/date=2026-12-0{i + 1}/part-{i:04d}.parquet", Body=sink.getvalue())
+    s3.client.put_object(Bucket=bucket, Key="table/_SUCCESS", Body=b"")
+    read = read_manifest(f"s3://{bucket}/table", StorageConfig())
+    assert plan(read, InputPolicy()).extras.to_pylist() == [
+        {"date": "2026-12-01", "label": None},
+        {"date": "2026-12-02", "label": "dog"},
+    ]

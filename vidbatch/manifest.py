@@ -54,6 +54,8 @@ def _unreadable(fs: Any, path: str, exc: Exception) -> str:
         listed = []
     # folders are not named: a partitioned table's (label=cat/) are read as folders of Parquet files
     files = [entry["name"] for entry in listed if entry.get("type") != "directory"]
+    # pyarrow reads past names starting with '_' or '.' (Spark's _SUCCESS, .crc checksums): never the cause
+    files = [name for name in files if not name.rsplit("/", 1)[-1].startswith(("_", "."))]
     others = sorted(name.rsplit("/", 1)[-1] for name in files if not name.endswith(".parquet"))
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
@@ -64,30 +66,50 @@ def _unreadable(fs: Any, path: str, exc: Exception) -> str:
     return f"is not a readable Parquet file: {str(exc)[:300]}"
 
 
-def _refuse_parts_that_disagree(uri: str, dataset: pq.ParquetDataset) -> None:
-    """JobError when a folder's Parquet files disagree on whether a column holds text or numbers.
+def _folder_schema(uri: str, dataset: pq.ParquetDataset) -> tuple[pa.Schema | None, dict[str, tuple[str, str]]]:
+    """The columns of every Parquet file of a folder, each typed as the first file that has it holds it.
 
-    The folder is read with its first file's types, and the other files' values are cast into
-    them: 3 in one part became '3' without a word, and the column's type for every later night
-    depended on which file sorted first. Each file's footer is read; no rows are.
+    pyarrow reads a folder with its first file's columns: a column that only later files hold (a
+    table appended to after its writer added the column, Spark's mergeSchema) was dropped without a
+    word, for every row. A column all nulls (no type) in the first file that has it takes the type of
+    the first file with values. Files that disagree on whether a column holds text or numbers are
+    refused: the folder is read with one type per column, and the other files' values are cast into
+    it (3 in one part became '3' without a word). Other differences (int32 beside int64) are cast
+    when the folder is read; the second value names the ones that are, for a cast that fails. The
+    schema is None when it is the first file's (the folder is read as pyarrow found it).
+    Each file's footer is read; no rows are.
     """
     fragments = list(dataset.fragments)
-    if len(fragments) < 2:
-        return
-    first = fragments[0]
-    for fragment in fragments[1:]:
-        physical = fragment.physical_schema
-        for name in physical.names:
-            if name not in dataset.schema.names:
+    # hive partition columns (date=2026-12-01/) come dictionary-encoded; read as plain values
+    schema = pa.schema(
+        [pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type) for f in dataset.schema]
+    )
+    first_file = {name: _file_name(fragments[0].path) for name in schema.names} if fragments else {}
+    differing: dict[str, tuple[str, str]] = {}
+    widened = False
+    for fragment in fragments:
+        for column in fragment.physical_schema:
+            name = column.name
+            if name not in schema.names:
+                schema, first_file[name] = schema.append(column), _file_name(fragment.path)
+                widened = True
                 continue
-            want, got = dataset.schema.field(name).type, physical.field(name).type
-            if pa.types.is_null(want) or pa.types.is_null(got) or text_leaves(want) == text_leaves(got):
+            want, got = schema.field(name).type, column.type
+            got = got.value_type if pa.types.is_dictionary(got) else got
+            if want == got or pa.types.is_null(got):
                 continue
-            raise JobError(
-                f"manifest {uri!r}: column {name!r} is {got} in {_file_name(fragment.path)} but {want} in "
-                f"{_file_name(first.path)}, and the folder is read with its first file's types (the values would "
-                "be converted); write the column with one type in every file of the folder"
-            )
+            if pa.types.is_null(want):
+                schema = schema.set(schema.get_field_index(name), pa.field(name, got))
+                first_file[name], widened = _file_name(fragment.path), True
+                continue
+            if text_leaves(want) != text_leaves(got):
+                raise JobError(
+                    f"manifest {uri!r}: column {name!r} is {got} in {_file_name(fragment.path)} but {want} in "
+                    f"{first_file[name]}, and the folder is read with its first file's types (the values would "
+                    "be converted); write the column with one type in every file of the folder"
+                )
+            differing.setdefault(name, (f"{got} in {_file_name(fragment.path)}", f"{want} in {first_file[name]}"))
+    return (schema if widened else None), differing
 
 
 def _file_name(path: str) -> str:
@@ -108,8 +130,20 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
                     f"manifest {uri!r} is a folder with no Parquet files in it (or in its folders); give the manifest "
                     "file, or the folder a Parquet writer wrote"
                 )
-            _refuse_parts_that_disagree(uri, dataset)
-            return dataset.read()  # as pq.read_table reads a folder, without listing it again
+            schema, differing = _folder_schema(uri, dataset)
+            try:
+                if schema is None:
+                    return dataset.read()  # as pq.read_table reads a folder, without listing it again
+                return pq.ParquetDataset(path, filesystem=fs, schema=schema).read()
+            except pa.ArrowInvalid as exc:
+                if not differing:
+                    raise
+                said = "; ".join(f"{name!r} is {got} but {want}" for name, (got, want) in differing.items())
+                raise JobError(
+                    f"manifest {uri!r}: its files disagree on column types ({said}), and the folder is read with "
+                    f"the first file's types, which cannot hold every value ({str(exc)[:160]}); write each column "
+                    "with one type in every file of the folder"
+                ) from exc
         return pq.read_table(path, filesystem=fs)
     except JobError:
         raise
