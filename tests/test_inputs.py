@@ -717,3 +717,23 @@ def test_a_manifest_folder_keeps_columns_only_later_files_hold_and_names_a_cast_
     fraction = pa.table({"video_id": ["f"], "uri": ["/v/f.mp4"], "n": [1.5]})
     with pytest.raises(JobError, match=r"'n' is double in part-0001.parquet but int64 in part-0000.parquet"):
         read_manifest(folder("fraction", numbers(pa.array([1], pa.int64())), fraction), StorageConfig())
+
+
+def test_repeated_ids_are_named_and_those_naming_another_file_are_warned_about():
+    """Before: a run said only '2 duplicate ids'. An id listed twice with two files kept whichever row
+    came first, so a manifest written in another row order swapped the id's video without a word
+    (the next run redid it as 'uri changed')."""
+    from vidbatch.worklist import _duplicate_note
+
+    manifest = pa.table(
+        {"video_id": ["a", "a", "b", "b", "c"], "uri": ["/v/a.mp4", "/v/a.mp4", "/v/b.mp4", "/v/c.mp4", "/v/c.mp4"]}
+    )
+    result = plan(manifest, InputPolicy())
+    assert (result.duplicates, result.duplicates_elsewhere) == (2, 1)
+    note, warning = _duplicate_note(result)
+    assert "2 manifest rows repeat the video_id of an earlier row" in note, note
+    assert "'b' (row 2 used, row 3 not: '/v/c.mp4')" in note and "'a' (row 0 used, row 1 not)" in note, note
+    assert warning.startswith("WARNING: 1 of them names another file than their id's first row"), warning
+    assert _duplicate_note(plan(manifest.slice(1, 1), InputPolicy())) == []
+    same_file_only = plan(manifest.slice(0, 3), InputPolicy())
+    assert len(_duplicate_note(same_file_only)) == 1 and same_file_only.duplicates_elsewhere == 0

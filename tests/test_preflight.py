@@ -160,6 +160,6 @@ def test_fp16_on_cpus_that_cannot_pack_it_is_said_before_the_run(tmp_path, manif
     monkeypatch.setattr(model, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     notes = "\n".join(preflight(job(tmp_path, **fp16_on_cpus)).notes)
     assert "model.precision: fp16 on CPUs like this machine's, which lack fp16 matrix instructions" in notes
-    assert "fp16" not in "\n".join(preflight(job(tmp_path, resources={"model_gpus": 0})).notes)  # auto: no note
+    assert "model.precision: fp16" not in "\n".join(preflight(job(tmp_path, resources={"model_gpus": 0})).notes)  # auto: no note
     monkeypatch.setattr(model, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_fp16"})
-    assert "fp16" not in "\n".join(preflight(job(tmp_path, **fp16_on_cpus)).notes)
+    assert "model.precision: fp16" not in "\n".join(preflight(job(tmp_path, **fp16_on_cpus)).notes)

@@ -39,6 +39,10 @@ class Plan:
     manifest_rows: int
     extra_columns: tuple[str, ...]
     extras: pa.Table  # the carried-through columns of every row that gets a videos row, with the manifest's types
+    # The later rows of repeated ids, first few: (video_id, its first row, this row, this row's uri if it is
+    # not the first row's uri, else None); and how many later rows name another uri than their id's first row.
+    duplicate_examples: tuple[tuple[str, int, int, str | None], ...] = ()
+    duplicates_elsewhere: int = 0
 
     @property
     def extra_schema(self) -> pa.Schema:
@@ -165,7 +169,10 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
     extras = tuple(name for name in manifest.column_names if name not in REQUIRED)
     ids = manifest.column("video_id").to_pylist()
     uris = manifest.column("uri").to_pylist()
-    seen: set[str] = set()
+    first_row: dict[str, int] = {}
+    duplicate_examples: list[tuple[str, int, int, str | None]] = []
+    elsewhere_examples: list[tuple[str, int, int, str | None]] = []
+    duplicates_elsewhere = 0
     # Ids for rows without one must never be a real id of this manifest: a clash would give that
     # video two rows now and drop its row at the next run's merge.
     taken = {str(v) for v in ids if v is not None and str(v).strip() != ""}
@@ -184,10 +191,17 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
             )
             continue
         video_id = str(video_id)
-        if video_id in seen:
+        if video_id in first_row:
             duplicates += 1  # the first row wins; DESIGN: counted, no row of its own
+            kept = first_row[video_id]
+            if uri != uris[kept]:  # which file the id's row holds depends on the rows' order: said by name
+                duplicates_elsewhere += 1
+                if len(elsewhere_examples) < 3:
+                    elsewhere_examples.append((video_id, kept, row, uri))
+            elif len(duplicate_examples) < 3:
+                duplicate_examples.append((video_id, kept, row, None))
             continue
-        seen.add(video_id)
+        first_row[video_id] = row
         written_rows.append(row)
         reason = refusal_reason(uri, policy) or missing_filesystem(scheme_of(uri))
         if reason is not None:
@@ -208,6 +222,8 @@ def plan(manifest: pa.Table, policy: InputPolicy) -> Plan:
         manifest_rows=manifest.num_rows,
         extra_columns=extras,
         extras=manifest.select(list(extras)).take(pa.array(written_rows, pa.int64())),  # typed: [] would be null-typed
+        duplicate_examples=tuple((elsewhere_examples + duplicate_examples)[:3]),
+        duplicates_elsewhere=duplicates_elsewhere,
     )
 
 

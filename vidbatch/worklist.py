@@ -86,7 +86,8 @@ class Worklist:
 
     def warnings(self, prior: PriorState) -> list[str]:
         """What a person should hear before a run rewrites much of an output, or cannot tell what it holds."""
-        return self._removal_warnings(prior) + self._unseen_warnings() + _unrecorded_note(prior) + _shared_file_note(self.plan)
+        notes = _unrecorded_note(prior) + _duplicate_note(self.plan) + _shared_file_note(self.plan)
+        return self._removal_warnings(prior) + self._unseen_warnings() + notes
 
     def _unseen_warnings(self) -> list[str]:
         unseen = self.decision.unseen
@@ -223,6 +224,32 @@ def _unrecorded_note(prior: PriorState) -> list[str]:
         f"WARNING: {rows} ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({shown}): "
         "their task, top_k and precision are unknown, so a change of those settings does not redo them"
     ]
+
+
+def _duplicate_note(plan: Plan) -> list[str]:
+    """Which ids repeat: a count alone left a person to search the manifest for them. A later row that
+    names another file than its id's first row is warned about: the id's videos row holds whichever
+    file comes first, so a manifest written in another row order (a Spark table's part files, a sort)
+    swaps the id's video, and the run redoes it as a changed uri. Rows are counted from 0 in the order
+    the manifest is read (a folder's files in name order)."""
+    if not plan.duplicates:
+        return []
+    shown = ", ".join(
+        f"{video_id!r} (row {kept} used, row {row} not" + (f": {redact_uri(uri)!r})" if uri is not None else ")")
+        for video_id, kept, row, uri in plan.duplicate_examples
+    )
+    lines = [
+        f"NOTE: {plan.duplicates} manifest rows repeat the video_id of an earlier row and get no videos row of their "
+        f"own (the first row of an id is used), e.g. {shown}"
+    ]
+    if plan.duplicates_elsewhere:
+        lines.append(
+            f"WARNING: {plan.duplicates_elsewhere} of them {'names' if plan.duplicates_elsewhere == 1 else 'name'} "
+            "another file than their id's first row: the id's "
+            "videos row holds the first row's file, so the manifest's row order decides which video an id is; "
+            "give each file an id of its own, or drop the stale rows"
+        )
+    return lines
 
 
 def _shared_file_note(plan: Plan) -> list[str]:
