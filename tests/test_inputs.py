@@ -737,3 +737,36 @@ def test_repeated_ids_are_named_and_those_naming_another_file_are_warned_about()
     assert _duplicate_note(plan(manifest.slice(1, 1), InputPolicy())) == []
     same_file_only = plan(manifest.slice(0, 3), InputPolicy())
     assert len(_duplicate_note(same_file_only)) == 1 and same_file_only.duplicates_elsewhere == 0
+
+
+def test_a_uri_padded_by_its_writer_is_said_to_be_so(tmp_path):
+    """Before: ' /lib/a.mp4' and '/lib/a.mp4\\t' were not_found with only 'no object at this uri; check
+    the manifest or whether it was deleted' (the file was there), a trailing newline was 'rename the
+    file', and a '~' path, a Windows path or a name in another Unicode form than the disk's got the
+    same bare not_found."""
+    import unicodedata
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.storage import stat_video
+
+    video = tmp_path / unicodedata.normalize("NFD", "café.mp4")
+    video.write_bytes(b"x")
+    named = str(video)
+    said = {
+        " " + named: "the uri begins with blank space (a space or tab); strip it in the manifest",
+        named + "\t": "the uri ends with blank space (a space or tab); strip it in the manifest",
+        "~/café.mp4": "a leading '~' is not expanded",
+        "C:\\videos\\café.mp4": "this is a Windows path",
+        unicodedata.normalize("NFC", named): "a file whose name differs only in its Unicode form (NFD) is there",
+    }
+    for uri, words in said.items():
+        with pytest.raises(VideoError) as caught:
+            stat_video(uri, StorageConfig())
+        assert caught.value.status == "not_found" and words in caught.value.message, (uri, caught.value.message)
+    with pytest.raises(VideoError) as caught:
+        stat_video(str(tmp_path / "gone.mp4"), StorageConfig())
+    assert caught.value.message == "no object at this uri; check the manifest or whether it was deleted"
+    assert stat_video(named, StorageConfig())[0]["size"] == 1
+    policy = InputPolicy()
+    assert refusal_reason(named + "\n", policy) == "the uri begins or ends with a line break; strip it in the manifest row"
+    assert "control characters" in refusal_reason(str(tmp_path / "a\nb.mp4"), policy)

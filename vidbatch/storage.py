@@ -10,7 +10,9 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import re
 import stat
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import IO, Any, cast
@@ -277,12 +279,42 @@ def stat_video(uri: str, storage: StorageConfig) -> tuple[dict[str, Any], fsspec
     try:
         info = fs.info(path)
     except Exception as exc:
-        raise storage_failure(exc) from exc
+        failure = storage_failure(exc)
+        hint = _misspelled(uri, path) if failure.status == "not_found" and failure.message == _NOT_FOUND else None
+        raise (VideoError("not_found", f"{_NOT_FOUND}; {hint}") if hint else failure) from exc
     if info.get("type") == "directory":
         raise VideoError("not_found", _A_DIRECTORY)
     if is_pipe_or_device(info):
         raise VideoError("unreadable", _A_PIPE)
     return info, fs, path
+
+
+_WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+
+
+def _misspelled(uri: str, path: str) -> str | None:
+    """Why a uri that names nothing may still mean a file that is there, in the manifest's own spelling:
+    the message said only 'no object at this uri' for a uri a manifest tool padded with a space, a
+    '~' no shell expanded, a Windows path, or a name in another Unicode form than the disk's (macOS
+    writes names decomposed, NFD; most tools compose them, NFC)."""
+    if uri != uri.strip():  # the uri itself is not repeated: the message is written where credentials may not be
+        where = " and ".join(end for end, padded in (("begins", uri != uri.lstrip()), ("ends", uri != uri.rstrip())) if padded)
+        return f"the uri {where} with blank space (a space or tab); strip it in the manifest"
+    if uri.startswith("~"):
+        return "a leading '~' is not expanded (it is read as a folder named '~'); give the absolute path"
+    if _WINDOWS_PATH.match(uri):
+        return "this is a Windows path; give the path (or uri) under which this machine reads the file"
+    if scheme_of(uri) != "file":
+        return None
+    folder, name = os.path.split(path)
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, name)
+        if other != name and os.path.lexists(os.path.join(folder, other)):
+            return (
+                f"a file whose name differs only in its Unicode form ({form}) is there: write the name as the disk "
+                "has it (file names are compared byte for byte)"
+            )
+    return None
 
 
 @contextmanager

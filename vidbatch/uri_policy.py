@@ -20,6 +20,8 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
     if not isinstance(uri, str) or not uri.strip():
         return "the manifest's uri is empty; fill it in or remove the row"
     if any(ch in uri for ch in ("\x00", "\n", "\r")):
+        if not any(ch in uri.strip() for ch in ("\x00", "\n", "\r")):  # a writer's trailing newline, most often
+            return "the uri begins or ends with a line break; strip it in the manifest row"
         # Refused, not read: a name with a line break splits log lines and breaks tools downstream.
         return "the uri contains control characters (a line break or NUL); rename the file and fix the manifest row"
     scheme = scheme_of(uri)
