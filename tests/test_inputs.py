@@ -770,3 +770,34 @@ def test_a_uri_padded_by_its_writer_is_said_to_be_so(tmp_path):
     policy = InputPolicy()
     assert refusal_reason(named + "\n", policy) == "the uri begins or ends with a line break; strip it in the manifest row"
     assert "control characters" in refusal_reason(str(tmp_path / "a\nb.mp4"), policy)
+
+
+def test_ids_that_changed_spelling_are_said_to_have_before_their_videos_are_redone():
+    """Before: a manifest tool that wrote the ids 1, 2 as '0001', '0002' had every video decoded again
+    and its old row removed, and the run said only that rows were gone from the manifest (nothing at
+    all under half of the output's rows)."""
+    from vidbatch.incremental import Decision, PriorVideo
+    from vidbatch.state import PriorState
+    from vidbatch.worklist import Worklist
+
+    def before(uri: str) -> PriorVideo:
+        return PriorVideo(uri, "fp", "m", "s", "ok", None, "run-1", 1)
+
+    prior = PriorState(
+        videos={"1": before("/v/a.mp4"), "2": before("/v/b.mp4"), "y": before("/v/y.mp4"), "k": before("/v/k.mp4")},
+        consistent={},
+    )
+    manifest = plan(
+        pa.table({"video_id": ["0001", "0002", "x", "k"], "uri": ["file:///v/a.mp4", "/v/b.mp4", "/v/x.mp4", "/v/k.mp4"]}),
+        InputPolicy(),
+    )
+    decision = Decision(("0001", "0002", "x"), ("k",), ("1", "2", "y"), new=3)
+    warnings = Worklist(manifest, decision, manifest, (), (), []).warnings(prior)
+    rekeyed = [line for line in warnings if "ids new to the output" in line]
+    assert rekeyed == [
+        "WARNING: 2 removed videos rows name files that ids new to the output name now (e.g. '1' is now '0001'): each "
+        "is decoded again under its new id and its old row removed; if only the ids' spelling changed (a tool that "
+        "pads or types them otherwise), write them as before"
+    ], warnings
+    only_gone = Decision(("x",), ("k",), ("y",), new=1)
+    assert not [line for line in Worklist(manifest, only_gone, manifest, (), (), []).warnings(prior) if "ids new" in line]

@@ -24,7 +24,7 @@ from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import Decision, decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
 from vidbatch.state import PriorState, fingerprints, refreshed_rows, refuse_retyped_columns
-from vidbatch.uri_policy import redact_uri
+from vidbatch.uri_policy import redact_uri, spelled_plainly
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,31 @@ class Worklist:
     def warnings(self, prior: PriorState) -> list[str]:
         """What a person should hear before a run rewrites much of an output, or cannot tell what it holds."""
         notes = _unrecorded_note(prior) + _duplicate_note(self.plan) + _shared_file_note(self.plan)
-        return self._removal_warnings(prior) + self._unseen_warnings() + notes
+        return self._removal_warnings(prior) + self._rekeyed_warnings(prior) + self._unseen_warnings() + notes
+
+    def _rekeyed_warnings(self, prior: PriorState) -> list[str]:
+        """Removed ids whose files new ids name now: a manifest whose ids changed spelling (1 written as
+        '0001', a new export tool's prefix) redid every such video and removed its old row, and the run
+        said only that rows were gone (or nothing, below half of the output)."""
+        if not self.decision.removed:
+            return []
+        gone = {spelled_plainly(uri): video_id for video_id in self.decision.removed if (uri := prior.videos[video_id].uri)}
+        if not gone:
+            return []
+        ids, uris = self.plan.to_process.column("video_id").to_pylist(), self.plan.to_process.column("uri").to_pylist()
+        moved = [
+            (gone[key], video_id)
+            for video_id, uri in zip(ids, uris, strict=True)
+            if video_id not in prior.videos and (key := spelled_plainly(str(redact_uri(uri)))) in gone
+        ]
+        if not moved:
+            return []
+        before, after = moved[0]
+        return [
+            f"WARNING: {len(moved)} removed videos rows name files that ids new to the output name now (e.g. {before!r} "
+            f"is now {after!r}): each is decoded again under its new id and its old row removed; if only the ids' "
+            "spelling changed (a tool that pads or types them otherwise), write them as before"
+        ]
 
     def _unseen_warnings(self) -> list[str]:
         unseen = self.decision.unseen
