@@ -801,3 +801,29 @@ def test_ids_that_changed_spelling_are_said_to_have_before_their_videos_are_redo
     ], warnings
     only_gone = Decision(("x",), ("k",), ("y",), new=1)
     assert not [line for line in Worklist(manifest, only_gone, manifest, (), (), []).warnings(prior) if "ids new" in line]
+
+
+def test_a_delta_table_given_as_the_manifest_is_read_as_its_current_snapshot(tmp_path):
+    """Before: a Delta table (Spark, Databricks, DuckDB write them) was read as a folder of Parquet
+    files, its _delta_log skipped: a video an overwrite had removed was decoded and given a videos
+    row, and an id's row came from whichever version's file sorted first."""
+    from deltalake import write_deltalake
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.manifest import read_manifest
+
+    table = str(tmp_path / "manifest")
+    write_deltalake(table, pa.table({"video_id": ["a", "gone"], "uri": ["/v/a.mp4", "/v/gone.mp4"]}))
+    write_deltalake(
+        table,
+        pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"], "label": ["new"]}),
+        mode="overwrite",
+        schema_mode="overwrite",
+    )
+    assert len(list((tmp_path / "manifest").glob("*.parquet"))) == 2  # the removed version's file is still there
+    result = plan(read_manifest(table, StorageConfig()), InputPolicy())
+    assert (result.manifest_rows, result.duplicates) == (1, 0)
+    assert result.extras_by_id == {"a": {"label": "new"}}
+    (tmp_path / "manifest" / "_delta_log" / "00000000000000000001.json").write_text("not json")
+    with pytest.raises(JobError, match=r"is a Delta table \(it has a _delta_log\) that cannot be read"):
+        read_manifest(table, StorageConfig())

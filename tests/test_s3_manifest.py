@@ -190,3 +190,15 @@ def test_an_s3_manifest_folder_keeps_columns_only_later_files_hold(s3):
         {"date": "2026-12-01", "label": None},
         {"date": "2026-12-02", "label": "dog"},
     ]
+
+
+def test_an_s3_delta_table_given_as_the_manifest_is_read_as_its_current_snapshot(s3):
+    """The endpoint and credentials come from where the output's come from (delta_storage_options)."""
+    from deltalake import write_deltalake
+
+    bucket = s3.new_bucket("deltamanifest")
+    uri = f"s3://{bucket}/manifest"
+    options = {"AWS_ENDPOINT_URL": s3.endpoint, "AWS_ALLOW_HTTP": "true", "conditional_put": "etag"}
+    write_deltalake(uri, pa.table({"video_id": ["a", "gone"], "uri": ["s3://b/a.mp4", "s3://b/g.mp4"]}), storage_options=options)
+    write_deltalake(uri, pa.table({"video_id": ["a"], "uri": ["s3://b/a.mp4"]}), mode="overwrite", storage_options=options)
+    assert read_manifest(uri, StorageConfig()).column("video_id").to_pylist() == ["a"]

@@ -120,6 +120,24 @@ def _file_name(path: str) -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def _read_delta_manifest(uri: str, storage: StorageConfig) -> pa.Table:
+    """A Delta table given as the manifest (Spark, Databricks, DuckDB and polars write them): its current
+    snapshot. Read as a folder of Parquet files it gave the rows of every file its log ever held, files
+    an overwrite or a delete had removed included: deleted videos came back, and an id's row could be
+    an old version's."""
+    from deltalake import DeltaTable
+
+    from vidbatch.storage import delta_storage_options
+
+    try:
+        return DeltaTable(uri, storage_options=delta_storage_options(uri, storage)).to_pyarrow_table()
+    except Exception as exc:  # deltalake raises its own errors (a table feature it cannot read, a broken log)
+        raise JobError(
+            f"manifest {uri!r} is a Delta table (it has a _delta_log) that cannot be read ({str(exc)[:200]}); "
+            "write the manifest as a Parquet file, or check the table with the tool that wrote it"
+        ) from exc
+
+
 def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
     try:
         fs, path = filesystem(uri, storage)
@@ -127,6 +145,8 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
             raise JobError(f"manifest {uri!r} does not exist")
         if is_pipe_or_device(fs.info(path)):
             raise JobError(f"manifest {uri!r} names a pipe or device, not a Parquet file")
+        if fs.isdir(path) and fs.isdir(path.rstrip("/") + "/_delta_log"):
+            return _read_delta_manifest(uri, storage)
         if fs.isdir(path):
             dataset = pq.ParquetDataset(path, filesystem=fs)
             if not dataset.fragments:  # else read as a table with no columns, named as missing ones
