@@ -827,3 +827,19 @@ def test_a_delta_table_given_as_the_manifest_is_read_as_its_current_snapshot(tmp
     (tmp_path / "manifest" / "_delta_log" / "00000000000000000001.json").write_text("not json")
     with pytest.raises(JobError, match=r"is a Delta table \(it has a _delta_log\) that cannot be read"):
         read_manifest(table, StorageConfig())
+
+
+def test_a_partition_folder_named_like_a_column_of_its_files_is_not_blamed_on_credentials(tmp_path):
+    """Before: 'cannot be read (ArrowTypeError: Unable to merge: Field label has incompatible types ...);
+    check the uri, storage.endpoint_url and the job's credentials'."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.manifest import read_manifest
+
+    (tmp_path / "m" / "label=cat").mkdir(parents=True)
+    part = pa.table({"video_id": ["a"], "uri": ["/v/a.mp4"], "label": ["dog"]})
+    pq.write_table(part, tmp_path / "m" / "label=cat" / "part-0.parquet")
+    with pytest.raises(JobError) as refused:
+        read_manifest(str(tmp_path / "m"), StorageConfig())
+    said = str(refused.value)
+    assert "credentials" not in said and "must not also be a folder name of a partitioned table" in said, said
+    assert "Field label has incompatible types" in said, said

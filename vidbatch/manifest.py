@@ -175,6 +175,11 @@ def read_manifest(uri: str, storage: StorageConfig) -> pa.Table:
         raise JobError(f"manifest {uri!r}: access denied") from exc
     except pa.ArrowInvalid as exc:
         raise JobError(f"manifest {uri!r} {_unreadable(fs, path, exc)}") from exc
+    except pa.ArrowTypeError as exc:  # the data's own types, not the store: its credentials are not the news
+        raise JobError(
+            f"manifest {uri!r} cannot be read as one table ({str(exc)[:200]}); a folder's files must agree on their "
+            "columns' types, and a column must not also be a folder name of a partitioned table (label=cat/)"
+        ) from exc
     except Exception as exc:  # the store itself: endpoint unreachable, no bucket, no credentials, ...
         raise JobError(
             f"manifest {uri!r} cannot be read ({explain_failure(exc)}); "
