@@ -843,3 +843,17 @@ def test_a_partition_folder_named_like_a_column_of_its_files_is_not_blamed_on_cr
     said = str(refused.value)
     assert "credentials" not in said and "must not also be a folder name of a partitioned table" in said, said
     assert "Field label has incompatible types" in said, said
+
+
+def test_a_struct_column_whose_writer_orders_its_fields_otherwise_is_no_retype():
+    """Before: struct<src: string, w: int64> against a table's struct<w: int64, src: string> was refused
+    ("its values do not fit that type unchanged"), stopping every night, although the same fields held
+    the same values: the text-or-number comparison went by the fields' positions, not their names."""
+    from vidbatch.state import refuse_retyped_columns
+
+    table = pa.schema([("meta", pa.struct([("w", pa.int64()), ("src", pa.string())]))])
+    reordered = pa.table({"meta": pa.array([{"src": "x", "w": 1}], pa.struct([("src", pa.string()), ("w", pa.int64())]))})
+    refuse_retyped_columns(reordered, table, "out")
+    as_text = pa.table({"meta": pa.array([{"src": "x", "w": "1"}], pa.struct([("src", pa.string()), ("w", pa.string())]))})
+    with pytest.raises(JobError, match=r"manifest column 'meta' is struct<src: string, w: string> now"):
+        refuse_retyped_columns(as_text, table, "out")

@@ -58,6 +58,8 @@ def text_leaves(kind: pa.DataType) -> tuple[bool, ...]:
         return text_leaves(kind.value_type)
     if isinstance(kind, pa.MapType):
         return text_leaves(kind.key_type) + text_leaves(kind.item_type)
-    if pa.types.is_nested(kind):  # lists of every kind, structs, unions: their children in order
+    if pa.types.is_struct(kind):  # by name: a writer that orders a struct's fields otherwise changed no type
+        return tuple(leaf for f in sorted(kind, key=lambda f: f.name) for leaf in text_leaves(f.type))
+    if pa.types.is_nested(kind):  # lists of every kind, unions: their children in order
         return tuple(leaf for i in range(kind.num_fields) for leaf in text_leaves(kind.field(i).type))
     return (_is_text(kind),)
