@@ -163,3 +163,19 @@ def test_fp16_on_cpus_that_cannot_pack_it_is_said_before_the_run(tmp_path, manif
     assert "model.precision: fp16" not in "\n".join(preflight(job(tmp_path, resources={"model_gpus": 0})).notes)  # auto: no note
     monkeypatch.setattr(model, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_fp16"})
     assert "model.precision: fp16" not in "\n".join(preflight(job(tmp_path, **fp16_on_cpus)).notes)
+
+
+def test_what_auto_precision_runs_in_here_is_said_before_the_run(tmp_path, manifest, monkeypatch):
+    """auto ran bf16 on an AVX512-BF16 CPU under the same model_id as fp32 rows; only the summary said so, afterwards."""
+    import vidbatch.model as model
+
+    monkeypatch.delenv("VIDBATCH_CPU_BF16", raising=False)
+    on_cpus = {"model": {"arch": "resnet18", "weights": "none", "precision": "auto"}, "resources": {"model_gpus": 0}}
+    monkeypatch.setattr(model, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    notes = "\n".join(preflight(job(tmp_path, **on_cpus)).notes)
+    assert "model.precision: auto runs the model in bfloat16" in notes
+    assert "the rows do not say which" in notes
+    monkeypatch.setattr(model, "_cpu_flags", lambda: {"avx2"})
+    assert "model.precision: auto runs the model in float32" in "\n".join(preflight(job(tmp_path, **on_cpus)).notes)
+    fp32 = {"model": {"arch": "resnet18", "weights": "none", "precision": "fp32"}, "resources": {"model_gpus": 0}}
+    assert "model.precision: auto" not in "\n".join(preflight(job(tmp_path, **fp32)).notes)

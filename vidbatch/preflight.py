@@ -81,7 +81,7 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
         if worklist.work.to_process.num_rows and room.low()
         else None
     )
-    precision_note = _slow_precision_note(config)
+    precision_note = _slow_precision_note(config) or _auto_precision_note(config)
     gpus_note = (
         f"gpus: {missing_gpus}: `vidbatch run` here would refuse it; a run on a cluster (--address, RAY_ADDRESS, "
         "vidbatch submit) checks the cluster's GPUs when it connects"
@@ -126,6 +126,25 @@ def _slow_precision_note(config: JobConfig) -> str | None:
         "model.precision: fp16 on CPUs like this machine's, which lack fp16 matrix instructions (AVX512-FP16, "
         "AMX-FP16): the model runs unpacked, several times slower than fp32; on CPUs use auto or fp32 (`vidbatch plan` "
         "measures both)"
+    )
+
+
+def _auto_precision_note(config: JobConfig) -> str | None:
+    """What `precision: auto` runs in on CPUs like this machine's. Each model actor picks it on its own
+    host, the rows do not record it (only the run's summary does, in `model_precision`), and bf16
+    embeddings differ from fp32 ones by up to ~1e-3 under the same `model_id`: said before the run."""
+    import torch
+
+    from vidbatch.model import cpu_has_fast_bf16
+
+    on_cpus = config.resources.model_gpus == 0 or (config.resources.model_gpus is None and not torch.cuda.is_available())
+    if config.model.precision != "auto" or not on_cpus:
+        return None
+    runs = "bfloat16 (the CPU has bf16 matrix instructions)" if cpu_has_fast_bf16() else "float32 (no bf16 matrix instructions)"
+    return (
+        f"model.precision: auto runs the model in {runs} on CPUs like this machine's; hosts of another kind pick "
+        "their own, the rows do not say which (the summary's model_precision does), and both keep one model_id: "
+        "set fp32 or bf16 for embeddings that must all come from one precision"
     )
 
 
