@@ -214,6 +214,11 @@ def test_a_one_output_classifier_is_refused_labels_and_a_small_one_says_its_clas
     resolved = resolve_weights(_model(str(ten)), StorageConfig())
     assert resolved.categories == tuple(f"class_{i}" for i in range(10))
     assert resolved.note == "its classifier has 10 classes, named class_0 to class_9 in the labels"
+    # a top_k above the class count was taken without a word; the labels hold every class
+    many = resolve_weights(ModelConfig(arch="resnet18", weights=str(ten), task="both", top_k=20), StorageConfig())
+    assert many.note is not None and "model.top_k=20 but the classifier has 10 classes: labels hold all 10" in many.note
+    embed_only = resolve_weights(ModelConfig(arch="resnet18", weights=str(ten), task="embed", top_k=20), StorageConfig())
+    assert "top_k" not in (embed_only.note or "")
 
 
 def test_a_relative_ckpt_path_is_a_state_dict_file(tmp_path, monkeypatch):
@@ -406,5 +411,5 @@ def test_a_categories_file_from_a_windows_editor_and_the_other_notes_are_kept(tm
     assert resolved.categories == ("cat", "dog", "caf\u00e9")  # and one Unicode form
     assert resolved.note == (
         f"the resnet18 found under '_orig_mod.' in the file; left out 1 tensors that are not resnet18's (proj.weight); "
-        f"class names from {names}"
+        f"model.top_k=5 but the classifier has 3 classes: labels hold all 3; class names from {names}"
     )

@@ -257,6 +257,8 @@ def _state_dict_file(config: ModelConfig, uri: str, storage: StorageConfig) -> R
         preprocess = PreprocessSpec()
         if num_classes != 1000 and config.task != "embed":
             notes.append(f"{_CLASS_N_NOTE} {num_classes} classes, named class_0 to class_{num_classes - 1} in the labels")
+    if config.task != "embed" and config.top_k > num_classes:
+        notes.append(f"model.top_k={config.top_k} but the classifier has {num_classes} classes: labels hold all {num_classes}")
     return ResolvedWeights(
         arch=config.arch,
         model_id=f"{config.arch}:sha256-{sha}",
