@@ -294,3 +294,18 @@ def test_the_driver_hands_the_weights_to_the_object_store_and_keeps_no_copy(ray_
     assert ray_local.get(ref) == weights.state_dict_bytes  # what every model actor loads
     assert kept.state_dict_bytes == b""
     assert replace(kept, state_dict_bytes=weights.state_dict_bytes) == weights  # nothing else changed
+
+
+def test_committing_line_names_rewrites_that_decode_nothing():
+    """A night that only relabels kept rows (or drops videos) rewrites the videos table: its
+    committing line said "committing 0 videos rows and 0 clips" (found upgrading an old output)."""
+    from vidbatch.pipeline import _committing_line
+
+    plain = {"new": 2, "changed": 0, "retried": 0, "removed": 0, "unchanged": 3, "refreshed": 0, "leftovers_removed": 0}
+    assert _committing_line(2, 3, plain, "/out") == "committing 2 videos rows and 3 clips to /out"
+    relabel = dict(plain, new=0, refreshed=1, removed=2, leftovers_removed=1)
+    line = _committing_line(0, 0, relabel, "/out")
+    assert line.startswith("committing 0 videos rows and 0 clips to /out (")
+    assert "1 kept row rewritten with changed manifest columns" in line
+    assert "2 rows of videos gone from the manifest removed" in line
+    assert "interrupted run left of 1 videos removed" in line

@@ -210,7 +210,7 @@ def run_job(
         # A commit of a big night rewrites files for minutes (every file that holds a replaced video):
         # said, so that a log whose last line is the progress line does not look stalled.
         if tally.videos or any(count for kind, count in changes.items() if kind != "unchanged"):
-            say(f"committing {tally.videos} videos rows and {tally.clips} clips to {redact_uri(config.output)}")
+            say(_committing_line(tally.videos, tally.clips, changes, redact_uri(config.output)))
         # From the first commit to the summary, Ctrl-C waits: an interrupted run would otherwise
         # say "nothing was committed" about a run whose commit had landed, and leave no summary.
         with interrupts_held(say):
@@ -251,6 +251,23 @@ def run_job(
             summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
             summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
+
+
+def _committing_line(videos: int, clips: int, changes: dict[str, int], output: str | None) -> str:
+    """The line said as a commit starts. Kept rows rewritten with today's manifest columns and rows of
+    videos gone from the manifest are rewrites too (a relabelled library rewrites every videos file):
+    said, or a night of only those read "committing 0 videos rows and 0 clips" for minutes."""
+    also = []
+    if changes.get("refreshed"):
+        n = changes["refreshed"]
+        also.append(f"{n} kept row{'s' if n != 1 else ''} rewritten with changed manifest columns")
+    if changes.get("removed"):
+        n = changes["removed"]
+        also.append(f"{n} row{'s' if n != 1 else ''} of videos gone from the manifest removed")
+    if changes.get("leftovers_removed"):
+        also.append(f"the clips an interrupted run left of {changes['leftovers_removed']} videos removed")
+    extra = f" ({'; '.join(also)})" if also else ""
+    return f"committing {videos} videos rows and {clips} clips to {output}{extra}"
 
 
 def _hand_over_weights(ray: Any, weights: ResolvedWeights) -> tuple[Any, ResolvedWeights]:
