@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 from extended import extended
 
-from vidbatch.config import StorageConfig, parse_job
-from vidbatch.incremental import PriorVideo, decide
+from vidbatch.config import DECODE_REVISION, StorageConfig, parse_job
+from vidbatch.incremental import OLDER_DECODING, PriorVideo, decide
 from vidbatch.pipeline import run_job
-from vidbatch.state import run_results_settings
+from vidbatch.state import load_prior, run_results_settings
 
 # --- the decision, as a pure function ---------------------------------------------------
 
@@ -169,6 +169,49 @@ def test_model_settings_of_runs_come_from_their_started_records(tmp_path):
         "r-both": {"task": "both", "top_k": 3, "precision": "bf16"},
         "r-embed": {"task": "embed", "precision": "auto"},  # top_k makes no difference without labels
     }
+
+
+@pytest.mark.parametrize(
+    ("before", "redo_runs", "reason"),
+    [
+        (prior(), {"r0"}, OLDER_DECODING),
+        (prior(), set(), None),  # not asked: kept (an upgrade alone redoes nothing)
+        (prior(), {"r-other"}, None),  # made by a run of this decoding
+        (prior("unreadable"), {"r0"}, None),  # a failure holds no results: --retry-failed is for those
+        (prior(fp="fp0"), {"r0"}, "source changed"),  # another reason comes first
+    ],
+)
+def test_ok_rows_of_older_decoding_are_redone_only_when_asked(before, redo_runs, reason):
+    decision = decide(
+        [("v", "u")], prior={"v": before}, fingerprints={"v": "fp1"}, model_id="m", sampling_id="s",
+        consistent={"v": True}, manifest_ids=["v"], redo_runs=redo_runs,
+    )  # fmt: skip
+    assert decision.reasons == ({"v": reason} if reason else {})
+    assert decision.changed == (1 if reason else 0)
+
+
+def test_runs_that_recorded_an_older_decode_revision_or_none_are_found(tmp_path):
+    """An output an older vidbatch made: its runs' started.json has no decode_revision. Upgrading redid
+    none of its rows, and files the newer decoding reads otherwise (an AVI cut short, kept as ok with
+    the part before the cut) stayed as they were without a word; check and run now count them."""
+    out = tmp_path / "out"
+    for run_id, extra in {"r-old": {}, "r-new": {"decode_revision": DECODE_REVISION}, "r-odd": {"decode_revision": "x"}}.items():
+        (out / "_runs" / run_id).mkdir(parents=True)
+        record = {"run_id": run_id, "job": {"model": {"task": "embed", "top_k": 5, "precision": "fp32"}}, **extra}
+        (out / "_runs" / run_id / "started.json").write_text(json.dumps(record))
+    ids = ["a", "b", "c", "d"]
+    write_deltalake(
+        str(out / "videos"),
+        pa.table({
+            "video_id": ids, "uri": ids, "source_fingerprint": ["f"] * 4, "model_id": ["m"] * 4, "sampling_id": ["s"] * 4,
+            "status": ["ok", "ok", "ok", "unreadable"], "error_type": [None, None, None, "unreadable"],
+            "error_message": [None, None, None, "x"], "run_id": ["r-old", "r-new", "r-odd", "r-old"],
+            "num_clips": pa.array([0, 0, 0, 0], pa.int32()),
+        }),
+    )  # fmt: skip
+    state = load_prior(str(out), StorageConfig())
+    assert state.older_decoding_runs == {"r-old", "r-odd"}
+    assert state.unrecorded_runs == frozenset()
 
 
 def test_decide_lists_removed_videos():

@@ -101,6 +101,12 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retry-failed", action="store_true", help="also redo videos whose last status was a permanent failure (unreadable, ...)"
     )
+    parser.add_argument(
+        "--redo-older-decoding",
+        action="store_true",
+        help="also decode again the ok videos whose rows an older vidbatch made, before its decoding fixes "
+        "(check and run count them)",
+    )
     parser.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
 
 
@@ -364,7 +370,13 @@ def _run(args: argparse.Namespace) -> int:
     stop_on_sigterm()  # before Ray starts too (the manifest, the weights)
     set_driver_allocator()  # `run` only: the commands that run torch here (plan, train-head) keep glibc's own
     config = load_job(args.job, args.overrides)
-    result = run_job(config, address=args.address, retry_failed=args.retry_failed, allow_empty=args.allow_empty)
+    result = run_job(
+        config,
+        address=args.address,
+        retry_failed=args.retry_failed,
+        redo_older_decoding=args.redo_older_decoding,
+        allow_empty=args.allow_empty,
+    )
     print(_summary_text(result.summary, result.summary_uri))
     # A run a stop signal ended early committed what was done; its exit still says it was stopped
     # (a scheduler's retry then does the rest), as a stop that committed nothing does.
@@ -413,7 +425,9 @@ def _check(args: argparse.Namespace) -> int:
         from vidbatch.preflight import preflight
 
         # What the run would refuse the job for, found now (JobError -> exit 2), and what it would see.
-        for line in preflight(config, allow_empty=args.allow_empty, retry_failed=args.retry_failed).lines():
+        for line in preflight(
+            config, allow_empty=args.allow_empty, retry_failed=args.retry_failed, redo_older_decoding=args.redo_older_decoding
+        ).lines():
             print(line, file=sys.stderr)
     return 0
 

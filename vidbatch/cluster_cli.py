@@ -56,7 +56,15 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
 def _submit(args: argparse.Namespace) -> int:
     from vidbatch.submit import submit
 
-    flags = [flag for flag, given in (("--retry-failed", args.retry_failed), ("--allow-empty", args.allow_empty)) if given]
+    flags = [
+        flag
+        for flag, given in (
+            ("--retry-failed", args.retry_failed),
+            ("--redo-older-decoding", args.redo_older_decoding),
+            ("--allow-empty", args.allow_empty),
+        )
+        if given
+    ]
     return submit(
         args.job,
         args.overrides,

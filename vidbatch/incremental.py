@@ -9,7 +9,7 @@ when the file, model or sampling changes, or with `--retry-failed`. There is no 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,9 +74,11 @@ def decide(
     manifest_ids: Iterable[str],
     retry_failed: bool = False,
     results: Mapping[str, Any] | None = None,
+    redo_runs: Collection[str] = frozenset(),
 ) -> Decision:
     """`candidates` are (video_id, uri) of rows that passed the plan; `manifest_ids` all kept ids;
-    `results` this run's ModelConfig.results_settings (None: do not compare them)."""
+    `results` this run's ModelConfig.results_settings (None: do not compare them); the ok rows of
+    `redo_runs` (runs an older vidbatch's decoding made, --redo-older-decoding) are done again."""
     process, skip, unseen = [], [], []
     new = changed = retried = 0
     reasons: dict[str, str] = {}
@@ -88,6 +90,8 @@ def decide(
         reason = _why_process(before, uri, fingerprint, model_id, sampling_id, retry_failed)
         if reason is None and results is not None:
             reason = _results_change(before, results)
+        if reason is None and before is not None and before.status == "ok" and before.run_id in redo_runs:
+            reason = OLDER_DECODING
         if reason is None and not consistent.get(video_id, True):
             reason = "clips table does not match the videos row (an interrupted commit, or rows deleted by another tool)"
         if reason is None:
@@ -109,6 +113,9 @@ def decide(
         tuple(process), tuple(skip), removed, new=new, changed=changed, retried=retried, reasons=reasons, unseen=tuple(unseen)
     )
 
+
+# The reason of an ok row redone because an older vidbatch decoded it (--redo-older-decoding).
+OLDER_DECODING = "decoded by an older vidbatch (--redo-older-decoding)"
 
 _SETTLED = "status:"
 # The "fingerprint" of a video whose file could not be looked at tonight (a store that did not

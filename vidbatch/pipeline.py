@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from vidbatch.collect import Collector, Identity, ProgressPrinter
 from vidbatch.commit import check_writable, commit_tables, write_summary
-from vidbatch.config import JobConfig
+from vidbatch.config import DECODE_REVISION, JobConfig
 from vidbatch.errors import UNREACHABLE, JobError, Stopped
 from vidbatch.incremental import reason_counts
 from vidbatch.manifest import plan as make_plan
@@ -80,6 +80,7 @@ def run_job(
     address: str | None = None,
     progress: Callable[[str], None] | None = None,
     retry_failed: bool = False,
+    redo_older_decoding: bool = False,
     allow_empty: bool = False,
 ) -> RunResult:
     """Run the whole job; returns once both tables are committed. Raises JobError before any work on bad input."""
@@ -110,7 +111,13 @@ def run_job(
         config.output,
         run_id,
         config.storage,
-        {"run_id": run_id, "job": config.model_dump(mode="json"), "model_id": weights.model_id, "started_at": utc_now_iso()},
+        {
+            "run_id": run_id,
+            "job": config.model_dump(mode="json"),
+            "model_id": weights.model_id,
+            "started_at": utc_now_iso(),
+            "decode_revision": DECODE_REVISION,
+        },
     )
     if weights.untrained:
         say(
@@ -119,7 +126,14 @@ def run_job(
         )
     try:
         worklist = make_worklist(
-            config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty, say=say
+            config,
+            plan,
+            prior,
+            model_id=weights.model_id,
+            retry_failed=retry_failed,
+            redo_older_decoding=redo_older_decoding,
+            allow_empty=allow_empty,
+            say=say,
         )
     except JobError:  # an empty manifest, a retyped column: refused before any work
         _forget_started(config, run_id)

@@ -61,7 +61,9 @@ class Preflight:
         return lines + list(self.notes)
 
 
-def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: bool = False) -> Preflight:
+def preflight(
+    config: JobConfig, *, allow_empty: bool = False, retry_failed: bool = False, redo_older_decoding: bool = False
+) -> Preflight:
     """Raises JobError, naming the key and the value, for what `vidbatch run` would refuse."""
     from vidbatch.model_weights import resolve_weights  # imports torch (seconds): only when checking this far
 
@@ -71,7 +73,15 @@ def preflight(config: JobConfig, *, allow_empty: bool = False, retry_failed: boo
     local = is_local(config.output)
     if local:
         _check_local_output(config.output)
-    worklist = make_worklist(config, plan, prior, model_id=weights.model_id, retry_failed=retry_failed, allow_empty=allow_empty)
+    worklist = make_worklist(
+        config,
+        plan,
+        prior,
+        model_id=weights.model_id,
+        retry_failed=retry_failed,
+        redo_older_decoding=redo_older_decoding,
+        allow_empty=allow_empty,
+    )
     # `check` has no --address: the job may be meant for a cluster, so GPUs missing here are a note.
     missing_gpus = gpus_missing_here(config.resources, address=None)
     room = SpillRoom(Path(tempfile.gettempdir()), min_free_bytes=config.limits.spill_min_free_mb * 2**20)

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
-from vidbatch.config import ModelConfig, StorageConfig
+from vidbatch.config import DECODE_REVISION, ModelConfig, StorageConfig
 from vidbatch.errors import UNREACHABLE, JobError, VideoError
 from vidbatch.incremental import PERMANENT, PriorVideo, settled_failure
 from vidbatch.listing import listed_infos
@@ -56,6 +56,9 @@ class PriorState:
     videos_schema: pa.Schema | None = None  # the videos table's columns and types (None: no table)
     # Runs with ok rows whose started.json is gone or unreadable: their task/top_k/precision are unknown.
     unrecorded_runs: frozenset[str] = frozenset()
+    # Runs with ok rows whose started.json records a decode_revision below this vidbatch's, or none
+    # (config.DECODE_REVISION): their rows were decoded before fixes this version has.
+    older_decoding_runs: frozenset[str] = frozenset()
 
 
 # Columns every table vidbatch writes has: a table without them is another tool's.
@@ -212,7 +215,9 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         refuse_lacking(output, join_uri(output, "videos"), videos_table, _VIDEO_COLUMNS)
     rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS) if videos_table is not None else _empty(_VIDEO_COLUMNS)
     ok_runs = set(pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("run_id")).drop_null().to_pylist()) - {""}
-    results = run_results_settings(output, storage, ok_runs)
+    records = run_records(output, storage, ok_runs)
+    results = results_settings_of(records)
+    older = frozenset(run_id for run_id, record in records.items() if _decode_revision(record) < DECODE_REVISION)
     videos = _prior_videos(rows, results)
     keys = rows.select(["video_id", "run_id", "num_clips"])
     del rows
@@ -248,6 +253,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         videos_version=videos_table.version() if videos_table is not None else None,
         videos_schema=pa.schema(videos_table.schema().to_arrow()) if videos_table is not None else None,
         unrecorded_runs=frozenset(ok_runs - set(results)),
+        older_decoding_runs=older,
     )
 
 
@@ -304,21 +310,44 @@ def run_results_settings(output: str, storage: StorageConfig, run_ids: set[str])
     record is gone or unreadable is left out: its rows are then not redone for these settings
     (redoing a whole library on a guess would be worse).
     """
+    return results_settings_of(run_records(output, storage, run_ids))
+
+
+def run_records(output: str, storage: StorageConfig, run_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Each run's `_runs/<run_id>/started.json`, read; a run whose record is gone or unreadable is left out."""
     if not run_ids:
         return {}
     fs, runs_root = filesystem(join_uri(output, "_runs"), storage)
     paths = {posixpath.join(runs_root, run_id, "started.json"): run_id for run_id in sorted(run_ids)}
     contents = fs.cat(list(paths), on_error="omit")
-    settings = {}
+    records = {}
     for path, text in contents.items():
         try:
-            model = json.loads(text)["job"]["model"]
-            settings[paths[path]] = ModelConfig(
+            record = json.loads(text)
+        except ValueError:  # cut short
+            continue
+        if isinstance(record, dict):
+            records[paths[path]] = record
+    return records
+
+
+def results_settings_of(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    settings = {}
+    for run_id, record in records.items():
+        try:
+            model = record["job"]["model"]
+            settings[run_id] = ModelConfig(
                 task=model["task"], top_k=model["top_k"], precision=model["precision"]
             ).results_settings()
-        except (ValueError, KeyError, TypeError):  # cut short, or written by another tool: unknown
+        except (ValueError, KeyError, TypeError):  # written by another tool: unknown
             continue
     return settings
+
+
+def _decode_revision(record: dict[str, Any]) -> int:
+    """The decode_revision a run recorded; 0 for a run from before it was recorded."""
+    value = record.get("decode_revision", 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 _PROGRESS_FLOOR_S = 0.1  # however small resources.progress_interval_s is set

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vidbatch.collect import duration_text
-from vidbatch.config import JobConfig
+from vidbatch.config import DECODE_REVISION, JobConfig
 from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import Decision, decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
@@ -86,7 +86,8 @@ class Worklist:
 
     def warnings(self, prior: PriorState) -> list[str]:
         """What a person should hear before a run rewrites much of an output, or cannot tell what it holds."""
-        notes = _unrecorded_note(prior) + _duplicate_note(self.plan) + _shared_file_note(self.plan)
+        notes = self._older_decoding_note(prior) + _unrecorded_note(prior) + _duplicate_note(self.plan)
+        notes += _shared_file_note(self.plan)
         return self._removal_warnings(prior) + self._rekeyed_warnings(prior) + self._unseen_warnings() + notes
 
     def _rekeyed_warnings(self, prior: PriorState) -> list[str]:
@@ -111,6 +112,26 @@ class Worklist:
             f"WARNING: {len(moved)} removed videos rows name files that ids new to the output name now (e.g. {before!r} "
             f"is now {after!r}): each is decoded again under its new id and its old row removed; if only the ids' "
             "spelling changed (a tool that pads or types them otherwise), write them as before"
+        ]
+
+    def _older_decoding_note(self, prior: PriorState) -> list[str]:
+        """ok rows that runs before this vidbatch's decoding made and that stay as they are: an upgrade
+        does not redo them, and a fix of how some files decode does not reach them."""
+        if not prior.older_decoding_runs:
+            return []
+        kept = set(self.decision.skip)
+        rows = sum(
+            1
+            for video_id, video in prior.videos.items()
+            if video.status == "ok" and video.run_id in prior.older_decoding_runs and video_id in kept
+        )
+        if not rows:
+            return []
+        return [
+            f"NOTE: {_count_videos(rows)} kept as ok {'was' if rows == 1 else 'were'} decoded by an older vidbatch "
+            f"(runs that recorded a decode_revision below {DECODE_REVISION}, or none): decoding fixes since then "
+            "(cut-short AVI/Matroska uploads taken as ok, mirrored videos, frame times that go back, ...) do not "
+            "reach them; --redo-older-decoding decodes them again"
         ]
 
     def _unseen_warnings(self) -> list[str]:
@@ -172,6 +193,7 @@ def make_worklist(
     *,
     model_id: str,
     retry_failed: bool = False,
+    redo_older_decoding: bool = False,
     allow_empty: bool = False,
     say: Callable[[str], None] | None = None,
 ) -> Worklist:
@@ -201,6 +223,7 @@ def make_worklist(
         manifest_ids=[*plan.to_process.column("video_id").to_pylist(), *(r.video_id for r in plan.refused)],
         retry_failed=retry_failed,
         results=config.model.results_settings(),
+        redo_runs=prior.older_decoding_runs if redo_older_decoding else frozenset(),
     )
     refuse_vanishing(config, candidates, prior, missing, allow_empty=allow_empty)
     refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
