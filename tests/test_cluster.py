@@ -565,6 +565,15 @@ def test_a_cluster_lost_while_following_is_named():
     assert submit_mod._explain(ConnectionError("connection refused")).startswith("cannot reach the Ray Jobs API: is")
 
 
+def test_a_timeout_without_wait_is_refused_not_ignored(tmp_path, capsys):
+    """submit --timeout without --wait returned at once, and the job it was meant to bound ran on."""
+    from vidbatch.cli import main
+
+    (tmp_path / "job.yaml").write_text("name: x\n")
+    assert main(["submit", str(tmp_path / "job.yaml"), "--timeout", "60", "--address", "http://127.0.0.1:1"]) == 2
+    assert "--timeout works with --wait" in capsys.readouterr().err
+
+
 def test_follow_exit_codes_and_timeout():
     import io
 

@@ -29,7 +29,7 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="with --wait: stop the job if it is still running after this long (it then commits nothing; exit 1)",
+        help="with --wait: stop the job if it is still running after this long (it commits what it has done; exit 1)",
     )
     from vidbatch.cli import run_flags
 
@@ -47,14 +47,21 @@ def add_cluster_commands(sub: argparse._SubParsersAction) -> None:
     logs.add_argument("--follow", "-f", action="store_true", help="follow until the job ends; exit as submit --wait does")
     logs.set_defaults(func=_logs)
 
-    stop = sub.add_parser("stop", help="stop a submitted job (nothing of the stopped run is committed)")
+    stop = sub.add_parser("stop", help="stop a submitted job (the run commits the videos it has finished)")
     stop.add_argument("submission_id", metavar="ID")
     stop.add_argument("--address", default=None, help=_ADDRESS_HELP)
     stop.set_defaults(func=_stop)
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from vidbatch.errors import JobError
     from vidbatch.submit import submit
+
+    if args.timeout is not None and not args.wait:  # it was ignored: a nightly job meant to be bounded was not
+        raise JobError(
+            "--timeout works with --wait (the submitter follows the job and stops it past the time); add --wait, "
+            "or bound the run itself with --set limits.max_run_s=SECONDS"
+        )
 
     flags = [
         flag
