@@ -309,3 +309,78 @@ def test_committing_line_names_rewrites_that_decode_nothing():
     assert "1 kept row rewritten with changed manifest columns" in line
     assert "2 rows of videos gone from the manifest removed" in line
     assert "interrupted run left of 1 videos removed" in line
+
+
+def _stopped_after_the_drain(tmp_path, monkeypatch, signals: int):
+    """A run whose drain ended on its time limit with neither video done, and `signals` SIGTERMs
+    (a second one more than SAME_STOP_S after the first) arriving while the rows of the videos not
+    done are written, between the drain's return and the commit's hold."""
+    import os
+    import signal
+
+    from vidbatch import pipeline, stop_signals
+    from vidbatch.collect import Collector
+
+    monkeypatch.setattr(stop_signals, "SAME_STOP_S", 0.0)
+    monkeypatch.setattr(pipeline, "ensure_ray", lambda address: None)
+    monkeypatch.setattr(pipeline, "_hand_over_weights", lambda ray, weights: (None, weights))
+    monkeypatch.setattr(pipeline, "_build_dataset", lambda *args: object())
+    monkeypatch.setattr(pipeline, "_drain", lambda *args, **kwargs: "time_limit")
+    real_close = Collector.close
+
+    def close_with_signals(self, *args, **kwargs):
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_close(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collector, "close", close_with_signals)
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.mp4").write_bytes(b"not decoded here")
+    pq.write_table(
+        pa.table({"video_id": ["a", "b"], "uri": [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]}),
+        tmp_path / "manifest.parquet",
+    )
+    config = parse_job(
+        {
+            "name": "t",
+            "manifest": str(tmp_path / "manifest.parquet"),
+            "output": str(tmp_path / "out"),
+            "model": {"arch": "resnet18", "weights": "none"},
+            "limits": {"max_run_s": 3600},
+        }
+    )
+    said: list[str] = []
+    before = signal.getsignal(signal.SIGTERM)
+    stop_signals.stop_on_sigterm()  # as `vidbatch run` does
+    try:
+        return run_job(config, progress=said.append), said
+    finally:
+        assert signal.getsignal(signal.SIGTERM) is stop_signals.raise_stopped  # the handlers in place before are back
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_a_first_stop_after_the_drain_ended_still_commits(tmp_path, monkeypatch):
+    """The drain had returned (time limit, or the last video done): a SIGTERM then, while the rows of
+    the videos not done were written (a million on a big first run), stopped the run with
+    'nothing was committed', though the decoding was over."""
+    from vidbatch.errors import Stopped
+
+    try:
+        result, said = _stopped_after_the_drain(tmp_path, monkeypatch, signals=1)
+    except Stopped as exc:  # a BaseException: pytest would take it for a stop of its own session
+        pytest.fail(f"a first stop after the drain lost the run's work: {exc}")
+    assert result.summary["stopped_early"] == "time_limit"
+    assert any(line.startswith("SIGTERM after the decoding ended: committing what is done") for line in said), said
+    rows = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
+    assert sorted((row["video_id"], row["status"], row["error_type"]) for row in rows) == [
+        ("a", "timeout", "time_limit"),
+        ("b", "timeout", "time_limit"),
+    ]
+
+
+def test_a_second_stop_after_the_drain_ended_stops_at_once(tmp_path, monkeypatch):
+    from vidbatch.errors import Stopped
+
+    with pytest.raises(Stopped, match="stopped by SIGTERM"):
+        _stopped_after_the_drain(tmp_path, monkeypatch, signals=2)
+    assert not (tmp_path / "out" / "videos").exists()

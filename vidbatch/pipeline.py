@@ -154,7 +154,8 @@ def run_job(
     swept = remove_dead_runs_folders()
     if swept.folders:
         say(f"removed {swept.folders} spill folder(s) of runs killed earlier on this host ({swept.bytes / 1e6:.1f} MB)")
-    with spill_folder(run_id) as spill:
+    # stop_scope holds the record of stop signals from the drain to the commit's hold (below).
+    with spill_folder(run_id) as spill, contextlib.ExitStack() as stop_scope:
         collector = Collector(
             plan=work,
             identity=identity,
@@ -184,6 +185,11 @@ def run_job(
             except JobError:  # the cluster lacks what the job asks for (_placement): refused before any work
                 _forget_started(config, run_id)
                 raise
+            # From the drain to the commit's hold, a first Ctrl-C or SIGTERM is only recorded and a
+            # second one stops at once: one that came after the drain had returned (while the rows of
+            # the videos not done are written, a million on a big night's time limit) stopped the run
+            # there, committing nothing, though the decoding was over.
+            stops = stop_scope.enter_context(stops_recorded(second_stops=True))
             with _timed(timings, "pipeline_s"):
                 ended = _drain(
                     dataset,
@@ -193,6 +199,7 @@ def run_job(
                     stop_at=started + config.limits.max_run_s if config.limits.max_run_s is not None else None,
                     spill_room=room,
                     say=say,
+                    stops=stops,
                 )
             if ended in _SIGNAL_NAMES and not collector.done:
                 # No video finished: a commit would only put `timeout` rows over the rows from before.
@@ -200,7 +207,7 @@ def run_job(
                     raise KeyboardInterrupt
                 raise Stopped("stopped by SIGTERM")
         else:
-            ended = "finished"
+            ended, stops = "finished", []
         if ended in ("time_limit", "spill_space", *_SIGNAL_NAMES) and collector.all_finished:
             ended = "finished"  # the limit (or the stop) came as the last video came in: nothing was left out
         if ended == "finished":
@@ -210,6 +217,9 @@ def run_job(
             say(said)
             tally = collector.close(not_done, lost_status="timeout", lost_type=error_type)
         printer(tally, collector.total, force=True)
+        if stops and ended not in _SIGNAL_NAMES:  # it came after the drain: the decoding was over
+            name = signal.Signals(stops[0]).name
+            say(f"{name} after the decoding ended: committing what is done (a second one stops at once, committing nothing)")
         changes = {
             "new": decision.new,
             "changed": decision.changed,
@@ -564,6 +574,7 @@ def _drain(
     stop_at: float | None = None,
     spill_room: SpillRoom | None = None,
     say: Callable[[str], None] | None = None,
+    stops: list[int] | None = None,
 ) -> Ended:
     """Feed the collector until the dataset ends ("finished"), nothing arrives for
     `no_progress_timeout_s` (a stuck cluster: "no_progress"), `unreachable_in_a_row` videos in a
@@ -601,7 +612,9 @@ def _drain(
     try:
         # The first Ctrl-C or SIGTERM is only recorded: the loop sees it within _SIGNAL_POLL_S and
         # stops the execution, and the run commits what is done. A second one stops at once (below).
-        with stops_recorded(second_stops=True) as stops:
+        # `stops`: the caller's record (stops_recorded), which goes on after the drain returns.
+        recording = contextlib.nullcontext(stops) if stops is not None else stops_recorded(second_stops=True)
+        with recording as stops:
             patient_until = time.monotonic() + no_progress_timeout_s
             while True:
                 now = time.monotonic()
