@@ -279,3 +279,17 @@ def test_a_spill_that_cannot_be_written_ends_the_run_saying_why_and_what_to_do()
 
     with pytest.raises(JobError, match=r"could not be written to its temporary folder \(/dev\): .*No space left on device"):
         _Spill(Path("/dev/full"), pa.schema([VIDEOS.field("video_id")]))
+
+
+def test_videos_to_keep_that_did_not_finish_get_no_row_and_their_clips_are_void(tmp_path):
+    """close(keep=...): a video redone only for an older decoding that the run did not finish keeps
+    its row from before; the clips of it this run spilled must not join that row's clips."""
+    rng = np.random.default_rng(4)
+    c = collector(tmp_path, ["done", "kept-midway", "kept-unseen", "other"])
+    c.add_batch(batch(clip("done", 0, rng), video("done", 1), clip("kept-midway", 0, rng)))
+    tally = c.close("stopped", lost_status="timeout", lost_type="sigterm", keep={"done", "kept-midway", "kept-unseen"})
+    assert c.kept == {"kept-midway", "kept-unseen"}  # a finished video's row is written, kept or not
+    rows = {row["video_id"]: row["status"] for row in spilled(tmp_path, "videos")}
+    assert rows == {"done": "ok", "other": "timeout"}
+    assert c.void_clips == {"kept-midway"} and tally.clips_in_flight == 0
+    assert tally.statuses == {"ok": 1, "timeout": 1}

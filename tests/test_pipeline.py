@@ -384,3 +384,58 @@ def test_a_second_stop_after_the_drain_ended_stops_at_once(tmp_path, monkeypatch
     with pytest.raises(Stopped, match="stopped by SIGTERM"):
         _stopped_after_the_drain(tmp_path, monkeypatch, signals=2)
     assert not (tmp_path / "out" / "videos").exists()
+
+
+def test_rows_of_an_older_decoding_the_run_did_not_reach_are_kept(tmp_path, monkeypatch):
+    """--redo-older-decoding over a library, with a time limit (or a stop): the videos it did not reach
+    got `timeout` rows without their embeddings and labels, in place of ok rows that held them (most
+    of a library's rows on a first night), until a later night redid them."""
+    import pyarrow.compute as pc
+    from deltalake import write_deltalake
+
+    from vidbatch import pipeline
+    from vidbatch.config import StorageConfig
+    from vidbatch.state import fingerprints
+
+    monkeypatch.setattr(pipeline, "ensure_ray", lambda address: None)
+    monkeypatch.setattr(pipeline, "_hand_over_weights", lambda ray, weights: (None, weights))
+    monkeypatch.setattr(pipeline, "_build_dataset", lambda *args: object())
+    monkeypatch.setattr(pipeline, "_drain", lambda *args, **kwargs: "time_limit")
+    uris = {name: str(tmp_path / f"{name}.mp4") for name in ("a", "b")}
+    for uri in uris.values():
+        Path(uri).write_bytes(b"not decoded here")
+    pq.write_table(pa.table({"video_id": list(uris), "uri": list(uris.values())}), tmp_path / "manifest.parquet")
+    config = parse_job(
+        {
+            "name": "t",
+            "manifest": str(tmp_path / "manifest.parquet"),
+            "output": str(tmp_path / "out"),
+            "model": {"arch": "resnet18", "weights": "none"},
+            "limits": {"max_run_s": 3600},
+        }
+    )
+    first = run_job(config, progress=lambda line: None)
+    # Made ok rows of a vidbatch from before decode_revision (a real run's rows would hold results).
+    videos = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table()
+    stat = fingerprints(list(uris.items()), StorageConfig())
+    for name, values in {
+        "status": pa.array(["ok"] * 2),
+        "error_type": pa.nulls(2, pa.string()),
+        "error_message": pa.nulls(2, pa.string()),
+        "source_fingerprint": pa.array([stat[v] for v in videos.column("video_id").to_pylist()]),
+    }.items():
+        videos = videos.set_column(videos.schema.get_field_index(name), name, values)
+    write_deltalake(str(tmp_path / "out" / "videos"), videos, mode="overwrite")
+    started = tmp_path / "out" / "_runs" / first.run_id / "started.json"
+    record = json.loads(started.read_text())
+    del record["decode_revision"]
+    started.write_text(json.dumps(record))
+
+    said: list[str] = []
+    result = run_job(config, progress=said.append, redo_older_decoding=True)
+    assert result.summary["reasons"] == {"decoded by an older vidbatch (--redo-older-decoding)": 2}
+    after = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table()
+    assert pc.unique(after.column("status")).to_pylist() == ["ok"]
+    assert sorted(after.column("run_id").to_pylist()) == [first.run_id] * 2
+    assert result.summary["table_statuses"] == {"ok": 2}
+    assert any("2 videos decoded by an older vidbatch and not reached keep their rows" in line for line in said), said

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -152,6 +153,7 @@ class Collector:
         # Videos finished one after another whose store did not answer (error_type UNREACHABLE).
         self.unreachable_in_a_row = 0
         self.lost = 0  # rows `close` wrote for videos the pipeline never finished
+        self.kept: frozenset[str] = frozenset()  # videos `close` wrote no row for (their row from before stays)
         self.tally = Tally()
         self.precisions: set[str] = set()  # the dtypes the model actors ran this run's clips in
         self.total = plan.to_process.num_rows + len(plan.refused)
@@ -266,18 +268,34 @@ class Collector:
         """Every video handed to the pipeline has its row (nothing pending, nothing unseen)."""
         return not self.pending and all(video_id in self.done for video_id in self.uris)
 
-    def close(self, lost_message: str, *, lost_status: str = "decode_error", lost_type: str = "lost") -> Tally:
+    def close(
+        self,
+        lost_message: str,
+        *,
+        lost_status: str = "decode_error",
+        lost_type: str = "lost",
+        keep: AbstractSet[str] = frozenset(),
+    ) -> Tally:
         """Anything not finished (or never seen) still gets its row: nothing is dropped.
 
         Such rows are transient failures (error_type `lost` / `no_progress`): the next run retries them.
+        The videos of `keep` not finished get no row (`kept` names them): their row from before stays,
+        and the clips of theirs this run spilled are left out of the commit (void_clips).
         """
         lost = {"status": lost_status, "error_type": lost_type, "error_message": lost_message}
+        unfinished = [video_id for video_id in self.uris if video_id not in self.done]
+        self.kept = frozenset(video_id for video_id in unfinished if video_id in keep)
+        for video_id in self.kept:
+            entry = self.pending.pop(video_id, None)
+            if entry is not None:
+                self.tally.clips_in_flight -= entry.clips
+            self.failed_videos.add(video_id)  # its spilled clips, if any, are void
         finished = len(self.done)
         for video_id in list(self.pending):
             entry = self.pending[video_id]
             self._finish(video_id, {**(entry.video or {"video_id": video_id}), **lost}, entry)
         for video_id in self.uris:
-            if video_id not in self.done:
+            if video_id not in self.done and video_id not in self.kept:
                 self._finish(video_id, {"video_id": video_id, **lost}, _InFlight())
         self.lost = len(self.done) - finished
         self.clips_out.close()

@@ -31,7 +31,7 @@ from vidbatch.collect import Collector, Identity, ProgressPrinter
 from vidbatch.commit import check_writable, commit_tables, write_summary
 from vidbatch.config import DECODE_REVISION, JobConfig
 from vidbatch.errors import UNREACHABLE, JobError, Stopped
-from vidbatch.incremental import reason_counts
+from vidbatch.incremental import OLDER_DECODING, reason_counts
 from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
 from vidbatch.preflight import refuse_gpus_missing_here
@@ -215,7 +215,17 @@ def run_job(
         else:
             said, not_done, error_type = _stopped_early(ended, config, room)
             say(said)
-            tally = collector.close(not_done, lost_status="timeout", lost_type=error_type)
+            # An ok row redone only because an older vidbatch decoded it still holds its results: one
+            # the run did not reach keeps it, not a `timeout` row with none (a first night of
+            # --redo-older-decoding with a time limit, or a stop, emptied most of a library's rows).
+            older = {video_id for video_id, reason in decision.reasons.items() if reason == OLDER_DECODING}
+            tally = collector.close(not_done, lost_status="timeout", lost_type=error_type, keep=older)
+            if collector.kept:
+                n = len(collector.kept)
+                say(
+                    f"  {n} video{'s' if n != 1 else ''} decoded by an older vidbatch and not reached keep "
+                    "their rows; --redo-older-decoding on a later run does them"
+                )
         printer(tally, collector.total, force=True)
         if stops and ended not in _SIGNAL_NAMES:  # it came after the drain: the decoding was over
             name = signal.Signals(stops[0]).name
@@ -243,7 +253,7 @@ def run_job(
                 config.output,
                 spill,
                 run_id=run_id,
-                replace_ids=worklist.replaced_ids,
+                replace_ids=worklist.replaced_ids - collector.kept,
                 storage=config.storage,
                 stale_clips=prior.stale_clips,
                 clip_video_ids=prior.clip_video_ids,
@@ -271,7 +281,7 @@ def run_job(
             summary["reasons"] = reasons
             # The whole videos table after this run, not only the rows it wrote: what a nightly
             # dashboard watches (how much of the library is ok, how much keeps failing).
-            summary["table_statuses"] = worklist.table_statuses(prior, tally.statuses)
+            summary["table_statuses"] = worklist.table_statuses(prior, tally.statuses, kept=collector.kept)
             summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
             summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)

@@ -12,6 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,13 +47,16 @@ class Worklist:
         """The videos rows this run's commit replaces or deletes."""
         return set(self.decision.process) | set(self.decision.removed) | {r.video_id for r in self.work.refused}
 
-    def table_statuses(self, prior: PriorState, written: Mapping[str, int]) -> dict[str, int]:
+    def table_statuses(
+        self, prior: PriorState, written: Mapping[str, int], *, kept: AbstractSet[str] = frozenset()
+    ) -> dict[str, int]:
         """The videos table's rows per status once this run's `written` rows (per status) are committed:
-        the rows it keeps (refreshed rows keep their status) plus the ones it writes."""
-        replaced = self.replaced_ids
-        kept = Counter(before.status for video_id, before in prior.videos.items() if video_id not in replaced)
-        kept.update(written)
-        return dict(sorted(kept.items()))
+        the rows it keeps (refreshed rows keep their status, and `kept`: videos to redo it did not reach
+        whose row from before stays) plus the ones it writes."""
+        replaced = self.replaced_ids - kept
+        rows = Counter(before.status for video_id, before in prior.videos.items() if video_id not in replaced)
+        rows.update(written)
+        return dict(sorted(rows.items()))
 
     def counts_line(self) -> str:
         """Every manifest row counted once (decode + unchanged + refused + duplicates = manifest rows);
