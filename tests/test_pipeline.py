@@ -280,6 +280,35 @@ def test_a_stop_while_the_driver_adds_a_batch_stops_the_execution_first(ray_loca
     assert not executors, executors
 
 
+def test_a_run_that_stops_early_keeps_the_results_already_waiting_for_the_driver():
+    """A time limit (or a stop signal, a full spill disk) met while results wait in the driver's
+    queue: they were dropped with the queue emptied to free the consumer, and a video whose last
+    clips were among them was marked not done and redone by the next run."""
+    import time
+
+    from vidbatch.pipeline import _drain
+
+    class Dataset:  # five results at once, then nothing more for a while
+        def iter_batches(self, **_):
+            yield from range(5)
+            time.sleep(1.0)
+
+    class SlowCollector:
+        unreachable_in_a_row = 0
+
+        def __init__(self):
+            self.taken = []
+
+        def add_batch(self, batch):
+            time.sleep(0.2)  # the queue fills while the driver is here
+            self.taken.append(batch)
+
+    collector = SlowCollector()
+    ended = _drain(Dataset(), collector, no_progress_timeout_s=60, unreachable_in_a_row=32, stop_at=time.monotonic() + 0.1)
+    assert ended == "time_limit"
+    assert collector.taken == [0, 1, 2, 3, 4]
+
+
 def test_the_driver_hands_the_weights_to_the_object_store_and_keeps_no_copy(ray_local, seeded_weights):
     """The driver kept the weights' bytes (98 MB for resnet50) for the whole run after putting them in
     the object store: through the drain and the commit, where a long video's run reaches its peak."""

@@ -616,6 +616,16 @@ def _drain(
 
     def give_up(why: Ended) -> Ended:
         abandoned.set()
+        # Results already made and waiting here are kept: emptying the queue to free the consumer
+        # dropped up to its 8 batches, and a video whose last clips were among them was redone.
+        while True:
+            try:
+                item = batches.get_nowait()
+            except queue.Empty:
+                break
+            if item is end or isinstance(item, BaseException):
+                break
+            collector.add_batch(item)
         _stop_execution(dataset, consumer, batches)
         return why
 
