@@ -309,11 +309,11 @@ def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, libra
 def test_vidbatch_stop_gives_the_run_time_to_commit_what_it_has_done(cluster, tmp_path, seeded_weights):
     """Ray's job stop sends SIGTERM and kills the driver 3 s later unless the job's env_vars say
     otherwise: too short for a commit. Stopped midway, the finished video is committed."""
-    videos = {
-        "short": media.write_video(tmp_path / "short.mp4", num_frames=20, fps=10).path,
-        "long": media.write_video(tmp_path / "long.mp4", num_frames=3000, fps=10).path,  # ~150 clips
-    }
-    job = write_job(tmp_path, videos, seeded_weights, batch_clips=1, decode_actors=2, decode_cpus=0.5, model_cpus=0.5)
+    # Two long videos (~150 clips each) on one decoder: the stop comes as the first finishes, with the
+    # second far from done, whichever order they are handed out in (a short one's row could wait
+    # behind a long one's clips and finish right after it, before the stop arrived).
+    videos = {name: media.write_video(tmp_path / f"{name}.mp4", num_frames=3000, fps=10).path for name in ("a", "b")}
+    job = write_job(tmp_path, videos, seeded_weights, batch_clips=1, decode_actors=1)
     sid = f"stop-{secrets.token_hex(3)}"
     submitted = cluster.vidbatch("submit", str(job), "--id", sid)
     assert submitted.returncode == 0, submitted.stderr
@@ -326,9 +326,8 @@ def test_vidbatch_stop_gives_the_run_time_to_commit_what_it_has_done(cluster, tm
     followed = cluster.vidbatch("logs", sid, "--follow")
     assert "STOPPED" in followed.stderr + followed.stdout, followed.stdout + followed.stderr
     assert "STOPPED EARLY: stopped by SIGTERM; what was done is committed" in followed.stdout, followed.stdout
-    rows = {v["video_id"]: v for v in DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()}
-    assert rows["short"]["status"] == "ok"
-    assert (rows["long"]["status"], rows["long"]["error_type"]) == ("timeout", "sigterm")
+    rows = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
+    assert sorted((v["status"], v["error_type"]) for v in rows) == [("ok", None), ("timeout", "sigterm")]
 
 
 @pytest.mark.slow
