@@ -305,7 +305,10 @@ def test_timeout_stops_the_job_and_nothing_is_committed(cluster, tmp_path, libra
     assert unknown.returncode == 1 and "no such submission" in unknown.stderr
 
 
+# ~60 s on 2 cores: extended, so the default suite stays inside its 10 minutes. The stop itself is
+# in the default suite: test_incremental's test_a_stop_signal_midway_commits_what_is_done...[sigterm].
 @pytest.mark.slow
+@extended
 def test_vidbatch_stop_gives_the_run_time_to_commit_what_it_has_done(cluster, tmp_path, seeded_weights):
     """Ray's job stop sends SIGTERM and kills the driver 3 s later unless the job's env_vars say
     otherwise: too short for a commit. Stopped midway, the finished video is committed."""
