@@ -479,3 +479,35 @@ def test_history_and_vacuum_of_one_of_the_tables_name_the_output_that_holds_it(t
         err = capsys.readouterr().err
         assert f"is vidbatch's {table} table itself; give the output folder that holds it: '{output}'" in err, err
 
+
+
+def test_a_stop_while_the_summary_is_printed_does_not_say_nothing_was_committed(tmp_path, monkeypatch, capsys):
+    """The run had committed; a SIGTERM while its summary was printed (to a slow log reader) ended it
+    with "nothing was committed by this run" and exit 143."""
+    import os
+    import signal
+
+    from vidbatch import cli, pipeline, stop_signals
+
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"name": "t", "manifest": str(tmp_path / "m.parquet"), "output": str(tmp_path / "out")}))
+    committed = pipeline.RunResult(run_id="r1", summary={"stopped_early": None}, summary_uri=str(tmp_path / "summary.json"))
+    monkeypatch.setattr(pipeline, "run_job", lambda config, **kwargs: committed)
+
+    def summary_text_stopped(summary, uri):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return "summary of r1"
+
+    monkeypatch.setattr(cli, "_summary_text", summary_text_stopped)
+    monkeypatch.setattr(cli, "set_driver_allocator", lambda: None)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["run", str(job)])
+    finally:
+        assert signal.getsignal(signal.SIGTERM) is stop_signals.raise_stopped
+        signal.signal(signal.SIGTERM, before)
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "summary of r1" in out
+    assert "nothing was committed" not in err
+    assert "SIGTERM while printing the summary: the commit was finished first, so this run is committed" in err

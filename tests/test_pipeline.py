@@ -407,6 +407,33 @@ def test_a_first_stop_after_the_drain_ended_still_commits(tmp_path, monkeypatch)
     ]
 
 
+def test_a_stop_while_the_spill_folder_is_removed_leaves_the_run_committed(tmp_path, monkeypatch):
+    """The commit had landed and the summary was written; a SIGTERM while the spill folder was
+    removed (gigabytes after a big night) ended the run with "nothing was committed by this run"."""
+    import contextlib
+    import os
+    import signal
+
+    from vidbatch import pipeline
+    from vidbatch.errors import Stopped
+
+    real_spill_folder = pipeline.spill_folder
+
+    @contextlib.contextmanager
+    def spill_folder_stopped_on_removal(run_id):
+        with real_spill_folder(run_id) as folder:
+            yield folder
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "spill_folder", spill_folder_stopped_on_removal)
+    try:
+        result, said = _stopped_after_the_drain(tmp_path, monkeypatch, signals=0)
+    except Stopped as exc:  # a BaseException: pytest would take it for a stop of its own session
+        pytest.fail(f"a stop after the commit said the run had committed nothing: {exc}")
+    assert said[-1] == "SIGTERM while committing: the commit was finished first, so this run is committed", said
+    assert (tmp_path / "out" / "_runs" / result.run_id / "summary.json").exists()
+
+
 def test_a_second_stop_after_the_drain_ended_stops_at_once(tmp_path, monkeypatch):
     from vidbatch.errors import Stopped
 

@@ -365,7 +365,7 @@ def _run(args: argparse.Namespace) -> int:
     sys.stdout, sys.stderr = _ReaderMayLeave(sys.stdout), _ReaderMayLeave(sys.stderr)
     from vidbatch.config import load_job
     from vidbatch.pipeline import run_job
-    from vidbatch.stop_signals import stop_on_sigterm
+    from vidbatch.stop_signals import interrupts_held, stop_on_sigterm
 
     stop_on_sigterm()  # before Ray starts too (the manifest, the weights)
     set_driver_allocator()  # `run` only: the commands that run torch here (plan, train-head) keep glibc's own
@@ -377,7 +377,10 @@ def _run(args: argparse.Namespace) -> int:
         redo_older_decoding=args.redo_older_decoding,
         allow_empty=args.allow_empty,
     )
-    print(_summary_text(result.summary, result.summary_uri))
+    # The run has committed: a stop now (its summary printed to a slow reader) must not end it with
+    # "nothing was committed by this run".
+    with interrupts_held(lambda line: print(f"vidbatch: {line}", file=sys.stderr), during="printing the summary"):
+        print(_summary_text(result.summary, result.summary_uri))
     # A run a stop signal ended early committed what was done; its exit still says it was stopped
     # (a scheduler's retry then does the rest), as a stop that committed nothing does.
     return _STOPPED_EXIT.get(result.summary.get("stopped_early") or "", 0)

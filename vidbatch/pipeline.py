@@ -154,8 +154,9 @@ def run_job(
     swept = remove_dead_runs_folders()
     if swept.folders:
         say(f"removed {swept.folders} spill folder(s) of runs killed earlier on this host ({swept.bytes / 1e6:.1f} MB)")
-    # stop_scope holds the record of stop signals from the drain to the commit's hold (below).
-    with spill_folder(run_id) as spill, contextlib.ExitStack() as stop_scope:
+    # stop_scope holds the record of stop signals from the drain to the commit's hold (below), and the
+    # hold itself until the spill folder is gone: entered first, it is left last.
+    with contextlib.ExitStack() as stop_scope, spill_folder(run_id) as spill:
         collector = Collector(
             plan=work,
             identity=identity,
@@ -245,45 +246,46 @@ def run_job(
         # said, so that a log whose last line is the progress line does not look stalled.
         if tally.videos or any(count for kind, count in changes.items() if kind != "unchanged"):
             say(_committing_line(tally.videos, tally.clips, changes, redact_uri(config.output)))
-        # From the first commit to the summary, Ctrl-C waits: an interrupted run would otherwise
-        # say "nothing was committed" about a run whose commit had landed, and leave no summary.
-        with interrupts_held(say):
-            commit_started = time.monotonic()
-            versions = commit_tables(
-                config.output,
-                spill,
-                run_id=run_id,
-                replace_ids=worklist.replaced_ids - collector.kept,
-                storage=config.storage,
-                stale_clips=prior.stale_clips,
-                clip_video_ids=prior.clip_video_ids,
-                videos_version=prior.videos_version,
-                refreshed_ids={row["video_id"] for row in refreshed},
-                void_clips=collector.void_clips,
-                metadata={
-                    "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
-                    "vidbatch.changes": json.dumps(changes),
-                    "vidbatch.clips": str(tally.clips),
-                    "vidbatch.wall_time_s": f"{time.monotonic() - started:.3f}",
-                    "vidbatch.model_id": weights.model_id,
-                },
-            )
-            timings["commit_s"] = time.monotonic() - commit_started
-            wall = time.monotonic() - started
-            # rows written without decoding (from the plan, the stat, or for videos a stop cut off) are no throughput
-            decoded = tally.videos - len(work.refused) - collector.lost
-            summary = build_summary(config, run_id, weights, plan, tally, wall, versions, decoded=decoded)
-            # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
-            summary["model_precision"] = sorted(collector.precisions)
-            # Why the run ended before every video was tried (a nightly check reads this, not the log).
-            summary["stopped_early"] = None if ended == "finished" else ended
-            summary["changes"] = changes
-            summary["reasons"] = reasons
-            # The whole videos table after this run, not only the rows it wrote: what a nightly
-            # dashboard watches (how much of the library is ok, how much keeps failing).
-            summary["table_statuses"] = worklist.table_statuses(prior, tally.statuses, kept=collector.kept)
-            summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
-            summary_uri = write_summary(config.output, run_id, summary, config.storage)
+        # From the first commit to the end of the run (the summary written, the spill folder removed,
+        # gigabytes on a big night), Ctrl-C and SIGTERM wait: a stopped run would otherwise say
+        # "nothing was committed" about a run whose commit had landed, and maybe leave no summary.
+        stop_scope.enter_context(interrupts_held(say))
+        commit_started = time.monotonic()
+        versions = commit_tables(
+            config.output,
+            spill,
+            run_id=run_id,
+            replace_ids=worklist.replaced_ids - collector.kept,
+            storage=config.storage,
+            stale_clips=prior.stale_clips,
+            clip_video_ids=prior.clip_video_ids,
+            videos_version=prior.videos_version,
+            refreshed_ids={row["video_id"] for row in refreshed},
+            void_clips=collector.void_clips,
+            metadata={
+                "vidbatch.statuses": json.dumps(tally.statuses, sort_keys=True),
+                "vidbatch.changes": json.dumps(changes),
+                "vidbatch.clips": str(tally.clips),
+                "vidbatch.wall_time_s": f"{time.monotonic() - started:.3f}",
+                "vidbatch.model_id": weights.model_id,
+            },
+        )
+        timings["commit_s"] = time.monotonic() - commit_started
+        wall = time.monotonic() - started
+        # rows written without decoding (from the plan, the stat, or for videos a stop cut off) are no throughput
+        decoded = tally.videos - len(work.refused) - collector.lost
+        summary = build_summary(config, run_id, weights, plan, tally, wall, versions, decoded=decoded)
+        # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
+        summary["model_precision"] = sorted(collector.precisions)
+        # Why the run ended before every video was tried (a nightly check reads this, not the log).
+        summary["stopped_early"] = None if ended == "finished" else ended
+        summary["changes"] = changes
+        summary["reasons"] = reasons
+        # The whole videos table after this run, not only the rows it wrote: what a nightly
+        # dashboard watches (how much of the library is ok, how much keeps failing).
+        summary["table_statuses"] = worklist.table_statuses(prior, tally.statuses, kept=collector.kept)
+        summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
+        summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
 
 

@@ -18,14 +18,14 @@ SAME_STOP_S = 1.0
 
 
 @contextlib.contextmanager
-def interrupts_held(say: Callable[[str], None]) -> Iterator[None]:
+def interrupts_held(say: Callable[[str], None], *, during: str = "committing") -> Iterator[None]:
     """SIGINT (Ctrl-C) and SIGTERM are held until the block ends and then dropped: the run they
     would have stopped is committed by then."""
     with stops_recorded() as received:
         yield
     if received:
         name = signal.Signals(received[0]).name
-        say(f"{name} while committing: the commit was finished first, so this run is committed")
+        say(f"{name} while {during}: the commit was finished first, so this run is committed")
 
 
 @contextlib.contextmanager
