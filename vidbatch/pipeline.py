@@ -209,6 +209,8 @@ def run_job(
                 raise Stopped("stopped by SIGTERM")
         else:
             ended, stops = "finished", []
+        # A signal the drain saw and said already; one recorded after it is said below.
+        said_in_drain = ended in _SIGNAL_NAMES
         if ended in ("time_limit", "spill_space", *_SIGNAL_NAMES) and collector.all_finished:
             ended = "finished"  # the limit (or the stop) came as the last video came in: nothing was left out
         if ended == "finished":
@@ -228,7 +230,7 @@ def run_job(
                     "their rows; --redo-older-decoding on a later run does them"
                 )
         printer(tally, collector.total, force=True)
-        if stops and ended not in _SIGNAL_NAMES:  # it came after the drain: the decoding was over
+        if stops and not said_in_drain:  # it came after the drain: the decoding was over
             name = signal.Signals(stops[0]).name
             say(f"{name} after the decoding ended: committing what is done (a second one stops at once, committing nothing)")
         changes = {
@@ -510,8 +512,31 @@ def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple
 
 
 Ended = Literal["finished", "no_progress", "unreachable", "time_limit", "spill_space", "interrupted", "sigterm"]
-# A first Ctrl-C or SIGTERM ends the run as a time limit does: what is done is committed.
-_SIGNAL_ENDS: dict[int, Ended] = {signal.SIGINT: "interrupted", signal.SIGTERM: "sigterm"}
+
+
+@dataclass(frozen=True)
+class _StopSignal:
+    """A first Ctrl-C or SIGTERM ends the run as a time limit does: what is done is committed."""
+
+    ended: Ended  # the summary's stopped_early, and the error_type of the videos not done
+    name: str  # as the run's lines name it
+    said_at_once: str  # the line the signal gets at once: the commit that follows can take a while
+
+
+_STOP_SIGNALS: dict[int, _StopSignal] = {
+    signal.SIGINT: _StopSignal(
+        "interrupted",
+        "Ctrl-C (SIGINT)",
+        "Ctrl-C: the run takes no more videos and commits what is done (Ctrl-C again stops it at once, committing nothing)",
+    ),
+    signal.SIGTERM: _StopSignal(
+        "sigterm",
+        "SIGTERM",
+        "SIGTERM: the run takes no more videos and commits what is done "
+        "(a second SIGTERM or Ctrl-C stops it at once, committing nothing)",
+    ),
+}
+_SIGNAL_NAMES: dict[str, str] = {stop.ended: stop.name for stop in _STOP_SIGNALS.values()}
 # How often the driver looks whether a stop signal came while it waits for a batch.
 _SIGNAL_POLL_S = 0.2
 
@@ -558,22 +583,6 @@ def _stopped_early(ended: Ended, config: JobConfig, spill_room: SpillRoom) -> tu
         f"not done: the run stopped after {in_a_row} videos in a row found their store not answering; "
         "the next run retries it",
         UNREACHABLE,
-    )
-
-
-_SIGNAL_NAMES: dict[str, str] = {"interrupted": "Ctrl-C (SIGINT)", "sigterm": "SIGTERM"}
-
-
-def _stopping_said(signum: int) -> str:
-    """The line a first stop signal gets at once: the commit that follows can take a while."""
-    if signum == signal.SIGINT:
-        return (
-            "Ctrl-C: the run takes no more videos and commits what is done "
-            "(Ctrl-C again stops it at once, committing nothing)"
-        )
-    return (
-        "SIGTERM: the run takes no more videos and commits what is done "
-        "(a second SIGTERM or Ctrl-C stops it at once, committing nothing)"
     )
 
 
@@ -641,10 +650,10 @@ def _drain(
             while True:
                 now = time.monotonic()
                 if stops:
-                    ended = _SIGNAL_ENDS[stops[0]]
+                    stop = _STOP_SIGNALS[stops[0]]
                     if say is not None:
-                        say(_stopping_said(stops[0]))
-                    return give_up(ended)
+                        say(stop.said_at_once)
+                    return give_up(stop.ended)
                 if stop_at is not None and now >= stop_at:
                     return give_up("time_limit")
                 if now >= patient_until:
