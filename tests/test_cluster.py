@@ -531,6 +531,9 @@ class FakeClient:
     async def tail_job_logs(self, sid):
         yield "line 1\n"
 
+    def get_job_logs(self, sid):
+        return "line 1\n" + ("committing 1 videos rows\nrun r1: STOPPED EARLY\n" if self.stopped else "")
+
     def get_job_info(self, sid):
         from types import SimpleNamespace
 
@@ -588,6 +591,29 @@ def test_follow_exit_codes_and_timeout():
     stuck = FakeClient(["RUNNING"])
     code = submit_mod.follow(stuck, "s", out, err, timeout_s=25, clock=lambda: next(clock), sleep=lambda s: None)
     assert code == 1 and stuck.stopped and "stopping it" in err.getvalue()
+
+
+class SlowLogClient(FakeClient):
+    """A job whose log stream outlives --timeout: the tail is cut short, then the job is stopped."""
+
+    async def tail_job_logs(self, sid):
+        import asyncio
+
+        yield "line 1\n"
+        await asyncio.sleep(60)
+
+
+def test_a_job_stopped_by_timeout_still_shows_what_its_run_said_after_the_stop():
+    """submit --wait --timeout stopped following the log when it stopped the job: the run's commit and
+    summary lines (it commits what it has done) were only in `vidbatch logs`."""
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    stuck = SlowLogClient(["RUNNING"])
+    clock = iter(range(0, 1000, 10))
+    code = submit_mod.follow(stuck, "s", out, err, timeout_s=0.2, clock=lambda: next(clock), sleep=lambda s: None)
+    assert code == 1 and stuck.stopped
+    assert out.getvalue() == "line 1\ncommitting 1 videos rows\nrun r1: STOPPED EARLY\n"  # each line once
 
 
 def test_without_address_ray_reads_its_own_address_forms(monkeypatch):

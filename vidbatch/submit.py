@@ -363,9 +363,12 @@ def follow(
     leave Ray waiting for resources forever, and a nightly run must end.
     """
     deadline = None if timeout_s is None else clock() + timeout_s
+    shown = [0]  # characters of the log printed so far
+    tailed_to_the_end = False
     try:
         try:
-            asyncio.run(asyncio.wait_for(_tail(client, sid, out), timeout=timeout_s))
+            asyncio.run(asyncio.wait_for(_tail(client, sid, out, shown), timeout=timeout_s))
+            tailed_to_the_end = True
         except (asyncio.TimeoutError, TimeoutError):
             pass
         except Exception as exc:  # the log stream broke (head restart, proxy timeout): poll instead
@@ -388,9 +391,24 @@ def follow(
     except KeyboardInterrupt:
         print(f"vidbatch: stopped following; {sid} goes on on the cluster (vidbatch stop {sid} ends it)", file=err)
         return EXIT_INTERRUPTED
+    if not tailed_to_the_end:
+        # What the run said after the tail ended (a stopped run's commit and summary, the lines after a
+        # broken stream): the log it would otherwise leave for `vidbatch logs`.
+        _print_log_after(client, sid, out, err, shown=shown[0])
     message = (info.message or "").strip()
     print(f"{sid}: {status}" + (f" ({message})" if message else ""), file=err)
     return _exit_for(info)
+
+
+def _print_log_after(client: Any, sid: str, out: TextIO, err: TextIO, *, shown: int) -> None:
+    try:
+        log = client.get_job_logs(sid)
+    except Exception as exc:
+        why = _explain(exc, _address_of(client))
+        print(f"vidbatch: cannot read the rest of {sid}'s log ({why}); `vidbatch logs {sid}` shows it", file=err)
+        return
+    out.write(log[shown:])
+    out.flush()
 
 
 def _address_of(client: Any) -> str:
@@ -399,10 +417,11 @@ def _address_of(client: Any) -> str:
     return address if isinstance(address, str) else ""
 
 
-async def _tail(client: Any, sid: str, out: TextIO) -> None:
+async def _tail(client: Any, sid: str, out: TextIO, shown: list[int]) -> None:
     async for chunk in client.tail_job_logs(sid):
         out.write(chunk)
         out.flush()
+        shown[0] += len(chunk)
 
 
 def _with_client(address: str | None, err: TextIO, action: Callable[[Any], int]) -> int:
