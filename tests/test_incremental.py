@@ -267,6 +267,8 @@ def run(tmp_path: Path, weights, **overrides):
     # Every scenario here checks the summary's whole-table totals against the committed table.
     videos, _ = snapshot(tmp_path)
     assert result.summary["table_statuses"] == dict(sorted(Counter(v["status"] for v in videos).items()))
+    # and what its rows took in the temporary folder before the commit (rows it rewrote without decoding too)
+    assert result.summary["spill_bytes"] > 0 if result.summary["videos"] else result.summary["spill_bytes"] >= 0
     return result
 
 

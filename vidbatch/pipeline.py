@@ -37,7 +37,7 @@ from vidbatch.manifest import read_manifest
 from vidbatch.preflight import refuse_gpus_missing_here
 from vidbatch.ray_session import ensure_ray
 from vidbatch.run_summary import build_summary, utc_now_iso
-from vidbatch.spill import SpillRoom, remove_dead_runs_folders, spill_folder, spill_space_said
+from vidbatch.spill import SpillRoom, folder_bytes, remove_dead_runs_folders, spill_folder, spill_space_said
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import load_prior
 from vidbatch.stop_signals import interrupts_held, stops_recorded
@@ -246,8 +246,11 @@ def run_job(
         }
         # A commit of a big night rewrites files for minutes (every file that holds a replaced video):
         # said, so that a log whose last line is the progress line does not look stalled.
+        # The spill is what the commit writes to the output (on object storage, what it uploads), and
+        # what the run's temporary folder needed (limits.spill_min_free_mb is set from it).
+        spilled = folder_bytes(spill)
         if tally.videos or any(count for kind, count in changes.items() if kind != "unchanged"):
-            say(_committing_line(tally.videos, tally.clips, changes, redact_uri(config.output)))
+            say(_committing_line(tally.videos, tally.clips, changes, redact_uri(config.output), spill_bytes=spilled))
         # From the first commit to the end of the run (the summary written, the spill folder removed,
         # gigabytes on a big night), Ctrl-C and SIGTERM wait: a stopped run would otherwise say
         # "nothing was committed" about a run whose commit had landed, and maybe leave no summary.
@@ -287,11 +290,14 @@ def run_job(
         # dashboard watches (how much of the library is ok, how much keeps failing).
         summary["table_statuses"] = worklist.table_statuses(prior, tally.statuses, kept=collector.kept)
         summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
+        summary["spill_bytes"] = spilled
         summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
 
 
-def _committing_line(videos: int, clips: int, changes: dict[str, int], output: str | None) -> str:
+def _committing_line(
+    videos: int, clips: int, changes: dict[str, int], output: str | None, *, spill_bytes: int | None = None
+) -> str:
     """The line said as a commit starts. Kept rows rewritten with today's manifest columns and rows of
     videos gone from the manifest are rewrites too (a relabelled library rewrites every videos file):
     said, or a night of only those read "committing 0 videos rows and 0 clips" for minutes."""
@@ -305,7 +311,8 @@ def _committing_line(videos: int, clips: int, changes: dict[str, int], output: s
     if changes.get("leftovers_removed"):
         also.append(f"the clips an interrupted run left of {changes['leftovers_removed']} videos removed")
     extra = f" ({'; '.join(also)})" if also else ""
-    return f"committing {videos} videos rows and {clips} clips to {output}{extra}"
+    size = f" ({spill_bytes / 1e6:.1f} MB)" if spill_bytes else ""
+    return f"committing {videos} videos rows and {clips} clips{size} to {output}{extra}"
 
 
 def _hand_over_weights(ray: Any, weights: ResolvedWeights) -> tuple[Any, ResolvedWeights]:

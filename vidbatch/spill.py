@@ -82,7 +82,7 @@ def remove_dead_runs_folders(root: Path | None = None) -> Swept:
         match = _NAME.match(entry.name)
         if not match or match["host"] != _host_key() or not entry.is_dir(follow_symlinks=False) or _alive(int(match["pid"])):
             continue
-        size += _size(Path(entry.path))
+        size += folder_bytes(Path(entry.path))
         shutil.rmtree(entry.path, ignore_errors=True)
         folders += 1
     return Swept(folders, size)
@@ -102,7 +102,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _size(folder: Path) -> int:
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under a folder (a file removed while it is counted counts 0)."""
     total = 0
     for path in folder.rglob("*"):
         try:
