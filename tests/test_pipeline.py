@@ -275,7 +275,7 @@ def test_a_stop_while_the_driver_adds_a_batch_stops_the_execution_first(ray_loca
 
     dataset = ray_local.data.range(40, override_num_blocks=40).map_batches(slow, batch_size=1)
     with pytest.raises(Stopped):
-        _drain(dataset, StoppedWhileAdding(), no_progress_timeout_s=60, unreachable_in_a_row=32)
+        _drain(dataset, StoppedWhileAdding(), no_progress_timeout_s=60, unreachable_in_a_row=32, stops=[])
     executors = [t for t in threading.enumerate() if t.name.startswith("StreamingExecutor-") and t.is_alive()]
     assert not executors, executors
 
@@ -304,7 +304,9 @@ def test_a_run_that_stops_early_keeps_the_results_already_waiting_for_the_driver
             self.taken.append(batch)
 
     collector = SlowCollector()
-    ended = _drain(Dataset(), collector, no_progress_timeout_s=60, unreachable_in_a_row=32, stop_at=time.monotonic() + 0.1)
+    ended = _drain(
+        Dataset(), collector, no_progress_timeout_s=60, unreachable_in_a_row=32, stop_at=time.monotonic() + 0.1, stops=[]
+    )
     assert ended == "time_limit"
     assert collector.taken == [0, 1, 2, 3, 4]
 

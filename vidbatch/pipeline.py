@@ -601,14 +601,16 @@ def _drain(
     unreachable_in_a_row: int,
     stop_at: float | None = None,
     spill_room: SpillRoom | None = None,
+    stops: list[int],
     say: Callable[[str], None] | None = None,
-    stops: list[int] | None = None,
 ) -> Ended:
     """Feed the collector until the dataset ends ("finished"), nothing arrives for
     `no_progress_timeout_s` (a stuck cluster: "no_progress"), `unreachable_in_a_row` videos in a
     row found their store not answering ("unreachable"), time.monotonic() passes `stop_at`
     (limits.max_run_s: "time_limit"), the spill folder's disk runs low ("spill_space"), or a first
     Ctrl-C or SIGTERM comes ("interrupted", "sigterm"; a second one raises, as before the drain).
+    `stops` is the caller's record of stop signals (stops_recorded(second_stops=True)), which goes on
+    after the drain returns.
 
     The dataset is consumed on a daemon thread so the driver itself can never hang: when it stops
     early the execution is stopped (its actors and tasks cancelled) and the driver commits what
@@ -650,36 +652,33 @@ def _drain(
     try:
         # The first Ctrl-C or SIGTERM is only recorded: the loop sees it within _SIGNAL_POLL_S and
         # stops the execution, and the run commits what is done. A second one stops at once (below).
-        # `stops`: the caller's record (stops_recorded), which goes on after the drain returns.
-        recording = contextlib.nullcontext(stops) if stops is not None else stops_recorded(second_stops=True)
-        with recording as stops:
+        patient_until = time.monotonic() + no_progress_timeout_s
+        while True:
+            now = time.monotonic()
+            if stops:
+                stop = _STOP_SIGNALS[stops[0]]
+                if say is not None:
+                    say(stop.said_at_once)
+                return give_up(stop.ended)
+            if stop_at is not None and now >= stop_at:
+                return give_up("time_limit")
+            if now >= patient_until:
+                return give_up("no_progress")
+            wake = min(patient_until, stop_at if stop_at is not None else math.inf, now + _SIGNAL_POLL_S)
+            try:
+                item = batches.get(timeout=max(0.0, wake - now))
+            except queue.Empty:
+                continue  # a limit or a stop signal above
             patient_until = time.monotonic() + no_progress_timeout_s
-            while True:
-                now = time.monotonic()
-                if stops:
-                    stop = _STOP_SIGNALS[stops[0]]
-                    if say is not None:
-                        say(stop.said_at_once)
-                    return give_up(stop.ended)
-                if stop_at is not None and now >= stop_at:
-                    return give_up("time_limit")
-                if now >= patient_until:
-                    return give_up("no_progress")
-                wake = min(patient_until, stop_at if stop_at is not None else math.inf, now + _SIGNAL_POLL_S)
-                try:
-                    item = batches.get(timeout=max(0.0, wake - now))
-                except queue.Empty:
-                    continue  # a limit or a stop signal above
-                patient_until = time.monotonic() + no_progress_timeout_s
-                if item is end:
-                    return "finished"
-                if isinstance(item, BaseException):
-                    raise item
-                collector.add_batch(item)
-                if collector.unreachable_in_a_row >= unreachable_in_a_row:
-                    return give_up("unreachable")
-                if spill_room is not None and spill_room.low():
-                    return give_up("spill_space")
+            if item is end:
+                return "finished"
+            if isinstance(item, BaseException):
+                raise item
+            collector.add_batch(item)
+            if collector.unreachable_in_a_row >= unreachable_in_a_row:
+                return give_up("unreachable")
+            if spill_room is not None and spill_room.low():
+                return give_up("spill_space")
     except (KeyboardInterrupt, Stopped):
         # Stopped before Ray is, wherever the signal lands (waiting for a batch, or adding one to
         # the collector): an execution left running would print Ray's tracebacks after the
