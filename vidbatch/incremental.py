@@ -144,11 +144,8 @@ def _same_source(before: PriorVideo, fingerprint: str | None) -> bool:
 # error_type of failures that were not the file's doing, whatever their status: a lost actor or
 # result, a decoder killed from outside (the kernel's OOM killer on a node short of memory), a
 # decode sandbox that could not start, a store that did not answer, a run's time limit reached first,
-# a run stopped before its temporary folder's disk filled, a run stopped by a signal.
-NOT_THE_FILE = frozenset(
-    {"lost", "killed", "sandbox_start", "resources", UNREACHABLE, "time_limit", "spill_space", "sigterm", "interrupted"}
-)
-# How a retry names them: "retry after decode_error" alone reads as a permanent failure retried.
+# a run stopped before its temporary folder's disk filled, a run stopped by a signal. Each with how
+# a retry names it: "retry after decode_error" alone reads as a permanent failure retried.
 _NOT_THE_FILE_SAID = {
     "lost": "result lost",
     "killed": "decoder killed",
@@ -160,6 +157,7 @@ _NOT_THE_FILE_SAID = {
     "sigterm": "not reached: the run was stopped by SIGTERM",
     "interrupted": "not reached: the run was stopped by Ctrl-C",
 }
+NOT_THE_FILE = frozenset(_NOT_THE_FILE_SAID)
 
 
 def _transient(before: PriorVideo) -> bool:
