@@ -318,6 +318,7 @@ def write_video(
     gop: int | None = None,
     pix_fmt: str | None = None,
     open_gop: bool = False,
+    b_frames: int | None = None,
 ) -> GeneratedVideo:
     """Write a video whose frame i shows index i (see the module docstring).
 
@@ -337,6 +338,9 @@ def write_video(
     open_gop: libx264 with B-frames and an open GOP (x264's --open-gop): the key
         frames after the first are I frames that are not IDR, and B frames before
         them in display order refer across them. Needs ``gop``.
+    b_frames: the encoder's maximum of consecutive B-frames (its default when None). With mpeg4 in
+        .avi (Xvid/DivX style) the first frame is then shown one frame period after 0, where the header says
+        the stream starts.
     """
     path = Path(path)
     suffix = _validate_suffix(path)
@@ -357,6 +361,8 @@ def write_video(
     times: Sequence[float | Fraction] = pts_s if pts_s is not None else [i / fps for i in range(num_frames)]
     with av.open(str(path), mode="w") as container:
         stream = _add_video_stream(container, codec, fps, clock, suffix, pix_fmt, gop, open_gop)
+        if b_frames is not None:
+            stream.codec_context.max_b_frames = b_frames
         stream.width, stream.height = _stored_size(width, height, rotation)
         if rotation or mirror:
             stream.set_display_rotation(rotation, hflip=mirror)  # must precede the first frame

@@ -23,6 +23,7 @@ from vidbatch.decode_frames import short_reason
 from vidbatch.decode_keyframes import keyframe_samples
 from vidbatch.decode_limits import Deadline, FrameLimits
 from vidbatch.decode_probe import StreamFacts, VideoInfo, check_complete, check_limits, main_video_stream, probe, uniform_span
+from vidbatch.decode_start import start_at_first_frame
 from vidbatch.decode_targeted import targeted_samples
 from vidbatch.errors import VideoError
 from vidbatch.media_kinds import cut_short_iso, read_head, sniff
@@ -92,6 +93,7 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
         info = probe(container, stream)
         check_limits(info, limits)
         check_complete(container, stream, info, source)
+        info = start_at_first_frame(container, stream, info)
         yield container, stream, info
     finally:
         container.close()

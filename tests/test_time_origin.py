@@ -1,0 +1,178 @@
+"""Time 0 of a video is when its first frame is shown: the sampling grid and the clip windows start there.
+
+The expected frames are worked out here from a plain PyAV decode of every frame (the README's rule
+applied to the frames' own times), and the painted frame index proves which frame was used.
+"""
+
+from __future__ import annotations
+
+import io
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import media
+import numpy as np
+import pytest
+
+from vidbatch import decode_targeted
+from vidbatch.config import LimitsConfig, SamplingConfig
+from vidbatch.decode import iter_clips, open_video
+from vidbatch.decode_probe import StreamFacts
+from vidbatch.preprocess import PreprocessSpec
+
+CLIP_LEN_S = 1.0
+SAMPLINGS = [
+    SamplingConfig(mode="uniform", num_frames=8, clip_len_s=CLIP_LEN_S),
+    SamplingConfig(mode="fps", fps=1.0, clip_len_s=CLIP_LEN_S),
+    SamplingConfig(mode="fps", fps=5.0, clip_len_s=CLIP_LEN_S),
+    SamplingConfig(mode="keyframes", clip_len_s=CLIP_LEN_S),
+]
+
+
+def plain_frames(path: Path) -> tuple[list[float], list[bool], float]:
+    """Every frame's time and key flag, and where the last one stops being shown, by plain PyAV."""
+    times, keys, _, end = plain_frames_painted(path)
+    return times, keys, end
+
+
+def plain_frames_painted(path: Path) -> tuple[list[float], list[bool], list[int], float]:
+    """plain_frames and the index painted into each frame."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+        times = [float(frame.time) for frame in frames]
+        keys = [bool(frame.key_frame) for frame in frames]
+        painted = [media.read_frame_index(media.upright_rgb(frame)) for frame in frames]
+        last = frames[-1]
+        shown_s = float(last.duration * last.time_base) if last.duration else 1 / float(stream.average_rate)
+        return times, keys, painted, times[-1] + shown_s
+
+
+def expected_pts(path: Path, sampling: SamplingConfig, *, duration_s: float) -> list[float]:
+    """The README's rule: targets from the first frame shown (t0), the frame on screen at each; uniform
+    spreads over `duration_s` (the video's length as vidbatch found it: README, uniform)."""
+    times, keys, end = plain_frames(path)
+    t0 = times[0]
+    if sampling.mode == "keyframes":
+        return [t for t, key in zip(times, keys, strict=True) if key]
+    if sampling.mode == "fps":
+        targets = [t0 + k / sampling.fps for k in range(10_000) if t0 + k / sampling.fps < end - 1e-6]
+    else:
+        targets = [t0 + i * duration_s / sampling.num_frames for i in range(sampling.num_frames)]
+    return [max(t for t in times if t <= target + 1e-6) for target in targets]
+
+
+def sampled(source: str | io.BytesIO, sampling: SamplingConfig):
+    with open_video(source, limits=LimitsConfig()) as (container, stream, info):
+        facts = StreamFacts()
+        clips = list(iter_clips(container, stream, info, sampling=sampling, spec=PreprocessSpec(), stream_facts=facts))
+    return info, clips, facts
+
+
+def check_the_rule(path: Path, sampling: SamplingConfig, source: str | io.BytesIO | None = None) -> None:
+    times, _, painted, end = plain_frames_painted(path)
+    info, clips, facts = sampled(source if source is not None else str(path), sampling)
+    # The length uniform spreads over is the real one, within uniform's tolerance of two frames (a header
+    # that tells the truth is kept; an MP4 with B-frames and a 90 kHz clock states 3 ms per frame more here).
+    assert info.duration_s == pytest.approx(end - times[0], abs=0.081)
+    want = expected_pts(path, sampling, duration_s=info.duration_s)
+    got = [p for clip in clips for p in clip.frame_pts_s]
+    assert got == pytest.approx(want, abs=1e-6), sampling
+    # The pixels are the frames of those times.
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [painted[times.index(p)] for p in want]
+    assert info.start_s == pytest.approx(times[0], abs=1e-6)
+    for clip in clips:
+        assert clip.start_s == pytest.approx(times[0] + clip.index * CLIP_LEN_S, abs=1e-9)
+    if facts.end_s is not None:
+        assert facts.end_s - info.start_s == pytest.approx(end - times[0], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def xvid_avi(tmp_path_factory) -> Path:
+    """MPEG-4 Part 2 with B-frames in AVI (Xvid/DivX): the header starts at 0, the first frame at 1/25 s."""
+    video = media.write_video(tmp_path_factory.mktemp("origin") / "xvid.avi", num_frames=50, fps=25, b_frames=2, gop=12)
+    assert video.frame_pts_s[0] == pytest.approx(0.04)
+    return video.path
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: f"{s.mode}{s.fps if s.mode == 'fps' else ''}")
+def test_an_avi_with_b_frames_starts_its_grid_at_its_first_frame_not_the_header_s_zero(xvid_avi, sampling):
+    with av.open(str(xvid_avi)) as container:
+        assert container.streams.video[0].start_time == 0  # what the header says
+    check_the_rule(xvid_avi, sampling)
+
+
+def test_uniform_gets_all_its_frames_from_an_avi_with_b_frames_read_from_a_file_object(xvid_avi):
+    sampling = SAMPLINGS[0]
+    check_the_rule(xvid_avi, sampling, source=io.BytesIO(xvid_avi.read_bytes()))
+    _, clips, _ = sampled(str(xvid_avi), sampling)
+    assert sum(len(c.frame_pts_s) for c in clips) == 8
+
+
+def test_the_fast_targeted_path_agrees_with_decoding_through_on_an_avi_with_b_frames(xvid_avi):
+    for sampling in SAMPLINGS[:3]:
+        got = {}
+        for fast in (True, False):
+            with open_video(str(xvid_avi), limits=LimitsConfig()) as (container, stream, info):
+                samples = decode_targeted.targeted_samples(container, stream, info, sampling, None, fast=fast)
+                got[fast] = [(t, p) for t, p, _ in samples]
+        assert got[True] == got[False] and got[True], sampling
+
+
+def write_ts_cut_in_a_gop(path: Path) -> Path:
+    """An MPEG-TS recording that starts in the middle of an open group of pictures (a capture started
+    mid-broadcast): the stream's start is the time of frames the decoder cannot show."""
+    whole = io.BytesIO()
+    with av.open(whole, "w", format="mpegts") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.options = {"x264-params": "keyint=25:min-keyint=25:scenecut=0:open-gop=1:bframes=3"}
+        for i in range(100):
+            frame = av.VideoFrame.from_ndarray(media.paint_frame(i, 160, 96), format="rgb24")
+            frame.pts, frame.time_base = i + 35, Fraction(1, 25)  # the recording's clock starts at 1.4 s
+            frame.pict_type = av.video.frame.PictureType.NONE
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    data = whole.getvalue()
+    cut = (len(data) // 3) // 188 * 188  # whole TS packets
+    path.write_bytes(data[cut:])
+    return path
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: f"{s.mode}{s.fps if s.mode == 'fps' else ''}")
+def test_an_mpeg_ts_cut_in_a_group_of_pictures_starts_at_its_first_frame_shown(tmp_path, sampling):
+    path = write_ts_cut_in_a_gop(tmp_path / "cut.ts")
+    times, _, _ = plain_frames(path)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert float(stream.start_time * stream.time_base) < times[0] - 0.1  # frames before the first shown
+    check_the_rule(path, sampling)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: media.write_video(d / "b.mp4", num_frames=30, fps=25).path,  # H.264 B-frames, MP4 edit list
+        lambda d: media.write_video(d / "b.mkv", num_frames=30, fps=25).path,
+        lambda d: media.write_video(d / "late.mp4", num_frames=30, pts_s=[0.5 + i / 25 for i in range(30)]).path,
+        lambda d: media.write_video(d / "late.mkv", num_frames=30, pts_s=[0.5 + i / 25 for i in range(30)]).path,
+        lambda d: media.write_video(d / "vp9.webm", num_frames=30, fps=25).path,
+        lambda d: media.write_video(d / "nob.avi", num_frames=30, fps=25).path,
+    ],
+    ids=["h264-mp4", "h264-mkv", "mp4-from-0.5s", "mkv-from-0.5s", "vp9-webm", "mpeg4-avi-no-b"],
+)
+def test_files_whose_header_start_is_their_first_frame_keep_it(tmp_path, make):
+    path = make(tmp_path)
+    for sampling in SAMPLINGS:
+        check_the_rule(path, sampling)
+
+
+def test_a_damaged_first_key_frame_starts_the_grid_at_the_first_frame_the_decoder_shows(tmp_path):
+    """Garbage in place of the first key frame of an AVI with B-frames: time 0 is still the first frame shown."""
+    path = media.write_video(tmp_path / "x.avi", num_frames=30, fps=25, b_frames=2, gop=10).path
+    data = bytearray(path.read_bytes())
+    at = data.index(b"00dc") + 8
+    data[at : at + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    check_the_rule(path, SamplingConfig(mode="fps", fps=5.0, clip_len_s=CLIP_LEN_S))
