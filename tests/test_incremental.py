@@ -195,22 +195,25 @@ def test_runs_that_recorded_an_older_decode_revision_or_none_are_found(tmp_path)
     none of its rows, and files the newer decoding reads otherwise (an AVI cut short, kept as ok with
     the part before the cut) stayed as they were without a word; check and run now count them."""
     out = tmp_path / "out"
-    for run_id, extra in {"r-old": {}, "r-new": {"decode_revision": DECODE_REVISION}, "r-odd": {"decode_revision": "x"}}.items():
+    revisions = {"r-old": {}, "r-new": {"decode_revision": DECODE_REVISION}, "r-odd": {"decode_revision": "x"},
+                 "r-prev": {"decode_revision": 1}}  # fmt: skip
+    for run_id, extra in revisions.items():
         (out / "_runs" / run_id).mkdir(parents=True)
         record = {"run_id": run_id, "job": {"model": {"task": "embed", "top_k": 5, "precision": "fp32"}}, **extra}
         (out / "_runs" / run_id / "started.json").write_text(json.dumps(record))
-    ids = ["a", "b", "c", "d"]
+    ids = ["a", "b", "c", "d", "e"]
     write_deltalake(
         str(out / "videos"),
         pa.table({
-            "video_id": ids, "uri": ids, "source_fingerprint": ["f"] * 4, "model_id": ["m"] * 4, "sampling_id": ["s"] * 4,
-            "status": ["ok", "ok", "ok", "unreadable"], "error_type": [None, None, None, "unreadable"],
-            "error_message": [None, None, None, "x"], "run_id": ["r-old", "r-new", "r-odd", "r-old"],
-            "num_clips": pa.array([0, 0, 0, 0], pa.int32()),
+            "video_id": ids, "uri": ids, "source_fingerprint": ["f"] * 5, "model_id": ["m"] * 5, "sampling_id": ["s"] * 5,
+            "status": ["ok", "ok", "ok", "unreadable", "ok"], "error_type": [None, None, None, "unreadable", None],
+            "error_message": [None, None, None, "x", None], "run_id": ["r-old", "r-new", "r-odd", "r-old", "r-prev"],
+            "num_clips": pa.array([0, 0, 0, 0, 0], pa.int32()),
         }),
     )  # fmt: skip
     state = load_prior(str(out), StorageConfig())
-    assert state.older_decoding_runs == {"r-old", "r-odd"}
+    # r-prev: revision 1, whose sampling grid started at the header's start, not at the first frame shown
+    assert state.older_decoding_runs == {"r-old", "r-odd", "r-prev"}
     assert state.unrecorded_runs == frozenset()
 
 

@@ -72,8 +72,10 @@ class SamplingConfig(_Frozen):
 # --redo-older-decoding decodes them again. 1: every fix up to 2026-12-07 (cut-short AVI and
 # Matroska uploads, raw MPEG-4 streams, mirrored display matrices, frame times that go back,
 # uniform's look for a stream's real end, keyframes on open GOPs); rows of runs that recorded none
-# were made before it.
-DECODE_REVISION = 1
+# were made before it. 2: time 0 is the first frame shown, not the header's start (an MPEG-4 AVI with
+# B-frames: every fps frame one earlier, uniform one frame fewer; an MPEG-TS recording cut in a group
+# of pictures: targets before its first frame had none), see decode_start.
+DECODE_REVISION = 2
 
 # model.weights with one of these endings (or any '/') is a state_dict file. Lightning writes .ckpt;
 # PyTorch's old examples wrote checkpoint.pth.tar.
