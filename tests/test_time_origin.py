@@ -176,3 +176,44 @@ def test_a_damaged_first_key_frame_starts_the_grid_at_the_first_frame_the_decode
     data[at : at + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
     path.write_bytes(bytes(data))
     check_the_rule(path, SamplingConfig(mode="fps", fps=5.0, clip_len_s=CLIP_LEN_S))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: media.write_video(d / "xvid.avi", num_frames=30, fps=25, b_frames=2, gop=12).path,
+        lambda d: write_ts_cut_in_a_gop(d / "cut.ts"),
+        lambda d: media.write_video(d / "b.mp4", num_frames=30, fps=25).path,
+        lambda d: media.write_video(d / "late.mkv", num_frames=30, pts_s=[0.5 + i / 25 for i in range(30)]).path,
+        lambda d: media.write_video(d / "vp9.webm", num_frames=30, fps=25).path,
+    ],
+    ids=["xvid-avi", "ts-cut-in-a-gop", "h264-mp4", "mkv-from-0.5s", "vp9-webm"],
+)
+def test_the_first_frame_told_by_the_packets_is_the_one_the_decoder_shows(tmp_path, make):
+    """Most videos start on a key frame that nothing is shown before: their first frame is told by the
+    packets, without the decode that doubled the cost of opening a 720p H.264 video (~25 ms)."""
+    from vidbatch import decode_start
+
+    path = make(tmp_path)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        told = decode_start._first_frame(container, stream)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        decoded = decode_start._first_frame_decoded(container.demux(stream), stream)
+    assert (told.time_s, told.dropped_before) == (pytest.approx(decoded.time_s, abs=1e-9), decoded.dropped_before)
+
+
+def test_a_video_that_starts_on_a_key_frame_is_not_decoded_to_find_its_first_frame(tmp_path, monkeypatch):
+    from vidbatch import decode_start
+
+    def no_decoding(packets, stream):
+        raise AssertionError("decoded to find the first frame")
+
+    monkeypatch.setattr(decode_start, "_first_frame_decoded", no_decoding)
+    for path in (
+        media.write_video(tmp_path / "b.mp4", num_frames=30, fps=25).path,  # H.264 with B-frames
+        media.write_video(tmp_path / "xvid.avi", num_frames=30, fps=25, b_frames=2, gop=12).path,
+    ):
+        with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
+            assert info.start_s == pytest.approx(plain_frames(path)[0][0], abs=1e-9)
