@@ -857,3 +857,16 @@ def test_a_struct_column_whose_writer_orders_its_fields_otherwise_is_no_retype()
     as_text = pa.table({"meta": pa.array([{"src": "x", "w": "1"}], pa.struct([("src", pa.string()), ("w", pa.string())]))})
     with pytest.raises(JobError, match=r"manifest column 'meta' is struct<src: string, w: string> now"):
         refuse_retyped_columns(as_text, table, "out")
+
+
+def test_error_texts_and_row_messages_lose_the_user_info_of_urls_in_them():
+    """Before, a store's error quoting the URL it failed on (deltalake names the endpoint it called) and
+    the refusal of a file:// uri naming a host (which repeated that host with its user info) printed or
+    wrote the password."""
+    from vidbatch.storage import describe_failure, explain_failure
+
+    failure = OSError("Generic S3 error: Error performing GET http://minio:pw-CANARY@127.0.0.1:9000/out/x in 2ms")
+    for text in (explain_failure(failure), describe_failure(failure)):
+        assert "pw-CANARY" not in text and "http://REDACTED@127.0.0.1:9000/out/x" in text, text
+    refusal = refusal_reason("file://viewer:pw-CANARY@server/share/a.mp4", InputPolicy()) or ""
+    assert "names the host 'server'" in refusal and "pw-CANARY" not in refusal

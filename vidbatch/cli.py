@@ -328,9 +328,9 @@ def _storage_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _storage_config(args: argparse.Namespace) -> StorageConfig:
-    from vidbatch.config import StorageConfig
+    from vidbatch.config import parse_storage
 
-    return StorageConfig(endpoint_url=args.endpoint_url, region=args.region)
+    return parse_storage({"endpoint_url": args.endpoint_url, "region": args.region}, source="--endpoint-url/--region")
 
 
 def _manifest_build(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ def check_writable(output: str, run_id: str, storage: StorageConfig, started: di
         _write_json(uri, started, storage)
     except Exception as exc:
         raise JobError(
-            f"output {output!r} cannot be written ({type(exc).__name__}: {str(exc)[:200]}); fix its permissions or path"
+            f"output {output!r} cannot be written ({explain_failure(exc)}); fix its permissions or path"
         ) from exc
 
 

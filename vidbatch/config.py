@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from vidbatch.errors import JobError
+from vidbatch.redaction import credentials_in_uri, redact_uri
 
 Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 SamplingMode = Literal["fps", "uniform", "keyframes"]
@@ -37,6 +39,26 @@ class _Frozen(BaseModel):
         if isinstance(value, bool) and field is not None and _is_numeric(field.annotation):
             raise ValueError(f"{value!r} is a boolean; give a number")
         return value
+
+
+# The error type of a uri refused for the credentials in it: its message names the redacted uri, and
+# _describe must not repeat the value as written.
+_CREDENTIALS_IN_URI = "credentials_in_uri"
+
+
+def _without_credentials(value: Any) -> Any:
+    """A uri of the job file that carries a credential is refused. Credentials in the job file would be
+    printed by `check`, written to every run's `_runs/<run_id>/started.json`, and put in the entrypoint
+    Ray's dashboard shows; s3fs and botocore do not even read them from there."""
+    if isinstance(value, str) and (what := credentials_in_uri(value)) is not None:
+        raise PydanticCustomError(
+            _CREDENTIALS_IN_URI,
+            "{uri} holds {what}; vidbatch takes no credentials in its settings, which are printed, recorded in "
+            "_runs/<run_id>/started.json and shown in Ray's dashboard: remove them and give them in the environment "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), an AWS profile or an instance or pod role",
+            {"uri": repr(redact_uri(value)), "what": what},
+        )
+    return value
 
 
 def _is_numeric(annotation: Any) -> bool:
@@ -104,6 +126,11 @@ class ModelConfig(_Frozen):
             settings["top_k"] = self.top_k
         return settings
 
+    @field_validator("weights", "categories")
+    @classmethod
+    def _no_credentials(cls, value: Any) -> Any:
+        return _without_credentials(value)
+
     @field_validator("weights", mode="before")
     @classmethod
     def _weights_are_written_out(cls, value: Any) -> Any:
@@ -152,6 +179,11 @@ class StorageConfig(_Frozen):
     # Tries per S3 request (botocore's adaptive retries, with backoff: throttling, 5xx, dropped
     # connections); None is vidbatch's default, 8. A store that is down costs each file ~40 s at 8.
     max_attempts: int | None = Field(None, ge=1, le=20)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _no_credentials(cls, value: Any) -> Any:
+        return _without_credentials(value)
 
 
 class LimitsConfig(_Frozen):
@@ -281,7 +313,7 @@ class JobConfig(_Frozen):
         # literal ./~ folder: a table split in two that no later run or reader can open.
         if value.startswith("~"):
             raise ValueError(f"'~' is not expanded; give the absolute path, e.g. {os.path.expanduser(value)!r}")
-        return value
+        return _without_credentials(value)
 
     @field_validator("sampling", "model", "resources", "storage", "limits", "inputs", mode="before")
     @classmethod
@@ -349,6 +381,14 @@ def parse_job(raw: dict[str, Any], *, source: str = "job") -> JobConfig:
         raise JobError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors())) from None
 
 
+def parse_storage(raw: dict[str, Any], *, source: str) -> StorageConfig:
+    """Storage settings given on a command line (history, vacuum, manifest build); refused as a job's are."""
+    try:
+        return StorageConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise JobError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+
+
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
@@ -378,6 +418,8 @@ def _describe(err: Any) -> str:
         return f"unknown key {where!r}"
     if err["type"] == "missing":
         return f"missing required key {where!r}"
+    if err["type"] == _CREDENTIALS_IN_URI:
+        return f"{where}: {err['msg']}"  # the value as written holds the credentials
     value = err.get("input")
     if err["type"] in ("tuple_type", "list_type"):
         return f"{where}={value!r}: should be a list, e.g. [{value}] (on the command line: --set '{where}=[{value}]')"

@@ -27,6 +27,7 @@ import torch
 from vidbatch.config import STATE_DICT_SUFFIXES, Arch, ModelConfig, StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.preprocess import PreprocessSpec
+from vidbatch.redaction import redact_uri
 from vidbatch.torchvision_import import ResNet, WeightsEnum, get_model_builder, get_model_weights, torchvision
 
 _IMAGENET_CATEGORIES: tuple[str, ...] = tuple(
@@ -552,7 +553,7 @@ def stage_torchvision_weights(arch: str, name: str, to: str, storage: StorageCon
     `to` is a file URI ending in .pth/.pt, or a prefix: then torchvision's own file name is
     appended (its hash prefix lets later runs recognise the copy and use its preprocessing).
     """
-    from vidbatch.storage import filesystem, is_local, join_uri
+    from vidbatch.storage import explain_failure, filesystem, is_local, join_uri
 
     archs = get_args(Arch)
     if arch not in archs:
@@ -580,7 +581,7 @@ def stage_torchvision_weights(arch: str, name: str, to: str, storage: StorageCon
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         fs.pipe_file(path, raw)
     except Exception as exc:
-        raise JobError(f"--to {target!r} cannot be written ({type(exc).__name__}: {str(exc)[:200]})") from exc
+        raise JobError(f"--to {redact_uri(target)!r} cannot be written ({explain_failure(exc)})") from exc
     return StagedWeights(uri=target, sha256=sha, size=len(raw), source=str(checkpoint_file(weights)))
 
 

@@ -24,6 +24,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import UNREACHABLE, JobError, Status, VideoError
+from vidbatch.redaction import redact_text
 
 S3_SCHEMES = frozenset({"s3", "s3a"})  # one object store under two names
 
@@ -484,10 +485,11 @@ def describe_failure(exc: BaseException) -> str:
 
 
 def _clean(exc: BaseException) -> str:
-    """An error's text without query strings (signatures, tokens) and at most 160 characters."""
+    """An error's text without query strings (signatures, tokens), without the user info of a URL in it
+    (a password), and at most 160 characters."""
     import re
 
-    return re.sub(r"\?[^\s\"']*", "?...", str(exc))[:160] or type(exc).__name__
+    return re.sub(r"\?[^\s\"']*", "?...", redact_text(str(exc)))[:160] or type(exc).__name__
 
 
 def delta_storage_options(uri: str, storage: StorageConfig) -> dict[str, str]:
