@@ -489,3 +489,24 @@ def test_limits_hold_against_the_frames_not_only_the_header(tmp_path, mode):
     assert refused["status"] == "too_large", refused
     assert "frames run past limits.max_duration_s=60 (one at 200.0s) although its header says" in refused["error_message"]
     assert row(understated, max_duration_s=300)["status"] == "ok"
+
+
+def test_a_header_that_declares_gigabytes_of_tables_is_too_large_not_a_node_short_of_memory(tmp_path):
+    """An MP4 whose sample-to-time table declares 268 million entries: FFmpeg refuses the allocation when
+    the file is opened. It was `unreadable` with '(Cannot allocate memory)', which reads as a node short of memory."""
+    import struct
+
+    from vidbatch.video_task import decode_video
+
+    path = media.write_video(tmp_path / "v.mp4", num_frames=10, fps=10, width=160, height=120).path
+    data = bytearray(path.read_bytes())
+    at = data.find(b"stts")
+    data[at + 8 : at + 12] = struct.pack(">I", 0x0FFFFFFF)  # entry count (version/flags at +4)
+    path.write_bytes(bytes(data))
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode="fps", fps=2.0, clip_len_s=1.0), limits=LimitsConfig(), storage=StorageConfig(),
+        spec=PreprocessSpec(),
+    )  # fmt: skip
+    row = [t.to_pylist()[0] for t in decode_video("v", str(path), settings)][-1]
+    assert (row["status"], row["error_type"]) == ("too_large", "MemoryError"), row
+    assert "header declares tables far larger than a real video's" in row["error_message"]

@@ -64,6 +64,18 @@ def open_video(source: str | IO[bytes], *, limits: LimitsConfig, threads: int = 
         raise VideoError("not_found", "the file does not exist; check the manifest uri") from exc
     except PermissionError as exc:
         raise VideoError("access_denied", "the file cannot be read with the job's permissions") from exc
+    except av.error.MemoryError as exc:
+        # FFmpeg's demuxer sizes its tables by what the header declares (an MP4's sample tables): a header
+        # declaring hundreds of millions of entries asks for gigabytes before any frame is read, which FFmpeg
+        # (2 GB per allocation) or the sandbox's cap refuses. It said `unreadable ... (Cannot allocate memory)`,
+        # which reads as a node short of memory.
+        raise VideoError(
+            "too_large",
+            "opening it needs more memory than the decoder may use: its header declares tables far larger than a "
+            "real video's (most often a damaged or crafted file; re-upload it), or, for a genuine very long video, "
+            f"more than limits.decode_memory_mb={limits.decode_memory_mb} allows (raise it)",
+            error_type="MemoryError",
+        ) from exc
     except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as exc:
         kind = sniff(read_head(source))
         if kind is not None:
