@@ -630,3 +630,15 @@ def test_without_address_ray_reads_its_own_address_forms(monkeypatch):
     submit_mod.connect(None)
     submit_mod.connect("http://127.0.0.1:8265")
     assert seen == ["auto", None] and os.environ["RAY_ADDRESS"] == "auto"
+
+
+def test_a_dashboard_address_with_a_password_is_said_without_it():
+    """A dashboard behind an authenticating proxy, given as http://user:password@head:8265: a cluster that
+    could not be reached was said with the password ('cannot reach the Ray Jobs API at http://ops:pw@...')."""
+    import io
+
+    address = f"http://ops:pw-CANARY@127.0.0.1:{_free_port()}"  # nothing listens there
+    out, err = io.StringIO(), io.StringIO()
+    assert submit_mod.status("raysubmit_x", address, out=out, err=err) == submit_mod.EXIT_CLUSTER
+    assert "pw-CANARY" not in out.getvalue() + err.getvalue()
+    assert "cannot reach the Ray Jobs API at http://REDACTED@127.0.0.1:" in err.getvalue(), err.getvalue()

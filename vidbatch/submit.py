@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 import vidbatch
 from vidbatch.config import STATE_DICT_SUFFIXES, JobConfig, load_job
 from vidbatch.errors import JobError
+from vidbatch.redaction import redact_text, redact_uri
 from vidbatch.storage import is_local, local_path
 
 EXIT_OK = 0
@@ -256,7 +257,10 @@ def _address_variables_set_aside() -> Iterator[None]:
 
 
 def _explain(exc: BaseException, address: str = "") -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # A dashboard behind an authenticating proxy is given as http://user:password@head:8265: what is said
+    # (a log shipped to a shared system, most often) names the address without its password.
+    address = redact_uri(address) or ""
+    text = redact_text(str(exc).strip().splitlines()[0]) if str(exc).strip() else type(exc).__name__
     lowered = str(exc).lower()
     if "403" in lowered or "forbidden" in lowered or "authentication failed" in lowered:
         return f"{address or 'the cluster'}: the token was refused (it is not this cluster's token); {AUTH_HINT}"
