@@ -272,3 +272,27 @@ def test_submit_refuses_credentials_before_building_the_entrypoint(tmp_path):
         build_submission(write(tmp_path, BASE), [f"output=s3://AKIAEXAMPLE:{_CANARY}@results/out"], staging)
     assert _CANARY not in str(refused.value)
     assert not any(staging.iterdir())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "storage: {key: AKIAEXAMPLE, secret: s3cr3t-CANARY}\n",  # s3fs's storage_options
+        "storage: {aws_secret_access_key: s3cr3t-CANARY}\n",
+        "storage_options: {AWS_SECRET_ACCESS_KEY: s3cr3t-CANARY}\n",
+        "storage: {profile: nightly}\n",
+    ],
+)
+def test_credentials_written_as_keys_are_refused_saying_where_they_go(tmp_path, text):
+    """Before: only 'unknown key storage.secret', with nothing said about where credentials are read from."""
+    with pytest.raises(JobError) as refused:
+        load_job(write(tmp_path, BASE + text))
+    assert "unknown key" in str(refused.value) and "s3cr3t-CANARY" not in str(refused.value)
+    assert "credentials are not read from the job file" in str(refused.value)
+    assert "AWS_SECRET_ACCESS_KEY" in str(refused.value) and "AWS_PROFILE" in str(refused.value)
+
+
+def test_a_misspelt_key_elsewhere_gets_no_word_about_credentials(tmp_path):
+    with pytest.raises(JobError) as refused:
+        load_job(write(tmp_path, BASE + "model: {top_key: 3}\n"))
+    assert "unknown key 'model.top_key'" in str(refused.value) and "credentials" not in str(refused.value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -378,7 +379,28 @@ def parse_job(raw: dict[str, Any], *, source: str = "job") -> JobConfig:
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as exc:
-        raise JobError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+        raise JobError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors()) + _credentials_hint(exc)) from None
+
+
+# Unknown keys that are someone's way of giving credentials (s3fs's storage_options key/secret/token,
+# boto3's aws_* names, a profile): said where credentials go, instead of only 'unknown key'.
+_CREDENTIAL_KEY = re.compile(r"key|secret|token|passw|credential|profile|storage_options", re.IGNORECASE)
+_WHERE_CREDENTIALS_GO = (
+    "; credentials are not read from the job file (its settings are printed, recorded in _runs/<run_id>/started.json "
+    "and shown in Ray's dashboard): give them in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "AWS_SESSION_TOKEN), an AWS profile (AWS_PROFILE, ~/.aws) or an instance or pod role; the storage section takes "
+    "endpoint_url, region, anon and max_attempts"
+)
+
+
+def _credentials_hint(exc: ValidationError) -> str:
+    # At the top level or in storage, where such keys are written; elsewhere a 'key' is a typo (model.top_key).
+    unknown = [
+        str(err["loc"][-1])
+        for err in exc.errors()
+        if err["type"] == "extra_forbidden" and err["loc"] and (len(err["loc"]) == 1 or err["loc"][0] == "storage")
+    ]
+    return _WHERE_CREDENTIALS_GO if any(_CREDENTIAL_KEY.search(name) for name in unknown) else ""
 
 
 def parse_storage(raw: dict[str, Any], *, source: str) -> StorageConfig:
