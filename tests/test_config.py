@@ -296,3 +296,14 @@ def test_a_misspelt_key_elsewhere_gets_no_word_about_credentials(tmp_path):
     with pytest.raises(JobError) as refused:
         load_job(write(tmp_path, BASE + "model: {top_key: 3}\n"))
     assert "unknown key 'model.top_key'" in str(refused.value) and "credentials" not in str(refused.value)
+
+
+def test_a_job_file_that_is_a_pipe_or_device_is_named_so_not_missing(tmp_path):
+    """Before: "job file '/dev/zero' does not exist" for a path that does exist."""
+    import os
+
+    fifo = tmp_path / "job.yaml"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(JobError, match="is a pipe or device, not a file; give the job's YAML file"):
+            load_job(path)

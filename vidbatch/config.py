@@ -328,6 +328,8 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     path = Path(path)
     if path.is_dir():
         raise JobError(f"job file {str(path)!r} is a directory; give the job's YAML file")
+    if path.exists() and not path.is_file():  # read_text of a FIFO would wait for a writer for ever
+        raise JobError(f"job file {str(path)!r} is a pipe or device, not a file; give the job's YAML file")
     if not path.is_file():
         raise JobError(f"job file {str(path)!r} does not exist")
     try:
