@@ -510,3 +510,28 @@ def test_a_header_that_declares_gigabytes_of_tables_is_too_large_not_a_node_shor
     row = [t.to_pylist()[0] for t in decode_video("v", str(path), settings)][-1]
     assert (row["status"], row["error_type"]) == ("too_large", "MemoryError"), row
     assert "header declares tables far larger than a real video's" in row["error_message"]
+
+
+def test_an_unexpected_decoder_failure_forges_no_log_line_and_writes_no_password(tmp_path, monkeypatch, caplog):
+    """An id with a line break was logged with %s (a forged line in a shipped log), and the failure's text,
+    which can quote the URL it failed on, went into error_message with its password and signature."""
+    import logging
+
+    import vidbatch.decode
+    from vidbatch.video_task import decode_video
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("read failed at http://viewer:pw-CANARY@host/v.mp4?sig=sig-CANARY\nsecond line")
+
+    monkeypatch.setattr(vidbatch.decode, "open_video", fails)
+    path = media.write_video(tmp_path / "v.mp4", num_frames=4, fps=10, width=64, height=48).path
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode="fps", fps=2.0, clip_len_s=1.0), limits=LimitsConfig(), storage=StorageConfig(),
+        spec=PreprocessSpec(),
+    )  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="vidbatch.video_task"):
+        row = [t.to_pylist()[0] for t in decode_video("v\nFORGED: all good", str(path), settings)][-1]
+    assert row["status"] == "decode_error" and "\n" not in row["error_message"]
+    assert "CANARY" not in row["error_message"] and "http://REDACTED@host/v.mp4?..." in row["error_message"], row
+    assert all("\nFORGED" not in record.getMessage() for record in caplog.records)
+    assert any("'v\\nFORGED: all good'" in record.getMessage() for record in caplog.records)

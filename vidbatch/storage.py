@@ -484,6 +484,12 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first and first != type(exc).__name__ else type(exc).__name__
 
 
+def error_text(exc: BaseException) -> str:
+    """An error's text as it may be written to a row or a log: on one line (a line break in it would split a
+    log line), without query strings or user info (see _clean)."""
+    return " ".join(_clean(exc).split())
+
+
 def _clean(exc: BaseException) -> str:
     """An error's text without query strings (signatures, tokens), without the user info of a URL in it
     (a password), and at most 160 characters."""

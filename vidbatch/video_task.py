@@ -61,7 +61,7 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
     from vidbatch.decode import iter_clips, open_video
     from vidbatch.decode_limits import Deadline
     from vidbatch.decode_probe import StreamFacts
-    from vidbatch.storage import open_source, source_fingerprint, stat_video
+    from vidbatch.storage import error_text, open_source, source_fingerprint, stat_video
 
     limits = settings.limits
     video: dict[str, Any] = {"video_id": video_id, "kind": "video", "status": "ok"}
@@ -124,13 +124,14 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
             error_message=out_of_memory_message(limits.decode_memory_mb),
         )
     except Exception as exc:  # a bug or an unexpected library error: still only this row
-        log.exception("unexpected error decoding %s", video_id)
+        # %r: a manifest's id may hold a line break or a terminal escape, which would forge lines in shipped logs
+        log.exception("unexpected error decoding %r", video_id[:200])
         short_of = _resource_shortage(exc)
         video.update(
             status="decode_error",
             # out of threads or memory is the node's state, not the file's: the next run retries it
             error_type="resources" if short_of else type(exc).__name__,
-            error_message=f"unexpected decoder failure: {str(exc)[:200]}"
+            error_message=f"unexpected decoder failure: {error_text(exc)}"
             + (f" ({short_of}: the node was short of resources; the next run retries it)" if short_of else ""),
         )
     finally:
