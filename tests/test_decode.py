@@ -213,6 +213,32 @@ def test_uniform_spreads_over_the_frames_a_file_holds_not_a_header_that_lies(tmp
     assert clips[-1].end_s == pytest.approx(4.0)
 
 
+@pytest.mark.parametrize("suffix", [".webm", ".mkv", ".mp4"])
+def test_uniform_s_row_states_the_duration_its_times_were_spread_over(tmp_path, suffix):
+    """A 3 s WebM at 15 fps: Matroska keeps times to the millisecond, so its stream ends at 2.999 s
+    while its header says 3.0. Uniform spread its times over the header's 3.0 (within rounding) but
+    the row said duration_s 2.999: a reader recomputing t_i = i * duration_s / num_frames (DESIGN's
+    rule) expected the frame at 0.933 for t_2 and found 1.0."""
+    from vidbatch.config import StorageConfig
+    from vidbatch.video_task import DecodeSettings, decode_video
+
+    video = media.write_video(tmp_path / f"v{suffix}", num_frames=45, fps=15, width=64, height=48)
+    num_frames = 6
+    settings = DecodeSettings(
+        sampling=SamplingConfig(mode="uniform", num_frames=num_frames, clip_len_s=2.0),
+        limits=LimitsConfig(),
+        storage=StorageConfig(),
+        spec=SPEC,
+    )
+    *clips, row = [t.to_pylist()[0] for t in decode_video("v", str(video.path), settings)]
+    assert row["status"] == "ok"
+    duration = row["duration_s"]
+    targets = [i * duration / num_frames for i in range(num_frames)]
+    used = [video.frame_pts_s.index(p) for clip in clips for p in clip["frame_pts_s"]]
+    assert used == expected_on_screen(video, targets)
+    assert clips[-1]["end_s"] == pytest.approx(duration)
+
+
 @pytest.mark.parametrize("limits", [{"decode_timeout_s": 0.01}, {"max_duration_s": 5}])
 def test_uniform_s_look_for_the_real_end_holds_the_deadline_and_the_duration_limit(tmp_path, limits, monkeypatch):
     """A header stating 1 s over 60 s of frames has the probe read on to the end: it read every packet

@@ -131,6 +131,7 @@ def iter_clips(
     else:
         if sampling.mode == "uniform":
             info = uniform_span(container, stream, info, facts, deadline=deadline, guard=guard)
+            facts.spread_s = info.duration_s
         samples = targeted_samples(container, stream, info, sampling, deadline, stream_facts=facts, guard=guard)
     yield from _group(samples, info, sampling.clip_len_s, spec, facts)
 
@@ -162,8 +163,9 @@ def _group(
             converted = (frame, to_model_input(facts.orientation.apply(frame.to_ndarray(format="rgb24")), spec))
         frames.append(converted[1])
     if current is not None:
-        # The samples are exhausted: a sampler that read the whole stream has set its end.
-        end = facts.end_s if facts.end_s is not None else info.start_s + info.duration_s
+        # The samples are exhausted: a sampler that read the whole stream has set its end. Uniform's
+        # video ends where its times were spread to, even when the stream ends a rounding before it.
+        end = facts.end_s if facts.end_s is not None and facts.spread_s is None else info.start_s + info.duration_s
         yield _clip(current, pts_list, frames, info, clip_len_s, end)
 
 

@@ -40,12 +40,16 @@ class StreamFacts:
     (None until then, and when sampling stopped early). The last clip's window and the video's
     duration use it instead of the container's metadata, which overstates truncated files and
     understates some VFR muxes.
+    `spread_s`: uniform only, the length its times were spread over (the header's, or where the
+    stream's packets end when that differs by more than rounding): the row's duration_s and the last
+    window's end, so that a reader recomputing t_i = i * duration_s / num_frames finds the frames used.
     `orientation`: how the display matrix of the first sampled frame turns (and mirrors) the
     stored picture, applied to every frame (None before a frame is sampled). PyAV exposes the display matrix on frames
     only, and the probe's width and height are the stored picture's.
     """
 
     end_s: float | None = None
+    spread_s: float | None = None
     orientation: Orientation | None = None
 
     def upright_size(self, info: VideoInfo) -> tuple[int, int]:

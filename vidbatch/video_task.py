@@ -109,7 +109,9 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
                         "frames": clip.frames.tobytes(),
                     },
                 )
-            if facts.end_s is not None:  # decoding read the whole stream: its own length, not the metadata's
+            if facts.spread_s is not None:  # uniform: the length its times were spread over (t_i = i * duration_s / n)
+                video["duration_s"] = facts.spread_s
+            elif facts.end_s is not None:  # decoding read the whole stream: its own length, not the metadata's
                 video["duration_s"] = max(0.0, facts.end_s - info.start_s)
             video["width"], video["height"] = facts.upright_size(info)
         if num_clips == 0:
