@@ -467,3 +467,16 @@ def test_clips_of_videos_that_failed_after_spilling_are_left_out_by_every_commit
         version = DeltaTable(str(out / "videos")).version()
         committed = DeltaTable(str(out / "clips")).to_pyarrow_table(columns=["video_id", "run_id", "clip_index"]).to_pylist()
         assert sorted((c["video_id"], c["run_id"], c["clip_index"]) for c in committed) == [("a", run_id, 0), ("a", run_id, 1)]
+
+
+def test_started_json_records_the_job_s_urls_without_credentials(tmp_path):
+    """Guarantee 5: started.json recorded model.weights (and the manifest) as given, a presigned URL's signature with it."""
+    import json
+
+    from vidbatch.commit import check_writable
+
+    started = {"run_id": "r1", "job": {"manifest": "https://u:pw-s3cr3t@h/m.parquet", "model": {"weights": "https://h/w.pt?sig=s3cr3t"}}}
+    check_writable(str(tmp_path), "r1", StorageConfig(), started)
+    written = (tmp_path / "_runs" / "r1" / "started.json").read_text()
+    assert "s3cr3t" not in written
+    assert json.loads(written)["job"] == {"manifest": "https://REDACTED@h/m.parquet", "model": {"weights": "https://h/w.pt?sig=REDACTED"}}

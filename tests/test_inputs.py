@@ -143,6 +143,23 @@ def test_uris_are_written_without_credentials(given, written):
     assert redact_uri(given) == written
 
 
+def test_urls_inside_messages_and_records_are_written_without_credentials():
+    """Guarantee 5 for logs: `vidbatch run` with a presigned manifest or weights URL printed it whole in
+    its refusal ('manifest 'https://user:pw@host/m.parquet?X-Amz-Signature=...' does not exist'), and
+    started.json recorded the job's URLs as given."""
+    from vidbatch.uri_policy import redact_uris_in, redact_uris_in_record
+
+    message = "manifest 'https://user:pw@host/m.parquet?X-Amz-Signature=abc&versionId=3' does not exist; see https://docs/x"
+    assert redact_uris_in(message) == (
+        "manifest 'https://REDACTED@host/m.parquet?X-Amz-Signature=REDACTED&versionId=3' does not exist; see https://docs/x"
+    )
+    assert redact_uris_in("s3://bucket/what?.mp4 and /videos/a?b.mp4") == "s3://bucket/what?.mp4 and /videos/a?b.mp4"
+    record = {"job": {"manifest": "s3://AKIA:s3cr3t@b/m.parquet", "model": {"weights": "https://h/w.pt?sig=s3cr3t", "top_k": 5}},
+              "notes": ["class names from https://u:p@h/c.txt"]}  # fmt: skip
+    assert "s3cr3t" not in str(redact_uris_in_record(record)) and ":p@" not in str(redact_uris_in_record(record))
+    assert redact_uris_in_record(record)["job"]["model"] == {"weights": "https://h/w.pt?sig=REDACTED", "top_k": 5}
+
+
 def test_a_new_signature_on_the_same_url_is_not_a_change():
     from vidbatch.incremental import PriorVideo, refusal_unchanged
 

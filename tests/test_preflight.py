@@ -99,6 +99,22 @@ def test_vidbatch_check_refuses_what_the_run_refuses_and_says_what_the_run_would
     assert capsys.readouterr().err == ""
 
 
+def test_a_refused_url_with_credentials_is_named_without_them(tmp_path, manifest, capsys):
+    """Guarantee 5: the refusal of a presigned or basic-auth manifest URL printed the password and signature."""
+    import yaml
+
+    from vidbatch.cli import main
+
+    path = tmp_path / "job.yaml"
+    secret_manifest = "https://user:pw-s3cr3t@127.0.0.1:9/m.parquet?X-Amz-Signature=sig-s3cr3t"
+    path.write_text(yaml.safe_dump({"name": "t", "manifest": secret_manifest, "output": str(tmp_path / "out"),
+                                    "model": {"arch": "resnet18", "weights": "none"}}))  # fmt: skip
+    assert main(["check", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert "https://REDACTED@127.0.0.1:9/m.parquet?X-Amz-Signature=REDACTED" in err
+    assert "s3cr3t" not in out + err
+
+
 def test_gpus_this_machine_lacks_are_said_not_refused(tmp_path, manifest, monkeypatch):
     """`check` has no --address: the job may be meant for a cluster with GPUs, so it says what a run here would refuse."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU for a local Ray, even on a machine that has some

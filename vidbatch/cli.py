@@ -29,10 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except JobError as exc:
-        print(f"vidbatch: {exc}", file=sys.stderr)
+        # The message names the job's manifest, weights or output as given: a presigned or
+        # basic-auth URL there must not reach the log (DESIGN guarantee 5).
+        print(f"vidbatch: {_without_credentials(str(exc))}", file=sys.stderr)
         return 2
     except Stopped as exc:
-        print(f"vidbatch: {exc}; nothing was committed by this run", file=sys.stderr)
+        print(f"vidbatch: {_without_credentials(str(exc))}; nothing was committed by this run", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
         print("vidbatch: interrupted; nothing was committed by this run", file=sys.stderr)
@@ -42,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # and the exit flush must not fail on the closed pipe either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+
+
+def _without_credentials(message: str) -> str:
+    from vidbatch.uri_policy import redact_uris_in  # only when there is a message to print
+
+    return redact_uris_in(message)
 
 
 def entry() -> None:
@@ -366,6 +374,7 @@ def _run(args: argparse.Namespace) -> int:
     from vidbatch.config import load_job
     from vidbatch.pipeline import run_job
     from vidbatch.stop_signals import interrupts_held, stop_on_sigterm
+    from vidbatch.uri_policy import redact_uris_in
 
     stop_on_sigterm()  # before Ray starts too (the manifest, the weights)
     set_driver_allocator()  # `run` only: the commands that run torch here (plan, train-head) keep glibc's own
@@ -380,7 +389,7 @@ def _run(args: argparse.Namespace) -> int:
     # The run has committed: a stop now (its summary printed to a slow reader) must not end it with
     # "nothing was committed by this run".
     with interrupts_held(lambda line: print(f"vidbatch: {line}", file=sys.stderr), during="printing the summary"):
-        print(_summary_text(result.summary, result.summary_uri))
+        print(redact_uris_in(_summary_text(result.summary, result.summary_uri)))
     # A run a stop signal ended early committed what was done; its exit still says it was stopped
     # (a scheduler's retry then does the rest), as a stop that committed nothing does.
     return _STOPPED_EXIT.get(result.summary.get("stopped_early") or "", 0)
@@ -421,9 +430,10 @@ class _ReaderMayLeave:
 
 def _check(args: argparse.Namespace) -> int:
     from vidbatch.config import load_job
+    from vidbatch.uri_policy import redact_uris_in, redact_uris_in_record
 
     config = load_job(args.job, args.overrides)
-    print(json.dumps(config.model_dump(mode="json"), indent=2))
+    print(json.dumps(redact_uris_in_record(config.model_dump(mode="json")), indent=2))
     if not args.settings_only:
         from vidbatch.preflight import preflight
 
@@ -431,7 +441,7 @@ def _check(args: argparse.Namespace) -> int:
         for line in preflight(
             config, allow_empty=args.allow_empty, retry_failed=args.retry_failed, redo_older_decoding=args.redo_older_decoding
         ).lines():
-            print(line, file=sys.stderr)
+            print(redact_uris_in(line), file=sys.stderr)
     return 0
 
 

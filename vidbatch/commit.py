@@ -26,6 +26,7 @@ from vidbatch.delta_files import PreparedCommit, RowFilter, create, fits, plain_
 from vidbatch.errors import JobError
 from vidbatch.parquet_stream import open_parquet, read_batches
 from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
+from vidbatch.uri_policy import redact_uris_in_record
 
 _OP = "_vidbatch_op"  # source-only column telling the merge which rows are tombstones
 
@@ -513,4 +514,5 @@ def _write_json(uri: str, payload: dict[str, Any], storage: StorageConfig) -> No
     # Object stores have no directories to make; s3fs's makedirs would even create a
     # missing bucket, turning a typo in `output` into a new bucket instead of an error.
     with fs.open(path, "w") as handle:
-        json.dump(payload, handle, indent=2, default=str)
+        # The job's manifest, weights and output are recorded as given: no signature or password with them.
+        json.dump(redact_uris_in_record(payload), handle, indent=2, default=str)

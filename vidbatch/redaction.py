@@ -8,6 +8,7 @@ Pure functions of strings, importing nothing of vidbatch, so that the job file's
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 REDACTED = "REDACTED"
@@ -81,3 +82,26 @@ def credentials_in_uri(uri: str) -> str | None:
 def redact_text(text: str) -> str:
     """A free text (an error's message) with the user info of every URL in it replaced by REDACTED."""
     return _USER_INFO_IN_TEXT.sub(rf"\1{REDACTED}@", text)
+
+
+# A URL inside a message or a record: up to a space or a quote (messages quote the values they name).
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_uris_in(text: str) -> str:
+    """`text` with every URL in it redacted as redact_uri does (DESIGN guarantee 5 for logs).
+
+    Messages name the job's manifest, weights or output as the job gave them: a query string whose
+    keys do not look like a credential (`?auth=...`) is taken by the job file, and redacted here."""
+    return _URL_IN_TEXT.sub(lambda found: str(redact_uri(found.group(0))), text)
+
+
+def redact_uris_in_record(value: Any) -> Any:
+    """A JSON-like record (started.json's job, a summary) with every URL in its strings redacted."""
+    if isinstance(value, str):
+        return redact_uris_in(value)
+    if isinstance(value, dict):
+        return {key: redact_uris_in_record(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_uris_in_record(item) for item in value]
+    return value

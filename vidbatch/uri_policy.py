@@ -10,10 +10,10 @@ import os
 from urllib.parse import unquote, urlsplit
 
 from vidbatch.config import InputPolicy
-from vidbatch.redaction import REDACTED, redact_uri
+from vidbatch.redaction import REDACTED, redact_uri, redact_uris_in, redact_uris_in_record
 from vidbatch.storage import local_path, scheme_of, within_roots
 
-__all__ = ["REDACTED", "redact_uri", "refusal_reason", "spelled_plainly"]
+__all__ = ["REDACTED", "redact_uri", "redact_uris_in", "redact_uris_in_record", "refusal_reason", "spelled_plainly"]
 
 
 def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
