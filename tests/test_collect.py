@@ -71,6 +71,19 @@ def test_a_video_row_aggregates_its_clips_whatever_order_and_repeats_they_come_i
     assert row["num_clips"] == 5 and row["status"] == "ok"
 
 
+def test_a_failure_message_that_quotes_a_signed_url_is_written_without_its_signature(tmp_path):
+    """Guarantee 5: an unforeseen decoder failure's message is the library's ('unexpected decoder failure:
+    403 for url https://host/v.mp4?X-Amz-Signature=...'), and it went into error_message whole."""
+    c = collector(tmp_path, ["a"])
+    message = "unexpected decoder failure: 403 for url 'https://u:pw@host/v.mp4?X-Amz-Signature=s3cr3t'"
+    failed = {**video("a", 0, status="decode_error"), "error_type": "ClientResponseError", "error_message": message}
+    c.add_batch(batch(failed))
+    c.close("lost")
+    (row,) = spilled(tmp_path, "videos")
+    assert row["status"] == "decode_error" and "s3cr3t" not in row["error_message"] and ":pw@" not in row["error_message"]
+    assert row["error_message"].endswith("'https://REDACTED@host/v.mp4?X-Amz-Signature=REDACTED'")
+
+
 def test_a_video_that_fails_after_some_clips_keeps_none_of_them(tmp_path):
     rng = np.random.default_rng(1)
     c = collector(tmp_path, ["bad", "good", "lost"])

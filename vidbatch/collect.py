@@ -26,7 +26,7 @@ from vidbatch.errors import UNREACHABLE, JobError
 from vidbatch.manifest import Plan
 from vidbatch.parquet_stream import open_writer
 from vidbatch.schema import CLIPS, EMBEDDING, LABELS, VIDEOS
-from vidbatch.uri_policy import redact_uri
+from vidbatch.uri_policy import redact_uri, redact_uris_in
 
 _FLUSH_ROWS = 512
 
@@ -345,8 +345,11 @@ class Collector:
 
     def _write_video(self, row: dict[str, Any], *, uri: str | None, extra: dict[str, object]) -> None:
         out = {name: row.get(name) for name in VIDEOS.names}
+        message = out.get("error_message")
         out.update(
             uri=redact_uri(uri),
+            # An unforeseen failure's message is the library's, which can quote the URL it read, signature and all.
+            error_message=redact_uris_in(message) if isinstance(message, str) else message,
             model_id=self.identity.model_id,
             sampling_id=self.identity.sampling_id,
             run_id=self.identity.run_id,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidbatch.errors import UNREACHABLE
-from vidbatch.uri_policy import redact_uri, spelled_plainly
+from vidbatch.uri_policy import redact_uri, redact_uris_in, spelled_plainly
 
 # A retry of these cannot succeed until the file (or the model/sampling) changes.
 # not_found / access_denied / invalid_uri, and a pipe's unreadable, are re-checked with a cheap stat
@@ -228,4 +228,5 @@ def reason_counts(decision: Decision) -> dict[str, int]:
 
 def refusal_unchanged(before: PriorVideo | None, uri: str | None, status: str, message: str) -> bool:
     """A refused row whose current row already says the same needs no rewrite."""
-    return before is not None and before.uri == redact_uri(uri) and before.status == status and before.error_message == message
+    written = redact_uris_in(message)  # as the row holds it
+    return before is not None and before.uri == redact_uri(uri) and before.status == status and before.error_message == written
