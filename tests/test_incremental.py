@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -273,6 +274,39 @@ def run(tmp_path: Path, weights, **overrides):
     # and what its rows took in the temporary folder before the commit (rows it rewrote without decoding too)
     assert result.summary["spill_bytes"] > 0 if result.summary["videos"] else result.summary["spill_bytes"] >= 0
     return result
+
+
+def test_the_look_at_the_files_holds_a_few_stats_at_a_time(tmp_path, monkeypatch):
+    """The stats of a rerun went to the thread pool all at once (pool.map): a Future per file of the
+    manifest, ~1.6 KB each, alive together, so a million files took ~1.6 GB of the driver's memory.
+    Counted here as the Futures alive while the last files are looked at: a few per thread, not one
+    per file."""
+    import gc
+    from concurrent.futures import Future
+
+    import vidbatch.state as state
+    from vidbatch.config import StorageConfig
+
+    real_stat = state.stat_video
+    alive: list[int] = []
+    looked = 0
+    lock = threading.Lock()
+
+    def counting_stat(uri, storage):
+        nonlocal looked
+        with lock:
+            looked += 1
+            if looked % 500 == 0:
+                alive.append(sum(isinstance(thing, Future) for thing in gc.get_objects()))
+        return real_stat(uri, storage)
+
+    video = tmp_path / "a.mp4"
+    video.write_bytes(b"not decoded here: only stat'ed")
+    rows = [(f"v{i}", str(video)) for i in range(3000)]
+    monkeypatch.setattr(state, "stat_video", counting_stat)
+    found = state.fingerprints(rows, StorageConfig(), threads=4)
+    assert len(found) == 3000 and len(set(found.values())) == 1 and None not in found.values()
+    assert alive and max(alive) <= 4 * 4 + 4, alive  # threads * in flight per thread (+ the ones being answered)
 
 
 def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights, ray_local, monkeypatch):
