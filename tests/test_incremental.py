@@ -276,6 +276,43 @@ def run(tmp_path: Path, weights, **overrides):
     return result
 
 
+def test_no_carried_through_column_means_no_refresh_work(monkeypatch):
+    """A library whose manifests carry no column beyond video_id and uri has no row to refresh; the
+    check still built a set of every manifest id (new strings), sets of the output's ids, and read
+    the videos table's log a second time, every night (at a million videos, ~200 MB on the driver).
+    Counted as calls of the reading of the table's rows."""
+    from types import SimpleNamespace
+
+    import vidbatch.worklist as worklist
+    from vidbatch.manifest import Plan
+    from vidbatch.schema import VIDEOS
+    from vidbatch.state import PriorState
+
+    reads: list[set[str]] = []
+
+    def counted(output, storage, *, kept, extras_by_id, extra_columns):
+        reads.append(kept)
+        return []
+
+    monkeypatch.setattr(worklist, "refreshed_rows", counted)
+    ids = [f"v{i}" for i in range(5)]
+    manifest = pa.table({"video_id": ids, "uri": [f"/lib/{i}.mp4" for i in ids]})
+
+    def plan(extra_columns: tuple[str, ...]) -> Plan:
+        return Plan(manifest, {}, (), 0, len(ids), extra_columns, pa.table({}))
+
+    def prior(schema: pa.Schema) -> PriorState:
+        videos = {i: PriorVideo(f"/lib/{i}.mp4", "fp", "m", "s", "ok", None, "r0", 1) for i in ids}
+        return PriorState(videos, {}, videos_schema=schema)
+
+    config = SimpleNamespace(output="out", storage=None)
+    assert worklist._refreshed_rows(config, plan(()), prior(VIDEOS), rewritten=set()) == []
+    assert reads == []
+    worklist._refreshed_rows(config, plan(("label",)), prior(VIDEOS), rewritten={"v0"})  # a column tonight
+    worklist._refreshed_rows(config, plan(()), prior(VIDEOS.append(pa.field("label", pa.string()))), rewritten=set())  # before
+    assert reads == [set(ids) - {"v0"}, set(ids)]
+
+
 def test_the_look_at_the_files_holds_a_few_stats_at_a_time(tmp_path, monkeypatch):
     """The stats of a rerun went to the thread pool all at once (pool.map): a Future per file of the
     manifest, ~1.6 KB each, alive together, so a million files took ~1.6 GB of the driver's memory.

@@ -24,6 +24,7 @@ from vidbatch.config import DECODE_REVISION, JobConfig
 from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import Decision, decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
+from vidbatch.schema import VIDEOS
 from vidbatch.state import PriorState, fingerprints, refreshed_rows, refuse_retyped_columns
 from vidbatch.uri_policy import redact_uri, spelled_plainly
 
@@ -64,7 +65,7 @@ class Worklist:
         d = self.decision
         # Kept rows with changed manifest columns are among the unchanged or the refused as before.
         refreshed_ids = {row["video_id"] for row in self.refreshed}
-        refreshed_skipped = len(refreshed_ids & set(d.skip))
+        refreshed_skipped = len(refreshed_ids.intersection(d.skip))  # no set of every unchanged id
         refreshed_refused = len(refreshed_ids) - refreshed_skipped
         refreshed = (
             f" ({refreshed_skipped} with changed manifest columns, rows updated without decoding)" if refreshed_skipped else ""
@@ -381,10 +382,17 @@ def _gone_or_denied(vanished: list[tuple[str, str]], missing: dict[str, VideoErr
 
 def _refreshed_rows(config: JobConfig, plan: Plan, prior: PriorState, *, rewritten: set[str]) -> list[dict[str, Any]]:
     """Rows this run keeps as they are but whose carried-through manifest columns changed."""
-    if not prior.videos:
+    if not prior.videos or not (plan.extra_columns or _earlier_manifest_columns(prior)):
+        # No column carried through, tonight or before: nothing to refresh, so no set of every
+        # manifest id (a million strings and sets of them) and no second read of the table's log.
         return []
     extras = {**plan.extras_by_id, **{r.video_id: r.extra for r in plan.refused}}
     manifest_ids = set(plan.to_process.column("video_id").to_pylist()) | {r.video_id for r in plan.refused}
     kept = (set(prior.videos) & manifest_ids) - rewritten
     return refreshed_rows(config.output, config.storage, kept=kept, extras_by_id=extras, extra_columns=plan.extra_columns)
 
+
+
+def _earlier_manifest_columns(prior: PriorState) -> list[str]:
+    """The videos table's columns that earlier manifests carried through (not vidbatch's own)."""
+    return [name for name in prior.videos_schema.names if name not in VIDEOS.names] if prior.videos_schema is not None else []
