@@ -135,8 +135,9 @@ class Worklist:
         return [
             f"NOTE: {_count_videos(rows)} kept as ok {'was' if rows == 1 else 'were'} decoded by an older vidbatch "
             f"(runs that recorded a decode_revision below {DECODE_REVISION}, or none): decoding fixes since then "
-            "(cut-short AVI/Matroska uploads taken as ok, mirrored videos, frame times that go back, ...) do not "
-            "reach them; --redo-older-decoding decodes them again"
+            "(cut-short AVI/Matroska uploads taken as ok, mirrored videos, frame times that go back, ...; in revision 2, "
+            "videos whose first frame is shown after the header's start, such as MPEG-4 AVIs with B-frames) do not "
+            "reach them; most files decode as before (README, Nightly runs); --redo-older-decoding decodes them again"
         ]
 
     def _unseen_warnings(self) -> list[str]:
