@@ -336,6 +336,7 @@ def test_committing_line_names_rewrites_that_decode_nothing():
     assert _committing_line(2, 3, plain, "/out") == "committing 2 videos rows and 3 clips to /out"
     # what the commit will write (upload, on object storage): a big night's commit takes minutes
     assert _committing_line(2, 3, plain, "/out", spill_bytes=4_150_000) == "committing 2 videos rows and 3 clips (4.2 MB) to /out"
+    assert _committing_line(2, 3, plain, "/out", spill_bytes=31_400) == "committing 2 videos rows and 3 clips (31 kB) to /out"
     relabel = dict(plain, new=0, refreshed=1, removed=2, leftovers_removed=1)
     line = _committing_line(0, 0, relabel, "/out")
     assert line.startswith("committing 0 videos rows and 0 clips to /out (")

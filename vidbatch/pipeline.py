@@ -311,7 +311,9 @@ def _committing_line(
     if changes.get("leftovers_removed"):
         also.append(f"the clips an interrupted run left of {changes['leftovers_removed']} videos removed")
     extra = f" ({'; '.join(also)})" if also else ""
-    size = f" ({spill_bytes / 1e6:.1f} MB)" if spill_bytes else ""
+    size = ""
+    if spill_bytes:  # a small run's few kB read as "(0.0 MB)"
+        size = f" ({spill_bytes / 1e6:.1f} MB)" if spill_bytes >= 100_000 else f" ({max(1, round(spill_bytes / 1e3))} kB)"
     return f"committing {videos} videos rows and {clips} clips{size} to {output}{extra}"
 
 
