@@ -1264,6 +1264,12 @@ def small_disk(tmp_path, monkeypatch):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+# ~22 s (600 clips on one decoder, to fill the spill's first flush): extended, so the default suite stays
+# inside its 10 minutes. Cheaper cases in the default suite: the refusal of a run whose disk is already
+# low (test_a_run_is_refused_before_any_work_when_its_temporary_disk_is_already_low), the stop that
+# commits what is done (test_a_run_that_reaches_its_time_limit_commits_what_is_done_and_the_next_does_the_rest:
+# the same give-up path), and the retry of the rows it leaves (test_videos_a_stopped_run_left_are_decoded_before_new_ones).
+@extended
 def test_a_run_whose_temporary_disk_runs_low_stops_and_commits_what_is_done(tmp_path, seeded_weights, ray_local, small_disk):
     """A disk that fills under the spill lost the whole night (the spill cannot be written, so nothing
     commits). With limits.spill_min_free_mb the run stops taking videos while there is room, commits
