@@ -270,6 +270,10 @@ def test_without_the_token_the_cluster_refuses_and_says_how(cluster, tmp_path, s
     assert right.returncode == 1 and "no such submission" in right.stderr, right.stderr
 
 
+# ~23 s (Ray's own retries before it gives up on the token): extended, so the default suite stays inside
+# its 10 minutes. Cheaper cases in the default suite: the message, in test_local_ray's
+# test_a_cluster_that_refuses_the_driver_is_one_line_naming_the_token, and the Jobs API's refusal above.
+@extended
 def test_run_against_the_cluster_without_its_token_says_how_and_leaves_nothing(cluster, tmp_path, library, seeded_weights):
     """Before: ~20 s of Ray's InvalidAuthToken warnings, then a ConnectionError traceback (exit 1),
     and the run's started.json left in the output."""

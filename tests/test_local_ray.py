@@ -150,3 +150,24 @@ def test_a_sigterm_while_a_finished_run_stops_its_ray_does_not_change_its_exit_s
     _, err = proc.communicate(timeout=60)
     assert sent >= 10  # the teardown took a while, and was hit all along
     assert proc.returncode == 0, err[-2000:]
+
+
+def test_a_cluster_that_refuses_the_driver_is_one_line_naming_the_token(monkeypatch):
+    """ray.init against a cluster with token authentication, without the token: a ConnectionError after
+    Ray's retries. The run says where it could not connect and how to give the token (the whole path,
+    on a real cluster, is test_cluster's extended test_run_against_the_cluster_without_its_token...)."""
+    import ray
+
+    from vidbatch.errors import JobError
+
+    def refused(ray_module, *, address, include_dashboard):
+        raise ConnectionError("Failed to connect to GCS at 10.0.0.5:6379: InvalidAuthToken\nmore of Ray's text")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray_session, "refuse_unreachable", lambda address: None)
+    monkeypatch.setattr(ray_session, "_init_ray", refused)
+    with pytest.raises(JobError) as refusal:
+        ray_session.ensure_ray("10.0.0.5:6379")
+    said = str(refusal.value)
+    assert said.startswith("could not connect to the Ray cluster at 10.0.0.5:6379 (Failed to connect to GCS at 10.0.0.5"), said
+    assert "RAY_AUTH_TOKEN" in said and "more of Ray's text" not in said
