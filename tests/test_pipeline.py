@@ -345,36 +345,20 @@ def test_committing_line_names_rewrites_that_decode_nothing():
     assert "interrupted run left of 1 videos removed" in line
 
 
-def _stopped_after_the_drain(tmp_path, monkeypatch, signals: int):
-    """A run whose drain ended on its time limit with neither video done, and `signals` SIGTERMs
-    (a second one more than SAME_STOP_S after the first) arriving while the rows of the videos not
-    done are written, between the drain's return and the commit's hold."""
-    import os
-    import signal
+def _a_run_that_reaches_its_time_limit_at_once(tmp_path, monkeypatch):
+    """The job of two videos ("a", "b": files that are never decoded) whose drain, without Ray, ends on
+    its time limit with neither video done."""
+    from vidbatch import pipeline
 
-    from vidbatch import pipeline, stop_signals
-    from vidbatch.collect import Collector
-
-    monkeypatch.setattr(stop_signals, "SAME_STOP_S", 0.0)
     monkeypatch.setattr(pipeline, "ensure_ray", lambda address: None)
     monkeypatch.setattr(pipeline, "_hand_over_weights", lambda ray, weights: (None, weights))
     monkeypatch.setattr(pipeline, "_build_dataset", lambda *args: object())
     monkeypatch.setattr(pipeline, "_drain", lambda *args, **kwargs: "time_limit")
-    real_close = Collector.close
-
-    def close_with_signals(self, *args, **kwargs):
-        for _ in range(signals):
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_close(self, *args, **kwargs)
-
-    monkeypatch.setattr(Collector, "close", close_with_signals)
-    for name in ("a", "b"):
-        (tmp_path / f"{name}.mp4").write_bytes(b"not decoded here")
-    pq.write_table(
-        pa.table({"video_id": ["a", "b"], "uri": [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]}),
-        tmp_path / "manifest.parquet",
-    )
-    config = parse_job(
+    uris = {name: str(tmp_path / f"{name}.mp4") for name in ("a", "b")}
+    for uri in uris.values():
+        Path(uri).write_bytes(b"not decoded here")
+    pq.write_table(pa.table({"video_id": list(uris), "uri": list(uris.values())}), tmp_path / "manifest.parquet")
+    return parse_job(
         {
             "name": "t",
             "manifest": str(tmp_path / "manifest.parquet"),
@@ -383,6 +367,28 @@ def _stopped_after_the_drain(tmp_path, monkeypatch, signals: int):
             "limits": {"max_run_s": 3600},
         }
     )
+
+
+def _stopped_after_the_drain(tmp_path, monkeypatch, signals: int):
+    """A run whose drain ended on its time limit with neither video done, and `signals` SIGTERMs
+    (a second one more than SAME_STOP_S after the first) arriving while the rows of the videos not
+    done are written, between the drain's return and the commit's hold."""
+    import os
+    import signal
+
+    from vidbatch import stop_signals
+    from vidbatch.collect import Collector
+
+    monkeypatch.setattr(stop_signals, "SAME_STOP_S", 0.0)
+    config = _a_run_that_reaches_its_time_limit_at_once(tmp_path, monkeypatch)
+    real_close = Collector.close
+
+    def close_with_signals(self, *args, **kwargs):
+        for _ in range(signals):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_close(self, *args, **kwargs)
+
+    monkeypatch.setattr(Collector, "close", close_with_signals)
     said: list[str] = []
     before = signal.getsignal(signal.SIGTERM)
     stop_signals.stop_on_sigterm()  # as `vidbatch run` does
@@ -454,27 +460,11 @@ def test_rows_of_an_older_decoding_the_run_did_not_reach_are_kept(tmp_path, monk
     import pyarrow.compute as pc
     from deltalake import write_deltalake
 
-    from vidbatch import pipeline
     from vidbatch.config import StorageConfig
     from vidbatch.state import fingerprints
 
-    monkeypatch.setattr(pipeline, "ensure_ray", lambda address: None)
-    monkeypatch.setattr(pipeline, "_hand_over_weights", lambda ray, weights: (None, weights))
-    monkeypatch.setattr(pipeline, "_build_dataset", lambda *args: object())
-    monkeypatch.setattr(pipeline, "_drain", lambda *args, **kwargs: "time_limit")
+    config = _a_run_that_reaches_its_time_limit_at_once(tmp_path, monkeypatch)
     uris = {name: str(tmp_path / f"{name}.mp4") for name in ("a", "b")}
-    for uri in uris.values():
-        Path(uri).write_bytes(b"not decoded here")
-    pq.write_table(pa.table({"video_id": list(uris), "uri": list(uris.values())}), tmp_path / "manifest.parquet")
-    config = parse_job(
-        {
-            "name": "t",
-            "manifest": str(tmp_path / "manifest.parquet"),
-            "output": str(tmp_path / "out"),
-            "model": {"arch": "resnet18", "weights": "none"},
-            "limits": {"max_run_s": 3600},
-        }
-    )
     first = run_job(config, progress=lambda line: None)
     # Made ok rows of a vidbatch from before decode_revision (a real run's rows would hold results).
     videos = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table()
