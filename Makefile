@@ -24,7 +24,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy vidbatch
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -261,7 +261,7 @@ def test_a_stop_while_the_driver_adds_a_batch_stops_the_execution_first(ray_loca
     import threading
 
     from vidbatch.errors import Stopped
-    from vidbatch.pipeline import _drain
+    from vidbatch.drain import drain
 
     class StoppedWhileAdding:
         def add_batch(self, batch):
@@ -275,7 +275,7 @@ def test_a_stop_while_the_driver_adds_a_batch_stops_the_execution_first(ray_loca
 
     dataset = ray_local.data.range(40, override_num_blocks=40).map_batches(slow, batch_size=1)
     with pytest.raises(Stopped):
-        _drain(dataset, StoppedWhileAdding(), no_progress_timeout_s=60, unreachable_in_a_row=32, stops=[])
+        drain(dataset, StoppedWhileAdding(), no_progress_timeout_s=60, unreachable_in_a_row=32, stops=[])
     executors = [t for t in threading.enumerate() if t.name.startswith("StreamingExecutor-") and t.is_alive()]
     assert not executors, executors
 
@@ -286,7 +286,7 @@ def test_a_run_that_stops_early_keeps_the_results_already_waiting_for_the_driver
     clips were among them was marked not done and redone by the next run."""
     import time
 
-    from vidbatch.pipeline import _drain
+    from vidbatch.drain import drain
 
     class Dataset:  # five results at once, then nothing more for a while
         def iter_batches(self, **_):
@@ -304,7 +304,7 @@ def test_a_run_that_stops_early_keeps_the_results_already_waiting_for_the_driver
             self.taken.append(batch)
 
     collector = SlowCollector()
-    ended = _drain(
+    ended = drain(
         Dataset(), collector, no_progress_timeout_s=60, unreachable_in_a_row=32, stop_at=time.monotonic() + 0.1, stops=[]
     )
     assert ended == "time_limit"
@@ -353,7 +353,7 @@ def _a_run_that_reaches_its_time_limit_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "ensure_ray", lambda address: None)
     monkeypatch.setattr(pipeline, "_hand_over_weights", lambda ray, weights: (None, weights))
     monkeypatch.setattr(pipeline, "_build_dataset", lambda *args: object())
-    monkeypatch.setattr(pipeline, "_drain", lambda *args, **kwargs: "time_limit")
+    monkeypatch.setattr(pipeline, "drain", lambda *args, **kwargs: "time_limit")
     uris = {name: str(tmp_path / f"{name}.mp4") for name in ("a", "b")}
     for uri in uris.values():
         Path(uri).write_bytes(b"not decoded here")
