@@ -184,7 +184,7 @@ def test_a_compile_that_fails_leaves_the_runner_with_the_model_it_had(tmp_path):
 
 
 def test_an_assembled_model_holds_the_given_tensors_and_leaves_the_random_state_alone():
-    from vidbatch.model_weights import assemble
+    from vidbatch.state_dict_fit import assemble
 
     state = torchvision.models.resnet18(weights=None).state_dict()
     before = torch.random.get_rng_state()

@@ -260,8 +260,8 @@ def test_a_stop_while_the_driver_adds_a_batch_stops_the_execution_first(ray_loca
     Ray Data's tracebacks (its executor outlived the Ray shut down on the way out)."""
     import threading
 
-    from vidbatch.errors import Stopped
     from vidbatch.drain import drain
+    from vidbatch.errors import Stopped
 
     class StoppedWhileAdding:
         def add_batch(self, batch):

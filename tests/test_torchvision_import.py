@@ -18,6 +18,7 @@ _FRESH = textwrap.dedent(
     import torch
     import vidbatch.model  # what the driver and every model actor import
     import vidbatch.model_weights as model_weights
+    import vidbatch.state_dict_fit as state_dict_fit
     after_import = {
         "dynamo_imported": "torch._dynamo" in sys.modules,
         "stand_in_left": "torch._dynamo.utils" in sys.modules,
@@ -25,7 +26,7 @@ _FRESH = textwrap.dedent(
         "resnet18_params": sum(p.numel() for p in model_weights.get_model_builder("resnet18")(weights=None).parameters()),
     }
     # How the driver checks a weights file and every model actor builds its model:
-    model_weights.assemble("resnet18", model_weights.get_model_builder("resnet18")(weights=None).state_dict())
+    state_dict_fit.assemble("resnet18", model_weights.get_model_builder("resnet18")(weights=None).state_dict())
     after_import["dynamo_imported_by_assembling"] = "torch._dynamo" in sys.modules
     deferred = sys.modules["torchvision.ops.roi_align"].is_compile_supported("cpu")
     import torch._dynamo.utils as real

@@ -19,8 +19,8 @@ import torch
 from vidbatch.config import Precision
 from vidbatch.model_compile import CompileMode, compile_due, frozen_compile, validate_compile_mode
 from vidbatch.model_onednn import onednn_packing_available, pack_for_onednn
-from vidbatch.model_weights import assemble
 from vidbatch.preprocess import PreprocessSpec
+from vidbatch.state_dict_fit import assemble
 
 log = logging.getLogger(__name__)
 
