@@ -271,7 +271,7 @@ def test_a_prepared_nightly_commit_on_an_object_store_output(s3, tmp_path):
     run(out, tmp_path / "s1", "r1", "a", planned_at=None)
     run(out, tmp_path / "s2", "r2", "b", planned_at=load_prior(out, StorageConfig()).videos_version)
     prior = load_prior(out, StorageConfig())
-    versions = run(out, tmp_path / "s3", "r3", "a", planned_at=prior.videos_version, clip_video_ids={"a", "b"})
+    versions = run(out, tmp_path / "s3", "r3", "a", planned_at=prior.videos_version, clip_video_ids={"a", "b"}).versions
     options = s3.delta_options()
     videos = DeltaTable(f"{out}/videos", storage_options=options).to_pyarrow_table(columns=["video_id", "run_id"])
     clips = DeltaTable(f"{out}/clips", storage_options=options).to_pyarrow_table(columns=["video_id", "run_id"])
@@ -480,3 +480,60 @@ def test_started_json_records_the_job_s_urls_without_credentials(tmp_path):
     written = (tmp_path / "_runs" / "r1" / "started.json").read_text()
     assert "s3cr3t" not in written
     assert json.loads(written)["job"] == {"manifest": "https://REDACTED@h/m.parquet", "model": {"weights": "https://h/w.pt?sig=REDACTED"}}
+
+
+def _rows(schema: pa.Schema, video_ids: list[str], run_id: str, rng) -> pa.Table:
+    """Rows of real width: 2048 random floats each (resnet50's embedding, which does not compress)."""
+    import numpy as np
+
+    n = len(video_ids)
+    noise = rng.standard_normal(n * 2048).astype(np.float32)
+    embedding = pa.ListArray.from_arrays(pa.array(np.arange(0, (n + 1) * 2048, 2048, dtype=np.int32)), pa.array(noise))
+    columns = {"video_id": pa.array(video_ids), "run_id": pa.array([run_id] * n), "embedding": embedding}
+    return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema)
+
+
+def test_a_run_replacing_one_video_rewrites_exactly_the_files_that_hold_it_and_says_so(tmp_path):
+    """The nightly cost an operator watches (summary.json's rewritten_*): copy-on-write rewrites each
+    data file holding a replaced row, whole, and no other. Tables of several files (a small target size)."""
+    import numpy as np
+    from deltalake import CommitProperties
+
+    from vidbatch.delta_files import Rewritten, create
+
+    rng = np.random.default_rng(0)
+    ids = [f"v{i:04d}" for i in range(200)]
+    out, spill = tmp_path / "out", tmp_path / "spill"
+    spill.mkdir()
+    pq.write_table(_rows(CLIPS, [v for v in ids for _ in range(2)], "r1", rng), tmp_path / "clips.parquet")
+    pq.write_table(_rows(VIDEOS, ids, "r1", rng), tmp_path / "videos.parquet")
+    for table in ("clips", "videos"):  # ~3.2 and 1.6 MB read in batches of ~1 MB: a file per batch
+        rows = pq.ParquetFile(tmp_path / f"{table}.parquet")
+        create(str(out / table), StorageConfig(), rows, CommitProperties(), target_file_bytes=1)
+    before = {table: _files(out / table) for table in ("clips", "videos")}
+    pq.write_table(_rows(CLIPS, ["v0100"] * 2, "r2", rng), spill / "clips.parquet")
+    pq.write_table(_rows(VIDEOS, ["v0100"], "r2", rng), spill / "videos.parquet")
+
+    committed = commit_tables(str(out), spill, run_id="r2", replace_ids={"v0100"}, storage=StorageConfig(), metadata={},
+                              stale_clips=(), clip_video_ids=set(ids), videos_version=0)  # fmt: skip
+
+    for table, replaced_rows in (("clips", 2), ("videos", 1)):
+        holding = [(size, rows) for size, rows, held in before[table].values() if "v0100" in held]
+        assert len(before[table]) > 1 and 0 < len(holding) < len(before[table]), before[table]
+        kept = sum(rows for _, rows in holding) - replaced_rows
+        rewritten = Rewritten(files=len(holding), bytes=sum(size for size, _ in holding), rows_kept=kept)
+        assert committed.rewritten[table] == rewritten, table
+        assert set(before[table]) - set(_files(out / table)) == {p for p, f in before[table].items() if "v0100" in f[2]}
+    summary = committed.summary()
+    assert summary["rewritten_files"] == {t: committed.rewritten[t].files for t in ("clips", "videos")}
+    assert summary["rewritten_bytes"]["clips"] > 500_000 and set(summary["rewritten_rows_kept"]) == {"clips", "videos"}
+    assert DeltaTable(str(out / "clips")).to_pyarrow_table().num_rows == 400
+
+
+def _files(table) -> dict[str, tuple[int, int, set[str]]]:
+    """Each data file of the table: its size, its rows, the video_ids it holds (read from the file itself)."""
+    files = pa.table(DeltaTable(str(table)).get_add_actions(flatten=True)).to_pylist()
+    return {
+        f["path"]: (f["size_bytes"], f["num_records"], set(pq.read_table(table / f["path"], columns=["video_id"])[0].to_pylist()))
+        for f in files
+    }

@@ -191,18 +191,16 @@ def test_rows_are_written_in_files_of_the_target_size_each_with_its_own_statisti
     video's clips rewrite all of them."""
     import numpy as np
 
-    import vidbatch.delta_files as delta_files
     import vidbatch.parquet_stream as parquet_stream
 
     monkeypatch.setattr(parquet_stream, "BATCH_BYTES", 15_000)  # ~100 rows
-    monkeypatch.setattr(delta_files, "_TARGET_FILE_BYTES", 30_000)
     ids = [f"v{i:04d}" for i in range(1000)]
     noise = np.random.default_rng(0).standard_normal(1000 * 32).astype(np.float32)  # incompressible, ~128 KB
     payload = pa.ListArray.from_arrays(pa.array(np.arange(0, 1001 * 32, 32, dtype=np.int32)), pa.array(noise))
     rows = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"video_id": ids, "run_id": ["r1"] * 1000, "n": range(1000), "x": payload}), rows, row_group_size=100)
     root = tmp_path / "clips"
-    create(str(root), StorageConfig(), open_parquet(rows), CommitProperties())
+    create(str(root), StorageConfig(), open_parquet(rows), CommitProperties(), target_file_bytes=30_000)
 
     files = pa.table(DeltaTable(str(root)).get_add_actions(flatten=True)).to_pylist()
     assert len(files) > 2
@@ -267,11 +265,9 @@ def test_readers_skip_files_by_their_ranges_and_lose_no_row_at_a_bound(tmp_path,
 
     import pyarrow.dataset as ds
 
-    import vidbatch.delta_files as delta_files
     import vidbatch.parquet_stream as parquet_stream
 
     monkeypatch.setattr(parquet_stream, "BATCH_BYTES", 2_000)
-    monkeypatch.setattr(delta_files, "_TARGET_FILE_BYTES", 1)  # a file per batch
     start = datetime(2026, 12, 6, tzinfo=timezone.utc)
     stamps = [start + timedelta(milliseconds=10 * i, microseconds=567) for i in range(200)]
     uris = [f"s3://library/{i:04d}/{'deep/' * 20}clip.mp4" for i in range(200)]  # ~120 characters
@@ -281,7 +277,9 @@ def test_readers_skip_files_by_their_ranges_and_lose_no_row_at_a_bound(tmp_path,
         tmp_path / "rows.parquet",
         row_group_size=50,
     )
-    create(str(tmp_path / "t"), StorageConfig(), open_parquet(tmp_path / "rows.parquet"), CommitProperties())
+    create(
+        str(tmp_path / "t"), StorageConfig(), open_parquet(tmp_path / "rows.parquet"), CommitProperties(), target_file_bytes=1
+    )  # a file per batch
     files = sorted(_file_stats(tmp_path / "t"), key=lambda f: f["min.video_id"])
     assert len(files) >= 3
     assert all(len(f["max.uri"]) < 100 for f in files)  # cut, as delta-rs cuts them

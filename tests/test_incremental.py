@@ -273,7 +273,22 @@ def run(tmp_path: Path, weights, **overrides):
     assert result.summary["table_statuses"] == dict(sorted(Counter(v["status"] for v in videos).items()))
     # and what its rows took in the temporary folder before the commit (rows it rewrote without decoding too)
     assert result.summary["spill_bytes"] > 0 if result.summary["videos"] else result.summary["spill_bytes"] >= 0
+    # and what its commits rewrote: the files its own log entries removed (copy-on-write), per table
+    for table in ("clips", "videos"):
+        removed = removed_by_run(tmp_path / "out" / table, result.run_id)
+        said = (result.summary["rewritten_files"][table], result.summary["rewritten_bytes"][table])
+        assert said == (len(removed), sum(removed)), table
     return result
+
+
+def removed_by_run(table: Path, run_id: str) -> list[int]:
+    """The sizes of the data files the run's commits removed, read from the table's log."""
+    sizes = []
+    for entry in sorted((table / "_delta_log").glob("*.json")) if table.is_dir() else []:
+        actions = [json.loads(line) for line in entry.read_text().splitlines() if line.strip()]
+        if any((a.get("commitInfo") or {}).get("vidbatch.run_id") == run_id for a in actions):
+            sizes += [a["remove"]["size"] for a in actions if "remove" in a]
+    return sizes
 
 
 def test_no_carried_through_column_means_no_refresh_work(monkeypatch):

@@ -490,3 +490,19 @@ def test_rows_of_an_older_decoding_the_run_did_not_reach_are_kept(tmp_path, monk
     assert sorted(after.column("run_id").to_pylist()) == [first.run_id] * 2
     assert result.summary["table_statuses"] == {"ok": 2}
     assert any("2 videos decoded by an older vidbatch and not reached keep their rows" in line for line in said), said
+
+
+def test_the_summary_says_what_the_commit_rewrote_and_not_when_it_only_added():
+    from vidbatch.run_summary import rewritten_line
+
+    summary = {
+        "rewritten_files": {"clips": 2, "videos": 1},
+        "rewritten_bytes": {"clips": 536_870_912, "videos": 31_400},
+        "rewritten_rows_kept": {"clips": 65_000, "videos": 1_999},
+    }
+    assert rewritten_line(summary) == (
+        "the commit rewrote 3 data files (clips 2, 536.9 MB; videos 1, 31 kB), carrying 66,999 unchanged rows over "
+        "to replace the changed and removed videos' rows"
+    )
+    assert rewritten_line({**summary, "rewritten_files": {"clips": 0, "videos": 0}}) is None  # new videos only add files
+    assert rewritten_line({}) is None  # a summary of an older vidbatch

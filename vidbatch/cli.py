@@ -514,6 +514,8 @@ def _refreshed(changes: dict) -> str:
 
 
 def _summary_text(summary: dict, uri: str) -> str:
+    from vidbatch.run_summary import rewritten_line
+
     statuses = ", ".join(f"{k}: {v}" for k, v in summary["statuses"].items()) or "none"
     changes = summary.get("changes") or {}
     lines = [
@@ -524,6 +526,7 @@ def _summary_text(summary: dict, uri: str) -> str:
         f"  clips {summary['clips']}, frames {summary['frames']}, video hours {summary['video_hours']:.4f}"
         + (f"; the model ran in {' and '.join(summary['model_precision'])}" if summary.get("model_precision") else ""),
         *_table_line(summary),
+        *([f"  {rewrote}"] if (rewrote := rewritten_line(summary)) else []),
         f"  wall {summary['wall_time_s']:.1f}s, {summary['throughput']['videos_per_s']} videos/s, "
         f"{summary['throughput']['frames_per_s']} frames/s, "
         f"{summary['throughput']['video_hours_per_wall_hour']} video-hours/wall-hour",

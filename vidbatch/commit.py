@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable
 
 from vidbatch.config import StorageConfig
-from vidbatch.delta_files import PreparedCommit, RowFilter, create, fits, plain_files, prepare
+from vidbatch.delta_files import PreparedCommit, Rewritten, RowFilter, create, fits, plain_files, prepare
 from vidbatch.errors import JobError
 from vidbatch.parquet_stream import open_parquet, read_batches
 from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
@@ -55,7 +55,7 @@ def commit_tables(
     videos_version: int | None,
     refreshed_ids: Iterable[str] = (),
     void_clips: AbstractSet[str] = frozenset(),
-) -> dict[str, int]:
+) -> Committed:
     """Apply the run to both tables, in three steps (each one Delta commit, skipped when empty):
 
     1. clips: add this run's clips, and delete `stale_clips`, the (video_id, run_id) pairs no
@@ -85,6 +85,8 @@ def commit_tables(
     (`_commit_prepared`, vidbatch.delta_files): a reader of the clips alone sees a replaced video's
     clips of two runs for milliseconds, not for the time of two merges. The stale pairs then go in
     step 3 (so runs that each die before it leave theirs until one completes).
+
+    Returns the tables' versions after the run, and what its commits rewrote of each table.
     """
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     stale = sorted(set(stale_clips))
@@ -96,11 +98,12 @@ def commit_tables(
         tables = _prepared_tables(clips_uri, videos_uri, spill_dir / "videos.parquet", storage)
     commit = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, **metadata})
     tidy = CommitProperties(custom_metadata={"vidbatch.run_id": run_id, "vidbatch.step": "superseded clips removed"})
+    rewritten = {"clips": Rewritten(), "videos": Rewritten()}
     for _attempt in range(_PREPARE_ATTEMPTS):
         if tables is None:
             break
         try:
-            _commit_prepared(
+            rewritten = _commit_prepared(
                 output,
                 spill_dir,
                 tables,
@@ -113,7 +116,7 @@ def commit_tables(
                 clips_added=bool(clips_spilled),
                 clips_without=clips_without,
             )
-            return _versions(output, clips_uri, videos_uri, storage)
+            return Committed(_versions(output, clips_uri, videos_uri, storage), rewritten)
         except _TablesMoved as moved:
             versions = f"{moved.table} table at version {moved.read_version} then, {moved.read_version + len(moved.commits)} now"
             _refuse_other_runs(output, moved.commits, during=f"writing its files ({versions})")
@@ -132,7 +135,7 @@ def commit_tables(
     # cannot say for sure that none were committed.
     first = _CLIPS_MAYBE_COMMITTED if clips_spilled or stale else _NOTHING_COMMITTED
     with _step_failure(output, first):
-        _apply(
+        rewritten["clips"] += _apply(
             clips_uri,
             spill_dir / "clips.parquet",
             [_Tombstone(v, r, _DELETE_RUN) for v, r in stale],
@@ -150,12 +153,32 @@ def commit_tables(
     )
     with _step_failure(output, left):
         paired = _naming_clips_version(commit, clips_uri, storage)
-        _apply(videos_uri, spill_dir / "videos.parquet", [_Tombstone(v, None, _DELETE_ALL) for v in replaced], paired, storage)
+        tombstones = [_Tombstone(v, None, _DELETE_ALL) for v in replaced]
+        rewritten["videos"] += _apply(videos_uri, spill_dir / "videos.parquet", tombstones, paired, storage)
     _fault_hook("after-videos-commit")
     had_clips = sorted(video_id for video_id in replace_ids if video_id in clip_video_ids)
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
-        _apply(clips_uri, None, [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips], tidy, storage)
-    return _versions(output, clips_uri, videos_uri, storage)
+        superseded = [_Tombstone(v, run_id, _DELETE_OTHER_RUNS) for v in had_clips]
+        rewritten["clips"] += _apply(clips_uri, None, superseded, tidy, storage)
+    return Committed(_versions(output, clips_uri, videos_uri, storage), rewritten)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """A run's commits: the tables' versions after them, and the data files they rewrote per table
+    (copy-on-write: each old file that held a replaced row, written again without it)."""
+
+    versions: dict[str, int]
+    rewritten: dict[str, Rewritten]
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        """summary.json's keys, each per table: what an operator watches grow night after night."""
+        tables = sorted(self.rewritten)
+        return {
+            "rewritten_files": {name: self.rewritten[name].files for name in tables},
+            "rewritten_bytes": {name: self.rewritten[name].bytes for name in tables},
+            "rewritten_rows_kept": {name: self.rewritten[name].rows_kept for name in tables},
+        }
 
 
 _NOTHING_COMMITTED = "nothing of this run was committed; run it again once the output can be written"
@@ -215,9 +238,10 @@ def _commit_prepared(
     commits: tuple[CommitProperties, CommitProperties],
     clips_added: bool,
     clips_without: RowFilter | None = None,
-) -> None:
+) -> dict[str, Rewritten]:
     """The three steps of `commit_tables`, their files written first and their commits landed back to
-    back; the old clips of replaced videos and the stale pairs go in the third commit."""
+    back; the old clips of replaced videos and the stale pairs go in the third commit. Returns what the
+    commits that landed rewrote, per table."""
     clips_table, videos_table = tables
     clips_uri, videos_uri = join_uri(output, "clips"), join_uri(output, "videos")
     commit, tidy = commits
@@ -279,10 +303,13 @@ def _commit_prepared(
             raise JobError(f"the videos table of output {output!r} kept changing while this run committed; {left}")
         videos.commit(_naming_clips_version(commit, clips_uri, storage))
     _fault_hook("after-videos-commit")
+    rewritten = {"clips": Rewritten(), "videos": videos.rewritten}  # add_clips only adds files
     with _step_failure(output, "this run is committed; the clips it replaced are left and the next run removes them"):
         # Only this run's own clips commit may have landed since the tidy files were prepared.
         if len(_commits_since(clips_uri, storage, clips_read)) <= (0 if add_clips.empty else 1):
             tidy_clips.commit(tidy)
+            rewritten["clips"] = tidy_clips.rewritten
+    return rewritten
 
 
 def _naming_clips_version(commit: CommitProperties, clips_uri: str, storage: StorageConfig) -> CommitProperties:
@@ -379,8 +406,9 @@ def _apply(
     storage: StorageConfig,
     *,
     without: RowFilter | None = None,
-) -> None:
+) -> Rewritten:
     """One commit: insert the spilled rows and delete what the tombstones name (nothing to do: no commit).
+    Returns the data files it rewrote.
 
     The rows' files are written streamed (vidbatch.delta_files) whenever the table's files can be
     written directly: a first run's tables are created that way, and the later steps add and rewrite
@@ -392,17 +420,18 @@ def _apply(
     if not DeltaTable.is_deltatable(table_uri, storage_options=options):
         if spilled is not None:  # the first run: nothing to delete yet
             create(table_uri, storage, spilled, commit, without=without)
-        return
+        return Rewritten()
     if (spilled is None or not spilled.metadata.num_rows) and not tombstones:
-        return
+        return Rewritten()
     table = DeltaTable(table_uri, storage_options=options)
     if plain_files(table) and (spilled is None or fits(table, spilled.schema_arrow)):
         candidates = {tombstone.video_id for tombstone in tombstones}
-        prepare(
+        prepared = prepare(
             table, table_uri, storage, add=spilled, drop=_tombstoned(tombstones), candidates=candidates, add_without=without
-        ).commit(commit)
-        return
-    _merge(table, spilled, tombstones, commit, without=without)
+        )
+        prepared.commit(commit)
+        return prepared.rewritten
+    return _merge(table, spilled, tombstones, commit, without=without)
 
 
 def _of_videos(video_ids: AbstractSet[str]) -> RowFilter | None:
@@ -453,11 +482,13 @@ def _merge(
     commit: CommitProperties,
     *,
     without: RowFilter | None = None,
-) -> None:
-    """One merge = one commit: tombstones delete old rows, inserts never match anything.
+) -> Rewritten:
+    """One merge = one commit: tombstones delete old rows, inserts never match anything. Returns the
+    files it rewrote: the files of the table before it that it removed (its metrics give no bytes).
 
     Each target row matches at most one tombstone (one per video_id, or per (video_id, run_id)).
     """
+    before = _file_sizes(table)
     schema = table.schema().to_arrow() if spilled is None else spilled.schema_arrow
     schema = pa.schema(schema).append(pa.field(_OP, pa.string()))
     names = [name for name in schema.names if name != _OP]
@@ -481,7 +512,7 @@ def _merge(
         f" OR (source.{_OP} = '{_DELETE_RUN}' AND target.run_id = source.run_id)"
         f" OR (source.{_OP} = '{_DELETE_OTHER_RUNS}' AND (target.run_id IS NULL OR target.run_id <> source.run_id))"
     )
-    (
+    metrics = (
         table.merge(
             pa.RecordBatchReader.from_batches(schema, batches()),
             predicate=f"target.video_id = source.video_id AND ({deletes})",
@@ -497,6 +528,16 @@ def _merge(
         )
         .execute()
     )
+    table.update_incremental()
+    removed = set(before) - set(_file_sizes(table))
+    return Rewritten(
+        files=len(removed), bytes=sum(before[path] for path in removed), rows_kept=int(metrics.get("num_target_rows_copied", 0))
+    )
+
+
+def _file_sizes(table: DeltaTable) -> dict[str, int]:
+    files = pa.table(table.get_add_actions(flatten=True))
+    return dict(zip(files.column("path").to_pylist(), files.column("size_bytes").to_pylist(), strict=True))
 
 
 def write_summary(output: str, run_id: str, summary: dict[str, Any], storage: StorageConfig) -> str:

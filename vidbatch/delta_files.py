@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import os
 import time
 import uuid
@@ -35,6 +36,27 @@ from vidbatch.storage import delta_storage_options, filesystem, is_local
 # Which rows of a data file to drop: a boolean mask over the file's rows.
 RowFilter = Callable[[pa.Table], pa.Array]
 
+# A data file is closed and the next begun once it holds this much: a later run that drops a
+# video's rows rewrites the files that hold it, not one file of a whole first run.
+TARGET_FILE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class Rewritten:
+    """What a commit rewrote to drop rows: the old data files that lost rows (removed, and written again
+    without them), their bytes, and the rows they carried over unchanged into the new files. Copy-on-write:
+    a night that replaces a few videos spread over the table rewrites most of it (docs/performance.md)."""
+
+    files: int = 0
+    bytes: int = 0
+    rows_kept: int = 0
+
+    def __iadd__(self, other: Rewritten) -> Rewritten:
+        self.files += other.files
+        self.bytes += other.bytes
+        self.rows_kept += other.rows_kept
+        return self
+
 
 @dataclass
 class PreparedCommit:
@@ -42,6 +64,7 @@ class PreparedCommit:
 
     table: DeltaTable
     actions: list[AddAction | RemoveAction] = field(default_factory=list)
+    rewritten: Rewritten = field(default_factory=Rewritten)
 
     @property
     def empty(self) -> bool:
@@ -63,9 +86,10 @@ def prepare(
     drop: RowFilter | None = None,
     candidates: set[str] | frozenset[str] = frozenset(),
     add_without: RowFilter | None = None,
+    target_file_bytes: int = TARGET_FILE_BYTES,
 ) -> PreparedCommit:
     """Write the files of a commit that adds `add`'s rows (but those `add_without` marks) and drops
-    the rows `drop` marks.
+    the rows `drop` marks, in files closed once they hold `target_file_bytes`.
 
     Only data files whose video_id range holds one of `candidates` are read for `drop` (the
     table's own file statistics say which).
@@ -85,9 +109,12 @@ def prepare(
                 RemoveAction(path=path, data_change=True, deletion_timestamp=_now_ms(), size=size, partition_values={})
             )
             with fs.open(source, "rb") as handle:
-                prepared.actions += _write(fs, root, _kept(open_parquet(handle), drop))
+                kept = _write(fs, root, _kept(open_parquet(handle), drop), target_file_bytes)
+            prepared.actions += kept
+            prepared.rewritten += Rewritten(files=1, bytes=size, rows_kept=sum(_rows(action) for action in kept))
     if add is not None:
-        prepared.actions += _write(fs, root, _kept(add, add_without) if add_without is not None else _plain_parts(add))
+        parts = _kept(add, add_without) if add_without is not None else _plain_parts(add)
+        prepared.actions += _write(fs, root, parts, target_file_bytes)
     return prepared
 
 
@@ -98,6 +125,7 @@ def create(
     properties: CommitProperties,
     *,
     without: RowFilter | None = None,
+    target_file_bytes: int = TARGET_FILE_BYTES,
 ) -> None:
     """Create the table with `rows` (its schema, plain types) as its first commit, version 0.
 
@@ -112,7 +140,7 @@ def create(
     create_table_with_add_actions(
         table_uri,
         Schema.from_arrow(plain_schema(rows.schema_arrow)),
-        _write(fs, root, _kept(rows, without) if without is not None else _plain_parts(rows)),
+        _write(fs, root, _kept(rows, without) if without is not None else _plain_parts(rows), target_file_bytes),
         mode="error",
         storage_options=delta_storage_options(table_uri, storage),
         commit_properties=properties,
@@ -121,9 +149,6 @@ def create(
 
 # The columns a RowFilter reads; the rest of a file is read only when the file is rewritten.
 _KEY_COLUMNS = ("video_id", "run_id")
-# A data file is closed and the next begun once it holds this much: a later run that drops a
-# video's rows rewrites the files that hold it, not one file of a whole first run.
-_TARGET_FILE_BYTES = 256 * 1024 * 1024
 
 
 def _plain_parts(parquet: pq.ParquetFile) -> Iterator[pa.Table]:
@@ -206,17 +231,17 @@ def _any_between(ordered: list[str], low: str, high: str) -> bool:
     return at < len(ordered) and ordered[at] <= high
 
 
-def _write(fs: Any, root: str, parts: Iterable[pa.Table]) -> list[AddAction]:
-    """New data files of the rows in `parts` (streamed), each closed once it holds _TARGET_FILE_BYTES,
+def _write(fs: Any, root: str, parts: Iterable[pa.Table], target_file_bytes: int) -> list[AddAction]:
+    """New data files of the rows in `parts` (streamed), each closed once it holds `target_file_bytes`,
     with their statistics; none when there are no rows."""
     pending = (part for part in parts if part.num_rows)
     # One generator: each file takes parts from it until it is full, and the next file starts with
     # the part after, so no file is ever opened for no rows.
-    return [_write_file(fs, root, first, pending) for first in pending]
+    return [_write_file(fs, root, first, pending, target_file_bytes) for first in pending]
 
 
-def _write_file(fs: Any, root: str, first: pa.Table, rest: Iterator[pa.Table]) -> AddAction:
-    """One new data file of `first` and the next tables of `rest`, until it holds _TARGET_FILE_BYTES."""
+def _write_file(fs: Any, root: str, first: pa.Table, rest: Iterator[pa.Table], target_file_bytes: int) -> AddAction:
+    """One new data file of `first` and the next tables of `rest`, until it holds `target_file_bytes`."""
     name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
     ranges = FileStatistics()
     with fs.open(f"{root}/{name}", "wb") as handle:
@@ -224,12 +249,16 @@ def _write_file(fs: Any, root: str, first: pa.Table, rest: Iterator[pa.Table]) -
             for part in itertools.chain([first], rest):
                 writer.write_table(part)
                 ranges.add(part)
-                if handle.tell() >= _TARGET_FILE_BYTES:
+                if handle.tell() >= target_file_bytes:
                     break
         size = handle.tell()
     return AddAction(
         path=name, size=size, partition_values={}, modification_time=_now_ms(), data_change=True, stats=ranges.stats()
     )
+
+
+def _rows(action: AddAction) -> int:
+    return int(json.loads(action.stats or "{}").get("numRecords", 0))
 
 
 def _now_ms() -> int:

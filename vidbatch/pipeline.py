@@ -34,7 +34,7 @@ from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
 from vidbatch.preflight import refuse_gpus_missing_here
 from vidbatch.ray_session import ensure_ray
-from vidbatch.run_summary import build_summary, utc_now_iso
+from vidbatch.run_summary import build_summary, rewritten_line, utc_now_iso
 from vidbatch.spill import SpillRoom, folder_bytes, remove_dead_runs_folders, spill_folder, spill_space_said
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import load_prior
@@ -252,7 +252,7 @@ def run_job(
         # "nothing was committed" about a run whose commit had landed, and maybe leave no summary.
         stop_scope.enter_context(interrupts_held(say))
         commit_started = time.monotonic()
-        versions = commit_tables(
+        committed = commit_tables(
             config.output,
             spill,
             run_id=run_id,
@@ -272,10 +272,12 @@ def run_job(
             },
         )
         timings["commit_s"] = time.monotonic() - commit_started
+        if rewrote := rewritten_line(committed.summary()):
+            say(rewrote)
         wall = time.monotonic() - started
         # rows written without decoding (from the plan, the stat, or for videos a stop cut off) are no throughput
         decoded = tally.videos - len(work.refused) - collector.lost
-        summary = build_summary(config, run_id, weights, plan, tally, wall, versions, decoded=decoded)
+        summary = build_summary(config, run_id, weights, plan, tally, wall, committed.versions, decoded=decoded)
         # `precision: auto` is bf16 on some hosts and fp32 on others; the rows do not say which
         summary["model_precision"] = sorted(collector.precisions)
         # Why the run ended before every video was tried (a nightly check reads this, not the log).
@@ -287,6 +289,7 @@ def run_job(
         summary["table_statuses"] = worklist.table_statuses(prior, tally.statuses, kept=collector.kept)
         summary["timings_s"] = {key: round(value, 3) for key, value in timings.items()}
         summary["spill_bytes"] = spilled
+        summary.update(committed.summary())  # rewritten_files, rewritten_bytes, rewritten_rows_kept: per table
         summary_uri = write_summary(config.output, run_id, summary, config.storage)
     return RunResult(run_id=run_id, summary=summary, summary_uri=summary_uri)
 

@@ -61,3 +61,21 @@ def build_summary(
 
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")  # orders runs of one second (history)
+
+
+def rewritten_line(summary: dict[str, Any]) -> str | None:
+    """What the run's commits rewrote (summary.json's rewritten_*): each old data file that held a
+    replaced or removed row was written again without it. None when nothing was (new videos only add files)."""
+    files, sizes, kept = (summary.get(key) or {} for key in ("rewritten_files", "rewritten_bytes", "rewritten_rows_kept"))
+    if not any(files.values()):
+        return None
+    tables = "; ".join(f"{name} {count}, {_size(sizes.get(name, 0))}" for name, count in sorted(files.items()) if count)
+    total = sum(files.values())
+    return (
+        f"the commit rewrote {total} data file{'s' if total != 1 else ''} ({tables}), carrying "
+        f"{sum(kept.values()):,} unchanged rows over to replace the changed and removed videos' rows"
+    )
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{max(1, round(n / 1e3))} kB"
