@@ -170,6 +170,44 @@ def test_an_append_only_output_is_refused_before_any_work(tmp_path):
         load_prior(str(out), StorageConfig())
 
 
+def test_a_tables_own_target_file_size_sizes_the_files_a_commit_writes(tmp_path):
+    """delta.targetFileSize, Delta's property that deltalake's compaction reads too, is how an operator
+    trades a night's rewrite against the number of files without a job key: here 1 byte, a file per
+    ~1 MB batch, where the default would have written the 2.8 MB kept of a rewritten file as one."""
+    import numpy as np
+    from deltalake import CommitProperties
+
+    from vidbatch.delta_files import create
+
+    rng = np.random.default_rng(1)
+    ids = [f"v{i:03d}" for i in range(200)]
+    out, spill = tmp_path / "out", tmp_path / "spill"
+    spill.mkdir()
+    for table, schema, per_video in (("clips", CLIPS, 2), ("videos", VIDEOS, 1)):
+        pq.write_table(_rows(schema, [v for v in ids for _ in range(per_video)], "r1", rng), tmp_path / f"{table}.parquet")
+        create(str(out / table), StorageConfig(), pq.ParquetFile(tmp_path / f"{table}.parquet"), CommitProperties())
+    assert len(DeltaTable(str(out / "clips")).file_uris()) == 1
+    DeltaTable(str(out / "clips")).alter.set_table_properties({"delta.targetFileSize": "1"})
+    pq.write_table(_rows(CLIPS, ["v100"] * 2, "r2", rng), spill / "clips.parquet")
+    pq.write_table(_rows(VIDEOS, ["v100"], "r2", rng), spill / "videos.parquet")
+    planned = load_prior(str(out), StorageConfig()).videos_version
+
+    commit_tables(str(out), spill, run_id="r2", replace_ids={"v100"}, storage=StorageConfig(), metadata={},
+                  stale_clips=(), clip_video_ids=set(ids), videos_version=planned)  # fmt: skip
+
+    assert len(DeltaTable(str(out / "clips")).file_uris()) > 2  # the kept 398 clips (~3 MB) in files of a batch each
+    assert len(DeltaTable(str(out / "videos")).file_uris()) == 2  # no property: the default, one file and tonight's
+    assert DeltaTable(str(out / "clips")).to_pyarrow_table().num_rows == 400
+
+
+def test_a_target_file_size_that_is_no_number_of_bytes_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    run(out, tmp_path / "s1", "r1", "a", planned_at=None)
+    DeltaTable(str(out / "videos")).alter.set_table_properties({"delta.targetFileSize": "64mb"})
+    with pytest.raises(JobError, match=r"the videos table of output .* delta.targetFileSize is '64mb', not a number of bytes"):
+        load_prior(str(out), StorageConfig())
+
+
 def test_a_table_feature_deltalake_cannot_read_is_named_as_such_not_as_a_path_problem(tmp_path):
     """Deletion vectors turned on by another engine: the advice was 'check the path and its permissions'."""
     import json

@@ -37,8 +37,13 @@ from vidbatch.storage import delta_storage_options, filesystem, is_local
 RowFilter = Callable[[pa.Table], pa.Array]
 
 # A data file is closed and the next begun once it holds this much: a later run that drops a
-# video's rows rewrites the files that hold it, not one file of a whole first run.
-TARGET_FILE_BYTES = 256 * 1024 * 1024
+# video's rows rewrites the files that hold it, not one file of a whole first run. 64 MB, not 256:
+# a night that replaces K videos spread over a table rewrites about min(table, K x this) (each file
+# holding one, whole), and a quarter of it cost readers nothing measurable (docs/performance.md,
+# 2026-12-07 eighteenth session). A table's own delta.targetFileSize overrides it (table_target_bytes).
+TARGET_FILE_BYTES = 64 * 1024 * 1024
+# Delta's table property for the size of its data files; deltalake's compaction reads it too.
+TARGET_SIZE_PROPERTY = "delta.targetFileSize"
 
 
 @dataclass
@@ -86,16 +91,19 @@ def prepare(
     drop: RowFilter | None = None,
     candidates: set[str] | frozenset[str] = frozenset(),
     add_without: RowFilter | None = None,
-    target_file_bytes: int = TARGET_FILE_BYTES,
+    target_file_bytes: int | None = None,
 ) -> PreparedCommit:
     """Write the files of a commit that adds `add`'s rows (but those `add_without` marks) and drops
-    the rows `drop` marks, in files closed once they hold `target_file_bytes`.
+    the rows `drop` marks, in files closed once they hold `target_file_bytes` (None: the table's own
+    target, `table_target_bytes`).
 
     Only data files whose video_id range holds one of `candidates` are read for `drop` (the
     table's own file statistics say which).
     """
     fs, root = filesystem(table_uri, storage)
     prepared = PreparedCommit(table)
+    if target_file_bytes is None:
+        target_file_bytes = table_target_bytes(table)
     if drop is not None and candidates:
         for path, size in _files_holding(table, candidates):
             source = f"{root}/{unquote(path)}"
@@ -160,6 +168,21 @@ def _kept(parquet: pq.ParquetFile, drop: RowFilter) -> Iterator[pa.Table]:
     for rows in _plain_parts(parquet):
         # A row the filter cannot decide (a null in its keys) is kept: nothing is dropped by accident.
         yield rows.filter(pc.invert(pc.fill_null(drop(rows), False)))
+
+
+def table_target_bytes(table: DeltaTable) -> int:
+    """The size at which the table's data files are closed: its delta.targetFileSize (a number of
+    bytes, as deltalake reads it), else TARGET_FILE_BYTES. ValueError naming the value otherwise."""
+    value = (table.metadata().configuration or {}).get(TARGET_SIZE_PROPERTY)
+    if value is None:
+        return TARGET_FILE_BYTES
+    size = int(value) if value.strip().isdigit() else 0
+    if size < 1:
+        raise ValueError(
+            f"its table property {TARGET_SIZE_PROPERTY} is {value!r}, not a number of bytes: set it to one "
+            f"(e.g. {64 * 2**20} for 64 MB) or unset it"
+        )
+    return size
 
 
 def plain_files(table: DeltaTable) -> bool:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from vidbatch.config import DECODE_REVISION, ModelConfig, StorageConfig
+from vidbatch.delta_files import table_target_bytes
 from vidbatch.errors import UNREACHABLE, JobError, VideoError
 from vidbatch.incremental import PERMANENT, PriorVideo, settled_failure
 from vidbatch.listing import listed_infos
@@ -228,6 +229,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     clips_table = open_table(output, "clips", storage)
     for name, table in (("videos", videos_table), ("clips", clips_table)):
         refuse_append_only(output, name, table)
+        refuse_bad_target_size(output, name, table)
     # Counted and compared in Arrow, not in Python objects per clip (a library has tens of millions).
     pairs = ["video_id", "run_id"]
     clips = clips_table.to_pyarrow_table(columns=pairs) if clips_table is not None else _empty(pairs)
@@ -292,6 +294,17 @@ def _prior_videos(rows: pa.Table, results: dict[str, dict[str, Any]]) -> dict[st
                 results=results.get(run_id) if run_id is not None else None,
             )
     return videos
+
+
+def refuse_bad_target_size(output: str, name: str, table: DeltaTable | None) -> None:
+    """JobError when a table's delta.targetFileSize (which sizes the files a commit writes) is no number of
+    bytes: refused before any work, not at the commit after all of it."""
+    if table is None:
+        return
+    try:
+        table_target_bytes(table)
+    except ValueError as exc:
+        raise JobError(f"the {name} table of output {output!r} cannot be written: {exc}") from exc
 
 
 def refuse_append_only(output: str, name: str, table: DeltaTable | None) -> None:
