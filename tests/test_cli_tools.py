@@ -19,6 +19,7 @@ import yaml
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from s3server import free_port
 
+from vidbatch import history as history_mod
 from vidbatch.cli import main
 
 VACUUM_LISTED_FILES = 50  # the most files vacuum names per table (README)
@@ -236,6 +237,32 @@ def test_a_run_that_changes_nothing_says_so_and_history_lists_it(tmp_path, capsy
 
     entries = history_json(capsys, str(tmp_path / "out"))
     assert [e["version"] for e in entries] == [None, versions]
+
+
+def test_a_first_run_over_an_empty_manifest_says_it_created_the_tables(tmp_path, capsys):
+    """It commits the two empty tables (version 0): its headline said "nothing was committed and the tables were
+    left as they were", and a summary whose commit had left the log would have been listed as no change."""
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.table({"video_id": pa.array([], pa.string()), "uri": pa.array([], pa.string())}), manifest)
+    job = tmp_path / "job.yaml"
+    output = tmp_path / "out"
+    settings = {"name": "t", "manifest": str(manifest), "output": str(output), "model": {"arch": "resnet18", "weights": "none"}}
+    job.write_text(yaml.safe_dump(settings))
+
+    code, first, err = run_cli(capsys, "run", str(job), "--allow-empty")
+    assert code == 0, err
+    headline = first.splitlines()[0]
+    assert "created the videos and clips tables, empty" in headline and "(videos at version 0, clips at version 0)" in headline
+    assert "nothing was committed" not in first and "left as they were" not in first
+    assert (DeltaTable(str(output / "videos")).version(), DeltaTable(str(output / "clips")).version()) == (0, 0)
+    (summary_path,) = output.glob("_runs/*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["tables_created"] == ["videos", "clips"]
+    assert history_mod._summary_entry(summary, summary["run_id"])["version"] == 0  # as if its commit had expired
+
+    code, second, err = run_cli(capsys, "run", str(job), "--allow-empty")  # now there is nothing to create
+    assert code == 0, err
+    assert "changed nothing" in second.splitlines()[0] and "(videos still at version 0)" in second.splitlines()[0]
 
 
 # --- F9: object-store failures ------------------------------------------------------------------

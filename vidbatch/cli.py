@@ -485,9 +485,16 @@ def _plan(args: argparse.Namespace) -> int:
 def _headline(summary: dict) -> str:
     from vidbatch.history import changed_tables
 
+    versions = summary.get("table_versions") or {}
+    created = summary.get("tables_created") or []
+    if created and not changed_tables({**summary, "tables_created": []}):  # an empty manifest's first run: it only made them
+        at = ", ".join(f"{name} at version {versions[name]}" for name in created if name in versions)
+        return (
+            f"run {summary['run_id']} created the {' and '.join(created)} table{'s' if len(created) > 1 else ''}, "
+            f"empty ({summary['model_id']}): the manifest had no video to process ({at})"
+        )
     if changed_tables(summary):
         return f"run {summary['run_id']} committed ({summary['model_id']})"
-    versions = summary.get("table_versions") or {}
     at = f" (videos still at version {versions['videos']})" if "videos" in versions else ""
     return (
         f"run {summary['run_id']} changed nothing ({summary['model_id']}): no video was new, changed, retried or "

@@ -63,8 +63,11 @@ def runs(output: str, storage: StorageConfig, *, last: int | None = None) -> lis
 def changed_tables(summary: dict[str, Any]) -> bool:
     """Did this run commit? A run writes a videos row for each video it processed or refused
     (`videos`) and deletes or rewrites rows for its other changes; with none of them it makes
-    no commit at all (pipeline.run_job: videos 0, every change 0 but `unchanged`)."""
+    no commit at all (pipeline.run_job: videos 0, every change 0 but `unchanged`), unless it created
+    a table (`tables_created`: a first run over an empty manifest)."""
     changes = summary.get("changes") or {}
+    if summary.get("tables_created"):
+        return True
     return bool(summary.get("videos")) or any(count for kind, count in changes.items() if kind != "unchanged")
 
 

@@ -59,6 +59,7 @@ class PriorState:
     clip_video_ids: frozenset[str] = frozenset()  # videos with any clip row
     videos_version: int | None = None  # the videos table's version this state was read at (None: no table)
     videos_schema: pa.Schema | None = None  # the videos table's columns and types (None: no table)
+    clips_version: int | None = None  # the clips table's version this state was read at (None: no table)
     # Runs with ok rows whose started.json is gone or unreadable: their task/top_k/precision are unknown.
     unrecorded_runs: frozenset[str] = frozenset()
     # Runs with ok rows whose started.json records a decode_revision below this vidbatch's, or none
@@ -258,6 +259,7 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         with_clips,
         videos_version=videos_table.version() if videos_table is not None else None,
         videos_schema=pa.schema(videos_table.schema().to_arrow()) if videos_table is not None else None,
+        clips_version=clips_table.version() if clips_table is not None else None,
         unrecorded_runs=frozenset(ok_runs - set(results)),
         older_decoding_runs=older,
     )
