@@ -269,6 +269,13 @@ def test_a_first_run_over_an_empty_manifest_says_it_created_the_tables(tmp_path,
 
 
 @pytest.mark.parametrize("command", [["history"], ["vacuum", "--dry-run"]])
+def test_history_and_vacuum_of_an_output_without_a_bucket_say_so(capsys, command):
+    """deltalake said 'Unable to recognise URL "s3:/videos"' of `s3://` alone."""
+    code, out, err = run_cli(capsys, command[0], "s3://", *command[1:])
+    assert (code, out, err) == (2, "", "vidbatch: output 's3://' names no bucket (write s3://BUCKET/...)\n")
+
+
+@pytest.mark.parametrize("command", [["history"], ["vacuum", "--dry-run"]])
 def test_history_and_vacuum_of_a_missing_bucket_or_dead_endpoint_say_what_to_check(s3, capsys, command):
     missing = f"s3://vb-missing-{free_port()}/out"
     code, out, err = run_cli(capsys, command[0], missing, *command[1:], "--endpoint-url", s3.endpoint)

@@ -40,6 +40,9 @@ def test_defaults_and_overrides(tmp_path):
         # Ray's start, setrlimit's overflow in every sandbox, torch's seed overflow
         ("name: t\nmanifest: m.parquet\noutput: ~/out\n", [], "output='~/out': Value error, '~' is not expanded"),
         ("name: t\nmanifest: ~/m.parquet\noutput: o\n", [], "manifest='~/m.parquet': Value error, '~' is not expanded"),
+        # a store's root: 'Unable to recognise URL "s3:/videos"' (output), 'Cannot traverse all of S3' (manifest)
+        (BASE, ["output=s3://"], "output='s3://': Value error, 's3://' names no bucket (write s3://BUCKET/...)"),
+        (BASE, ["manifest=gs:///m.parquet"], "manifest='gs:///m.parquet': Value error, 'gs:///m.parquet' names no bucket"),
         (BASE, ["limits.no_progress_timeout_s=1e10"], "limits.no_progress_timeout_s=.1e10.: Input should be less than"),
         (BASE, ["limits.decode_timeout_s=99999999999"], "limits.decode_timeout_s=99999999999: Input should be less than"),
         (BASE, ["limits.decode_memory_mb=99999999999999999"], "limits.decode_memory_mb=99999999999999999: Input should be less"),

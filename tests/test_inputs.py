@@ -79,6 +79,22 @@ def test_uri_policy(uri, ok):
     assert (reason is None) == ok, reason
 
 
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        ("s3://", "the uri names no bucket (write s3://BUCKET/...); fix the manifest row"),
+        ("s3:///a.mp4", "the uri names no bucket (write s3://BUCKET/...); fix the manifest row"),
+        ("https:///a.mp4", "the uri names no host (write https://HOST/...); fix the manifest row"),
+        ("s3://bucket/a.mp4", None),
+        ("memory:///a.mp4", None),  # memory's uris are paths: no bucket to name
+    ],
+)
+def test_a_uri_without_its_bucket_is_refused_as_such(uri, reason):
+    """`s3://` alone was read as the store's root: a not_found row saying "the uri names a directory"."""
+    policy = InputPolicy(allowed_schemes=("file", "s3", "https", "memory"))
+    assert refusal_reason(uri, policy) == reason
+
+
 def test_a_file_uri_is_percent_decoded_and_an_encoded_control_character_is_refused(tmp_path):
     from vidbatch.storage import local_path
 

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from vidbatch.errors import JobError
 from vidbatch.redaction import credentials_in_uri, redact_uri
+from vidbatch.uri_bucket import missing_bucket
 
 Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 SamplingMode = Literal["fps", "uniform", "keyframes"]
@@ -314,6 +315,8 @@ class JobConfig(_Frozen):
         # literal ./~ folder: a table split in two that no later run or reader can open.
         if value.startswith("~"):
             raise ValueError(f"'~' is not expanded; give the absolute path, e.g. {os.path.expanduser(value)!r}")
+        if (lacking := missing_bucket(value)) is not None:  # refused here, not as "Cannot traverse all of S3" later
+            raise ValueError(f"{value!r} {lacking}")
         return _without_credentials(value)
 
     @field_validator("sampling", "model", "resources", "storage", "limits", "inputs", mode="before")

@@ -37,6 +37,7 @@ from vidbatch.storage import (
     source_fingerprint,
     stat_video,
 )
+from vidbatch.uri_bucket import missing_bucket
 from vidbatch.uri_policy import spelled_plainly
 
 _Row = TypeVar("_Row")
@@ -98,7 +99,9 @@ def open_table(output: str, name: str, storage: StorageConfig) -> DeltaTable | N
 
 
 def refuse_file_output(output: str) -> None:
-    """JobError when a local output, or a folder it would be made in, is a file."""
+    """JobError when a local output, or a folder it would be made in, is a file; or an object store's names no bucket."""
+    if (lacking := missing_bucket(output)) is not None:  # history, vacuum: deltalake said "Unable to recognise URL"
+        raise JobError(f"output {output!r} {lacking}")
     if not is_local(output):
         return  # an object store has no files in the way: a key and a prefix of the same name coexist
     start = path = os.path.abspath(local_path(output))
