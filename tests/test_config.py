@@ -116,10 +116,29 @@ def test_yaml_errors_are_one_line_naming_where_and_how_to_fix(tmp_path):
     assert "while parsing a flow sequence (line 4, column 11)" in message
     with pytest.raises(JobError) as caught:  # a --set value: before, a yaml ParserError traceback
         load_job(write(tmp_path, BASE), ["model.top_k=[1"])
-    assert "--set 'model.top_k=[1': the value is not valid YAML" in str(caught.value)
+    assert "--set model.top_k=...: the value (2 characters, not shown) is not valid YAML" in str(caught.value)
     with pytest.raises(JobError) as caught:  # one scheme where a list is wanted: say how to write the list
         load_job(write(tmp_path, BASE), ["inputs.allowed_schemes=s3"])
     assert "inputs.allowed_schemes='s3': should be a list, e.g. [s3]" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ('storage.secret=[hunter2"x', "expected ',' or ']', but got '<stream end>' (line 1, column 11)"),
+        ("storage.region=*hunter2", "found undefined alias '...' (line 1, column 1)"),  # PyYAML quotes the alias
+        ("storage.endpoint_url={https://me:hunter2@host", "expected ',' or '}', but got '<stream end>'"),
+    ],
+)
+def test_a_set_value_that_is_not_yaml_is_not_repeated(tmp_path, override, problem):
+    """It was repeated twice (`--set 'KEY=VALUE'` and the quoting hint): a secret given to a wrong key went to logs."""
+    key = override.partition("=")[0]
+    with pytest.raises(JobError) as caught:
+        load_job(write(tmp_path, BASE), [override])
+    message = str(caught.value)
+    assert message.startswith(f"--set {key}=...: the value (") and "not shown) is not valid YAML" in message, message
+    assert problem in message and f"quote it: --set '{key}=\"...\"'" in message, message
+    assert "hunter2" not in message
 
 
 def test_forgiving_where_nothing_is_lost(tmp_path):

@@ -434,9 +434,19 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     try:
         node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
     except yaml.YAMLError as exc:
+        # The value is not repeated (nor the parts of it PyYAML quotes, an alias's name): it may be a
+        # secret given to the wrong key, and this line goes to logs. The column says where it went wrong.
+        key = key.strip()
         raise JobError(
-            f"--set {override!r}: the value is not valid YAML ({_yaml_problem(exc)}); quote it, e.g. --set '{key}=\"{text}\"'"
+            f"--set {key}=...: the value ({len(text)} characters, not shown) is not valid YAML "
+            f"({_without_parts_of(_yaml_problem(exc), text)}); quote it: --set '{key}=\"...\"'"
         ) from exc
+
+
+def _without_parts_of(problem: str, value: str) -> str:
+    """PyYAML's problem with the quoted parts of `value` it repeats (`found undefined alias 'x'`) left out;
+    its own tokens (`','`, `'<stream end>'`) are kept."""
+    return re.sub(r"'([^']{2,})'", lambda m: "'...'" if m.group(1) in value else m.group(0), problem)
 
 
 def _describe(err: Any) -> str:
