@@ -141,6 +141,23 @@ def test_a_set_value_that_is_not_yaml_is_not_repeated(tmp_path, override, proble
     assert "hunter2" not in message
 
 
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (BASE + 'storage: "AKIAEXAMPLE:hunter2"\n', [], "storage (text of 19 characters, not shown: it may be a credential): "
+         "Input should be a valid dictionary or instance of StorageConfig; storage is a section of endpoint_url, region"),
+        (BASE, ["storage.anon=hunter2"], "storage.anon (text of 7 characters, not shown: it may be a credential): Input should"),
+        (BASE, ["storage.region=[hunter2]"], "storage.region (a list, not shown: it may be a credential): Input should"),
+        (BASE, ["storage.max_attempts=99"], "storage.max_attempts=99: Input should be less than or equal to 20"),  # a number is
+    ],
+)  # fmt: skip
+def test_a_bad_storage_value_is_not_repeated_unless_a_number(tmp_path, text, overrides, message):
+    """`storage: "KEY:SECRET"` (someone's way of giving credentials) was repeated as written in its error."""
+    with pytest.raises(JobError) as caught:
+        load_job(write(tmp_path, text), overrides)
+    assert message in str(caught.value) and "hunter2" not in str(caught.value)
+
+
 def test_forgiving_where_nothing_is_lost(tmp_path):
     job = load_job(write(tmp_path, BASE + "resources:\n  # batch_frames: 16\nlimits:\n"), ["name=2024", "sampling.fps=2"])
     assert job.name == "2024" and job.resources.batch_frames == 32 and job.sampling.fps == 2.0

@@ -413,7 +413,7 @@ def parse_storage(raw: dict[str, Any], *, source: str) -> StorageConfig:
     try:
         return StorageConfig.model_validate(raw)
     except ValidationError as exc:
-        raise JobError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+        raise JobError(f"{source}: " + "; ".join(_describe(err, in_storage=True) for err in exc.errors())) from None
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -449,7 +449,8 @@ def _without_parts_of(problem: str, value: str) -> str:
     return re.sub(r"'([^']{2,})'", lambda m: "'...'" if m.group(1) in value else m.group(0), problem)
 
 
-def _describe(err: Any) -> str:
+def _describe(err: Any, *, in_storage: bool = False) -> str:
+    """One validation error, naming the key. `in_storage`: the error's key is storage's own (parse_storage)."""
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
@@ -458,9 +459,28 @@ def _describe(err: Any) -> str:
     if err["type"] == _CREDENTIALS_IN_URI:
         return f"{where}: {err['msg']}"  # the value as written holds the credentials
     value = err.get("input")
+    if (in_storage or err["loc"][:1] == ("storage",)) and not isinstance(value, int | float | None):
+        # Text (or a list of it) where storage settings go is shown by its kind only: `storage: "KEY:SECRET"`
+        # was repeated as written, and the line goes to logs (DESIGN guarantee 5).
+        shown = f"{where} ({_kind(value)}, not shown: it may be a credential): {err['msg']}"
+        return shown + (_STORAGE_IS_A_SECTION if err["loc"] == ("storage",) else "")
     if err["type"] in ("tuple_type", "list_type"):
         return f"{where}={value!r}: should be a list, e.g. [{value}] (on the command line: --set '{where}=[{value}]')"
     return f"{where}={value!r}: {err['msg']}"
+
+
+_STORAGE_IS_A_SECTION = (
+    "; storage is a section of endpoint_url, region, anon and max_attempts (credentials go in the environment, "
+    "an AWS profile or an instance or pod role)"
+)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return f"text of {len(value)} characters"
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "a mapping"
+    return f"a {type(value).__name__}"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
