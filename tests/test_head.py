@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vidbatch.head import DEFAULT_L2, L2_GRID, LinearHead, _gradient, choose_l2, train_head
+from vidbatch.head import DEFAULT_L2, L2_GRID, LinearHead, _gradient, choose_l2, label_order, train_head
 from vidbatch.head_metrics import evaluate, format_evaluation
 from vidbatch.head_split import TRAIN_ONLY, fold_of, held_out_videos
 
@@ -121,6 +121,24 @@ def test_the_head_survives_its_file_format():
     broken = head.to_dict() | {"bias": [0.0]}
     with pytest.raises(ValueError, match="do not fit 3 classes"):
         LinearHead.from_dict(broken)
+
+
+def test_labels_that_are_numbers_are_classes_in_the_order_of_their_values():
+    """Ratings "1", "2", "10" were classes in text order ("1", "10", "2"), and so the report's rows and columns."""
+    features, labels = _clusters(20)
+    numbers = [{"alpha": "2", "beta": "10", "gamma": "1"}[label] for label in labels]
+    head = train_head(features, numbers)
+    assert head.classes == ("1", "2", "10")
+    assert head.predict(features)[0] == numbers  # each class still learns its own examples
+    assert label_order(["0.5", "10", "-1", "2", "01", "1"]) == ("-1", "0.5", "01", "1", "2", "10")
+    assert label_order(["cat", "10", "2"]) == ("10", "2", "cat")  # not all numbers: text order, as before
+    # A head saved before, in text order, reads and predicts with its own order.
+    saved = LinearHead.from_dict(head.to_dict() | {"classes": ["1", "10", "2"]} | _rows_in(head, [0, 2, 1]))
+    assert saved.classes == ("1", "10", "2") and saved.predict(features)[0] == numbers
+
+
+def _rows_in(head: LinearHead, order: list[int]) -> dict[str, list]:
+    return {"weight": head.weight[order].tolist(), "bias": head.bias[order].tolist()}
 
 
 def test_training_refuses_what_cannot_be_learned():

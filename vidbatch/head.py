@@ -8,6 +8,8 @@ learning rate to tune and the same data always gives the same head.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,18 @@ NEWTON_MAX_PARAMETERS = 1200
 NEWTON_MAX_ITERATIONS = 100
 # Stop when the gradient's norm falls below this (the loss is then flat to ~1e-10).
 GRADIENT_TOLERANCE = 1e-5
+# A label written as a plain decimal number (ratings "1".."10", "0.5"): such labels are put in the order of their values.
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
+def label_order(labels: Iterable[str]) -> tuple[str, ...]:
+    """The distinct labels in the order a head's classes and its reports list them: by value when
+    every label is a number ("2" before "10", where text order put "10" first), else as text.
+    (A head file lists its classes with their weights, so heads saved in text order read as before.)"""
+    distinct = set(labels)
+    if all(_NUMBER.fullmatch(label) for label in distinct):
+        return tuple(sorted(distinct, key=lambda label: (float(label), label)))  # "1" and "01" kept apart, in text order
+    return tuple(sorted(distinct))
 
 
 @dataclass(frozen=True)
@@ -98,8 +112,9 @@ def train_head(features: np.ndarray, labels: list[str], *, l2: float = DEFAULT_L
     _validate_features(features)
     _validate_labels(labels, rows=len(features))
     _validate_l2(l2)
-    classes = tuple(sorted(set(labels)))
-    targets = np.searchsorted(np.array(classes, dtype=object), np.array(labels, dtype=object))
+    classes = label_order(labels)
+    index = {label: i for i, label in enumerate(classes)}
+    targets = np.array([index[label] for label in labels], dtype=np.int64)
     mean, scale = _standardisation(features)
     x = _standardise(features, mean, scale)
     weight, bias, converged = _fit(x, targets.astype(np.int64), len(classes), l2)
@@ -127,7 +142,7 @@ def choose_l2(
             held = fold == k
             head = train_head(features[~held], list(label_array[~held]), l2=l2)
             predicted, _ = head.predict(features[held])
-            f1s.append(evaluate(list(label_array[held]), predicted, classes=sorted(set(labels))).macro_f1)
+            f1s.append(evaluate(list(label_array[held]), predicted, classes=label_order(labels)).macro_f1)
         scores[l2] = float(np.mean(f1s))
     best = max(grid, key=lambda l2: (scores[l2], l2))  # ties go to the stronger decay
     return best, scores

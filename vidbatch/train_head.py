@@ -18,7 +18,7 @@ import numpy as np
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
-from vidbatch.head import LinearHead, choose_l2, train_head
+from vidbatch.head import LinearHead, choose_l2, label_order, train_head
 from vidbatch.head_data import LEVELS, Examples, Level, read_examples
 from vidbatch.head_metrics import Evaluation, evaluate, format_evaluation, shown_label
 from vidbatch.head_split import files_kept_together, held_out_videos
@@ -129,7 +129,7 @@ def train_on_output(
         evaluation=evaluate(truth, predicted, classes=head.classes, majority_label=_commonest(train_labels)),
         train_videos=len(video_labels) - len(held),
         test_videos=len(held),
-        untested_classes=tuple(sorted(label for label, n in counts.items() if n < 2)),
+        untested_classes=tuple(label for label in label_order(counts) if counts[label] < 2),
         test_video_ids=tuple(sorted(held)),
         l2_scores=scores,
         l2_source=source,
@@ -156,8 +156,9 @@ def _look_alike_warning(classes: tuple[str, ...]) -> list[str]:
 
 
 def _commonest(labels: list[str]) -> str:
-    """The label a guess without the test set would give every video (ties: the first by name)."""
-    return min(Counter(labels).items(), key=lambda item: (-item[1], item[0]))[0]
+    """The label a guess without the test set would give every video (ties: the first in label_order)."""
+    counts = Counter(labels)
+    return max(label_order(counts), key=lambda label: counts[label])  # max keeps the first of equals
 
 
 def write_head(trained: TrainedHead, uri: str, storage: StorageConfig) -> None:
@@ -257,7 +258,8 @@ def _refuse_one_label(video_labels: dict[str, str], label_column: str) -> None:
 
 
 def _per_label(video_labels: dict[str, str]) -> str:
-    return ", ".join(f"{label!r}: {count}" for label, count in sorted(Counter(video_labels.values()).items()))
+    counts = Counter(video_labels.values())
+    return ", ".join(f"{label!r}: {counts[label]}" for label in label_order(counts))
 
 
 def _validate_test_fraction(test_fraction: float) -> None:
