@@ -636,6 +636,21 @@ def test_without_address_ray_reads_its_own_address_forms(monkeypatch):
     assert seen == ["auto", None] and os.environ["RAY_ADDRESS"] == "auto"
 
 
+@pytest.mark.parametrize("state", ["RUNNING", "SUCCEEDED", "FAILED", "STOPPED"])
+def test_status_exits_0_whatever_the_state_and_says_it_first(monkeypatch, state):
+    """As `ray job status`: the query worked. A script reads the state from the first line (cluster/README.md);
+    `logs --follow` and `submit --wait` exit by the job's result."""
+    import io
+    from types import SimpleNamespace
+
+    info = SimpleNamespace(status=state, message="", entrypoint="python -m vidbatch.cli run job/j.yaml",
+                           start_time=None, end_time=None, driver_exit_code=None)  # fmt: skip
+    monkeypatch.setattr(submit_mod, "connect", lambda address: SimpleNamespace(get_job_info=lambda sid: info))
+    out, err = io.StringIO(), io.StringIO()
+    assert submit_mod.status("nightly-1", "http://head:8265", out=out, err=err) == submit_mod.EXIT_OK
+    assert out.getvalue().splitlines()[0] == f"nightly-1: {state}" and err.getvalue() == ""
+
+
 def test_a_dashboard_address_with_a_password_is_said_without_it():
     """A dashboard behind an authenticating proxy, given as http://user:password@head:8265: a cluster that
     could not be reached was said with the password ('cannot reach the Ray Jobs API at http://ops:pw@...')."""
