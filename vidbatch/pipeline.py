@@ -285,7 +285,7 @@ def run_job(
         summary["changes"] = changes
         # A first run over an empty manifest creates both tables, empty: a commit, though no change counts it.
         before = {"videos": prior.videos_version, "clips": prior.clips_version}
-        summary["tables_created"] = [name for name, version in before.items() if version is None and name in versions]
+        summary["tables_created"] = [name for name, version in before.items() if version is None and name in committed.versions]
         summary["reasons"] = reasons
         # The whole videos table after this run, not only the rows it wrote: what a nightly
         # dashboard watches (how much of the library is ok, how much keeps failing).
