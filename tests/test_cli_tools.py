@@ -521,7 +521,7 @@ def test_a_stop_while_the_summary_is_printed_does_not_say_nothing_was_committed(
     import os
     import signal
 
-    from vidbatch import cli, pipeline, stop_signals
+    from vidbatch import cli, pipeline, stop_signals, summary_text
 
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"name": "t", "manifest": str(tmp_path / "m.parquet"), "output": str(tmp_path / "out")}))
@@ -532,7 +532,7 @@ def test_a_stop_while_the_summary_is_printed_does_not_say_nothing_was_committed(
         os.kill(os.getpid(), signal.SIGTERM)
         return "summary of r1"
 
-    monkeypatch.setattr(cli, "_summary_text", summary_text_stopped)
+    monkeypatch.setattr(summary_text, "summary_text", summary_text_stopped)
     monkeypatch.setattr(cli, "set_driver_allocator", lambda: None)
     before = signal.getsignal(signal.SIGTERM)
     try:

@@ -403,7 +403,7 @@ def test_a_run_that_reaches_its_time_limit_commits_what_is_done_and_the_next_doe
     """limits.max_run_s: a first run over a whole library (a day or more) lands night by night. Here the
     limit has passed before the first video, so every video is 'not done'; the rows say so, the run
     commits them and says STOPPED EARLY, and the next run (no limit) does them all."""
-    from vidbatch.cli import _summary_text
+    from vidbatch.summary_text import summary_text
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -415,7 +415,7 @@ def test_a_run_that_reaches_its_time_limit_commits_what_is_done_and_the_next_doe
     first = run_job(parse_job(raw), progress=said.append)
     assert first.summary["stopped_early"] == "time_limit"
     assert any("reached limits.max_run_s=0.001s" in line for line in said), said
-    assert "STOPPED EARLY: the run reached limits.max_run_s" in _summary_text(first.summary, first.summary_uri)
+    assert "STOPPED EARLY: the run reached limits.max_run_s" in summary_text(first.summary, first.summary_uri)
     videos, clips = snapshot(tmp_path)
     assert {(v["video_id"], v["status"], v["error_type"]) for v in videos} == {
         (k, "timeout", "time_limit") for k in paths
@@ -857,9 +857,9 @@ def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, see
     assert second.summary["videos"] == 0 and "pipeline_s" not in second.summary["timings_s"]
     # junk's values are the same as before (its split is null): its row is not rewritten
     assert second.summary["changes"]["unchanged"] == 3 and second.summary["changes"]["refreshed"] == 3
-    from vidbatch.cli import _summary_text
+    from vidbatch.summary_text import summary_text
 
-    said = _summary_text(second.summary, "summary.json")  # what the terminal shows at the run's end
+    said = summary_text(second.summary, "summary.json")  # what the terminal shows at the run's end
     assert " committed " in said.splitlines()[0]
     assert "unchanged 3; 3 kept rows with changed manifest columns rewritten, not decoded" in said
     v2 = assert_exact(tmp_path, set(ids))
@@ -1290,7 +1290,7 @@ def test_a_run_whose_temporary_disk_runs_low_stops_and_commits_what_is_done(tmp_
     commits). With limits.spill_min_free_mb the run stops taking videos while there is room, commits
     what is done, and the next run does the rest. Here the disk has 300 KB above the reserve when the
     run starts, and the spill's first flush (512 clips of ~1.6 KB) takes more."""
-    from vidbatch.cli import _summary_text
+    from vidbatch.summary_text import summary_text
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -1308,7 +1308,7 @@ def test_a_run_whose_temporary_disk_runs_low_stops_and_commits_what_is_done(tmp_
     first = run_job(parse_job(raw), progress=said.append)
     assert first.summary["stopped_early"] == "spill_space", said
     assert any("has" in line and "MB free, under limits.spill_min_free_mb=32" in line for line in said), said
-    assert "STOPPED EARLY: the run's temporary folder ran low on space" in _summary_text(first.summary, first.summary_uri)
+    assert "STOPPED EARLY: the run's temporary folder ran low on space" in summary_text(first.summary, first.summary_uri)
     videos, clips = snapshot(tmp_path)
     by_status = Counter((v["status"], v["error_type"]) for v in videos)
     assert by_status[("ok", None)] >= 1 and by_status[("timeout", "spill_space")] >= 1, by_status

@@ -164,10 +164,10 @@ def test_summary_and_progress(full_run):
     assert summary["versions"]["model_id"] == summary["model_id"]
     assert any(line.startswith("videos 10/10") for line in lines)
     # the dtype the model actors ran in (the rows do not say: `auto` differs from host to host)
-    from vidbatch.cli import _summary_text
+    from vidbatch.summary_text import summary_text
 
     assert summary["model_precision"] == ["float32"]
-    assert "; the model ran in float32" in _summary_text(summary, result.summary_uri)
+    assert "; the model ran in float32" in summary_text(summary, result.summary_uri)
 
 
 def test_a_run_leaves_no_warning_pointing_at_vidbatch_or_at_switches_it_sets_on_purpose(full_run):

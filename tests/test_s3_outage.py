@@ -16,10 +16,10 @@ import pytest
 from deltalake import DeltaTable
 from s3server import FaultProxy
 
-from vidbatch.cli import _summary_text
 from vidbatch.config import parse_job
 from vidbatch.errors import JobError
 from vidbatch.pipeline import run_job
+from vidbatch.summary_text import summary_text
 
 pytest_plugins = ["conftest_s3"]
 
@@ -64,7 +64,7 @@ def test_a_store_that_stops_answering_stops_the_run_and_the_next_run_retries_eve
         proxy.stop()
 
     assert result.summary["stopped_early"] == "unreachable", lines
-    last_lines = _summary_text(result.summary, "summary.json")  # what the terminal shows at the run's end
+    last_lines = summary_text(result.summary, "summary.json")  # what the terminal shows at the run's end
     assert "STOPPED EARLY: videos in a row found their object store or server not answering" in last_lines
     assert any("2 videos in a row could not be read" in line for line in lines), lines
     videos = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()
