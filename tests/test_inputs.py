@@ -630,6 +630,47 @@ def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
         server.shutdown()
 
 
+def test_an_http_refusal_of_the_read_after_a_good_look_is_access_denied():
+    """A presigned URL that expires between the plan's look (HEAD answered) and the decode's ranged GET
+    (403): fsspec raises aiohttp's ClientResponseError itself from a read, not a FileNotFoundError.
+    Before, that row was `timeout` ("the object store failed to serve this video after retries")."""
+    import http.server
+    import threading
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.storage import open_source, stat_video
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+        def do_GET(self) -> None:  # noqa: N802
+            code = {"/expired.mp4": 403, "/broken.mp4": 503}[self.path.split("?")[0]]
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for name, (status, words) in {"expired": ("access_denied", "HTTP 403"), "broken": ("timeout", "HTTP 503")}.items():
+            _, fs, path = stat_video(f"{base}/{name}.mp4?X-Amz-Signature=abc", StorageConfig())
+            with pytest.raises(VideoError) as caught, open_source(fs, path) as source:
+                assert not isinstance(source, str)
+                source.read(4096)
+            assert (caught.value.status, words in caught.value.message) == (status, True), caught.value.message
+            assert "abc" not in caught.value.message and "127.0.0.1" not in caught.value.message
+    finally:
+        server.shutdown()
+
+
 def test_an_object_store_that_does_not_answer_is_unreachable_not_the_file_s_failure(monkeypatch):
     """No connection to the endpoint is the store's state: `timeout` (retried next run) with
     error_type `unreachable`, which the run counts towards limits.unreachable_in_a_row."""

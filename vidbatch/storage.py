@@ -186,7 +186,8 @@ def storage_failure(exc: BaseException) -> VideoError:
     """
     if isinstance(exc, VideoError):
         return exc
-    if isinstance(exc, FileNotFoundError) and (answered := _http_failure(exc)) is not None:
+    from_http = isinstance(exc, FileNotFoundError) or type(exc).__name__ == "ClientResponseError"  # aiohttp's
+    if from_http and (answered := _http_failure(exc)) is not None:
         return answered
     if isinstance(exc, FileNotFoundError):
         return VideoError("not_found", _NOT_FOUND)
@@ -238,12 +239,14 @@ _HTTP_UNREACHABLE = frozenset(
 )
 
 
-def _http_failure(exc: FileNotFoundError) -> VideoError | None:
+def _http_failure(exc: BaseException) -> VideoError | None:
     """What an http(s) server really answered: fsspec's HTTP file system raises FileNotFoundError
-    for every failure, with aiohttp's error as its cause. A refusal (401/403: an expired presigned
-    URL, most often) is access_denied, a server that could not be reached or failed (5xx, 429)
-    transient; None when the cause is not such an answer (a real 404 stays not_found)."""
-    cause = exc.__cause__
+    for every failed look (info), with aiohttp's error as its cause, but aiohttp's ClientResponseError
+    itself from a failed ranged read (a presigned URL that expired between the plan's look and the
+    decode). A refusal (401/403: an expired presigned URL, most often) is access_denied, a server that
+    could not be reached or failed (5xx, 429) transient; None when the cause is not such an answer (a
+    real 404 stays not_found)."""
+    cause = exc.__cause__ if isinstance(exc, FileNotFoundError) else exc
     if cause is None:
         return None
     name = type(cause).__name__
