@@ -126,7 +126,7 @@ def test_a_named_pipe_is_unreadable_without_being_opened(tmp_path):
 def test_missing_object_store_credentials_are_access_denied_not_a_transient_failure():
     from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
-    from vidbatch.storage import storage_failure
+    from vidbatch.storage_failures import storage_failure
 
     denied = storage_failure(NoCredentialsError())
     assert denied.status == "access_denied" and "credentials" in denied.message
@@ -284,7 +284,7 @@ def test_rows_whose_scheme_needs_a_package_that_is_not_installed_are_refused_nam
 
 
 def test_store_failures_are_explained():
-    from vidbatch.storage import explain_failure
+    from vidbatch.storage_failures import explain_failure
 
     assert explain_failure(ImportError("Please install gcsfs to access Google Storage")) == (
         "a package it needs is not installed here; Please install gcsfs to access Google Storage"
@@ -305,7 +305,7 @@ def test_an_address_the_object_store_client_refuses_is_invalid_uri_not_a_nightly
     """Before: botocore's ParamValidationError (s3://Bad_Bucket!/x.mp4) became `timeout`, retried every night."""
     from botocore.exceptions import ParamValidationError
 
-    from vidbatch.storage import storage_failure
+    from vidbatch.storage_failures import storage_failure
 
     error = storage_failure(ParamValidationError(report="Invalid bucket name \"Bad_Bucket!\""))
     assert error.status == "invalid_uri" and "fix the manifest row" in error.message
@@ -361,7 +361,7 @@ def test_carried_columns_delta_cannot_hold_are_refused_naming_the_column(column,
 def test_a_failing_local_file_system_is_named_as_such_and_s3fs_errors_stay_the_stores():
     import errno
 
-    from vidbatch.storage import storage_failure
+    from vidbatch.storage_failures import storage_failure
 
     disk = storage_failure(OSError(errno.EIO, "Input/output error", "/mnt/videos/a.mp4"))
     assert disk.status == "timeout"
@@ -937,7 +937,7 @@ def test_error_texts_and_row_messages_lose_the_user_info_of_urls_in_them():
     """Before, a store's error quoting the URL it failed on (deltalake names the endpoint it called) and
     the refusal of a file:// uri naming a host (which repeated that host with its user info) printed or
     wrote the password."""
-    from vidbatch.storage import describe_failure, explain_failure
+    from vidbatch.storage_failures import describe_failure, explain_failure
 
     failure = OSError("Generic S3 error: Error performing GET http://minio:pw-CANARY@127.0.0.1:9000/out/x in 2ms")
     for text in (explain_failure(failure), describe_failure(failure)):

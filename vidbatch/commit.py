@@ -25,7 +25,8 @@ from vidbatch.config import StorageConfig
 from vidbatch.delta_files import PreparedCommit, Rewritten, RowFilter, create, fits, plain_files, prepare
 from vidbatch.errors import JobError
 from vidbatch.parquet_stream import open_parquet, read_batches
-from vidbatch.storage import delta_storage_options, explain_failure, filesystem, is_local, join_uri
+from vidbatch.storage import delta_storage_options, filesystem, is_local, join_uri
+from vidbatch.storage_failures import explain_failure
 from vidbatch.uri_policy import redact_uris_in_record
 
 _OP = "_vidbatch_op"  # source-only column telling the merge which rows are tombstones

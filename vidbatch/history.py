@@ -16,7 +16,8 @@ from vidbatch.commit import CLIPS_VERSION_KEY
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
 from vidbatch.state import open_table
-from vidbatch.storage import explain_failure, filesystem, is_local, join_uri, s3_endpoint
+from vidbatch.storage import filesystem, is_local, join_uri, s3_endpoint
+from vidbatch.storage_failures import explain_failure
 
 # Files younger than this are never vacuumed: a running job's not-yet-committed files
 # must survive. Runs longer than a week need a longer retention.

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 from vidbatch.config import InputPolicy, StorageConfig
 from vidbatch.errors import JobError, Status
 from vidbatch.schema import VIDEOS, text_leaves
-from vidbatch.storage import explain_failure, filesystem, is_pipe_or_device, missing_filesystem, scheme_of
+from vidbatch.storage import filesystem, is_pipe_or_device, missing_filesystem, scheme_of
+from vidbatch.storage_failures import explain_failure
 from vidbatch.uri_policy import refusal_reason
 
 REQUIRED = ("video_id", "uri")

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from vidbatch.config import StorageConfig
 from vidbatch.errors import JobError
-from vidbatch.storage import explain_failure, filesystem, is_local, modified_time, scheme_of
+from vidbatch.storage import filesystem, is_local, modified_time, scheme_of
+from vidbatch.storage_failures import explain_failure
 
 # Containers FFmpeg opens in vidbatch.decode (FORMAT_WHITELIST), by their usual file names.
 VIDEO_EXTENSIONS = frozenset(

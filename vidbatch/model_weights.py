@@ -309,7 +309,8 @@ def stage_torchvision_weights(arch: str, name: str, to: str, storage: StorageCon
     `to` is a file URI ending in .pth/.pt, or a prefix: then torchvision's own file name is
     appended (its hash prefix lets later runs recognise the copy and use its preprocessing).
     """
-    from vidbatch.storage import explain_failure, filesystem, is_local, join_uri
+    from vidbatch.storage import filesystem, is_local, join_uri
+    from vidbatch.storage_failures import explain_failure
 
     archs = get_args(Arch)
     if arch not in archs:

@@ -29,7 +29,6 @@ from vidbatch.listing import listed_infos
 from vidbatch.schema import VIDEOS, text_leaves
 from vidbatch.storage import (
     delta_storage_options,
-    explain_failure,
     filesystem,
     is_local,
     join_uri,
@@ -37,6 +36,7 @@ from vidbatch.storage import (
     source_fingerprint,
     stat_video,
 )
+from vidbatch.storage_failures import explain_failure
 from vidbatch.uri_bucket import missing_bucket
 from vidbatch.uri_policy import spelled_plainly
 

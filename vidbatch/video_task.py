@@ -61,7 +61,8 @@ def decode_video(video_id: str, uri: str, settings: DecodeSettings) -> Iterator[
     from vidbatch.decode import iter_clips, open_video
     from vidbatch.decode_limits import Deadline
     from vidbatch.decode_probe import StreamFacts
-    from vidbatch.storage import error_text, open_source, source_fingerprint, stat_video
+    from vidbatch.storage import open_source, source_fingerprint, stat_video
+    from vidbatch.storage_failures import error_text
 
     limits = settings.limits
     video: dict[str, Any] = {"video_id": video_id, "kind": "video", "status": "ok"}
