@@ -599,7 +599,7 @@ def test_a_nested_column_is_retyped_when_its_items_change_between_text_and_numbe
     """Before: list<int64> into the table's list<string> was taken, and stored 1 as '1', while int64
     into a string column at the top was refused."""
     from vidbatch.errors import JobError
-    from vidbatch.state import refuse_retyped_columns
+    from vidbatch.output_refusals import refuse_retyped_columns
 
     manifest = pa.table({"video_id": ["a"], "tags": manifest_values})
     schema = pa.schema([("video_id", pa.string()), ("tags", table_type)])

@@ -412,7 +412,7 @@ def test_weights_or_a_manifest_that_name_a_pipe_are_refused_instead_of_blocking_
 def test_an_output_that_is_a_broken_symbolic_link_is_refused_by_check_as_by_run(tmp_path, kind):
     import os
 
-    from vidbatch.state import refuse_file_output
+    from vidbatch.output_refusals import refuse_file_output
 
     out = tmp_path / "out"
     if kind == "loop":
@@ -923,7 +923,7 @@ def test_a_struct_column_whose_writer_orders_its_fields_otherwise_is_no_retype()
     """Before: struct<src: string, w: int64> against a table's struct<w: int64, src: string> was refused
     ("its values do not fit that type unchanged"), stopping every night, although the same fields held
     the same values: the text-or-number comparison went by the fields' positions, not their names."""
-    from vidbatch.state import refuse_retyped_columns
+    from vidbatch.output_refusals import refuse_retyped_columns
 
     table = pa.schema([("meta", pa.struct([("w", pa.int64()), ("src", pa.string())]))])
     reordered = pa.table({"meta": pa.array([{"src": "x", "w": 1}], pa.struct([("src", pa.string()), ("w", pa.int64())]))})

@@ -435,7 +435,7 @@ def test_heads_and_tags_are_not_written_inside_the_tables_whose_vacuum_would_del
 )
 def test_a_file_inside_a_table_is_refused_however_its_uri_is_spelled(destination):
     from vidbatch.errors import JobError
-    from vidbatch.state import refuse_inside_tables
+    from vidbatch.output_refusals import refuse_inside_tables
 
     with pytest.raises(JobError, match="inside the output's (videos|clips) table"):
         refuse_inside_tables(destination, "s3://b/out", flag="-o")
@@ -444,7 +444,7 @@ def test_a_file_inside_a_table_is_refused_however_its_uri_is_spelled(destination
 
 def test_a_file_inside_a_table_is_refused_through_a_linked_output(tmp_path):
     from vidbatch.errors import JobError
-    from vidbatch.state import refuse_inside_tables
+    from vidbatch.output_refusals import refuse_inside_tables
 
     (tmp_path / "out" / "videos").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "out")

@@ -270,7 +270,7 @@ def _listed_files(table: str, files: list[str]) -> list[str]:
 
 
 def _train_head(args: argparse.Namespace) -> int:
-    from vidbatch.state import refuse_inside_tables
+    from vidbatch.output_refusals import refuse_inside_tables
     from vidbatch.storage import check_destination
     from vidbatch.train_head import format_report, train_on_output, write_head
 
@@ -298,7 +298,7 @@ def _train_head(args: argparse.Namespace) -> int:
 
 def _tag(args: argparse.Namespace) -> int:
     from vidbatch.head_metrics import shown_label
-    from vidbatch.state import refuse_inside_tables
+    from vidbatch.output_refusals import refuse_inside_tables
     from vidbatch.storage import check_destination
     from vidbatch.tag import tag_output
     from vidbatch.train_head import UNTRAINED_NOTE, read_head

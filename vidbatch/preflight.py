@@ -23,8 +23,9 @@ from vidbatch.config import JobConfig, ResourcesConfig
 from vidbatch.errors import JobError
 from vidbatch.manifest import Refusal, read_manifest
 from vidbatch.manifest import plan as make_plan
+from vidbatch.output_refusals import refuse_file_output
 from vidbatch.spill import SpillRoom, spill_space_said
-from vidbatch.state import load_prior, refuse_file_output
+from vidbatch.state import load_prior
 from vidbatch.storage import is_local, local_path
 from vidbatch.worklist import make_worklist
 

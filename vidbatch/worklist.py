@@ -24,8 +24,9 @@ from vidbatch.config import DECODE_REVISION, JobConfig
 from vidbatch.errors import JobError, VideoError
 from vidbatch.incremental import Decision, decide, reason_counts, refusal_unchanged
 from vidbatch.manifest import Plan, Refusal
+from vidbatch.output_refusals import refuse_retyped_columns
 from vidbatch.schema import VIDEOS
-from vidbatch.state import PriorState, fingerprints, refreshed_rows, refuse_retyped_columns
+from vidbatch.state import PriorState, fingerprints, refreshed_rows
 from vidbatch.uri_policy import redact_uri, spelled_plainly
 
 
