@@ -336,10 +336,10 @@ def test_the_look_at_the_files_holds_a_few_stats_at_a_time(tmp_path, monkeypatch
     import gc
     from concurrent.futures import Future
 
-    import vidbatch.state as state
+    import vidbatch.source_fingerprints as source_fingerprints
     from vidbatch.config import StorageConfig
 
-    real_stat = state.stat_video
+    real_stat = source_fingerprints.stat_video
     alive: list[int] = []
     looked = 0
     lock = threading.Lock()
@@ -355,8 +355,8 @@ def test_the_look_at_the_files_holds_a_few_stats_at_a_time(tmp_path, monkeypatch
     video = tmp_path / "a.mp4"
     video.write_bytes(b"not decoded here: only stat'ed")
     rows = [(f"v{i}", str(video)) for i in range(3000)]
-    monkeypatch.setattr(state, "stat_video", counting_stat)
-    found = state.fingerprints(rows, StorageConfig(), threads=4)
+    monkeypatch.setattr(source_fingerprints, "stat_video", counting_stat)
+    found = source_fingerprints.fingerprints(rows, StorageConfig(), threads=4)
     assert len(found) == 3000 and len(set(found.values())) == 1 and None not in found.values()
     assert alive and max(alive) <= 4 * 4 + 4, alive  # threads * in flight per thread (+ the ones being answered)
 
@@ -365,16 +365,16 @@ def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights,
     """A rerun stats every file of the manifest before anything else (a HEAD each on S3: a million
     files take many minutes), and said nothing until it was done. Each stat here takes 0.3 s, as a
     slow store's HEAD does, so the clock (every progress interval, at least 0.1 s) has time to speak."""
-    import vidbatch.state as state
+    import vidbatch.source_fingerprints as source_fingerprints
 
-    real_stat = state.stat_video
+    real_stat = source_fingerprints.stat_video
 
     def slow_stat(uri, storage):
         time.sleep(0.3)
         return real_stat(uri, storage)
 
     from vidbatch.config import StorageConfig
-    from vidbatch.state import fingerprints
+    from vidbatch.source_fingerprints import fingerprints
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -382,7 +382,7 @@ def test_the_look_at_the_files_says_how_far_it_has_got(tmp_path, seeded_weights,
     write_manifest(tmp_path / "manifest.parquet", paths)
     run(tmp_path, seeded_weights)
 
-    monkeypatch.setattr(state, "stat_video", slow_stat)
+    monkeypatch.setattr(source_fingerprints, "stat_video", slow_stat)
     counted: list[int] = []
     rows = [(k, str(v)) for k, v in paths.items()] + [("gone", str(lib / "gone.mp4"))]
     found = fingerprints(rows, StorageConfig(), progress=counted.append, progress_every_s=0)
@@ -1367,17 +1367,19 @@ def test_the_planning_clock_stops_when_the_look_at_the_files_is_interrupted(monk
     """A Ctrl-C (or an error) during the folder listings left the progress thread printing for good."""
     import threading
 
-    import vidbatch.state as state
+    import vidbatch.source_fingerprints as source_fingerprints
     from vidbatch.config import StorageConfig
 
     def interrupted(*args, **kwargs):
         time.sleep(0.3)  # the clock speaks meanwhile
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(state, "listed_infos", interrupted)
+    monkeypatch.setattr(source_fingerprints, "listed_infos", interrupted)
     said: list[int] = []
     with pytest.raises(KeyboardInterrupt):
-        state.fingerprints([("a", "s3://b/a.mp4")], StorageConfig(), progress=said.append, progress_every_s=0.1, listable={"a"})
+        source_fingerprints.fingerprints(
+            [("a", "s3://b/a.mp4")], StorageConfig(), progress=said.append, progress_every_s=0.1, listable={"a"}
+        )
     assert said  # it did speak while listing
     spoken = len(said)
     time.sleep(0.3)

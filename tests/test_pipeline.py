@@ -461,7 +461,7 @@ def test_rows_of_an_older_decoding_the_run_did_not_reach_are_kept(tmp_path, monk
     from deltalake import write_deltalake
 
     from vidbatch.config import StorageConfig
-    from vidbatch.state import fingerprints
+    from vidbatch.source_fingerprints import fingerprints
 
     config = _a_run_that_reaches_its_time_limit_at_once(tmp_path, monkeypatch)
     uris = {name: str(tmp_path / f"{name}.mp4") for name in ("a", "b")}

@@ -9,7 +9,7 @@ from s3server import FaultProxy
 from vidbatch.config import StorageConfig
 from vidbatch.incremental import settled_failure
 from vidbatch.listing import MIN_PER_FOLDER
-from vidbatch.state import fingerprints
+from vidbatch.source_fingerprints import fingerprints
 
 pytest_plugins = ["conftest_s3"]
 

@@ -26,7 +26,8 @@ from vidbatch.incremental import Decision, decide, reason_counts, refusal_unchan
 from vidbatch.manifest import Plan, Refusal
 from vidbatch.output_refusals import refuse_retyped_columns
 from vidbatch.schema import VIDEOS
-from vidbatch.state import PriorState, fingerprints, refreshed_rows
+from vidbatch.source_fingerprints import fingerprints
+from vidbatch.state import PriorState, refreshed_rows
 from vidbatch.uri_policy import redact_uri, spelled_plainly
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 from s3server import MotoServer, s3_client
 from vidbatch.config import StorageConfig
-from vidbatch.state import fingerprints
+from vidbatch.source_fingerprints import fingerprints
 os.environ.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1")
 with MotoServer() as server:
     client = s3_client(server.endpoint)
