@@ -394,6 +394,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: R
                 "want_probs": config.model.task != "embed",
                 "threads": sizing["model_threads"],
                 "compile": resources.model_compile,
+                "device": _model_device(model_gpus),
             },
             compute=ray.data.ActorPoolStrategy(size=resources.model_actors),
             num_cpus=resources.model_cpus,
@@ -520,6 +521,17 @@ def _cap_decoders(decoders_min: int, decoders_max: int, *, videos: int) -> tuple
     if videos < 1:
         raise ValueError(f"videos={videos}: a decode pool is only built for at least one video")
     return min(decoders_min, videos), min(decoders_max, videos)
+
+
+def _model_device(model_gpus: float) -> str | None:
+    """The model actors' device: "cpu" when they reserve no GPU, else None (the GPU Ray gave them).
+
+    Ray hides GPUs only from workers it gives GPUs to (CUDA_VISIBLE_DEVICES set to theirs); an actor
+    that reserves none still sees every GPU of its node. Left to itself, a model actor of a job with
+    resources.model_gpus: 0 on a GPU node would run on GPU 0 unreserved, beside the actors that
+    reserved it, and every such actor on that one GPU.
+    """
+    return "cpu" if not model_gpus else None
 
 
 def _placement(ray: Any, resources: Any) -> tuple[float, int, int]:

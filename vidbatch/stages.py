@@ -68,6 +68,7 @@ class ModelStage:
 
     `threads`: torch's CPU threads in this actor (None: what Ray set, i.e. the actor's CPUs).
     `compile`: when the backbone is torch.compiled (resources.model_compile; vidbatch.model_compile).
+    `device`: where the model runs ("cpu", "cuda"); None: a GPU when torch sees one (see pipeline._model_device).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class ModelStage:
         want_probs: bool,
         threads: int | None = None,
         compile: CompileMode = "auto",
+        device: str | None = None,
     ) -> None:
         import ray
 
@@ -102,6 +104,7 @@ class ModelStage:
             batch_frames=batch_frames,
             compile=compile,
             threads=threads,
+            device=device,
         )
         self.crop = crop_size
         self.want_probs = want_probs
