@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import torch
 import torchvision
 
@@ -48,3 +49,59 @@ def test_a_model_actor_that_reserves_no_gpu_runs_on_cpu_even_where_it_sees_one(m
     stage = _model_stage(device=pipeline._model_device(0.0))
     assert stage.runner.device == torch.device("cpu")
 
+
+class _SmallDevice:
+    """A backbone on a device with room for `room` frames a pass: larger passes run out of memory,
+    as CUDA's allocator reports it (torch.OutOfMemoryError)."""
+
+    def __init__(self, backbone, *, room: int) -> None:
+        self.backbone, self.room, self.refused = backbone, room, []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) > self.room:
+            self.refused.append(len(x))
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(x)} frames' worth")
+        return self.backbone(x)
+
+
+def _frames(n: int) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+
+
+def test_a_pass_that_runs_out_of_device_memory_is_run_again_in_smaller_passes():
+    """Before, every pass larger than the device had room for failed, and with it each batch's videos
+    (`model_error`, retried by the next run, which failed the same way)."""
+    runner = _model_stage().runner
+    frames = _frames(7)
+    expected = runner(frames)
+    small = _SmallDevice(runner.backbone, room=1)
+    runner.backbone = small
+    pooled, probs = runner(frames)
+    assert small.refused == [4, 2]  # 4 frames a pass, then 2, then 1 for the rest of the actor's life
+    assert runner.per_pass == 1
+    np.testing.assert_allclose(pooled, expected[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, expected[1], rtol=1e-5, atol=1e-7)
+    runner(frames)
+    assert small.refused == [4, 2]  # no pass is tried at the failed sizes again
+
+
+def test_a_device_without_room_for_one_frame_fails_the_batch_s_videos_as_model_error():
+    """Nothing hangs and no row is lost: the batch's clips come back as `model_error` (a transient status,
+    retried by the next run), with the allocator's error as the error type."""
+    import pyarrow as pa
+
+    from vidbatch.video_task import DECODED
+
+    stage = _model_stage()
+    stage.runner.backbone = _SmallDevice(stage.runner.backbone, room=0)
+    frames = _frames(3)
+    rows = [
+        {"video_id": "a", "kind": "clip", "clip_index": 0, "num_frames": 2, "frames": frames[:2].tobytes()},
+        {"video_id": "b", "kind": "clip", "clip_index": 0, "num_frames": 1, "frames": frames[2:].tobytes()},
+        {"video_id": "a", "kind": "video", "status": "ok", "num_clips": 1},
+    ]
+    out = stage(pa.Table.from_pylist(rows, schema=DECODED)).to_pylist()
+    assert [(r["video_id"], r["kind"]) for r in out] == [("a", "clip"), ("b", "clip"), ("a", "video")]
+    assert [r["status"] for r in out[:2]] == ["model_error", "model_error"]
+    assert {r["error_type"] for r in out[:2]} == {"OutOfMemoryError"}
+    assert all(r["embedding"] is None for r in out) and out[2]["status"] == "ok"

@@ -195,13 +195,45 @@ class ResNetRunner:
         if self.device.type == "cuda":
             source = source.pin_memory()
         pooled_parts, prob_parts = [], []
-        for start in range(0, len(frames), self.per_pass):
-            pooled, probs = self._forward(source[start : start + self.per_pass])
+        start = 0
+        while start < len(frames):
+            chunk = source[start : start + self.per_pass]
+            out_of_memory = False
+            try:
+                pooled, probs = self._forward(chunk)
+            except torch.OutOfMemoryError:
+                if self.per_pass == 1:
+                    raise
+                out_of_memory = True
+            if out_of_memory:  # outside the except: its traceback no longer holds the pass's tensors
+                self._halve_pass()
+                continue
             pooled_parts.append(pooled)
             prob_parts.append(probs)
+            start += len(chunk)
         pooled_all = torch.cat(pooled_parts).float().cpu().numpy()
         probs_all = torch.cat(prob_parts).float().cpu().numpy()
         return pooled_all, probs_all
+
+    def _halve_pass(self) -> None:
+        """After a device ran out of memory on a pass: half as many frames a pass, for the rest of the actor's life.
+
+        Where another process shares the GPU (resources.model_gpus below 1, another job) or
+        resources.batch_frames is set too high for it, every pass would otherwise run out of memory
+        again and each of the run's videos would end as `model_error`. The results are the same at
+        any pass size (on GPUs up to the last bits, as between any two batch sizes)."""
+        was = self.per_pass
+        self.per_pass = max(1, was // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()  # the failed pass's blocks back to the device, for other processes too
+        log.warning(
+            "the model ran out of %s memory at %d frames a pass; it runs %d frames a pass from now on "
+            "(resources.batch_frames: %d avoids the failed passes)",
+            self.device.type,
+            was,
+            self.per_pass,
+            self.per_pass,
+        )
 
     @torch.inference_mode()  # as every forward pass runs: a compile traced outside it would be traced again
     def _compile(self) -> None:
