@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 
@@ -105,3 +106,15 @@ def test_a_device_without_room_for_one_frame_fails_the_batch_s_videos_as_model_e
     assert [r["status"] for r in out[:2]] == ["model_error", "model_error"]
     assert {r["error_type"] for r in out[:2]} == {"OutOfMemoryError"}
     assert all(r["embedding"] is None for r in out) and out[2]["status"] == "ok"
+
+
+def test_more_than_one_gpu_per_model_actor_is_refused_naming_what_to_set_instead():
+    """A model actor runs on one GPU: model_gpus: 2 reserved two per actor and left one idle."""
+    from vidbatch.config import ResourcesConfig, parse_job
+    from vidbatch.errors import JobError
+
+    raw = {"name": "t", "manifest": "m.parquet", "output": "out", "model": {"weights": "none"}}
+    with pytest.raises(JobError, match=r"resources.model_gpus=2: .*reserve GPUs it leaves idle.*resources.model_actors"):
+        parse_job({**raw, "resources": {"model_gpus": 2}})
+    for shared_or_whole in (0, 0.25, 1):
+        assert ResourcesConfig(model_gpus=shared_or_whole).model_gpus == shared_or_whole

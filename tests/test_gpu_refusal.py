@@ -82,14 +82,14 @@ def test_gpus_a_cluster_lacks_are_refused_once_connected_and_leave_no_started_js
     monkeypatch.setattr(pipeline, "ensure_ray", lambda address: asked.append(address) or ray)
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
     monkeypatch.setattr(pipeline, "_autoscaler_max_resources", dict)
-    job = parse_job({**raw, "resources": {"model_gpus": 2}})
-    with pytest.raises(JobError, match=r"resources.model_gpus=2(\.0)? but the cluster has 0 GPUs"):
+    job = parse_job({**raw, "resources": {"model_gpus": 1}})
+    with pytest.raises(JobError, match=r"resources.model_gpus=1(\.0)? but the cluster has 0 GPUs"):
         pipeline.run_job(job, address="ray://head:10001", progress=lambda _: None)
     assert asked == ["ray://head:10001"]  # the up-front check left a cluster's GPUs to the cluster
     assert sorted(p.name for p in (tmp_path / "out" / "_runs").iterdir()) == ["earlier"]
     # alone, the refused run leaves no _runs folder at all
     shutil.rmtree(tmp_path / "out" / "_runs" / "earlier")
-    with pytest.raises(JobError, match="resources.model_gpus=2"):
+    with pytest.raises(JobError, match="resources.model_gpus=1"):
         pipeline.run_job(job, address="ray://head:10001", progress=lambda _: None)
     assert list((tmp_path / "out").iterdir()) == []
 

@@ -163,6 +163,17 @@ class ResourcesConfig(_Frozen):
     model_compile: CompileMode = "auto"
     progress_interval_s: float = Field(5.0, gt=0)
 
+    @field_validator("model_gpus")
+    @classmethod
+    def _one_gpu_per_actor(cls, value: float | None) -> float | None:
+        # A model actor runs on one device (the first GPU Ray gives it); Ray would give it the others for nothing.
+        if value is not None and value > 1:
+            raise ValueError(
+                "a model actor runs on one GPU, so more than 1 would reserve GPUs it leaves idle; for more GPUs "
+                "raise resources.model_actors (one actor per GPU), or give values below 1 to share a GPU"
+            )
+        return value
+
     @field_validator("model_compile", mode="before")
     @classmethod
     def _yaml_on_off(cls, value: Any) -> Any:
