@@ -118,3 +118,13 @@ def test_more_than_one_gpu_per_model_actor_is_refused_naming_what_to_set_instead
         parse_job({**raw, "resources": {"model_gpus": 2}})
     for shared_or_whole in (0, 0.25, 1):
         assert ResourcesConfig(model_gpus=shared_or_whole).model_gpus == shared_or_whole
+
+
+def test_a_model_actor_given_a_gpu_it_cannot_use_says_so():
+    """A CPU-only torch (or no driver) on a GPU node ran the model on the CPU without a word."""
+    from vidbatch.stages import gpus_left_unused
+
+    note = gpus_left_unused(["3"], torch.device("cpu"))
+    assert note and "GPU 3 from Ray" in note and "resources.model_gpus: 0" in note
+    assert gpus_left_unused([], torch.device("cpu")) is None  # a CPU actor
+    assert gpus_left_unused(["0"], torch.device("cuda")) is None  # a GPU actor on its GPU

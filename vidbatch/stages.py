@@ -106,6 +106,9 @@ class ModelStage:
             threads=threads,
             device=device,
         )
+        note = gpus_left_unused(_gpus_given_by_ray(ray), self.runner.device)
+        if note:
+            log.warning("%s", note)
         self.crop = crop_size
         self.want_probs = want_probs
         self.precision = str(self.runner.dtype).removeprefix("torch.")  # what `auto` became on this host
@@ -157,6 +160,31 @@ class ModelStage:
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         mean_probs = np.add.reduceat(class_probs.astype(np.float64), bounds[:-1], axis=0) / counts[:, None]
         return emb.astype(np.float32), mean_probs.astype(np.float32)
+
+
+def _gpus_given_by_ray(ray: Any) -> list[str]:
+    """The GPU ids Ray gave this actor ([] outside an actor, or where Ray cannot say)."""
+    try:
+        return list(ray.get_runtime_context().get_accelerator_ids().get("GPU", []))
+    except Exception:  # not in a Ray worker (a plain script, the tests), or a Ray that changed the API
+        return []
+
+
+def gpus_left_unused(gpu_ids: list[str], device: Any) -> str | None:
+    """Why a model actor that Ray gave GPUs runs on the CPU, or None when it does not.
+
+    A node image with a CPU-only build of torch (or no driver) on a GPU node runs the model on
+    the CPU, tens of times slower, while its GPU stays reserved and idle; only this line says so.
+    """
+    if not gpu_ids or device.type != "cpu":
+        return None
+    import torch
+
+    return (
+        f"this model actor has GPU {','.join(gpu_ids)} from Ray, but torch {torch.__version__} sees no CUDA device "
+        f"(built for CUDA {torch.version.cuda}): the model runs on the CPU, much slower; give GPU nodes a CUDA build "
+        "of torch and the NVIDIA driver (cluster/Dockerfile's -gpu image), or set resources.model_gpus: 0"
+    )
 
 
 def _log_to_stderr(name: str) -> None:
