@@ -1,5 +1,10 @@
 """Manifest planning and uri confinement: every row accounted for."""
 
+import contextlib
+import http.server
+import threading
+from collections.abc import Iterator
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -8,6 +13,22 @@ from vidbatch.config import InputPolicy
 from vidbatch.errors import JobError, VideoError
 from vidbatch.manifest import plan
 from vidbatch.uri_policy import refusal_reason
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _http_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A real HTTP server on loopback answering with `handler`; yields its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def test_plan_keeps_first_duplicate_and_refuses_bad_rows(tmp_path):
@@ -589,15 +610,12 @@ def test_a_manifest_folder_without_parquet_files_says_so(tmp_path):
 def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
     """fsspec's HTTP file system raises FileNotFoundError for every failure. Before, an expired
     presigned URL (403) and a server that was down were both not_found, a permanent status."""
-    import http.server
-    import threading
-
     from s3server import free_port
 
     from vidbatch.config import StorageConfig
     from vidbatch.storage import stat_video
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(_QuietHandler):
         def _answer(self) -> None:
             code = {"/denied.mp4": 403, "/gone.mp4": 404, "/broken.mp4": 500}.get(self.path.split("?")[0], 404)
             self.send_response(code)
@@ -606,13 +624,7 @@ def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
 
         do_HEAD = do_GET = _answer  # noqa: N815
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _http_server(Handler) as base:
         expected = {
             f"{base}/denied.mp4?X-Amz-Signature=abc": ("access_denied", "access_denied", "HTTP 403"),
             f"{base}/gone.mp4": ("not_found", "not_found", "no object at this uri"),
@@ -626,21 +638,16 @@ def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
             got = (caught.value.status, caught.value.error_type, words in caught.value.message)
             assert got == (status, error_type, True), (uri, caught.value.message)
             assert "abc" not in caught.value.message and "127.0.0.1" not in caught.value.message
-    finally:
-        server.shutdown()
 
 
 def test_an_http_refusal_of_the_read_after_a_good_look_is_access_denied():
     """A presigned URL that expires between the plan's look (HEAD answered) and the decode's ranged GET
     (403): fsspec raises aiohttp's ClientResponseError itself from a read, not a FileNotFoundError.
     Before, that row was `timeout` ("the object store failed to serve this video after retries")."""
-    import http.server
-    import threading
-
     from vidbatch.config import StorageConfig
     from vidbatch.storage import open_source, stat_video
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(_QuietHandler):
         def do_HEAD(self) -> None:  # noqa: N802
             self.send_response(200)
             self.send_header("Content-Length", "100000")
@@ -653,13 +660,7 @@ def test_an_http_refusal_of_the_read_after_a_good_look_is_access_denied():
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _http_server(Handler) as base:
         for name, (status, words) in {"expired": ("access_denied", "HTTP 403"), "broken": ("timeout", "HTTP 503")}.items():
             _, fs, path = stat_video(f"{base}/{name}.mp4?X-Amz-Signature=abc", StorageConfig())
             with pytest.raises(VideoError) as caught, open_source(fs, path) as source:
@@ -667,8 +668,6 @@ def test_an_http_refusal_of_the_read_after_a_good_look_is_access_denied():
                 source.read(4096)
             assert (caught.value.status, words in caught.value.message) == (status, True), caught.value.message
             assert "abc" not in caught.value.message and "127.0.0.1" not in caught.value.message
-    finally:
-        server.shutdown()
 
 
 def test_an_object_store_that_does_not_answer_is_unreachable_not_the_file_s_failure(monkeypatch):
