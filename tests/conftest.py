@@ -55,4 +55,6 @@ def ray_local(s3):
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     if started:
-        ray.shutdown()
+        from vidbatch.ray_leftovers import stop_local_ray
+
+        stop_local_ray(ray)  # no worker left hanging on the machine after the suite

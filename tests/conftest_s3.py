@@ -100,9 +100,11 @@ def ray_s3(s3: S3Env) -> Iterator[Any]:
     """
     import ray
 
+    from vidbatch.ray_leftovers import stop_local_ray
+
     started = False
     if ray.is_initialized() and not _workers_see(ray, s3):
-        ray.shutdown()  # its workers were forked before the S3 environment existed
+        stop_local_ray(ray)  # its workers were forked before the S3 environment existed
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
         started = True
@@ -110,7 +112,7 @@ def ray_s3(s3: S3Env) -> Iterator[Any]:
         yield ray
     finally:
         if started:
-            ray.shutdown()
+            stop_local_ray(ray)
 
 
 def _workers_see(ray: Any, s3: S3Env) -> bool:

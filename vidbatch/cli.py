@@ -81,10 +81,16 @@ def _leave(code: int) -> None:
     logging.shutdown()
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized() and _started_local_ray(ray):
+        from vidbatch.ray_leftovers import stop_local_ray
+
         try:
-            ray.shutdown()  # stops the local node's processes (raylet, GCS, workers)
+            # stops the local node's processes (raylet, GCS), and its workers that hang on their way out
+            killed = stop_local_ray(ray)
         except Exception as exc:
             print(f"vidbatch: Ray's shutdown failed ({exc}); its processes end with this one", file=sys.stderr)
+        else:
+            if killed:
+                print(f"vidbatch: {killed} of the local Ray's worker processes hung on their way out; killed", file=sys.stderr)
     # A client of a cluster needs no goodbye: the cluster ends the driver's job when the
     # process is gone.
     os._exit(code)
