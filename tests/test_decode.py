@@ -213,7 +213,7 @@ def test_uniform_spreads_over_the_frames_a_file_holds_not_a_header_that_lies(tmp
     assert clips[-1].end_s == pytest.approx(4.0)
 
 
-@pytest.mark.parametrize("suffix", [".webm", ".mkv", ".mp4"])
+@pytest.mark.parametrize("suffix", [".webm", ".mkv", ".mp4", ".avi"])
 def test_uniform_s_row_states_the_duration_its_times_were_spread_over(tmp_path, suffix):
     """A 3 s WebM at 15 fps: Matroska keeps times to the millisecond, so its stream ends at 2.999 s
     while its header says 3.0. Uniform spread its times over the header's 3.0 (within rounding) but

@@ -217,3 +217,76 @@ def test_a_video_that_starts_on_a_key_frame_is_not_decoded_to_find_its_first_fra
     ):
         with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
             assert info.start_s == pytest.approx(plain_frames(path)[0][0], abs=1e-9)
+
+
+def write_muxed(path: Path, *, fmt: str, codec: str, first_frame: int, b_frames: int | None = None, gop: int = 12) -> Path:
+    """30 frames at 25 fps (plus `first_frame` frame periods before the first, which no frame fills) in a
+    container media.write_video does not write: ASF/WMV, FLV, or an AVI that starts after a gap."""
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 25)
+        stream.codec_context.gop_size = gop
+        if b_frames is not None:
+            stream.codec_context.max_b_frames = b_frames
+        for i in range(30):
+            frame = av.VideoFrame.from_ndarray(media.paint_frame(i, 160, 96), format="rgb24")
+            frame.pts, frame.time_base = i + first_frame, Fraction(1, 25)
+            frame.pict_type = av.video.frame.PictureType.NONE
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+# Files whose header does not count their length from the first frame shown (README, uniform).
+OTHER_ORIGINS = {
+    "wmv-from-0.4s": lambda d: write_muxed(d / "late.wmv", fmt="asf", codec="wmv2", first_frame=10),  # states 1.6 s for 1.2 s
+    "asf-mpeg4-b-frames": lambda d: write_muxed(d / "b.asf", fmt="asf", codec="mpeg4", first_frame=0, b_frames=2),
+    "flv-h264-b-frames": lambda d: write_muxed(d / "b.flv", fmt="flv", codec="libx264", first_frame=0),
+    "flv-from-0.4s": lambda d: write_muxed(d / "late.flv", fmt="flv", codec="flv", first_frame=10),
+    "xvid-avi-after-a-gap": lambda d: write_muxed(d / "gap.avi", fmt="avi", codec="mpeg4", first_frame=10, b_frames=2),
+}
+
+
+@pytest.mark.parametrize("make", OTHER_ORIGINS.values(), ids=OTHER_ORIGINS.keys())
+def test_uniform_spreads_over_the_length_from_the_first_frame_shown_in_asf_flv_and_avi(tmp_path, make):
+    """The README's rule with the video's own length (first frame shown to where the last stops): all 8
+    targets inside the video, each on the frame the painted index says."""
+    path = make(tmp_path)
+    times, _, painted, end = plain_frames_painted(path)
+    length = end - times[0]
+    assert length == pytest.approx(1.2, abs=1e-9)
+    sampling = SAMPLINGS[0]
+    _, clips, facts = sampled(str(path), sampling)
+    assert facts.spread_s == pytest.approx(length, abs=1e-6)  # the row's duration_s
+    want = expected_pts(path, sampling, duration_s=length)
+    assert [media.read_frame_index(f) for c in clips for f in c.frames] == [painted[times.index(p)] for p in want]
+    assert [p for c in clips for p in c.frame_pts_s] == pytest.approx(want, abs=1e-6)
+    assert clips[-1].end_s == pytest.approx(end, abs=1e-6)
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS[1:], ids=lambda s: f"{s.mode}{s.fps if s.mode == 'fps' else ''}")
+def test_an_flv_whose_first_packet_is_after_0_can_be_read(tmp_path, sampling):
+    """FFmpeg refuses a seek to 0 in it (no key frame at or before 0): going back to the start after
+    finding the first frame failed, and every such FLV (a recording whose clock did not start at 0)
+    was decode_error."""
+    check_the_rule(OTHER_ORIGINS["flv-from-0.4s"](tmp_path), sampling)
+
+
+@pytest.mark.parametrize("fmt, codec, b_frames", [("avi", "mpeg4", 2), ("asf", "wmv2", None)])
+def test_the_look_for_the_end_of_an_avi_or_asf_reads_its_last_group_of_pictures_only(tmp_path, monkeypatch, fmt, codec, b_frames):
+    from vidbatch import decode_end
+
+    path = write_muxed(tmp_path / f"gops.{fmt}", fmt=fmt, codec=codec, first_frame=10, gop=5, b_frames=b_frames)
+    read = []
+    note = decode_end.PacketTally.note
+
+    def counted(self, packet):
+        read.append(packet.pts)
+        note(self, packet)
+
+    monkeypatch.setattr(decode_end.PacketTally, "note", counted)
+    with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
+        found = decode_end.uniform_span(container, stream, info, StreamFacts())
+    assert found.duration_s == pytest.approx(1.2, abs=1e-6)
+    assert 0 < len(read) <= 5 + 2  # one GOP (and the demuxer's flush packets), not the 30 frames

@@ -98,8 +98,11 @@ class SamplingConfig(_Frozen):
 # uniform's look for a stream's real end, keyframes on open GOPs); rows of runs that recorded none
 # were made before it. 2: time 0 is the first frame shown, not the header's start (an MPEG-4 AVI with
 # B-frames: every fps frame one earlier, uniform one frame fewer; an MPEG-TS recording cut in a group
-# of pictures: targets before its first frame had none), see decode_start.
-DECODE_REVISION = 2
+# of pictures: targets before its first frame had none), see decode_start. 3: uniform in AVI, ASF/WMV and
+# FLV spreads over where the packets end, from the first frame shown (their headers count from another
+# origin: a WMV whose first frame is at 0.4 s lost 2 of 8 targets), see decode_end; an FLV whose first
+# packet is after 0 is read (it was decode_error).
+DECODE_REVISION = 3
 
 # model.weights with one of these endings (or any '/') is a state_dict file. Lightning writes .ckpt;
 # PyTorch's old examples wrote checkpoint.pth.tar.

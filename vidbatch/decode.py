@@ -19,10 +19,11 @@ import av.error
 import numpy as np
 
 from vidbatch.config import LimitsConfig, SamplingConfig
+from vidbatch.decode_end import uniform_span
 from vidbatch.decode_frames import short_reason
 from vidbatch.decode_keyframes import keyframe_samples
 from vidbatch.decode_limits import Deadline, FrameLimits
-from vidbatch.decode_probe import StreamFacts, VideoInfo, check_complete, check_limits, main_video_stream, probe, uniform_span
+from vidbatch.decode_probe import StreamFacts, VideoInfo, check_complete, check_limits, main_video_stream, probe
 from vidbatch.decode_start import start_at_first_frame
 from vidbatch.decode_targeted import targeted_samples
 from vidbatch.errors import VideoError

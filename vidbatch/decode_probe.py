@@ -1,18 +1,16 @@
 """What a video is before it is decoded: its main stream, length, size and rate, checked
-against the limits and for a file cut short; and, for uniform sampling, where its packets really end."""
+against the limits and for a file cut short (for uniform sampling, decode_end finds where its packets really end)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import IO, Any
 
 import av
 import av.error
 
 from vidbatch.config import LimitsConfig
-from vidbatch.decode_frames import DAMAGED, nominal_frame_s, short_reason
-from vidbatch.decode_limits import Deadline, FrameLimits, PacketTally, check_deadline
 from vidbatch.errors import RAISE_LIMIT, VideoError
 from vidbatch.media_kinds import MATROSKA_HEAD_BYTES, avi_stated_end, matroska_stated_end, read_head
 from vidbatch.orientation import Orientation
@@ -147,58 +145,6 @@ def _duration_by_demuxing(container: Any, stream: Any, start: float) -> float:
             end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base))
     container.seek(0)
     return end - start
-
-
-def uniform_span(
-    container: Any,
-    stream: Any,
-    info: VideoInfo,
-    facts: StreamFacts,
-    *,
-    deadline: Deadline | None = None,
-    guard: FrameLimits | None = None,
-) -> VideoInfo:
-    """`info` with the length uniform sampling spreads over: where the stream's packets really end.
-
-    Uniform needs the length before it decodes, and headers can be wrong: a Matroska Duration
-    written by a tool that cut the file (80 s stated, 4 s of frames: 1 of 8 frames sampled, `ok`),
-    one stating less than the file holds (every frame from the first second), or FFmpeg's duration
-    of a VFR MP4 with B-frames, which is its decode times' span (2.9 s of 5.6 s: the second half
-    never sampled). In an indexed container a seek to the key frame before the stated end and a
-    read of the packets from there (no decoding) finds the real end for the cost of about one GOP,
-    which the last target usually reads anyway; then the reader starts again from the beginning.
-    A length within two frames or 1% of the header's keeps the header's, so targets of a file that
-    tells the truth do not move. Other containers (MPEG-TS, AVI) have no index to seek by cheaply
-    and keep the header's length.
-    """
-    tb = stream.time_base
-    if not indexed_container(container) or not tb:
-        return info
-    tally = PacketTally(default_duration_s=nominal_frame_s(info))
-    stated_end = info.start_s + info.duration_s
-    try:
-        container.seek(math.floor(stated_end / tb), stream=stream, backward=True, any_frame=False)
-        for packet in container.demux(stream):
-            # A header that states far less than the file holds has the probe read the rest: the
-            # decode deadline and max_duration_s hold for every packet, not after the last.
-            check_deadline(deadline)
-            tally.note(packet)
-            if guard is not None and packet.pts is not None:
-                guard.check_time(float(packet.pts * tb))
-        end = tally.end_s
-    except av.error.FFmpegError:
-        end = None  # no usable answer: decoding finds what is wrong
-    try:
-        container.seek(0)
-    except av.error.FFmpegError as exc:
-        raise VideoError("decode_error", f"seeking back to the start failed ({short_reason(exc)}); {DAMAGED}") from exc
-    if end is None or end <= info.start_s:
-        return info  # the seek landed on nothing shown: the header is all there is to go by
-    facts.end_s = end
-    tolerance = max(2 * nominal_frame_s(info), 0.01 * info.duration_s)
-    if abs(end - stated_end) <= tolerance:
-        return info
-    return replace(info, duration_s=end - info.start_s)
 
 
 def _head_in_place(source: str | IO[bytes], size: int) -> bytes:

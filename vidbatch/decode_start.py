@@ -13,7 +13,8 @@ the decoder dropped frames that came before it (an MPEG-TS recording that starts
 group of pictures, whose first frames refer to pictures it does not hold), those frames' time is
 in the header's duration but is never shown: the video then ends where the header says, and its
 length is that end less the first frame's time (else `uniform` spread its targets past the end
-and lost the last ones).
+and lost the last ones). `uniform` then finds where the packets end (decode_end), since some headers
+(AVI, ASF/WMV, FLV) count from another origin.
 
 Most videos start on a key frame that no frame is shown before: their first frame is told by the
 first packets' times, without decoding (decoding it doubled the cost of opening a 720p H.264 video).
@@ -141,14 +142,30 @@ def _rewind(container: Any, stream: Any, first_packet: Any) -> None:
     if first_packet is None:
         return
     try:
-        container.seek(0)
+        seek_to_start(container)
         again = next((packet for packet in container.demux(stream) if packet.size), None)
         if again is None or not _same_packet(again, first_packet):
             raise VideoError(
                 "decode_error",
                 f"going back to the start of the file after reading its first frame landed elsewhere; {DAMAGED}",
             )
-        container.seek(0)
+        seek_to_start(container)
+    except av.error.FFmpegError as exc:
+        raise VideoError("decode_error", f"seeking back to the start failed ({short_reason(exc)}); {DAMAGED}") from exc
+
+
+def seek_to_start(container: Any) -> None:
+    """Back to the first packet. Raises VideoError when the file cannot go back.
+
+    A seek to 0 lands on the key frame at or before 0; an FLV whose first packet is later (a recording
+    whose clock did not start at 0) has none, and FFmpeg refuses it (EPERM): every such FLV was
+    `decode_error`. Then the first key frame at or after 0 is the start.
+    """
+    try:
+        try:
+            container.seek(0)
+        except av.error.FFmpegError:
+            container.seek(0, backward=False)
     except av.error.FFmpegError as exc:
         raise VideoError("decode_error", f"seeking back to the start failed ({short_reason(exc)}); {DAMAGED}") from exc
 
