@@ -6,6 +6,7 @@ Stages are plain callables; these tests feed one video through both with seeded 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -23,7 +24,13 @@ def decode_and_embed(video: Path, state_dict_bytes: bytes, *, want_probs: bool =
         crop_size=224,
     )
     decoded = pa.concat_tables(decode(pa.table({"video_id": ["v"], "uri": [str(video)]})))
-    model = ModelStage(
+    model = resnet18_stage(state_dict_bytes, batch_frames=8, want_probs=want_probs)
+    return decoded, model(decoded)
+
+
+def resnet18_stage(state_dict_bytes: bytes, *, batch_frames: int, want_probs: bool = True, **options: Any) -> ModelStage:
+    """The model stage of a resnet18 state_dict, fp32, with the classic recipe (short side 256, crop 224)."""
+    return ModelStage(
         arch="resnet18",
         state_dict_ref=state_dict_bytes,
         resize_size=256,
@@ -31,7 +38,7 @@ def decode_and_embed(video: Path, state_dict_bytes: bytes, *, want_probs: bool =
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         precision="fp32",
-        batch_frames=8,
+        batch_frames=batch_frames,
         want_probs=want_probs,
+        **options,
     )
-    return decoded, model(decoded)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from stages_here import resnet18_stage
 
 from vidbatch import pipeline
 from vidbatch.stages import ModelStage
@@ -26,19 +27,7 @@ def _state_dict_bytes(num_classes: int = 10) -> bytes:
 
 
 def _model_stage(**options) -> ModelStage:
-    return ModelStage(
-        arch="resnet18",
-        state_dict_ref=_state_dict_bytes(),
-        resize_size=256,
-        crop_size=224,
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        precision="fp32",
-        batch_frames=4,
-        want_probs=True,
-        threads=1,
-        **options,
-    )
+    return resnet18_stage(_state_dict_bytes(), batch_frames=4, threads=1, **options)
 
 
 def test_a_model_actor_that_reserves_no_gpu_runs_on_cpu_even_where_it_sees_one(monkeypatch):
