@@ -492,6 +492,42 @@ def test_rows_of_an_older_decoding_the_run_did_not_reach_are_kept(tmp_path, monk
     assert any("2 videos decoded by an older vidbatch and not reached keep their rows" in line for line in said), said
 
 
+def test_decode_errors_of_an_older_decoding_are_counted_with_what_redoes_them(tmp_path, monkeypatch):
+    """A newer decoding reads some files an older one failed on (revision 3: FLVs whose first packet is
+    after 0). Their decode_error rows are not retried on their own, and the note on older decoding
+    counted ok rows only: nothing said that --retry-failed would now read them."""
+    from deltalake import write_deltalake
+
+    from vidbatch.config import StorageConfig
+    from vidbatch.source_fingerprints import fingerprints
+
+    config = _a_run_that_reaches_its_time_limit_at_once(tmp_path, monkeypatch)
+    uris = {name: str(tmp_path / f"{name}.mp4") for name in ("a", "b")}
+    first = run_job(config, progress=lambda line: None)
+    videos = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().sort_by("video_id")
+    stat = fingerprints(list(uris.items()), StorageConfig())
+    for name, values in {
+        "status": pa.array(["decode_error", "ok"]),
+        "error_type": pa.array(["decode_error", None]),
+        "error_message": pa.array(["seeking back to the start failed", None]),
+        "source_fingerprint": pa.array([stat["a"], stat["b"]]),
+    }.items():
+        videos = videos.set_column(videos.schema.get_field_index(name), name, values)
+    write_deltalake(str(tmp_path / "out" / "videos"), videos, mode="overwrite")
+    started = tmp_path / "out" / "_runs" / first.run_id / "started.json"
+    record = json.loads(started.read_text())
+    record["decode_revision"] = 2
+    started.write_text(json.dumps(record))
+
+    said: list[str] = []
+    result = run_job(config, progress=said.append)
+    assert result.summary["changes"]["unchanged"] == 2  # neither is redone without being asked
+    notes = [line for line in said if line.startswith("NOTE: 1 video kept as")]
+    assert len(notes) == 2, said
+    assert "kept as ok was decoded by an older vidbatch" in notes[0] and "--redo-older-decoding" in notes[0]
+    assert "kept as decode_error failed under an older vidbatch's decoding" in notes[1] and "--retry-failed" in notes[1]
+
+
 def test_the_summary_says_what_the_commit_rewrote_and_not_when_it_only_added():
     from vidbatch.run_summary import rewritten_line
 

@@ -122,26 +122,36 @@ class Worklist:
         ]
 
     def _older_decoding_note(self, prior: PriorState) -> list[str]:
-        """ok rows that runs before this vidbatch's decoding made and that stay as they are: an upgrade
-        does not redo them, and a fix of how some files decode does not reach them."""
+        """Rows that runs before this vidbatch's decoding made and that stay as they are: an upgrade
+        does not redo them, and a fix of how some files decode does not reach them. ok rows are redone
+        with --redo-older-decoding; decode_error rows (a failure a newer decoding may not have) with
+        --retry-failed, as every failure that is not retried on its own."""
         if not prior.older_decoding_runs:
             return []
         kept = set(self.decision.skip)
-        rows = sum(
-            1
+        older = [
+            video.status
             for video_id, video in prior.videos.items()
-            if video.status == "ok" and video.run_id in prior.older_decoding_runs and video_id in kept
-        )
-        if not rows:
-            return []
-        return [
-            f"NOTE: {_count_videos(rows)} kept as ok {'was' if rows == 1 else 'were'} decoded by an older vidbatch "
-            f"(runs that recorded a decode_revision below {DECODE_REVISION}, or none): decoding fixes since then "
-            "(cut-short AVI/Matroska uploads taken as ok, mirrored videos, frame times that go back, ...; in revision 2, "
-            "videos whose first frame is shown after the header's start, such as MPEG-4 AVIs with B-frames; in revision 3, "
-            "uniform sampling of AVI, ASF/WMV and FLV files whose first frame is after 0) do not "
-            "reach them; most files decode as before (README, Nightly runs); --redo-older-decoding decodes them again"
+            if video.run_id in prior.older_decoding_runs and video_id in kept
         ]
+        rows, failed = older.count("ok"), older.count("decode_error")
+        notes = []
+        if rows:
+            notes.append(
+                f"NOTE: {_count_videos(rows)} kept as ok {'was' if rows == 1 else 'were'} decoded by an older vidbatch "
+                f"(runs that recorded a decode_revision below {DECODE_REVISION}, or none): decoding fixes since then "
+                "(cut-short AVI/Matroska uploads taken as ok, mirrored videos, frame times that go back, ...; in revision 2, "
+                "videos whose first frame is shown after the header's start, such as MPEG-4 AVIs with B-frames; in "
+                "revision 3, uniform sampling of AVI, ASF/WMV and FLV files whose first frame is after 0) do not "
+                "reach them; most files decode as before (README, Nightly runs); --redo-older-decoding decodes them again"
+            )
+        if failed:
+            notes.append(
+                f"NOTE: {_count_videos(failed)} kept as decode_error failed under an older vidbatch's decoding; this "
+                "one reads some files it could not (since revision 3, FLVs whose first packet is after 0): "
+                "--retry-failed decodes them again"
+            )
+        return notes
 
     def _unseen_warnings(self) -> list[str]:
         unseen = self.decision.unseen
