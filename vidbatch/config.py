@@ -492,9 +492,7 @@ _STORAGE_IS_A_SECTION = (
 def _kind(value: Any) -> str:
     if isinstance(value, str):
         return f"text of {len(value)} characters"
-    if isinstance(value, list | dict):
-        return "a list" if isinstance(value, list) else "a mapping"
-    return f"a {type(value).__name__}"
+    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else f"a {type(value).__name__}"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -34,7 +34,7 @@ from vidbatch.manifest import plan as make_plan
 from vidbatch.manifest import read_manifest
 from vidbatch.preflight import refuse_gpus_missing_here
 from vidbatch.ray_session import ensure_ray
-from vidbatch.run_summary import build_summary, rewritten_line, utc_now_iso
+from vidbatch.run_summary import build_summary, rewritten_line, size_said, utc_now_iso
 from vidbatch.spill import SpillRoom, folder_bytes, remove_dead_runs_folders, spill_folder, spill_space_said
 from vidbatch.stages import DecodeStage, ModelStage
 from vidbatch.state import load_prior
@@ -313,9 +313,7 @@ def _committing_line(
     if changes.get("leftovers_removed"):
         also.append(f"the clips an interrupted run left of {changes['leftovers_removed']} videos removed")
     extra = f" ({'; '.join(also)})" if also else ""
-    size = ""
-    if spill_bytes:  # a small run's few kB read as "(0.0 MB)"
-        size = f" ({spill_bytes / 1e6:.1f} MB)" if spill_bytes >= 100_000 else f" ({max(1, round(spill_bytes / 1e3))} kB)"
+    size = f" ({size_said(spill_bytes)})" if spill_bytes else ""
     return f"committing {videos} videos rows and {clips} clips{size} to {output}{extra}"
 
 

@@ -69,7 +69,7 @@ def rewritten_line(summary: dict[str, Any]) -> str | None:
     files, sizes, kept = (summary.get(key) or {} for key in ("rewritten_files", "rewritten_bytes", "rewritten_rows_kept"))
     if not any(files.values()):
         return None
-    tables = "; ".join(f"{name} {count}, {_size(sizes.get(name, 0))}" for name, count in sorted(files.items()) if count)
+    tables = "; ".join(f"{name} {count}, {size_said(sizes.get(name, 0))}" for name, count in sorted(files.items()) if count)
     total = sum(files.values())
     return (
         f"the commit rewrote {total} data file{'s' if total != 1 else ''} ({tables}), carrying "
@@ -77,5 +77,6 @@ def rewritten_line(summary: dict[str, Any]) -> str | None:
     )
 
 
-def _size(n: int) -> str:
+def size_said(n: int) -> str:
+    """A byte count as the run's lines say it: MB, or kB below 0.1 MB (a small run's few kB read as 0.0 MB)."""
     return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{max(1, round(n / 1e3))} kB"
