@@ -94,6 +94,12 @@ def test_rayjob_runs_the_job_file_on_its_own_cluster():
     submitter = containers(spec["submitterPodTemplate"])[0]
     assert {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN"} <= env_names(submitter)
     check_raycluster_spec(spec["rayClusterSpec"])
+    # The operator polls the Jobs API for the RayJob's status: it sends a token only with authOptions,
+    # and it must be the Secret the containers use, or the operator and the cluster hold two tokens.
+    head = containers(spec["rayClusterSpec"]["headGroupSpec"]["template"])[0]
+    token = next(e for e in head["env"] if e["name"] == "RAY_AUTH_TOKEN")
+    secret = token["valueFrom"]["secretKeyRef"]["name"]
+    assert spec["rayClusterSpec"].get("authOptions") == {"mode": "token", "secretName": secret}
 
 
 def test_nightly_cronjob_submits_with_a_date_based_id():
