@@ -311,6 +311,46 @@ def test_a_run_that_stops_early_keeps_the_results_already_waiting_for_the_driver
     assert collector.taken == [0, 1, 2, 3, 4]
 
 
+def test_a_run_with_no_result_for_a_while_says_it_is_waiting_and_when_it_gives_up():
+    """The progress line comes only when a result arrives: a stalled run (a lost worker node, a
+    cluster adding GPU nodes) printed nothing until limits.no_progress_timeout_s (30 min by
+    default) ended it. Found by the issue-5 re-check: 2 minutes of silence before the commit."""
+    import time
+    from types import SimpleNamespace
+
+    from vidbatch.drain import drain
+
+    class Dataset:  # one result, a stall, another result, the end
+        def iter_batches(self, **_):
+            yield "a"
+            time.sleep(1.3)
+            yield "b"
+
+    class Collector:
+        unreachable_in_a_row = 0
+        total = 7
+        tally = SimpleNamespace(videos=3)
+
+        def add_batch(self, batch):
+            pass
+
+    said: list[str] = []
+    ended = drain(
+        Dataset(), Collector(), no_progress_timeout_s=90, unreachable_in_a_row=32, stops=[], say=said.append,
+        quiet_line_every_s=0.5,
+    )
+    assert ended == "finished"
+    waiting = [line for line in said if line.startswith("waiting: ")]
+    assert 1 <= len(waiting) <= 3, said  # about every 0.5 s of the 1.3 s stall, not on every poll
+    assert "(videos 3/7 done)" in waiting[0] and "limits.no_progress_timeout_s=90s" in waiting[0]
+    assert "in 1m 29s" in waiting[0] or "in 1m 30s" in waiting[0], waiting[0]  # the time left before it gives up
+
+    said.clear()  # results that keep coming: nothing said
+    drain(Dataset(), Collector(), no_progress_timeout_s=90, unreachable_in_a_row=32, stops=[], say=said.append,
+          quiet_line_every_s=5.0)
+    assert not [line for line in said if line.startswith("waiting: ")], said
+
+
 def test_the_driver_hands_the_weights_to_the_object_store_and_keeps_no_copy(ray_local, seeded_weights):
     """The driver kept the weights' bytes (98 MB for resnet50) for the whole run after putting them in
     the object store: through the drain and the commit, where a long video's run reaches its peak."""

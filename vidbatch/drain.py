@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from vidbatch.collect import Collector
+from vidbatch.collect import Collector, duration_text
 from vidbatch.config import JobConfig
 from vidbatch.errors import UNREACHABLE, Stopped
 from vidbatch.spill import SpillRoom, spill_space_said
@@ -57,6 +57,10 @@ STOP_SIGNALS: dict[int, _StopSignal] = {
 SIGNAL_NAMES: dict[str, str] = {stop.ended: stop.name for stop in STOP_SIGNALS.values()}
 # How often the driver looks whether a stop signal came while it waits for a batch.
 _SIGNAL_POLL_S = 0.2
+# How long a run may go without a result before the driver says it is still waiting, and how often
+# it says so again: the progress line only comes when something arrives, so a stalled run (a lost
+# node, a cluster adding GPU nodes) was silent until limits.no_progress_timeout_s, 30 minutes.
+QUIET_LINE_EVERY_S = 60.0
 
 
 def stopped_early(ended: Ended, config: JobConfig, spill_room: SpillRoom) -> tuple[str, str, str]:
@@ -114,6 +118,7 @@ def drain(
     spill_room: SpillRoom | None = None,
     stops: list[int],
     say: Callable[[str], None] | None = None,
+    quiet_line_every_s: float = QUIET_LINE_EVERY_S,
 ) -> Ended:
     """Feed the collector until the dataset ends ("finished"), nothing arrives for
     `no_progress_timeout_s` (a stuck cluster: "no_progress"), `unreachable_in_a_row` videos in a
@@ -121,7 +126,7 @@ def drain(
     (limits.max_run_s: "time_limit"), the spill folder's disk runs low ("spill_space"), or a first
     Ctrl-C or SIGTERM comes ("interrupted", "sigterm"; a second one raises, as before the drain).
     `stops` is the caller's record of stop signals (stops_recorded(second_stops=True)), which goes on
-    after the drain returns.
+    after the drain returns. While nothing arrives, `say` is told so every `quiet_line_every_s`.
 
     The dataset is consumed on a daemon thread so the driver itself can never hang: when it stops
     early the execution is stopped (its actors and tasks cancelled) and the driver commits what
@@ -163,7 +168,9 @@ def drain(
     try:
         # The first Ctrl-C or SIGTERM is only recorded: the loop sees it within _SIGNAL_POLL_S and
         # stops the execution, and the run commits what is done. A second one stops at once (below).
-        patient_until = time.monotonic() + no_progress_timeout_s
+        last_result = time.monotonic()
+        patient_until = last_result + no_progress_timeout_s
+        said_quiet = last_result
         while True:
             now = time.monotonic()
             if stops:
@@ -175,12 +182,16 @@ def drain(
                 return give_up("time_limit")
             if now >= patient_until:
                 return give_up("no_progress")
+            if say is not None and now - said_quiet >= quiet_line_every_s:
+                said_quiet = now
+                say(_quiet_line(now - last_result, patient_until - now, no_progress_timeout_s, collector))
             wake = min(patient_until, stop_at if stop_at is not None else math.inf, now + _SIGNAL_POLL_S)
             try:
                 item = batches.get(timeout=max(0.0, wake - now))
             except queue.Empty:
                 continue  # a limit or a stop signal above
-            patient_until = time.monotonic() + no_progress_timeout_s
+            last_result = said_quiet = time.monotonic()
+            patient_until = last_result + no_progress_timeout_s
             if item is end:
                 return "finished"
             if isinstance(item, BaseException):
@@ -198,6 +209,15 @@ def drain(
         with stops_recorded():  # a second Ctrl-C must not cut the stop short
             _stop_execution(dataset, consumer, batches)
         raise
+
+
+def _quiet_line(quiet_s: float, left_s: float, patience_s: float, collector: Collector) -> str:
+    """What a run that has had no result for a while says, so that a stall is seen before it ends the run."""
+    return (
+        f"waiting: no result for {duration_text(quiet_s)} (videos {collector.tally.videos}/{collector.total} done); "
+        f"the run gives up waiting after limits.no_progress_timeout_s={patience_s:g}s without one, "
+        f"in {duration_text(max(left_s, 0.0))}, and commits what is done"
+    )
 
 
 def _stop_execution(dataset: Any, consumer: threading.Thread, batches: queue.Queue[Any]) -> None:
