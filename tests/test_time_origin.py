@@ -219,9 +219,20 @@ def test_a_video_that_starts_on_a_key_frame_is_not_decoded_to_find_its_first_fra
             assert info.start_s == pytest.approx(plain_frames(path)[0][0], abs=1e-9)
 
 
-def write_muxed(path: Path, *, fmt: str, codec: str, first_frame: int, b_frames: int | None = None, gop: int = 12) -> Path:
+def write_muxed(
+    path: Path,
+    *,
+    fmt: str,
+    codec: str,
+    first_frame: int,
+    b_frames: int | None = None,
+    gop: int = 12,
+    num_frames: int = 30,
+    audio: tuple[str, float] | None = None,
+) -> Path:
     """30 frames at 25 fps (plus `first_frame` frame periods before the first, which no frame fills) in a
-    container media.write_video does not write: ASF/WMV, FLV, or an AVI that starts after a gap."""
+    container media.write_video does not write: ASF/WMV, FLV, NUT, MPEG-PS, or an AVI that starts after a
+    gap. `audio`: (encoder, seconds) of silence from 0 in a second stream, packets interleaved by time."""
     with av.open(str(path), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=25)
         stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
@@ -229,13 +240,32 @@ def write_muxed(path: Path, *, fmt: str, codec: str, first_frame: int, b_frames:
         stream.codec_context.gop_size = gop
         if b_frames is not None:
             stream.codec_context.max_b_frames = b_frames
-        for i in range(30):
+        packets = []
+        for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(media.paint_frame(i, 160, 96), format="rgb24")
             frame.pts, frame.time_base = i + first_frame, Fraction(1, 25)
             frame.pict_type = av.video.frame.PictureType.NONE
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+            packets += stream.encode(frame)
+        packets += stream.encode(None)
+        if audio is not None:
+            packets += _silence(container, *audio)
+            packets.sort(key=lambda p: (p.dts if p.dts is not None else p.pts) * p.time_base)
+        for packet in packets:
+            container.mux(packet)
     return path
+
+
+def _silence(container, codec: str, seconds: float) -> list:
+    stream = container.add_stream(codec, rate=48000)
+    stream.layout = "mono"
+    step, total, packets = stream.codec_context.frame_size or 1024, round(seconds * 48000), []
+    for at in range(0, total, step):
+        frame = av.AudioFrame(format=stream.codec_context.format.name, layout="mono", samples=min(step, total - at))
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        frame.sample_rate, frame.pts, frame.time_base = 48000, at, Fraction(1, 48000)
+        packets += stream.encode(frame)
+    return packets + stream.encode(None)
 
 
 # Files whose header does not count their length from the first frame shown (README, uniform).
@@ -290,3 +320,51 @@ def test_the_look_for_the_end_of_an_avi_or_asf_reads_its_last_group_of_pictures_
         found = decode_end.uniform_span(container, stream, info, StreamFacts())
     assert found.duration_s == pytest.approx(1.2, abs=1e-6)
     assert 0 < len(read) <= 5 + 2  # one GOP (and the demuxer's flush packets), not the 30 frames
+
+
+# Files whose stated length is FFmpeg's estimate over all streams or from the packets that carry a time
+# (README, uniform): NUT states the whole file's length (from the container's 0, the audio's end) or
+# counts decode times; MPEG-PS states the last timed packet's time, which a pack of several frames hides.
+ESTIMATED_LENGTHS = {
+    "nut-h264-b-frames": lambda d: write_muxed(d / "b.nut", fmt="nut", codec="libx264", first_frame=0),  # 1.24 s
+    "nut-h264-from-0.4s": lambda d: write_muxed(d / "late.nut", fmt="nut", codec="libx264", first_frame=10),  # 1.56 s
+    "nut-h264-2s-of-aac": lambda d: write_muxed(d / "a.nut", fmt="nut", codec="libx264", first_frame=0, audio=("aac", 2.0)),
+    "mpeg1-mpg": lambda d: write_muxed(d / "m1.mpg", fmt="mpeg", codec="mpeg1video", first_frame=0),  # 1.02 s
+    "mpeg2-vob-b-frames": lambda d: write_muxed(d / "b.vob", fmt="vob", codec="mpeg2video", first_frame=0, b_frames=2),
+    "mpeg2-vob-2s-of-mp2": lambda d: write_muxed(
+        d / "a.vob", fmt="vob", codec="mpeg2video", first_frame=0, b_frames=2, audio=("mp2", 2.0)
+    ),  # 1.12 s
+}
+
+
+@pytest.mark.parametrize("make", ESTIMATED_LENGTHS.values(), ids=ESTIMATED_LENGTHS.keys())
+def test_uniform_spreads_over_the_video_s_own_length_in_nut_and_mpeg_ps(tmp_path, make):
+    """The README's rule with the video's own length, as in ASF, FLV and AVI above."""
+    path = make(tmp_path)
+    with av.open(str(path)) as container:
+        assert abs(container.duration / av.time_base - 1.2) > 0.03  # what FFmpeg states is not the video's length
+    test_uniform_spreads_over_the_length_from_the_first_frame_shown_in_asf_flv_and_avi(tmp_path, lambda _: path)
+
+
+@pytest.mark.parametrize("b_frames, gop", [(2, 12), (0, 15), (3, 12)])
+def test_the_look_for_the_end_of_an_mpeg_ps_reads_its_last_seconds_only(tmp_path, monkeypatch, b_frames, gop):
+    """MPEG-PS has no index: a seek goes by timestamps and the packets' times after it are the parser's
+    guesses until a key frame or two; the look reads the last 2 s (not the 12 s), from its second key frame."""
+    from vidbatch import decode_end
+
+    path = write_muxed(
+        tmp_path / "long.vob", fmt="vob", codec="mpeg2video", first_frame=0, b_frames=b_frames, gop=gop, num_frames=301
+    )
+    times, _, end = plain_frames(path)
+    read = []
+    note = decode_end.PacketTally.note
+
+    def counted(self, packet):
+        read.append(packet.pts)
+        note(self, packet)
+
+    monkeypatch.setattr(decode_end.PacketTally, "note", counted)
+    with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
+        found = decode_end.uniform_span(container, stream, info, StreamFacts())
+    assert found.duration_s == pytest.approx(end - times[0], abs=1e-6)
+    assert 0 < len(read) <= 2 * 25  # the last 2 s at most, not the 301 frames

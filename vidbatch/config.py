@@ -101,8 +101,10 @@ class SamplingConfig(_Frozen):
 # of pictures: targets before its first frame had none), see decode_start. 3: uniform in AVI, ASF/WMV and
 # FLV spreads over where the packets end, from the first frame shown (their headers count from another
 # origin: a WMV whose first frame is at 0.4 s lost 2 of 8 targets), see decode_end; an FLV whose first
-# packet is after 0 is read (it was decode_error).
-DECODE_REVISION = 3
+# packet is after 0 is read (it was decode_error). 4: uniform in NUT and MPEG-PS (.mpg/.vob) spreads over
+# where the video's packets end (their stated length is FFmpeg's estimate: the audio's end, decode
+# times, or the last packet that carries a time: a 1.2 s .mpg stated 1.02 s), see decode_end.
+DECODE_REVISION = 4
 
 # model.weights with one of these endings (or any '/') is a state_dict file. Lightning writes .ckpt;
 # PyTorch's old examples wrote checkpoint.pth.tar.

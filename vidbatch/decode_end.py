@@ -26,8 +26,23 @@ from vidbatch.decode_start import seek_to_start
 
 # Containers whose header does not count the length from the first frame shown (see the module
 # docstring), and that FFmpeg can seek near the end of: AVI and ASF by their index, FLV by reading
-# its tags (a file without a keyframe index is read through once, packets only).
-_OTHER_ORIGIN_FORMATS = frozenset({"avi", "asf", "flv"})
+# its tags (a file without a keyframe index is read through once, packets only), NUT by its index.
+# NUT's stated length is the whole file's (an audio track that runs on past the picture, or the
+# container's 0 before a first frame at 0.4 s) or counts decode times (H.264 with B-frames).
+_OTHER_ORIGIN_FORMATS = frozenset({"avi", "asf", "flv", "nut"})
+# MPEG-PS (.mpg/.vob, FFmpeg's "mpeg"): FFmpeg estimates its length from the last packets that carry a
+# time, which a pack of several frames hides (an MPEG-1 .mpg of 1.2 s states 1.02 s, an MPEG-2 one with
+# B-frames 1.12 s). Its packets' times are worked out by FFmpeg's parser from the last time the stream
+# carried; after a seek (by timestamp, onto no particular frame) they can be wrong up to and including
+# the first key frame read (a look from the stated end of an MPEG-2 .vob with B-frames ended 0.1 s
+# late, and one whose first key frame read was among the last packets 0.04-0.14 s early or late). So
+# the look starts 2 s before the stated end and counts packets from the second key frame it reads, and
+# starts further back when it reads fewer.
+_PARSED_TIMES_FORMATS = frozenset({"mpeg"})
+# How far before the stated end (s) the look at an MPEG-PS starts, tried in turn until two key frames are read.
+_PARSED_TIMES_BACK_S = (2.0, 8.0, 30.0)
+# The key frame read after a seek from which an MPEG-PS's packet times are counted.
+_PARSED_TIMES_KEY = 2
 
 
 def uniform_span(
@@ -53,9 +68,13 @@ def uniform_span(
     keep the header's length.
     """
     indexed = indexed_container(container)
-    if not stream.time_base or not (indexed or _other_origin(container)):
+    parsed_times = _format_in(container, _PARSED_TIMES_FORMATS)
+    if not stream.time_base or not (indexed or parsed_times or _format_in(container, _OTHER_ORIGIN_FORMATS)):
         return info
-    end = _packets_end(container, stream, info, deadline=deadline, guard=guard, read_all_if_none=not indexed)
+    if parsed_times:
+        end = _parsed_packets_end(container, stream, info, deadline=deadline, guard=guard)
+    else:
+        end = _packets_end(container, stream, info, deadline=deadline, guard=guard, read_all_if_none=not indexed)
     seek_to_start(container)
     if end is None or end <= info.start_s:
         return info  # the look landed on nothing shown: the header is all there is to go by
@@ -67,8 +86,8 @@ def uniform_span(
     return replace(info, duration_s=length)
 
 
-def _other_origin(container: Any) -> bool:
-    return any(part in _OTHER_ORIGIN_FORMATS for part in (container.format.name or "").split(","))
+def _format_in(container: Any, formats: frozenset[str]) -> bool:
+    return any(part in formats for part in (container.format.name or "").split(","))
 
 
 def _packets_end(
@@ -93,12 +112,44 @@ def _packets_end(
     return end
 
 
-def _end_from(
-    container: Any, stream: Any, info: VideoInfo, ticks: int | None, *, deadline: Deadline | None, guard: FrameLimits | None
+def _parsed_packets_end(
+    container: Any, stream: Any, info: VideoInfo, *, deadline: Deadline | None, guard: FrameLimits | None
 ) -> float | None:
-    """The end of the packets read from the key frame at or before `ticks` (from where the reader is when None)."""
+    """_packets_end for MPEG-PS, counted from the second key frame read after a seek 2 s before the
+    stated end (about 2.5 MB of a DVD's MPEG-2 at 10 Mbit/s), or 8 then 30 s before it when that reads
+    fewer than two; a start at or before the first frame reads the file from its start, every packet
+    counted (a file that short). Fewer than two key frames in the last 30 s leave the header's length:
+    the look does not read a long file through to find its end."""
+    tb = stream.time_base
+    stated_end = info.start_s + info.duration_s
+    for back_s in _PARSED_TIMES_BACK_S:
+        at_s = stated_end - back_s
+        if at_s <= info.start_s:
+            seek_to_start(container)
+            return _end_from(container, stream, info, None, deadline=deadline, guard=guard)
+        ticks = math.floor(at_s / tb)
+        end = _end_from(container, stream, info, ticks, deadline=deadline, guard=guard, from_key=_PARSED_TIMES_KEY)
+        if end is not None:
+            return end
+    return None
+
+
+def _end_from(
+    container: Any,
+    stream: Any,
+    info: VideoInfo,
+    ticks: int | None,
+    *,
+    deadline: Deadline | None,
+    guard: FrameLimits | None,
+    from_key: int = 0,
+) -> float | None:
+    """The end of the packets read from the key frame at or before `ticks` (from where the reader is when
+    None). `from_key`: the packets before the from_key-th key frame read are not counted (MPEG-PS, whose
+    seek lands on no particular frame and whose times are only right some way after it)."""
     tb = stream.time_base
     tally = PacketTally(default_duration_s=nominal_frame_s(info))
+    keys_to_skip = from_key
     try:
         if ticks is not None:
             container.seek(ticks, stream=stream, backward=True, any_frame=False)
@@ -106,6 +157,10 @@ def _end_from(
             # A header that states far less than the file holds has the probe read the rest: the
             # decode deadline and max_duration_s hold for every packet, not after the last.
             check_deadline(deadline)
+            if keys_to_skip and packet.size and packet.is_keyframe:
+                keys_to_skip -= 1
+            if keys_to_skip:
+                continue
             tally.note(packet)
             if guard is not None and packet.pts is not None:
                 guard.check_time(float(packet.pts * tb))

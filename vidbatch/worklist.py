@@ -142,7 +142,8 @@ class Worklist:
                 f"(runs that recorded a decode_revision below {DECODE_REVISION}, or none): decoding fixes since then "
                 "(cut-short AVI/Matroska uploads taken as ok, mirrored videos, frame times that go back, ...; in revision 2, "
                 "videos whose first frame is shown after the header's start, such as MPEG-4 AVIs with B-frames; in "
-                "revision 3, uniform sampling of AVI, ASF/WMV and FLV files whose first frame is after 0) do not "
+                "revision 3, uniform sampling of AVI, ASF/WMV and FLV files whose first frame is after 0; in revision 4, "
+                "uniform sampling of NUT and MPEG-PS (.mpg/.vob) files) do not "
                 "reach them; most files decode as before (README, Nightly runs); --redo-older-decoding decodes them again"
             )
         if failed:
