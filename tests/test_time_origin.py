@@ -368,3 +368,16 @@ def test_the_look_for_the_end_of_an_mpeg_ps_reads_its_last_seconds_only(tmp_path
         found = decode_end.uniform_span(container, stream, info, StreamFacts())
     assert found.duration_s == pytest.approx(end - times[0], abs=1e-6)
     assert 0 < len(read) <= 2 * 25  # the last 2 s at most, not the 301 frames
+
+
+@pytest.mark.parametrize("fmt, codec", [("vob", "mpeg2video"), ("mpeg", "mpeg1video")])
+def test_the_look_at_an_mpeg_ps_counts_times_from_the_second_key_frame_after_its_seek(tmp_path, fmt, codec):
+    """4 s with B-frames and a key frame every 25 frames: after a seek the parser's times were 0.1 s
+    off up to and including the first key frame read (a look from there ended 3.9 s or 4.12 s)."""
+    from vidbatch import decode_end
+
+    path = write_muxed(tmp_path / f"gop25.{fmt}", fmt=fmt, codec=codec, first_frame=0, b_frames=2, gop=25, num_frames=100)
+    times, _, end = plain_frames(path)
+    with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
+        found = decode_end.uniform_span(container, stream, info, StreamFacts())
+    assert found.duration_s == pytest.approx(end - times[0], abs=1e-6) == pytest.approx(4.0)
