@@ -108,11 +108,29 @@ def test_uri_policy(uri, ok):
         ("https:///a.mp4", "the uri names no host (write https://HOST/...); fix the manifest row"),
         ("s3://bucket/a.mp4", None),
         ("memory:///a.mp4", None),  # memory's uris are paths: no bucket to name
+        ("s3://bucket", "the uri names a bucket, not a video (write s3://BUCKET/path/to/video); fix the manifest row"),
+        ("s3://bucket/", "the uri names a bucket, not a video (write s3://BUCKET/path/to/video); fix the manifest row"),
+        ("S3://bucket//", "the uri names a bucket, not a video (write S3://BUCKET/path/to/video); fix the manifest row"),
+        ("gs://bucket/", "the uri names a bucket, not a video (write gs://BUCKET/path/to/video); fix the manifest row"),
+        ("az://container", "the uri names a bucket, not a video (write az://BUCKET/path/to/video); fix the manifest row"),
+        (
+            "abfs://container@account.dfs.core.windows.net/",
+            "the uri names a bucket, not a video (write abfs://BUCKET/path/to/video); fix the manifest row",
+        ),
+        (
+            "s3://user:secret@bucket/",
+            "the uri names a bucket, not a video (write s3://BUCKET/path/to/video); fix the manifest row",
+        ),
+        ("s3://bucket/#1.mp4", None),  # '#' and '?' are characters of a key: an object, not the bucket
+        ("s3://bucket/?.mp4", None),
+        ("https://example.com/", None),  # a web server's root may serve a file
+        ("memory://bucket/", None),  # memory's uris are paths
     ],
 )
 def test_a_uri_without_its_bucket_is_refused_as_such(uri, reason):
-    """`s3://` alone was read as the store's root: a not_found row saying "the uri names a directory"."""
-    policy = InputPolicy(allowed_schemes=("file", "s3", "https", "memory"))
+    """`s3://` alone was read as the store's root: a not_found row saying "the uri names a directory";
+    `s3://bucket` and `s3://bucket/` were too (or "no object at this uri" when the bucket does not exist)."""
+    policy = InputPolicy(allowed_schemes=("file", "s3", "gs", "az", "abfs", "https", "memory"))
     assert refusal_reason(uri, policy) == reason
 
 
@@ -328,7 +346,7 @@ def test_an_address_the_object_store_client_refuses_is_invalid_uri_not_a_nightly
 
     from vidbatch.storage_failures import storage_failure
 
-    error = storage_failure(ParamValidationError(report="Invalid bucket name \"Bad_Bucket!\""))
+    error = storage_failure(ParamValidationError(report='Invalid bucket name "Bad_Bucket!"'))
     assert error.status == "invalid_uri" and "fix the manifest row" in error.message
     assert "Bad_Bucket" not in error.message  # nothing of the uri rides along
 

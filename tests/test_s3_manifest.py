@@ -1,4 +1,4 @@
-"""`vidbatch manifest build` over an S3 prefix and a local folder."""
+"""`vidbatch manifest build` over an S3 prefix and a local folder; manifests and outputs at a bucket's root."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from extended import extended
 
 from vidbatch.cli import main
 from vidbatch.config import InputPolicy, StorageConfig
@@ -202,3 +203,74 @@ def test_an_s3_delta_table_given_as_the_manifest_is_read_as_its_current_snapshot
     write_deltalake(uri, pa.table({"video_id": ["a", "gone"], "uri": ["s3://b/a.mp4", "s3://b/g.mp4"]}), storage_options=options)
     write_deltalake(uri, pa.table({"video_id": ["a"], "uri": ["s3://b/a.mp4"]}), mode="overwrite", storage_options=options)
     assert read_manifest(uri, StorageConfig()).column("video_id").to_pylist() == ["a"]
+
+
+def _bucket_rows(media_bucket: str) -> pa.Table:
+    return pa.table(
+        {
+            "video_id": ["a", "root", "root-slash", "no-such-bucket"],
+            "uri": [f"s3://{media_bucket}/a.mp4", f"s3://{media_bucket}", f"s3://{media_bucket}/", "s3://vb-no-such-bucket/"],
+        }
+    )
+
+
+def _manifest_at_a_bucket_root(s3, media_bucket: str) -> str:
+    bucket = s3.new_bucket("mroot")
+    sink = io.BytesIO()
+    pq.write_table(_bucket_rows(media_bucket), sink)
+    s3.client.put_object(Bucket=bucket, Key="part-0000.parquet", Body=sink.getvalue())
+    return bucket
+
+
+_NAMES_A_BUCKET = "the uri names a bucket, not a video (write s3://BUCKET/path/to/video); fix the manifest row"
+
+
+def test_rows_naming_a_bucket_are_refused_from_a_manifest_at_a_bucket_root(s3):
+    """The rows were planned, then `not_found` ("the uri names a directory", or "no object at this uri" for a
+    bucket that does not exist). A manifest at a bucket's root (a folder of Parquet files) is read as any folder."""
+    media_bucket = s3.new_bucket("media")
+    manifest_bucket = _manifest_at_a_bucket_root(s3, media_bucket)
+    for manifest in (f"s3://{manifest_bucket}", f"s3://{manifest_bucket}/"):
+        planned = plan(read_manifest(manifest, StorageConfig()), InputPolicy())
+        assert planned.to_process.column("video_id").to_pylist() == ["a"]
+        assert [(r.video_id, r.status, r.message) for r in planned.refused] == [
+            (video_id, "invalid_uri", _NAMES_A_BUCKET) for video_id in ("root", "root-slash", "no-such-bucket")
+        ]
+
+
+# Two runs: extended (~25 s on 2 cores). The default case is
+# test_rows_naming_a_bucket_are_refused_from_a_manifest_at_a_bucket_root (the rows and the manifest, no run, no output).
+@extended
+def test_a_row_naming_a_bucket_is_invalid_uri_while_manifest_and_output_may_be_bucket_roots(s3, ray_s3, tmp_path):
+    """A row `s3://bucket` or `s3://bucket/` was `not_found` ("the uri names a directory"), one naming a bucket that
+    does not exist "no object at this uri". A manifest (a folder of Parquet files) and an output (the tables'
+    root) at a bucket's root are places like any folder: read, written, and read again by the next run."""
+    import media
+    from deltalake import DeltaTable
+
+    from vidbatch.config import parse_job
+    from vidbatch.pipeline import run_job
+
+    media_bucket, out_bucket = s3.new_bucket("media"), s3.new_bucket("oroot")
+    video = media.write_video(tmp_path / "a.mp4", num_frames=20, fps=10)
+    s3.client.upload_file(str(video.path), media_bucket, "a.mp4")
+    manifest_bucket = _manifest_at_a_bucket_root(s3, media_bucket)
+    for manifest, output, expected in (
+        (f"s3://{manifest_bucket}", f"s3://{out_bucket}", "new"),
+        (f"s3://{manifest_bucket}/", f"s3://{out_bucket}/", "unchanged"),
+    ):
+        job = {
+            "name": "bucket-roots",
+            "manifest": manifest,
+            "output": output,
+            "sampling": {"mode": "fps", "fps": 1.0},
+            "model": {"arch": "resnet18", "weights": "none", "task": "embed"},
+            "resources": {"progress_interval_s": 60},
+        }
+        summary = run_job(parse_job(job), progress=lambda line: None).summary
+        assert summary["table_statuses"] == {"ok": 1, "invalid_uri": 3}
+        assert summary["changes"][expected] == 1  # the second run finds the first one's rows at the bucket's root
+    videos = DeltaTable(f"s3://{out_bucket}/videos", storage_options=s3.delta_options()).to_pyarrow_table()
+    messages = {row["video_id"]: (row["status"], row["error_message"]) for row in videos.to_pylist()}
+    refused = ("invalid_uri", _NAMES_A_BUCKET)
+    assert messages == {"a": ("ok", None), "root": refused, "root-slash": refused, "no-such-bucket": refused}

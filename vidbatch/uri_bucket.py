@@ -1,4 +1,4 @@
-"""Whether an object store's uri names its bucket (or a web uri its host).
+"""Whether an object store's uri names its bucket (or a web uri its host), and more than the bucket.
 
 A pure function of the string, importing nothing of vidbatch, so that the job file's validation
 (config), the manifest's rows (uri_policy) and the output's checks (state) all use it.
@@ -24,3 +24,20 @@ def missing_bucket(uri: str) -> str | None:
     if not separator or kind is None or urlsplit(uri).netloc:
         return None
     return f"names no {kind} (write {scheme}://{kind.upper()}/...)"
+
+
+def bucket_only(uri: str) -> str | None:
+    """What a video's uri lacks when it names a bucket and nothing in it (`s3://media`, `s3://media/`,
+    `abfs://container@account.dfs.core.windows.net/`), else None.
+
+    A video is an object, never a bucket: such a row was stat'ed as the bucket's root ("names a
+    directory", `not_found`) or, for a bucket that does not exist, said "no object at this uri". For a
+    manifest or an output a bucket's root is a place like any folder: only the rows' uris are held to this.
+    The bucket's name is not repeated (a uri's authority may carry user:password@)."""
+    scheme, separator, rest = uri.partition("://")
+    if not separator or scheme.lower() not in _BUCKET_SCHEMES or missing_bucket(uri) is not None:
+        return None
+    _, _, key = rest.partition("/")  # the raw key: '#' and '?' are characters of an S3 key, not a fragment or query
+    if key.strip("/"):
+        return None
+    return f"names a bucket, not a video (write {scheme}://BUCKET/path/to/video)"

@@ -12,7 +12,7 @@ from urllib.parse import unquote, urlsplit
 from vidbatch.config import InputPolicy
 from vidbatch.redaction import REDACTED, redact_uri, redact_uris_in, redact_uris_in_record
 from vidbatch.storage import local_path, scheme_of, within_roots
-from vidbatch.uri_bucket import missing_bucket
+from vidbatch.uri_bucket import bucket_only, missing_bucket
 
 __all__ = ["REDACTED", "redact_uri", "redact_uris_in", "redact_uris_in_record", "refusal_reason", "spelled_plainly"]
 
@@ -33,6 +33,8 @@ def refusal_reason(uri: object, policy: InputPolicy) -> str | None:
         allowed = ", ".join(policy.allowed_schemes)
         return f"scheme {scheme!r} is not allowed (allowed: {allowed}; see inputs.allowed_schemes)"
     if (lacking := missing_bucket(uri)) is not None:  # `s3://` alone was read as the store's root: "a directory"
+        return f"the uri {lacking}; fix the manifest row"
+    if (lacking := bucket_only(uri)) is not None:  # was read as the bucket's root: not_found, "names a directory"
         return f"the uri {lacking}; fix the manifest row"
     path = urlsplit(uri).path if "://" in uri else uri
     decoded = unquote(unquote(path))
