@@ -24,7 +24,7 @@ from deltalake import DeltaTable, write_deltalake
 from extended import extended
 
 from vidbatch.config import DECODE_REVISION, StorageConfig, parse_job
-from vidbatch.incremental import OLDER_DECODING, PriorVideo, decide
+from vidbatch.incremental import OLDER_DECODING, OLDER_DECODING_FAILED, PriorVideo, decide
 from vidbatch.pipeline import run_job
 from vidbatch.state import load_prior, run_results_settings
 
@@ -178,43 +178,49 @@ def test_model_settings_of_runs_come_from_their_started_records(tmp_path):
         (prior(), {"r0"}, OLDER_DECODING),
         (prior(), set(), None),  # not asked: kept (an upgrade alone redoes nothing)
         (prior(), {"r-other"}, None),  # made by a run of this decoding
-        (prior("unreadable"), {"r0"}, None),  # a failure holds no results: --retry-failed is for those
+        # a failure a newer decoding may not have (revision 3 reads FLVs revision 2 refused): redone as a retry
+        (prior("decode_error", error_type="decode_error"), {"r0"}, OLDER_DECODING_FAILED),
+        (prior("decode_error", error_type="decode_error"), set(), None),
+        (prior("unreadable"), {"r0"}, None),  # no decoding fix reads what is not media: --retry-failed is for those
         (prior(fp="fp0"), {"r0"}, "source changed"),  # another reason comes first
     ],
 )
-def test_ok_rows_of_older_decoding_are_redone_only_when_asked(before, redo_runs, reason):
+def test_ok_and_decode_error_rows_of_older_decoding_are_redone_only_when_asked(before, redo_runs, reason):
     decision = decide(
         [("v", "u")], prior={"v": before}, fingerprints={"v": "fp1"}, model_id="m", sampling_id="s",
         consistent={"v": True}, manifest_ids=["v"], redo_runs=redo_runs,
     )  # fmt: skip
     assert decision.reasons == ({"v": reason} if reason else {})
-    assert decision.changed == (1 if reason else 0)
+    assert (decision.changed, decision.retried) == ((0, 1) if reason == OLDER_DECODING_FAILED else (1 if reason else 0, 0))
 
 
 def test_runs_that_recorded_an_older_decode_revision_or_none_are_found(tmp_path):
     """An output an older vidbatch made: its runs' started.json has no decode_revision. Upgrading redid
     none of its rows, and files the newer decoding reads otherwise (an AVI cut short, kept as ok with
-    the part before the cut) stayed as they were without a word; check and run now count them."""
+    the part before the cut) stayed as they were without a word; check and run now count them. A run
+    that left decode_error rows only is one too (its record was not read: only ok rows' runs were)."""
     out = tmp_path / "out"
     revisions = {"r-old": {}, "r-new": {"decode_revision": DECODE_REVISION}, "r-odd": {"decode_revision": "x"},
-                 "r-prev": {"decode_revision": 1}}  # fmt: skip
+                 "r-prev": {"decode_revision": 1}, "r-failed": {"decode_revision": 2}}  # fmt: skip
     for run_id, extra in revisions.items():
         (out / "_runs" / run_id).mkdir(parents=True)
         record = {"run_id": run_id, "job": {"model": {"task": "embed", "top_k": 5, "precision": "fp32"}}, **extra}
         (out / "_runs" / run_id / "started.json").write_text(json.dumps(record))
-    ids = ["a", "b", "c", "d", "e"]
+    ids = ["a", "b", "c", "d", "e", "f"]
     write_deltalake(
         str(out / "videos"),
         pa.table({
-            "video_id": ids, "uri": ids, "source_fingerprint": ["f"] * 5, "model_id": ["m"] * 5, "sampling_id": ["s"] * 5,
-            "status": ["ok", "ok", "ok", "unreadable", "ok"], "error_type": [None, None, None, "unreadable", None],
-            "error_message": [None, None, None, "x", None], "run_id": ["r-old", "r-new", "r-odd", "r-old", "r-prev"],
-            "num_clips": pa.array([0, 0, 0, 0, 0], pa.int32()),
+            "video_id": ids, "uri": ids, "source_fingerprint": ["f"] * 6, "model_id": ["m"] * 6, "sampling_id": ["s"] * 6,
+            "status": ["ok", "ok", "ok", "unreadable", "ok", "decode_error"],
+            "error_type": [None, None, None, "unreadable", None, "decode_error"],
+            "error_message": [None, None, None, "x", None, "y"],
+            "run_id": ["r-old", "r-new", "r-odd", "r-old", "r-prev", "r-failed"],
+            "num_clips": pa.array([0] * 6, pa.int32()),
         }),
     )  # fmt: skip
     state = load_prior(str(out), StorageConfig())
     # r-prev: revision 1, whose sampling grid started at the header's start, not at the first frame shown
-    assert state.older_decoding_runs == {"r-old", "r-odd", "r-prev"}
+    assert state.older_decoding_runs == {"r-old", "r-odd", "r-prev", "r-failed"}
     assert state.unrecorded_runs == frozenset()
 
 

@@ -532,18 +532,21 @@ def test_rows_of_an_older_decoding_the_run_did_not_reach_are_kept(tmp_path, monk
     assert any("2 videos decoded by an older vidbatch and not reached keep their rows" in line for line in said), said
 
 
-def test_decode_errors_of_an_older_decoding_are_counted_with_what_redoes_them(tmp_path, monkeypatch):
+def test_decode_errors_of_an_older_decoding_are_counted_and_redone_with_its_ok_rows(tmp_path, monkeypatch):
     """A newer decoding reads some files an older one failed on (revision 3: FLVs whose first packet is
-    after 0). Their decode_error rows are not retried on their own, and the note on older decoding
-    counted ok rows only: nothing said that --retry-failed would now read them."""
+    after 0). Their decode_error rows are not retried on their own; --redo-older-decoding redid the ok rows
+    only (they needed --retry-failed, which redoes every other failure too), and a run that left decode_error
+    rows only was not counted as an older decoding at all (its started.json was not read)."""
     from deltalake import write_deltalake
 
     from vidbatch.config import StorageConfig
+    from vidbatch.incremental import OLDER_DECODING, OLDER_DECODING_FAILED
     from vidbatch.source_fingerprints import fingerprints
 
     config = _a_run_that_reaches_its_time_limit_at_once(tmp_path, monkeypatch)
     uris = {name: str(tmp_path / f"{name}.mp4") for name in ("a", "b")}
     first = run_job(config, progress=lambda line: None)
+    failed_run = first.run_id + "-failed"  # a's row is the only row of a run of its own
     videos = DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().sort_by("video_id")
     stat = fingerprints(list(uris.items()), StorageConfig())
     for name, values in {
@@ -551,13 +554,16 @@ def test_decode_errors_of_an_older_decoding_are_counted_with_what_redoes_them(tm
         "error_type": pa.array(["decode_error", None]),
         "error_message": pa.array(["seeking back to the start failed", None]),
         "source_fingerprint": pa.array([stat["a"], stat["b"]]),
+        "run_id": pa.array([failed_run, first.run_id]),
     }.items():
         videos = videos.set_column(videos.schema.get_field_index(name), name, values)
     write_deltalake(str(tmp_path / "out" / "videos"), videos, mode="overwrite")
-    started = tmp_path / "out" / "_runs" / first.run_id / "started.json"
-    record = json.loads(started.read_text())
+    runs = tmp_path / "out" / "_runs"
+    record = json.loads((runs / first.run_id / "started.json").read_text())
     record["decode_revision"] = 2
-    started.write_text(json.dumps(record))
+    (runs / first.run_id / "started.json").write_text(json.dumps(record))
+    (runs / failed_run).mkdir()
+    (runs / failed_run / "started.json").write_text(json.dumps({**record, "run_id": failed_run}))
 
     said: list[str] = []
     result = run_job(config, progress=said.append)
@@ -565,7 +571,17 @@ def test_decode_errors_of_an_older_decoding_are_counted_with_what_redoes_them(tm
     notes = [line for line in said if line.startswith("NOTE: 1 video kept as")]
     assert len(notes) == 2, said
     assert "kept as ok was decoded by an older vidbatch" in notes[0] and "--redo-older-decoding" in notes[0]
-    assert "kept as decode_error failed under an older vidbatch's decoding" in notes[1] and "--retry-failed" in notes[1]
+    assert "kept as decode_error failed under an older vidbatch's decoding" in notes[1]
+    assert "--redo-older-decoding decodes them again" in notes[1]
+
+    result = run_job(config, progress=said.append, redo_older_decoding=True)
+    assert result.summary["reasons"] == {OLDER_DECODING: 1, OLDER_DECODING_FAILED: 1}
+    assert {key: result.summary["changes"][key] for key in ("changed", "retried")} == {"changed": 1, "retried": 1}
+    # Not reached (the time limit came at once): the ok row keeps its results; the decode_error row, which
+    # holds none, is a timeout the next run retries on its own.
+    after = {row["video_id"]: row for row in DeltaTable(str(tmp_path / "out" / "videos")).to_pyarrow_table().to_pylist()}
+    assert (after["b"]["status"], after["b"]["run_id"]) == ("ok", first.run_id)
+    assert (after["a"]["status"], after["a"]["error_type"]) == ("timeout", "time_limit")
 
 
 def test_the_summary_says_what_the_commit_rewrote_and_not_when_it_only_added():

@@ -118,8 +118,8 @@ def run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--redo-older-decoding",
         action="store_true",
-        help="also decode again the ok videos whose rows an older vidbatch made, before its decoding fixes "
-        "(check and run count them)",
+        help="also decode again the ok and decode_error videos whose rows an older vidbatch made, before its "
+        "decoding fixes (check and run count them)",
     )
     parser.add_argument("--allow-empty", action="store_true", help=ALLOW_EMPTY_HELP)
 

@@ -92,7 +92,7 @@ class SamplingConfig(_Frozen):
 # What a run's decoding makes of a file, as a number recorded in each run's started.json. Raised when a
 # change to decoding gives some files another videos row than before with no setting changed (a
 # status, the frames used, the sizes): such rows are not redone on their own (that would redo every
-# video of a library), but check and run count the ok rows older runs made and
+# video of a library), but check and run count the ok and decode_error rows older runs made and
 # --redo-older-decoding decodes them again. 1: every fix up to 2026-12-07 (cut-short AVI and
 # Matroska uploads, raw MPEG-4 streams, mirrored display matrices, frame times that go back,
 # uniform's look for a stream's real end, keyframes on open GOPs); rows of runs that recorded none

@@ -78,7 +78,8 @@ def decide(
 ) -> Decision:
     """`candidates` are (video_id, uri) of rows that passed the plan; `manifest_ids` all kept ids;
     `results` this run's ModelConfig.results_settings (None: do not compare them); the ok rows of
-    `redo_runs` (runs an older vidbatch's decoding made, --redo-older-decoding) are done again."""
+    the ok and decode_error rows of `redo_runs` (runs an older vidbatch's decoding made, --redo-older-decoding)
+    are done again."""
     process, skip, unseen = [], [], []
     new = changed = retried = 0
     reasons: dict[str, str] = {}
@@ -90,8 +91,8 @@ def decide(
         reason = _why_process(before, uri, fingerprint, model_id, sampling_id, retry_failed)
         if reason is None and results is not None:
             reason = _results_change(before, results)
-        if reason is None and before is not None and before.status == "ok" and before.run_id in redo_runs:
-            reason = OLDER_DECODING
+        if reason is None and before is not None and before.run_id in redo_runs:
+            reason = _OLDER_DECODING_REASONS.get(before.status)
         if reason is None and not consistent.get(video_id, True):
             reason = "clips table does not match the videos row (an interrupted commit, or rows deleted by another tool)"
         if reason is None:
@@ -103,7 +104,7 @@ def decide(
         reasons[video_id] = reason
         if before is None:
             new += 1
-        elif reason.startswith("retry"):
+        elif reason.startswith("retry") or reason == OLDER_DECODING_FAILED:
             retried += 1
         else:
             changed += 1
@@ -116,6 +117,11 @@ def decide(
 
 # The reason of an ok row redone because an older vidbatch decoded it (--redo-older-decoding).
 OLDER_DECODING = "decoded by an older vidbatch (--redo-older-decoding)"
+# And of a decode_error row such a run left: a newer decoding reads some of those files (revision 3 the FLVs
+# whose first packet is after 0). A retry, counted as one; not kept when a stopped run does not reach it
+# (it holds no results): its `timeout` row is retried by the next run on its own.
+OLDER_DECODING_FAILED = "decode_error under an older vidbatch's decoding (--redo-older-decoding)"
+_OLDER_DECODING_REASONS = {"ok": OLDER_DECODING, "decode_error": OLDER_DECODING_FAILED}
 
 _SETTLED = "status:"
 # The "fingerprint" of a video whose file could not be looked at tonight (a store that did not

@@ -44,8 +44,8 @@ class PriorState:
     clips_version: int | None = None  # the clips table's version this state was read at (None: no table)
     # Runs with ok rows whose started.json is gone or unreadable: their task/top_k/precision are unknown.
     unrecorded_runs: frozenset[str] = frozenset()
-    # Runs with ok rows whose started.json records a decode_revision below this vidbatch's, or none
-    # (config.DECODE_REVISION): their rows were decoded before fixes this version has.
+    # Runs with ok or decode_error rows whose started.json records a decode_revision below this vidbatch's,
+    # or none (config.DECODE_REVISION): their rows were decoded before fixes this version has.
     older_decoding_runs: frozenset[str] = frozenset()
 
 
@@ -110,9 +110,10 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
     if videos_table is not None:
         refuse_lacking(output, join_uri(output, "videos"), videos_table, _VIDEO_COLUMNS)
     rows = videos_table.to_pyarrow_table(columns=_VIDEO_COLUMNS) if videos_table is not None else _empty(_VIDEO_COLUMNS)
-    ok_runs = set(pc.unique(rows.filter(pc.equal(rows.column("status"), "ok")).column("run_id")).drop_null().to_pylist()) - {""}
-    records = run_records(output, storage, ok_runs)
-    results = results_settings_of(records)
+    ok_runs = _runs_with(rows, "ok")
+    # The runs of decode_error rows too: a newer decoding reads some files an older one failed on.
+    records = run_records(output, storage, ok_runs | _runs_with(rows, "decode_error"))
+    results = results_settings_of({run_id: record for run_id, record in records.items() if run_id in ok_runs})
     older = frozenset(run_id for run_id, record in records.items() if _decode_revision(record) < DECODE_REVISION)
     videos = _prior_videos(rows, results)
     keys = rows.select(["video_id", "run_id", "num_clips"])
@@ -153,6 +154,11 @@ def _load_prior(output: str, storage: StorageConfig) -> PriorState:
         unrecorded_runs=frozenset(ok_runs - set(results)),
         older_decoding_runs=older,
     )
+
+
+def _runs_with(rows: pa.Table, status: str) -> set[str]:
+    """The runs that made the rows of this status."""
+    return set(pc.unique(rows.filter(pc.equal(rows.column("status"), status)).column("run_id")).drop_null().to_pylist()) - {""}
 
 
 def _empty(columns: list[str]) -> pa.Table:

@@ -123,9 +123,8 @@ class Worklist:
 
     def _older_decoding_note(self, prior: PriorState) -> list[str]:
         """Rows that runs before this vidbatch's decoding made and that stay as they are: an upgrade
-        does not redo them, and a fix of how some files decode does not reach them. ok rows are redone
-        with --redo-older-decoding; decode_error rows (a failure a newer decoding may not have) with
-        --retry-failed, as every failure that is not retried on its own."""
+        does not redo them, and a fix of how some files decode does not reach them. --redo-older-decoding
+        redoes both: the ok rows and the decode_error rows (a failure a newer decoding may not have)."""
         if not prior.older_decoding_runs:
             return []
         kept = set(self.decision.skip)
@@ -150,7 +149,7 @@ class Worklist:
             notes.append(
                 f"NOTE: {_count_videos(failed)} kept as decode_error failed under an older vidbatch's decoding; this "
                 "one reads some files it could not (since revision 3, FLVs whose first packet is after 0): "
-                "--retry-failed decodes them again"
+                "--redo-older-decoding decodes them again"
             )
         return notes
 
