@@ -100,7 +100,7 @@ def test_shipped_job_files_are_valid():
         (BASE, ["sampling.fps=nan"], "sampling.fps='nan': Input should be a finite number"),
         (BASE, ["limits.max_duration_s=.inf"], "limits.max_duration_s=inf: Input should be a finite number"),
         (BASE + "name: t2\n", [], "key 'name' is given twice \\(line 4, column 1\\)"),
-        (BASE + "model:\n  top_k: 3\n  top_k: 4\n", [], "key 'top_k' is given twice \\(line 6, column 3\\)"),
+        (BASE + "model:\n  top_k: 3\n  top_k: 4\n", [], "at model.top_k: key 'top_k' is given twice \\(line 6, column 3\\)"),
     ],
 )
 def test_booleans_non_finite_numbers_and_repeated_keys_are_refused(tmp_path, text, overrides, message):
@@ -156,6 +156,46 @@ def test_a_bad_storage_value_is_not_repeated_unless_a_number(tmp_path, text, ove
     with pytest.raises(JobError) as caught:
         load_job(write(tmp_path, text), overrides)
     assert message in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+_SECRET = "wJalrXUtnFEMI/K7MDENG"
+_ALIASED = BASE + "defaults: &base\n  mode: fps\n  fps: -1\nsampling: *base\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        # The value is written under the anchor; the path alone (sampling.fps) is spelled nowhere in the file.
+        (_ALIASED, [], "sampling.fps=-1: Input should be greater than 0 (written at line 6 as 'defaults.fps', "
+         "reached through the alias or merge key at line 7)"),
+        (BASE + "x-base: &base\n  fps: -1\nsampling:\n  <<: *base\n  mode: fps\n", [], "sampling.fps=-1: Input should "
+         "be greater than 0 (written at line 5 as 'x-base.fps', reached through the alias or merge key at line 7)"),
+        (BASE + "sampling: &s\n  mode: fps\nmodel:\n  <<: [*s]\n", [], "unknown key 'model.mode' (written at line 5 as "
+         "'sampling.mode', reached through the alias or merge key at line 7)"),
+        (_ALIASED, ["sampling.fps=-2"], "sampling.fps=-2: Input should be greater than 0; unknown key 'defaults'"),  # --set's
+        (BASE + "sampling:\n  mode: fps\n  fps: -1\n", [], "sampling.fps=-1: Input should be greater than 0"),  # no alias
+        # Written under storage, aliased elsewhere: shown by its kind, as storage's own values are.
+        (BASE + f"storage:\n  region: &r {_SECRET}\nmodel:\n  top_k: *r\n", [], "model.top_k (text of 21 characters, not "
+         "shown: it may be a credential): Input should be a valid integer, unable to parse string as an integer (written at "
+         "line 5 as 'storage.region', reached through the alias or merge key at line 7)"),
+        (BASE + f"creds: &c\n  anon: {_SECRET}\nstorage:\n  <<: *c\n", [], "storage.anon (text of 21 characters, not "
+         "shown: it may be a credential): Input should be a valid boolean, unable to interpret input (written at line 5 as "
+         "'creds.anon', reached through the alias or merge key at line 7)"),
+        # YAML's own errors named the line only: the key path too, where the anchor's mapping is not the key used
+        (BASE + "storage:\n  endpoint_url: *nothere\n", [], "is not valid YAML: at storage.endpoint_url: found undefined "
+         "alias 'nothere' (line 5, column 17); an alias (*name) names an anchor (&name) written above it in the same file"),
+        (BASE + "base: &base\n  mode: fps\n  mode: uniform\nsampling: *base\n", [], "is not valid YAML: at base.mode: "
+         "key 'mode' is given twice (line 6, column 3)"),
+        (BASE + f"storage:\n  region: {_SECRET}\n  region: x\n", [], "at storage.region: key 'region' is given twice"),
+    ],
+)  # fmt: skip
+def test_a_value_reached_through_an_alias_is_refused_where_it_is_written(tmp_path, text, overrides, message):
+    """`sampling: *base` or `<<: *base`: a bad value was named by the path that reaches it, with no word of the
+    anchor's key and line where it is written; one written under storage and aliased elsewhere was repeated."""
+    with pytest.raises(JobError) as caught:
+        load_job(write(tmp_path, text), overrides)
+    assert message in str(caught.value), str(caught.value)
+    assert _SECRET not in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_forgiving_where_nothing_is_lost(tmp_path):

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from vidbatch.errors import JobError
+from vidbatch.job_yaml import Written, dotted, path_at
 from vidbatch.redaction import credentials_in_uri, redact_uri
 from vidbatch.uri_bucket import missing_bucket
 
@@ -358,14 +360,26 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise JobError(f"job file {str(path)!r} is not valid YAML: {_yaml_problem(exc)}") from exc
+        problem = _where_in_yaml(text, exc) + _yaml_problem(exc)
+        if isinstance(exc, yaml.composer.ComposerError) and "undefined alias" in problem:
+            problem += "; an alias (*name) names an anchor (&name) written above it in the same file"
+        raise JobError(f"job file {str(path)!r} is not valid YAML: {problem}") from exc
     if not isinstance(raw, dict):
         raise JobError(f"job file {str(path)!r} must be a mapping of keys, got {type(raw).__name__}")
     if isinstance(raw.get("name"), int | float):
         raw["name"] = _name_as_written(text, raw["name"])
     for override in overrides:
         _apply_override(raw, override)
-    return parse_job(raw, source=str(path))
+    return parse_job(raw, source=str(path), text=text, overrides=overrides)
+
+
+def _where_in_yaml(text: str, exc: yaml.YAMLError) -> str:
+    """The key path an undefined alias or a key given twice is at ("at sampling.mode: "): the line alone did
+    not say which key, when the mapping was an anchor's reached through an alias elsewhere."""
+    if not isinstance(exc, yaml.composer.ComposerError | yaml.constructor.ConstructorError) or exc.problem_mark is None:
+        return ""
+    path = path_at(text, exc.problem_mark.index)
+    return f"at {path}: " if path else ""
 
 
 def _name_as_written(text: str, parsed: object) -> object:
@@ -396,11 +410,40 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def parse_job(raw: dict[str, Any], *, source: str = "job") -> JobConfig:
+def parse_job(
+    raw: dict[str, Any], *, source: str = "job", text: str | None = None, overrides: Iterable[str] = ()
+) -> JobConfig:
+    """`text`: the job file's YAML, to say where a refused value reached through an alias is written
+    (the keys `overrides` set are left out: their values are not the file's)."""
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as exc:
-        raise JobError(f"{source}: " + "; ".join(_describe(err) for err in exc.errors()) + _credentials_hint(exc)) from None
+        origins = _origins(text, overrides)
+        described = (_describe(err, origins=origins) for err in exc.errors())
+        raise JobError(f"{source}: " + "; ".join(described) + _credentials_hint(exc)) from None
+
+
+def _origins(text: str | None, overrides: Iterable[str]) -> _Origins | None:
+    if text is None:
+        return None
+    try:
+        return _Origins(Written(text), overrides)
+    except yaml.YAMLError:  # read once already; a second reading that fails only loses the lines
+        return None
+
+
+class _Origins:
+    """Where the job file writes a value validation refused, when an alias or a merge key reaches it."""
+
+    def __init__(self, written: Written, overrides: Iterable[str]) -> None:
+        self._written = written
+        self._overridden = [override.partition("=")[0].strip().split(".") for override in overrides]
+
+    def of(self, loc: tuple[str | int, ...]) -> tuple[tuple[str | int, ...], int, int] | None:
+        keys = [str(part) for part in loc]
+        if any(parts[: len(keys)] == keys[: len(parts)] for parts in self._overridden):
+            return None  # set by --set, not by the file
+        return self._written.elsewhere(loc)
 
 
 # Unknown keys that are someone's way of giving credentials (s3fs's storage_options key/secret/token,
@@ -465,8 +508,19 @@ def _without_parts_of(problem: str, value: str) -> str:
     return re.sub(r"'([^']{2,})'", lambda m: "'...'" if m.group(1) in value else m.group(0), problem)
 
 
-def _describe(err: Any, *, in_storage: bool = False) -> str:
-    """One validation error, naming the key. `in_storage`: the error's key is storage's own (parse_storage)."""
+def _describe(err: Any, *, in_storage: bool = False, origins: _Origins | None = None) -> str:
+    """One validation error, naming the key. `in_storage`: the error's key is storage's own (parse_storage).
+    `origins`: where the file writes values reached through an alias or a merge key."""
+    origin = origins.of(tuple(err["loc"])) if origins is not None else None
+    if origin is None:
+        return _described(err, in_storage=in_storage)
+    path, line, via = origin
+    # A value written under storage and aliased elsewhere is shown by its kind, as storage's own are.
+    described = _described(err, in_storage=in_storage or path[:1] == ("storage",))
+    return f"{described} (written at line {line} as {dotted(path)!r}, reached through the alias or merge key at line {via})"
+
+
+def _described(err: Any, *, in_storage: bool) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
