@@ -29,8 +29,23 @@ from vidbatch.errors import JobError, VideoError
 # The pipeline reaches this fraction of the stage bound once started (measured with
 # `vidbatch bench`; see docs/performance.md); the estimate uses it, and says so.
 PIPELINE_EFFICIENCY = 0.85
-# Fixed cost of a run (Ray start, actors, commit): measured here by `vidbatch bench`.
+# The pipeline's efficiency varies with the host's load and the run (docs/performance.md, "`vidbatch plan
+# JOB.yaml`": measured steady/bound 0.75-0.94 on this 2-core host): the range the report gives.
+EFFICIENCY_RANGE = (0.70, 0.95)
+# Fixed cost of a run (Ray start, actors, first outputs, commit) on an idle host: measured here by
+# `vidbatch bench` (a keyframes run, nearly all start-up, takes ~15 s). On a busy host it is longer: at
+# load 6-23 on 2 cores, `vidbatch run`s spent ~15-95 s before and around their work. The plan measures how
+# busy the host is (contention: wall / CPU time of its single-threaded decode probes, 1.0 when a core is
+# free) and stretches the start-up by it, up to STARTUP_STRETCH_MAX (docs/performance.md).
 DEFAULT_STARTUP_S = 20.0
+STARTUP_RANGE_S = (15.0, 30.0)
+STARTUP_STRETCH_MAX = 1.5
+# A video's fixed cost in the pipeline beyond its decode (its row's scheduling through Ray Data, the
+# decode sandbox's hand-off, its rows in the commit), in core-seconds. The decode probe already holds the
+# decoder's open. An upper figure: 40 x 2 s videos on 2 cores came out at ~6.5 videos/s once started
+# (0.3 core-s a video, decode and model included), and the older "1 s videos ran 4x the estimate" was
+# mostly start-up (docs/performance.md, "`vidbatch plan JOB.yaml`").
+PER_VIDEO_CORE_S = 0.1
 # A GPU model rate cannot be measured on a machine without one. These are estimates for an
 # H100 (bf16, channels_last, batch 64, frames already 224x224 uint8), in frames/s; see
 # docs/performance.md for how they were derived. They are labelled as estimates in the output.
@@ -92,6 +107,16 @@ class PlanReport:
     here_cpus: int = 1
     here_video_s_per_s: float | None = None
     here_wall_s: float | None = None
+    # Added (keys above unchanged): the range the wall time can fall in, and the terms of the estimate.
+    here_wall_s_low: float | None = None
+    here_wall_s_high: float | None = None
+    startup_s: float = DEFAULT_STARTUP_S
+    cpu_contention: float | None = None  # wall / CPU time of the decode probes: 1.0 on a free core
+    per_video_core_s: float = PER_VIDEO_CORE_S
+    pipeline_efficiency: float = PIPELINE_EFFICIENCY
+    per_video_wall_s: float | None = None  # here: the part of here_wall_s the videos' fixed cost takes
+    decode_sizes: dict[str, float] = field(default_factory=dict)  # "WxH": video-s per core-second timed
+    load_at_plan: float | None = None  # the 1-minute load average when the model was timed
     cluster: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -151,12 +176,13 @@ def make_plan(
         report.mean_duration_s = sum(durations) / len(durations)
         report.estimated_video_s = report.mean_duration_s * len(candidates) * len(durations) / len(report.probed)
     if report.mean_duration_s is not None and report.mean_duration_s < SHORT_VIDEO_S:
-        # The rates are per video-second; a video's fixed cost in the pipeline (its row's scheduling,
-        # the decoder's open, the commit's row) is not in them. Measured with 1 s videos on 2 cores:
-        # ~0.14 core-s a video, and a real run 4x slower than the estimate.
+        # The rates are per video-second; a video's fixed cost in the pipeline (its row's scheduling, the
+        # sandbox's hand-off, the commit's row) is not in them: the estimate adds PER_VIDEO_CORE_S a video,
+        # a figure measured on 2 cores, which weighs most here (docs/performance.md).
         report.notes.append(
-            f"the videos are short (mean {report.mean_duration_s:.1f} s): each also has a fixed cost in the pipeline "
-            "that these rates leave out (~0.1-0.2 core-seconds a video measured on 2 cores), so expect a longer run"
+            f"the videos are short (mean {report.mean_duration_s:.1f} s): each video's fixed cost in the pipeline "
+            f"(~{PER_VIDEO_CORE_S:g} core-seconds, measured on 2 cores, not on this job) is a large part of the estimate; "
+            "it is the least certain part"
         )
     bad = [p for p in report.probed if p.status != "ok"]
     if bad:
@@ -164,7 +190,7 @@ def make_plan(
             f"{len(bad)} of {len(report.probed)} probed videos would fail: " + ", ".join(sorted({p.status for p in bad}))
         )
 
-    decodable = [p for p in report.probed if p.status == "ok"]
+    decodable = pick_decode_probes([p for p in report.probed if p.status == "ok"], probe_videos)
     to_time = min(probe_videos, len(decodable))
     say(f"timing decode + sampling on {to_time} videos (up to {decode_budget_s:g} s each, one core) ...")
     for probe in decodable:  # a video that opens but fails to decode gives its turn to the next
@@ -177,13 +203,106 @@ def make_plan(
         cpu = sum(p.cpu_s for p in report.decode_probes)
         video_s = sum(p.video_seconds for p in report.decode_probes)
         frames = sum(p.frames for p in report.decode_probes)
-        report.decode_video_s_per_core = video_s / max(cpu, 1e-9)
         report.frames_per_video_s = frames / max(video_s, 1e-9)
+        report.cpu_contention = sum(p.wall_s for p in report.decode_probes) / max(cpu, 1e-9)
+        sizes = {p.video_id: _size(p) for p in report.probed}
+        for size in sorted({sizes[t.video_id] for t in report.decode_probes}, key=_pixels):
+            at_size = [t for t in report.decode_probes if sizes[t.video_id] == size]
+            report.decode_sizes[size] = sum(t.video_seconds for t in at_size) / max(sum(t.cpu_s for t in at_size), 1e-9)
+        # Over the probed videos' sizes and durations, not only the timed ones' (a 480p + 1080p manifest)
+        report.decode_video_s_per_core = decode_rate_for_mix(report.probed, report.decode_probes) or video_s / max(cpu, 1e-9)
 
     say(f"timing the model ({config.model.arch}, precision {config.model.precision}) on this machine ...")
     _time_model(report, config, model_seconds)
     _estimate(report, cluster_cpus=cluster_cpus, cluster_gpus=cluster_gpus)
     return report
+
+
+def _size(probe: VideoProbe) -> str:
+    return f"{probe.width}x{probe.height}"
+
+
+def _pixels(size: str) -> int:
+    w, _, h = size.partition("x")
+    return int(w) * int(h) if w.isdigit() and h.isdigit() else 0
+
+
+def pick_decode_probes(decodable: list[VideoProbe], wanted: int) -> list[VideoProbe]:
+    """The order in which to time decodes: spread over the probed frame sizes, the smallest, the largest and
+    between, then the rest (a video that fails to decode gives its turn to the next). Before, the manifest's
+    first rows were timed: a manifest of 480p rows then 1080p rows was sized from 480p alone."""
+    ranked = sorted(decodable, key=lambda p: ((p.width or 0) * (p.height or 0), p.video_id))
+    if len(ranked) <= wanted:
+        return ranked
+    last = len(ranked) - 1
+    picks = [last // 2 + last % 2] if wanted == 1 else sorted({round(i * last / (wanted - 1)) for i in range(wanted)})
+    return [ranked[i] for i in picks] + [p for i, p in enumerate(ranked) if i not in picks]
+
+
+def decode_rate_for_mix(probed: list[VideoProbe], timed: list[DecodeProbe]) -> float | None:
+    """Video-seconds per core-second over the probed videos: each probed video's duration at the decode cost
+    timed on the video nearest it in frame size (pixels). None when nothing is timed or has a duration."""
+    by_id = {p.video_id: p for p in probed}
+    costs: dict[int, list[float]] = {}  # pixels -> [cpu_s, video_s]
+    for t in timed:
+        p = by_id.get(t.video_id)
+        px = (p.width or 0) * (p.height or 0) if p else 0
+        acc = costs.setdefault(px, [0.0, 0.0])
+        acc[0] += t.cpu_s
+        acc[1] += t.video_seconds
+    if not costs:
+        return None
+    per_video_s = {px: cpu / max(video, 1e-9) for px, (cpu, video) in costs.items()}
+    total_cpu = total_video = 0.0
+    for p in probed:
+        if p.status != "ok" or not p.duration_s:
+            continue
+        px = (p.width or 0) * (p.height or 0)
+        nearest = min(per_video_s, key=lambda k: (abs(math.log(max(k, 1) / max(px, 1))), k))
+        total_cpu += p.duration_s * per_video_s[nearest]
+        total_video += p.duration_s
+    if total_video <= 0 or total_cpu <= 0:
+        return None
+    return total_video / total_cpu
+
+
+def wall_time_s(
+    video_s: float,
+    videos: int,
+    bound_video_s_per_s: float,
+    *,
+    cores: int,
+    startup_s: float = DEFAULT_STARTUP_S,
+    per_video_core_s: float = PER_VIDEO_CORE_S,
+    efficiency: float = PIPELINE_EFFICIENCY,
+) -> float:
+    """A run's wall time: start-up, then the video at the stage bound's rate times the pipeline's efficiency,
+    and each video's fixed cost (core-seconds) spread over the cores that pay it at the same efficiency."""
+    return startup_s + (video_s / bound_video_s_per_s + videos * per_video_core_s / max(cores, 1)) / efficiency
+
+
+def startup_range_s(contention: float | None) -> tuple[float, float, float]:
+    """(low, estimate, high) start-up seconds. contention (wall / CPU time of a single-threaded probe) says how
+    busy the host was: the estimate and the high end are stretched by it (the estimate at most
+    STARTUP_STRETCH_MAX times, the high end as much as measured); the low end is an idle host's."""
+    stretch = max(1.0, contention or 1.0)
+    return (
+        STARTUP_RANGE_S[0],
+        DEFAULT_STARTUP_S * min(stretch, STARTUP_STRETCH_MAX),
+        STARTUP_RANGE_S[1] * stretch,
+    )
+
+
+def wall_time_range_s(
+    video_s: float, videos: int, bound_video_s_per_s: float, *, cores: int, contention: float | None = None
+) -> tuple[float, float, float]:
+    """(low, estimate, high): the estimate, and the same with the start-up and efficiency at the ends of their
+    measured ranges (what the plan cannot know: the host's other load, a run's co-scheduling)."""
+    s_low, s_mid, s_high = startup_range_s(contention)
+    low = wall_time_s(video_s, videos, bound_video_s_per_s, cores=cores, startup_s=s_low, efficiency=EFFICIENCY_RANGE[1])
+    mid = wall_time_s(video_s, videos, bound_video_s_per_s, cores=cores, startup_s=s_mid)
+    high = wall_time_s(video_s, videos, bound_video_s_per_s, cores=cores, startup_s=s_high, efficiency=EFFICIENCY_RANGE[0])
+    return low, mid, high
 
 
 def _probe_metadata(video_id: str, uri: str, config: JobConfig) -> VideoProbe:
@@ -281,6 +400,15 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
         done += len(batch)
     rate = done / (time.monotonic() - started)
     report.model_frames_per_s = rate
+    report.load_at_plan = _load_average()
+    if report.load_at_plan is not None and report.load_at_plan > cores:
+        # The model's rate is timed by the clock with every core, so other work on the machine lowers it; the
+        # decode rate is CPU time, which it does not. Measured on a 2-core host at load 8-20: the model rate of
+        # the same job moved 2x between plans, and runs took 1.3-1.6x the estimate of a 20 s start-up.
+        report.notes.append(
+            f"the machine is busy (load average {report.load_at_plan:.1f} on {cores} CPUs): the model rate was "
+            "timed against that load and the run will share the CPUs too; the estimate holds only if the load stays as it is"
+        )
     if runner.device.type == "cuda":
         report.gpu_model_frames_per_s = rate
     else:
@@ -296,6 +424,13 @@ def _time_model(report: PlanReport, config: JobConfig, seconds: float) -> None:
         report.model_video_s_per_s = rate / report.frames_per_video_s
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
 def _estimate(report: PlanReport, *, cluster_cpus: int | None, cluster_gpus: int) -> None:
     d = report.decode_video_s_per_core
     fpv = report.frames_per_video_s
@@ -309,26 +444,36 @@ def _estimate(report: PlanReport, *, cluster_cpus: int | None, cluster_gpus: int
         # Both stages share the cores: per video-second, decode costs 1/d core-s and the model fpv/m core-s.
         m_core = report.model_frames_per_s / cores / fpv
         here = cores / (1.0 / d + 1.0 / m_core)
+        fixed_cores = cores  # a video's fixed cost is paid on any core
         report.notes.append(
             f"CPU-only here: give the model {100 * (1 / m_core) / (1 / d + 1 / m_core):.0f}% of the cores "
             f"and decoding the rest (resources.model_actors / decode_actors)"
         )
     else:
         here = min(d * max(1, cores - 1), report.model_frames_per_s / fpv)
+        fixed_cores = max(1, cores - 1)  # on the decode cores
     report.here_video_s_per_s = here * PIPELINE_EFFICIENCY
+    videos = report.to_process
     if report.estimated_video_s:
-        report.here_wall_s = DEFAULT_STARTUP_S + report.estimated_video_s / report.here_video_s_per_s
+        low, mid, high = wall_time_range_s(
+            report.estimated_video_s, videos, here, cores=fixed_cores, contention=report.cpu_contention
+        )
+        report.startup_s = startup_range_s(report.cpu_contention)[1]
+        report.here_wall_s, report.here_wall_s_low, report.here_wall_s_high = mid, low, high
+        report.per_video_wall_s = videos * PER_VIDEO_CORE_S / fixed_cores / PIPELINE_EFFICIENCY
     if report.gpu_model_frames_per_s:
         report.cores_per_gpu = report.gpu_model_frames_per_s / fpv / d
     if cluster_cpus:
         if cluster_gpus and report.gpu_model_frames_per_s:
-            decode_rate = d * max(1, cluster_cpus - cluster_gpus)  # a core per model actor feeds its GPU
+            decode_cores = max(1, cluster_cpus - cluster_gpus)  # a core per model actor feeds its GPU
+            decode_rate = d * decode_cores
             model_rate = cluster_gpus * report.gpu_model_frames_per_s / fpv
             bound = min(decode_rate, model_rate)
             limited = "decode (add CPUs)" if decode_rate < model_rate else "the GPUs"
         else:
             m_core = (report.model_frames_per_s_per_core or report.model_frames_per_s / cores) / fpv
             bound = cluster_cpus / (1.0 / d + 1.0 / m_core)
+            decode_cores = cluster_cpus
             limited = "CPU (decode and model share it)"
         rate = bound * PIPELINE_EFFICIENCY
         report.cluster = {
@@ -336,8 +481,12 @@ def _estimate(report: PlanReport, *, cluster_cpus: int | None, cluster_gpus: int
             "gpus": cluster_gpus,
             "video_s_per_s": rate,
             "limited_by": limited,
-            "wall_s": (DEFAULT_STARTUP_S + report.estimated_video_s / rate) if report.estimated_video_s else None,
+            "wall_s": None,
         }
+        if report.estimated_video_s:
+            # A cluster's start-up (Ray's start on many nodes, actors' imports) is not measured here: the same range.
+            low, mid, high = wall_time_range_s(report.estimated_video_s, videos, bound, cores=decode_cores)
+            report.cluster.update(wall_s=mid, wall_s_low=low, wall_s_high=high)
 
 
 def format_report(report: PlanReport) -> str:
@@ -376,26 +525,48 @@ def format_report(report: PlanReport) -> str:
         lines.append(
             f"here ({report.here_cpus} CPUs{'' if report.model_device == 'cpu' else ' + GPU'}): about "
             f"{report.here_video_s_per_s:.1f} video-s/s (= video-hours per wall-hour)"
-            + (f"; whole manifest about {_duration(report.here_wall_s)}" if report.here_wall_s else "")
+            + (
+                f"; whole manifest about {_duration(report.here_wall_s)}{_range(report.here_wall_s_low, report.here_wall_s_high)}"
+                if report.here_wall_s
+                else ""
+            )
         )
     if report.cluster:
         c = report.cluster
         lines.append(
             f"cluster ({c['cpus']} CPUs, {c['gpus']} GPUs): about {c['video_s_per_s']:.0f} video-s/s, "
-            f"limited by {c['limited_by']}" + (f"; whole manifest about {_duration(c['wall_s'])}" if c.get("wall_s") else "")
+            f"limited by {c['limited_by']}"
+            + (
+                f"; whole manifest about {_duration(c['wall_s'])}{_range(c.get('wall_s_low'), c.get('wall_s_high'))}"
+                if c.get("wall_s")
+                else ""
+            )
         )
     if report.estimated:
+        lo, _, hi = startup_range_s(report.cpu_contention)
+        fixed = f"{report.to_process} videos x ~{PER_VIDEO_CORE_S:g} core-s of per-video cost"
+        if report.per_video_wall_s:
+            fixed += f" (~{_duration(report.per_video_wall_s)} of the estimate)"
         lines.append(
             f"(estimates assume the pipeline reaches {PIPELINE_EFFICIENCY:.0%} of the stage bound and "
-            f"~{DEFAULT_STARTUP_S:.0f} s of start-up; measure with `vidbatch bench`)"
+            f"~{report.startup_s:.0f} s of start-up, plus {fixed}; the range is {EFFICIENCY_RANGE[0]:.0%}-"
+            f"{EFFICIENCY_RANGE[1]:.0%} of the bound and {_duration(lo)}-{_duration(hi)} of start-up. "
+            "Other load on the machine is not foreseen: the rates are measured as the machine is now; "
+            "measure with `vidbatch bench`)"
         )
     lines.extend(f"note: {n}" for n in report.notes)
     return "\n".join(lines)
 
 
+def _range(low: float | None, high: float | None) -> str:
+    return f" (range {_duration(low)} to {_duration(high)})" if low is not None and high is not None else ""
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
