@@ -306,3 +306,73 @@ def test_videos_to_keep_that_did_not_finish_get_no_row_and_their_clips_are_void(
     assert rows == {"done": "ok", "other": "timeout"}
     assert c.void_clips == {"kept-midway"} and tally.clips_in_flight == 0
     assert tally.statuses == {"ok": 1, "timeout": 1}
+
+
+def test_the_time_left_goes_by_bytes_when_the_sizes_of_the_videos_are_known():
+    """A library of short clips with a long lecture last: by videos, the 4 left of 10 looked like 4
+    more short ones (12 s); by bytes the lecture's 60 of 100 MB are ahead (3m 00s)."""
+    from vidbatch.collect import ProgressPrinter, Tally
+
+    lines: list[str] = []
+    now = [100.0]
+    printer = ProgressPrinter(0.0, lines.append, clock=lambda: now[0])
+    tally = Tally(bytes_total=100e6)
+    tally.add("ok", clips=1, frames=4, seconds=4.0)
+    tally.bytes_done += 5e6
+    now[0] = 120.0  # the first decoded video (after the start-up)
+    printer(tally, 10)
+    for _ in range(5):
+        tally.add("ok", clips=1, frames=4, seconds=4.0)
+        tally.bytes_done += 5e6
+    now[0] = 135.0  # 25 MB in 15 s since the first: the 70 MB left take 42 s
+    printer(tally, 10)
+    assert lines[-1].endswith("35s elapsed, about 42s left"), lines[-1]
+    for _ in range(3):
+        tally.add("ok", clips=1, frames=4, seconds=4.0)
+        tally.bytes_done += 3.333e6
+    now[0] = 141.0  # 35 MB in 21 s: the lecture's 60 MB take 36 s (by videos: 1 left, 2.6 s)
+    printer(tally, 10)
+    assert lines[-1].endswith("41s elapsed, about 36s left"), lines[-1]
+
+
+def test_without_sizes_the_time_left_goes_by_videos():
+    from vidbatch.collect import ProgressPrinter, Tally
+
+    lines: list[str] = []
+    now = [0.0]
+    printer = ProgressPrinter(0.0, lines.append, clock=lambda: now[0])
+    tally = Tally()
+    tally.add("ok")
+    now[0] = 10.0
+    printer(tally, 10)
+    tally.add("ok")
+    now[0] = 12.0
+    printer(tally, 10)
+    assert lines[-1].endswith("about 16s left"), lines[-1]  # 8 left at 2 s each
+
+
+def test_the_collector_weighs_each_finished_video_by_its_size_and_an_unknown_one_by_the_mean(tmp_path):
+    manifest = pa.table({"video_id": ["a", "b", "c", "d"], "uri": [f"/v/{i}.mp4" for i in "abcd"]})
+    c = Collector(
+        plan=plan(manifest, InputPolicy()),
+        identity=Identity(model_id="m", sampling_id="s", run_id="r"),
+        categories=tuple(f"c{i}" for i in range(CLASSES)),
+        task="both",
+        top_k=3,
+        spill_dir=tmp_path,
+        sizes={"a": 100, "b": 300, "c": 800},  # d's size is not known: 400, the mean
+    )
+    assert c.tally.bytes_total == 1600 and c.tally.bytes_done == 0
+    c.add_batch(batch(video("c", 0, status="decode_error")))  # a failure is done too
+    assert c.tally.bytes_done == 800
+    c.add_batch(batch(video("d", 0, status="decode_error")))
+    assert c.tally.bytes_done == 1200
+    c.close("lost")  # a and b get their lost rows: all of it done
+    assert c.tally.bytes_done == 1600
+
+
+def test_the_collector_without_sizes_counts_no_bytes(tmp_path):
+    c = collector(tmp_path, ["a", "b"])
+    c.add_batch(batch(video("a", 0, status="decode_error")))
+    assert c.tally.bytes_total == 0 and c.tally.bytes_done == 0
+    c.close("lost")

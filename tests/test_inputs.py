@@ -961,3 +961,41 @@ def test_error_texts_and_row_messages_lose_the_user_info_of_urls_in_them():
         assert "pw-CANARY" not in text and "http://REDACTED@127.0.0.1:9000/out/x" in text, text
     refusal = refusal_reason("file://viewer:pw-CANARY@server/share/a.mp4", InputPolicy()) or ""
     assert "names the host 'server'" in refusal and "pw-CANARY" not in refusal
+
+
+def test_the_worklist_keeps_the_stat_s_sizes_of_the_videos_to_decode(tmp_path):
+    """A night after another stats every file: the sizes of the ones to decode (new here) are kept for
+    the progress line's time left; a first night stats nothing and has none."""
+    from vidbatch.config import parse_job
+    from vidbatch.incremental import PriorVideo
+    from vidbatch.manifest import plan as make_plan
+    from vidbatch.state import PriorState
+    from vidbatch.storage import fingerprint_size, source_fingerprint
+    from vidbatch.worklist import make_worklist
+
+    files = {}
+    for name, size in [("kept", 10), ("new", 3000), ("changed", 70000)]:
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(b"x" * size)
+        files[name] = path
+    manifest_path = tmp_path / "m.parquet"
+    manifest = pa.table({"video_id": list(files), "uri": [str(p) for p in files.values()]})
+    config = parse_job({"manifest": str(manifest_path), "output": str(tmp_path / "out"), "name": "n"})
+    policy_plan = make_plan(manifest, config.inputs)
+    from vidbatch.storage import stat_video
+
+    def before(name, fingerprint):
+        return PriorVideo(uri=str(files[name]), fingerprint=fingerprint, model_id="m", sampling_id=config.sampling.sampling_id(),
+                          status="ok", error_type=None, run_id="r0", num_clips=1)  # fmt: skip
+
+    kept_info = stat_video(str(files["kept"]), config.storage)[0]
+    prior = PriorState(
+        videos={"kept": before("kept", source_fingerprint(kept_info)), "changed": before("changed", "size=1;mtime=0")},
+        consistent={},
+    )
+    worklist = make_worklist(config, policy_plan, prior, model_id="m")
+    assert dict(worklist.sizes) == {"new": 3000, "changed": 70000}
+    first = make_worklist(config, policy_plan, PriorState(videos={}, consistent={}), model_id="m")
+    assert dict(first.sizes) == {} and first.work.to_process.num_rows == 3
+    assert fingerprint_size("etag=abc-2;size=123") == 123 and fingerprint_size("size=None;mtime=1.0") is None
+    assert fingerprint_size(None) is None and fingerprint_size("status:not_found") is None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +45,10 @@ class Tally:
     frames: int = 0
     video_seconds: float = 0.0  # of ok videos
     clips_in_flight: int = 0  # clips of videos not finished yet (a long video shows progress too)
+    # Bytes of the videos to decode (by the nightly stat's sizes; 0: not known) and of those finished:
+    # what the time left goes by, as a 2-hour lecture takes as long as a hundred one-minute clips.
+    bytes_total: float = 0.0
+    bytes_done: float = 0.0
 
     def add(self, status: str, *, clips: int = 0, frames: int = 0, seconds: float = 0.0) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -130,7 +134,10 @@ class Collector:
         top_k: int,
         spill_dir: Path,
         on_progress: Callable[[Tally, int], None] | None = None,
+        sizes: Mapping[str, int] | None = None,
     ) -> None:
+        """`sizes`: bytes of the videos to decode that are known (Worklist.sizes); a video without one
+        weighs as much as the known ones on average."""
         self.plan = plan
         self.identity = identity
         self.category_names = pa.array(categories, pa.string())  # built once: every label takes from it
@@ -157,6 +164,12 @@ class Collector:
         self.tally = Tally()
         self.precisions: set[str] = set()  # the dtypes the model actors ran this run's clips in
         self.total = plan.to_process.num_rows + len(plan.refused)
+        self.sizes: Mapping[str, int] = sizes or {}
+        self.unknown_size = 0.0
+        if self.sizes and plan.to_process.num_rows:
+            known = float(sum(self.sizes.values()))
+            self.unknown_size = known / len(self.sizes)
+            self.tally.bytes_total = known + (plan.to_process.num_rows - len(self.sizes)) * self.unknown_size
         self.on_progress = on_progress
         for refusal in plan.refused:
             self._write_video(
@@ -320,6 +333,8 @@ class Collector:
         self.unreachable_in_a_row = self.unreachable_in_a_row + 1 if video.get("error_type") == UNREACHABLE else 0
         clips = entry.clips if ok else 0
         self.tally.clips_in_flight -= entry.clips
+        if self.sizes:
+            self.tally.bytes_done += self.sizes.get(video_id, self.unknown_size)
         if not ok:
             self.failed_videos.add(video_id)
         video_row = dict(video)
@@ -431,7 +446,8 @@ class ProgressPrinter:
         self.last_videos_line = -math.inf  # a line after videos finished
         self.last_seen: tuple[int, int] = (0, 0)  # (videos done, clips seen) of the last line
         self.printed = False
-        self.first_decoded: tuple[float, int] | None = None  # (time, videos decoded) at the first line with one
+        # (time, videos decoded, Tally.bytes_done) at the first line with a decoded video
+        self.first_decoded: tuple[float, int, float] | None = None
 
     def __call__(self, tally: Tally, total: int, *, force: bool = False) -> None:
         now = self.clock()
@@ -454,18 +470,26 @@ class ProgressPrinter:
         decoded = max(tally.videos - self.written_up_front, 0)
         left = total - tally.videos
         if decoded and self.first_decoded is None:
-            self.first_decoded = (now, decoded)
+            self.first_decoded = (now, decoded, tally.bytes_done)
         eta = ""
         if left > 0 and self.first_decoded is not None and decoded > self.first_decoded[1]:
-            # The rate since the first decoded video: Ray's and the actors' start-up, paid before
-            # it, would make the time left look many times longer than it is early in a run.
-            since, at = self.first_decoded
-            eta = f", about {duration_text(left * (now - since) / (decoded - at))} left"
+            eta = f", about {duration_text(_time_left(tally, left, decoded, now, self.first_decoded))} left"
         self.write(
             f"videos {tally.videos}/{total} ({statuses or 'none yet'}) clips {tally.clips}{in_flight} frames {tally.frames}"
             f" | {decoded / elapsed:.2f} videos/s, {tally.video_seconds / elapsed:.1f} video-h/wall-h, "
             f"{duration_text(elapsed)} elapsed{eta}"
         )
+
+
+def _time_left(tally: Tally, left: int, decoded: int, now: float, first: tuple[float, int, float]) -> float:
+    """The rate since the first decoded video (Ray's and the actors' start-up, paid before it, would make
+    the time left look many times longer than it is early in a run), applied to the bytes left where
+    the videos' sizes are known, else to the videos left. By videos, a library of short clips and a few
+    long lectures was promised hours too few while the lectures were ahead, too many once behind."""
+    since, at, bytes_at = first
+    if tally.bytes_total > 0 and tally.bytes_done > bytes_at:
+        return max(tally.bytes_total - tally.bytes_done, 0.0) * (now - since) / (tally.bytes_done - bytes_at)
+    return left * (now - since) / (decoded - at)
 
 
 def duration_text(seconds: float) -> str:

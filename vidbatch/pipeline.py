@@ -161,6 +161,7 @@ def run_job(
             top_k=config.model.top_k,
             spill_dir=spill,
             on_progress=printer,
+            sizes=worklist.sizes,
         )
         collector.add_refreshed(refreshed)
         room = SpillRoom(spill, min_free_bytes=config.limits.spill_min_free_mb * 2**20)

@@ -141,6 +141,19 @@ def source_fingerprint(info: dict[str, Any]) -> str:
     return f"size={size};mtime={modified_time(info)}"
 
 
+def fingerprint_size(fingerprint: str | None) -> int | None:
+    """The size in bytes a source_fingerprint records (None for no fingerprint, a settled failure's
+    or one whose store gave no size): the nightly stat's size of a file, read back without another."""
+    if not fingerprint:
+        return None
+    start = 5 if fingerprint.startswith("size=") else fingerprint.find(";size=") + 6
+    if start < 5:  # no size in it
+        return None
+    end = fingerprint.find(";", start)
+    value = fingerprint[start:] if end < 0 else fingerprint[start:end]
+    return int(value) if value.isdigit() else None
+
+
 def modified_time(info: dict[str, Any]) -> float | None:
     """Last-modified time as POSIX seconds, from local (mtime) or object-store (LastModified) info."""
     value: Any = info.get("mtime") or info.get("LastModified") or info.get("last_modified")

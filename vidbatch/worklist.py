@@ -11,7 +11,7 @@ import dataclasses
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,7 @@ from vidbatch.output_refusals import refuse_retyped_columns
 from vidbatch.schema import VIDEOS
 from vidbatch.source_fingerprints import fingerprints
 from vidbatch.state import PriorState, refreshed_rows
+from vidbatch.storage import fingerprint_size
 from vidbatch.uri_policy import redact_uri, spelled_plainly
 
 
@@ -39,6 +40,9 @@ class Worklist:
     refusals: tuple[Refusal, ...]  # refused by the plan, with a row that does not already say so
     known: tuple[Refusal, ...]  # to process, but the stat proved the file gone, denied or not a file
     refreshed: list[dict[str, Any]]  # rows kept whose carried-through manifest columns changed
+    # Sizes in bytes of the videos to decode that the stat found (a first night stats nothing): what
+    # the progress line's time left goes by, a long lecture weighing more than a short clip.
+    sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def refused_as_before(self) -> int:
@@ -222,10 +226,8 @@ def make_worklist(
     refuse_retyped_columns(plan.extras, prior.videos_schema, config.output)
     candidates = list(zip(plan.to_process.column("video_id").to_pylist(), plan.to_process.column("uri").to_pylist(), strict=True))
     missing: dict[str, VideoError] = {}  # the stat proved these gone, denied or not a file
-    decision = decide(
-        candidates,
-        prior=prior.videos,
-        fingerprints=fingerprints(
+    found = (
+        fingerprints(
             candidates,
             config.storage,
             settled=missing,
@@ -235,7 +237,12 @@ def make_worklist(
             listable={video_id for video_id, before in prior.videos.items() if before.status == "ok"},
         )
         if prior.videos
-        else {},
+        else {}
+    )
+    decision = decide(
+        candidates,
+        prior=prior.videos,
+        fingerprints=found,
         model_id=model_id,
         sampling_id=config.sampling.sampling_id(),
         consistent=prior.consistent,
@@ -244,6 +251,8 @@ def make_worklist(
         results=config.model.results_settings(),
         redo_runs=prior.older_decoding_runs if redo_older_decoding else frozenset(),
     )
+    sizes = _sizes(found, decision.process)
+    del found  # a fingerprint per manifest row: not held through the rest
     refuse_vanishing(config, candidates, prior, missing, allow_empty=allow_empty)
     refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
     todo = set(decision.process)
@@ -263,7 +272,28 @@ def make_worklist(
         ),
         refused=refusals + known,
     )
-    return Worklist(plan=plan, decision=decision, work=work, refusals=refusals, known=known, refreshed=refreshed)
+    return Worklist(
+        plan=plan,
+        decision=decision,
+        work=work,
+        refusals=refusals,
+        known=known,
+        refreshed=refreshed,
+        sizes=sizes,
+    )
+
+
+def _sizes(found: Mapping[str, str | None], to_decode: Iterable[str]) -> dict[str, int]:
+    """The sizes the stat's fingerprints record, of the videos to decode only (a night's few new ones
+    of a million rows looked at); none on a first night, which stats nothing."""
+    if not found:
+        return {}
+    sizes = {}
+    for video_id in to_decode:
+        size = fingerprint_size(found.get(video_id))
+        if size:
+            sizes[video_id] = size
+    return sizes
 
 
 def _retries_first(rows: pa.Table, decision: Decision) -> pa.Table:
