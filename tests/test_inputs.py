@@ -997,5 +997,13 @@ def test_the_worklist_keeps_the_stat_s_sizes_of_the_videos_to_decode(tmp_path):
     assert dict(worklist.sizes) == {"new": 3000, "changed": 70000}
     first = make_worklist(config, policy_plan, PriorState(videos={}, consistent={}), model_id="m")
     assert dict(first.sizes) == {} and first.work.to_process.num_rows == 3
+    # A manifest with a `size` column (vidbatch manifest build writes one) gives a first night its sizes;
+    # the stat's size wins where there is one, and a column of another meaning is not taken for bytes.
+    sized = make_plan(manifest.append_column("size", pa.array([11, 22, 33], pa.int64())), config.inputs)
+    assert dict(make_worklist(config, sized, PriorState(videos={}, consistent={}), model_id="m").sizes) == {
+        "kept": 11, "new": 22, "changed": 33}  # fmt: skip
+    assert dict(make_worklist(config, sized, prior, model_id="m").sizes) == {"new": 3000, "changed": 70000}
+    labelled = make_plan(manifest.append_column("size", pa.array(["S", "M", "L"])), config.inputs)
+    assert dict(make_worklist(config, labelled, PriorState(videos={}, consistent={}), model_id="m").sizes) == {}
     assert fingerprint_size("etag=abc-2;size=123") == 123 and fingerprint_size("size=None;mtime=1.0") is None
     assert fingerprint_size(None) is None and fingerprint_size("status:not_found") is None

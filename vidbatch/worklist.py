@@ -40,8 +40,8 @@ class Worklist:
     refusals: tuple[Refusal, ...]  # refused by the plan, with a row that does not already say so
     known: tuple[Refusal, ...]  # to process, but the stat proved the file gone, denied or not a file
     refreshed: list[dict[str, Any]]  # rows kept whose carried-through manifest columns changed
-    # Sizes in bytes of the videos to decode that the stat found (a first night stats nothing): what
-    # the progress line's time left goes by, a long lecture weighing more than a short clip.
+    # Sizes in bytes of the videos to decode, from the stat or the manifest's `size` column (a first night
+    # stats nothing): what the progress line's time left goes by, a long lecture weighing more than a clip.
     sizes: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @property
@@ -251,7 +251,7 @@ def make_worklist(
         results=config.model.results_settings(),
         redo_runs=prior.older_decoding_runs if redo_older_decoding else frozenset(),
     )
-    sizes = _sizes(found, decision.process)
+    sizes = _sizes(found, decision.process, plan.extras_by_id)
     del found  # a fingerprint per manifest row: not held through the rest
     refuse_vanishing(config, candidates, prior, missing, allow_empty=allow_empty)
     refusals = tuple(r for r in plan.refused if not refusal_unchanged(prior.videos.get(r.video_id), r.uri, r.status, r.message))
@@ -283,17 +283,24 @@ def make_worklist(
     )
 
 
-def _sizes(found: Mapping[str, str | None], to_decode: Iterable[str]) -> dict[str, int]:
-    """The sizes the stat's fingerprints record, of the videos to decode only (a night's few new ones
-    of a million rows looked at); none on a first night, which stats nothing."""
-    if not found:
-        return {}
+def _sizes(
+    found: Mapping[str, str | None], to_decode: Iterable[str], manifest_rows: Mapping[str, Mapping[str, object]]
+) -> dict[str, int]:
+    """The sizes of the videos to decode only (a night's few new ones of a million rows looked at): the
+    stat's, else a `size` column of the manifest (`vidbatch manifest build` writes one), so that a first
+    night, which stats nothing, also has them when its manifest says them."""
     sizes = {}
     for video_id in to_decode:
-        size = fingerprint_size(found.get(video_id))
+        size = fingerprint_size(found.get(video_id)) or _manifest_size(manifest_rows.get(video_id))
         if size:
             sizes[video_id] = size
     return sizes
+
+
+def _manifest_size(row: Mapping[str, object] | None) -> int | None:
+    """A manifest row's `size` when it is a whole number of bytes (a column of another meaning is not)."""
+    size = row.get("size") if row else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
 def _retries_first(rows: pa.Table, decision: Decision) -> pa.Table:
