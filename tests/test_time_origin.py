@@ -303,12 +303,11 @@ def test_an_flv_whose_first_packet_is_after_0_can_be_read(tmp_path, sampling):
     check_the_rule(OTHER_ORIGINS["flv-from-0.4s"](tmp_path), sampling)
 
 
-@pytest.mark.parametrize("fmt, codec, b_frames", [("avi", "mpeg4", 2), ("asf", "wmv2", None)])
-def test_the_look_for_the_end_of_an_avi_or_asf_reads_its_last_group_of_pictures_only(tmp_path, monkeypatch, fmt, codec, b_frames):
+def packets_noted(monkeypatch) -> list:
+    """The pts of every packet the look for a video's end counts (decode_end.PacketTally.note)."""
     from vidbatch import decode_end
 
-    path = write_muxed(tmp_path / f"gops.{fmt}", fmt=fmt, codec=codec, first_frame=10, gop=5, b_frames=b_frames)
-    read = []
+    read: list = []
     note = decode_end.PacketTally.note
 
     def counted(self, packet):
@@ -316,6 +315,15 @@ def test_the_look_for_the_end_of_an_avi_or_asf_reads_its_last_group_of_pictures_
         note(self, packet)
 
     monkeypatch.setattr(decode_end.PacketTally, "note", counted)
+    return read
+
+
+@pytest.mark.parametrize("fmt, codec, b_frames", [("avi", "mpeg4", 2), ("asf", "wmv2", None)])
+def test_the_look_for_the_end_of_an_avi_or_asf_reads_its_last_group_of_pictures_only(tmp_path, monkeypatch, fmt, codec, b_frames):
+    from vidbatch import decode_end
+
+    path = write_muxed(tmp_path / f"gops.{fmt}", fmt=fmt, codec=codec, first_frame=10, gop=5, b_frames=b_frames)
+    read = packets_noted(monkeypatch)
     with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
         found = decode_end.uniform_span(container, stream, info, StreamFacts())
     assert found.duration_s == pytest.approx(1.2, abs=1e-6)
@@ -356,14 +364,7 @@ def test_the_look_for_the_end_of_an_mpeg_ps_reads_its_last_seconds_only(tmp_path
         tmp_path / "long.vob", fmt="vob", codec="mpeg2video", first_frame=0, b_frames=b_frames, gop=gop, num_frames=301
     )
     times, _, end = plain_frames(path)
-    read = []
-    note = decode_end.PacketTally.note
-
-    def counted(self, packet):
-        read.append(packet.pts)
-        note(self, packet)
-
-    monkeypatch.setattr(decode_end.PacketTally, "note", counted)
+    read = packets_noted(monkeypatch)
     with open_video(str(path), limits=LimitsConfig()) as (container, stream, info):
         found = decode_end.uniform_span(container, stream, info, StreamFacts())
     assert found.duration_s == pytest.approx(end - times[0], abs=1e-6)
