@@ -99,11 +99,6 @@ class Written:
         path, line = self._first[id(node)]
         return path, line, via
 
-    def written_under(self, loc: Sequence[str | int], section: str) -> bool:
-        """Whether the value at `loc` is written in the text under `section` (an anchor there, aliased elsewhere)."""
-        found = self.elsewhere(loc)
-        return found is not None and found[0][:1] == (section,)
-
 
 def _child(node: yaml.Node, part: str | int) -> tuple[yaml.Node, int] | None:
     """The node at `part` of `node`, and the line of the key (or merge key) that leads to it."""
