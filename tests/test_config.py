@@ -149,6 +149,9 @@ def test_a_set_value_that_is_not_yaml_is_not_repeated(tmp_path, override, proble
         (BASE, ["storage.anon=hunter2"], "storage.anon (text of 7 characters, not shown: it may be a credential): Input should"),
         (BASE, ["storage.region=[hunter2]"], "storage.region (a list, not shown: it may be a credential): Input should"),
         (BASE, ["storage.max_attempts=99"], "storage.max_attempts=99: Input should be less than or equal to 20"),  # a number is
+        (BASE, ["storage.region=https://AKIA:hunter2@minio:9000"], "not shown: it may be a credential): Value error, is no "
+         "region name (letters, digits, '-', '_' and '.', such as us-east-1 or auto): an endpoint goes in storage.endpoint_url"),
+        (BASE + "storage: {region: hunter2 us}\n", [], "storage.region (text of 10 characters, not shown"),
     ],
 )  # fmt: skip
 def test_a_bad_storage_value_is_not_repeated_unless_a_number(tmp_path, text, overrides, message):
@@ -156,6 +159,12 @@ def test_a_bad_storage_value_is_not_repeated_unless_a_number(tmp_path, text, ove
     with pytest.raises(JobError) as caught:
         load_job(write(tmp_path, text), overrides)
     assert message in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+def test_a_region_is_a_name():
+    """A uri or a key written as storage.region went to botocore as a region, and into every started.json."""
+    for region in ("us-east-1", "auto", "eu-west-3", "garage", "fr-par", "my_minio.1"):
+        assert parse_job({"name": "t", "manifest": "m", "output": "o", "storage": {"region": region}}).storage.region == region
 
 
 _SECRET = "wJalrXUtnFEMI/K7MDENG"

@@ -205,6 +205,21 @@ class StorageConfig(_Frozen):
     def _no_credentials(cls, value: Any) -> Any:
         return _without_credentials(value)
 
+    @field_validator("region")
+    @classmethod
+    def _region_is_a_name(cls, value: Any) -> Any:
+        # A region is a name (us-east-1, auto, a MinIO's own). A uri or a key written here went to botocore
+        # as a region (requests then failed far from the cause) and into every run's started.json.
+        if isinstance(value, str) and value and not _REGION_NAME.fullmatch(value):
+            raise ValueError(
+                "is no region name (letters, digits, '-', '_' and '.', such as us-east-1 or auto): an endpoint goes "
+                "in storage.endpoint_url, credentials in the environment"
+            )
+        return value
+
+
+_REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 
 class LimitsConfig(_Frozen):
     max_pixels: int = Field(8192 * 8192, ge=1)
