@@ -205,9 +205,11 @@ def make_plan(
         frames = sum(p.frames for p in report.decode_probes)
         report.frames_per_video_s = frames / max(video_s, 1e-9)
         report.cpu_contention = sum(p.wall_s for p in report.decode_probes) / max(cpu, 1e-9)
-        sizes = {p.video_id: _size(p) for p in report.probed}
-        for size in sorted({sizes[t.video_id] for t in report.decode_probes}, key=_pixels):
-            at_size = [t for t in report.decode_probes if sizes[t.video_id] == size]
+        probes = {p.video_id: p for p in report.probed}
+        by_size: dict[str, list[DecodeProbe]] = {}  # smallest frame size first
+        for t in sorted(report.decode_probes, key=lambda t: _pixels(probes[t.video_id])):
+            by_size.setdefault(_size(probes[t.video_id]), []).append(t)
+        for size, at_size in by_size.items():
             report.decode_sizes[size] = sum(t.video_seconds for t in at_size) / max(sum(t.cpu_s for t in at_size), 1e-9)
         # Over the probed videos' sizes and durations, not only the timed ones' (a 480p + 1080p manifest)
         report.decode_video_s_per_core = decode_rate_for_mix(report.probed, report.decode_probes) or video_s / max(cpu, 1e-9)
@@ -222,16 +224,15 @@ def _size(probe: VideoProbe) -> str:
     return f"{probe.width}x{probe.height}"
 
 
-def _pixels(size: str) -> int:
-    w, _, h = size.partition("x")
-    return int(w) * int(h) if w.isdigit() and h.isdigit() else 0
+def _pixels(probe: VideoProbe) -> int:
+    return (probe.width or 0) * (probe.height or 0)
 
 
 def pick_decode_probes(decodable: list[VideoProbe], wanted: int) -> list[VideoProbe]:
     """The order in which to time decodes: spread over the probed frame sizes, the smallest, the largest and
     between, then the rest (a video that fails to decode gives its turn to the next). Before, the manifest's
     first rows were timed: a manifest of 480p rows then 1080p rows was sized from 480p alone."""
-    ranked = sorted(decodable, key=lambda p: ((p.width or 0) * (p.height or 0), p.video_id))
+    ranked = sorted(decodable, key=lambda p: (_pixels(p), p.video_id))
     if len(ranked) <= wanted:
         return ranked
     last = len(ranked) - 1
@@ -246,7 +247,7 @@ def decode_rate_for_mix(probed: list[VideoProbe], timed: list[DecodeProbe]) -> f
     costs: dict[int, list[float]] = {}  # pixels -> [cpu_s, video_s]
     for t in timed:
         p = by_id.get(t.video_id)
-        px = (p.width or 0) * (p.height or 0) if p else 0
+        px = _pixels(p) if p else 0
         acc = costs.setdefault(px, [0.0, 0.0])
         acc[0] += t.cpu_s
         acc[1] += t.video_seconds
@@ -257,7 +258,7 @@ def decode_rate_for_mix(probed: list[VideoProbe], timed: list[DecodeProbe]) -> f
     for p in probed:
         if p.status != "ok" or not p.duration_s:
             continue
-        px = (p.width or 0) * (p.height or 0)
+        px = _pixels(p)
         nearest = min(per_video_s, key=lambda k: (abs(math.log(max(k, 1) / max(px, 1))), k))
         total_cpu += p.duration_s * per_video_s[nearest]
         total_video += p.duration_s
