@@ -23,8 +23,14 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check vidbatch tests
 	$(VENV)/bin/mypy vidbatch
 
+# Two pytest workers (pytest-xdist), each with its own local Ray: the suite mostly waits for
+# processes to start (Ray, each run's actors importing torch), so two halve its wall time on
+# 2 cores. Whole files go to one worker (--dist loadfile): module fixtures such as test_cluster's
+# two-node cluster start once. `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest -q --durations=20
+	$(PY) -m pytest -q --durations=20 -n $(PYTEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -127,7 +127,8 @@ class LocalCluster:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             dead = [name for name, proc in self.nodes.items() if proc.poll() is not None]
-            assert not dead, f"ray start exited: {dead}; logs in {self.root}"
+            # The fixture removes the root afterwards: the reason goes into the failure itself.
+            assert not dead, f"ray start exited: {dead}; the end of its log:\n{self.log_tail(dead[0]) if dead else ''}"
             try:
                 if self.alive_nodes() >= count:
                     return
@@ -135,6 +136,10 @@ class LocalCluster:
                 pass
             time.sleep(1)
         raise AssertionError(f"cluster did not reach {count} nodes in {timeout_s}s; logs in {self.root}")
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        log = self.root / f"{name}.log"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
     def kill(self, name: str) -> None:
         """SIGKILL a node's whole process group: raylet, workers, agents (a node lost)."""

@@ -1008,8 +1008,11 @@ def test_a_stop_signal_midway_commits_what_is_done_and_the_next_run_does_the_res
     # Two long videos (~90 clips each to embed) on one decoder, which decodes one and then the
     # other: the stop comes as the first finishes, with the second far from done, whichever
     # order Ray Data hands them out in. (A short one could finish right after a long one: its
-    # row waits behind the long one's clips.)
-    rows = {name: media.write_video(lib / f"{name}.mp4", num_frames=1800, fps=10).path for name in ("a", "b")}
+    # row waits behind the long one's clips.) Small frames: the clips' count is what takes the
+    # model's time (each is resized for it), and two 320x240 videos took ~20 s to encode.
+    rows = {
+        name: media.write_video(lib / f"{name}.mp4", num_frames=1800, fps=10, width=64, height=48).path for name in ("a", "b")
+    }
     write_manifest(tmp_path / "manifest.parquet", rows)
     output: list[str] = []
     code = _cli_run(
@@ -1051,8 +1054,10 @@ def test_a_stop_signal_before_any_video_finished_commits_nothing(tmp_path, seede
     """Nothing done: a commit would only put `timeout` rows over the rows of the run before."""
     lib = tmp_path / "lib"
     lib.mkdir()
-    # A long video: its first clips are said (in progress) long before it finishes.
-    write_manifest(tmp_path / "manifest.parquet", {"long": media.write_video(lib / "long.mp4", num_frames=900, fps=10).path})
+    # A long video: its first clips are said (in progress) long before it finishes. Small frames:
+    # the clips' count is what keeps it going (each is resized for the model); 320x240 took ~5 s to encode.
+    long = media.write_video(lib / "long.mp4", num_frames=900, fps=10, width=64, height=48).path
+    write_manifest(tmp_path / "manifest.parquet", {"long": long})
     output: list[str] = []
     code = _cli_run(tmp_path, seeded_weights, {}, term_after="of videos in progress)", output=output)
     text = "".join(output)
