@@ -43,6 +43,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_HELD: list[socket.socket] = []
+
+
+def dead_port() -> int:
+    """A port on 127.0.0.1 where nothing listens, for "the endpoint is down" cases. Its socket stays bound
+    (never listening: a connection is refused) for this process's life: a free port let go could be taken
+    by another test worker's Ray or S3 server before the test connects, and a test saw its token refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return int(sock.getsockname()[1])
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

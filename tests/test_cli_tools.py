@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from s3server import free_port
+from s3server import dead_port, free_port
 
 from vidbatch import history as history_mod
 from vidbatch.cli import main
@@ -283,7 +283,7 @@ def test_history_and_vacuum_of_a_missing_bucket_or_dead_endpoint_say_what_to_che
     assert err.count("\n") == 1 and err.startswith(f"vidbatch: output {missing!r} cannot be"), err
     assert "its bucket does not exist" in err and s3.endpoint in err and "Traceback" not in err
 
-    dead = f"http://127.0.0.1:{free_port()}"
+    dead = f"http://127.0.0.1:{dead_port()}"
     output = f"s3://{s3.new_bucket('dead')}/out"
     code, out, err = run_cli(capsys, command[0], output, *command[1:], "--endpoint-url", dead)
     assert (code, out) == (2, "")

@@ -35,6 +35,7 @@ import pytest
 import yaml
 from deltalake import DeltaTable
 from extended import extended
+from s3server import dead_port
 
 from vidbatch import submit as submit_mod
 
@@ -174,17 +175,35 @@ class LocalCluster:
         return JobSubmissionClient(self.address, headers={"Authorization": f"Bearer {self.token}"})
 
 
+def _started_cluster(root: Path, attempts: int = 2) -> LocalCluster:
+    """A head and a worker. The ports are picked free and let go before `ray start` binds them, so
+    another process (the other test worker's Ray, say) can take one in between and the node exits:
+    such a start is tried again on fresh ports, once."""
+    for attempt in range(1, attempts + 1):
+        c = LocalCluster(root / f"try{attempt}")
+        c.root.mkdir()
+        try:
+            c.start_head()
+            c.start_worker()
+            c.wait_for_nodes(2)
+            return c
+        except AssertionError:
+            c.stop()
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.fixture(scope="module")
 def cluster():
     root = Path(tempfile.mkdtemp(prefix="vbc-", dir="/tmp"))  # short: Unix socket paths live under it
-    c = LocalCluster(root)
+    c = None
     try:
-        c.start_head()
-        c.start_worker()
-        c.wait_for_nodes(2)
+        c = _started_cluster(root)
         yield c
     finally:
-        c.stop()
+        if c is not None:
+            c.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -661,7 +680,7 @@ def test_a_dashboard_address_with_a_password_is_said_without_it():
     could not be reached was said with the password ('cannot reach the Ray Jobs API at http://ops:pw@...')."""
     import io
 
-    address = f"http://ops:pw-CANARY@127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"http://ops:pw-CANARY@127.0.0.1:{dead_port()}"  # nothing listens there
     out, err = io.StringIO(), io.StringIO()
     assert submit_mod.status("raysubmit_x", address, out=out, err=err) == submit_mod.EXIT_CLUSTER
     assert "pw-CANARY" not in out.getvalue() + err.getvalue()

@@ -628,7 +628,7 @@ def test_a_manifest_folder_without_parquet_files_says_so(tmp_path):
 def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
     """fsspec's HTTP file system raises FileNotFoundError for every failure. Before, an expired
     presigned URL (403) and a server that was down were both not_found, a permanent status."""
-    from s3server import free_port
+    from s3server import dead_port
 
     from vidbatch.config import StorageConfig
     from vidbatch.storage import stat_video
@@ -648,7 +648,7 @@ def test_an_http_server_s_refusal_is_access_denied_and_its_failure_transient():
             f"{base}/gone.mp4": ("not_found", "not_found", "no object at this uri"),
             f"{base}/broken.mp4": ("timeout", "timeout", "HTTP 500"),  # an answer: the server is there
             # nothing answers: the server's state, counted towards limits.unreachable_in_a_row
-            f"http://127.0.0.1:{free_port()}/v.mp4": ("timeout", "unreachable", "ClientConnectorError"),
+            f"http://127.0.0.1:{dead_port()}/v.mp4": ("timeout", "unreachable", "ClientConnectorError"),
         }
         for uri, (status, error_type, words) in expected.items():
             with pytest.raises(VideoError) as caught:
@@ -691,7 +691,7 @@ def test_an_http_refusal_of_the_read_after_a_good_look_is_access_denied():
 def test_an_object_store_that_does_not_answer_is_unreachable_not_the_file_s_failure(monkeypatch):
     """No connection to the endpoint is the store's state: `timeout` (retried next run) with
     error_type `unreachable`, which the run counts towards limits.unreachable_in_a_row."""
-    from s3server import free_port
+    from s3server import dead_port
 
     from vidbatch import storage
     from vidbatch.config import StorageConfig
@@ -699,7 +699,7 @@ def test_an_object_store_that_does_not_answer_is_unreachable_not_the_file_s_fail
     monkeypatch.setattr(storage, "S3_RETRY", {"mode": "standard", "max_attempts": 1})  # seconds, not ~40
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    dead = StorageConfig(endpoint_url=f"http://127.0.0.1:{free_port()}")
+    dead = StorageConfig(endpoint_url=f"http://127.0.0.1:{dead_port()}")
     with pytest.raises(VideoError) as caught:
         storage.stat_video("s3://library/v.mp4", dead)
     assert (caught.value.status, caught.value.error_type) == ("timeout", "unreachable"), caught.value.message

@@ -15,7 +15,7 @@ import io
 import pytest
 import torch
 import torchvision
-from s3server import free_port
+from s3server import dead_port
 
 from vidbatch.cli import main
 from vidbatch.config import ModelConfig, StorageConfig, parse_job
@@ -67,7 +67,7 @@ def fake_v1_checkpoint(torch_home, monkeypatch, resnet18_blob):
 @pytest.fixture()
 def offline_v1(torch_home, monkeypatch):
     """Nothing cached, and the download fails (a closed local port: deterministic, no internet needed)."""
-    url = f"http://127.0.0.1:{free_port()}/models/resnet18-f37072fd.pth"
+    url = f"http://127.0.0.1:{dead_port()}/models/resnet18-f37072fd.pth"
     monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url", url)
 
 
