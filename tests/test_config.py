@@ -31,6 +31,7 @@ def test_defaults_and_overrides(tmp_path):
         (BASE, ["sampling.fps=0"], "sampling.fps=0"),
         (BASE, ["sampling.clip_len_s=0.001"], "sampling.clip_len_s=0.001: Input should be greater than or equal to 0.01"),
         (BASE, ["model.precision=fp8"], "model.precision='fp8'"),
+        (BASE, ["model.resize=swscale"], "model.resize='swscale'"),
         (BASE, ["resources.batch_frames=-4"], "resources.batch_frames=-4"),
         (BASE, ["limits.decode_memory_mb=420"], "limits.decode_memory_mb=420: Input should be greater than or equal to 1024"),
         ("name: t\noutput: o\n", [], "missing required key 'manifest'"),

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import media
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -139,6 +140,8 @@ def test_the_reason_names_every_setting_that_changed(changes, reason):
          "model settings changed (top_k 5 -> 2)"),
         ({"task": "embed", "precision": "fp32"}, "ok", {"task": "embed", "precision": "bf16"},
          "model settings changed (precision fp32 -> bf16)"),
+        ({"task": "embed", "precision": "fp32", "resize": "exact"}, "ok",
+         {"task": "embed", "precision": "fp32", "resize": "fast"}, "model settings changed (resize exact -> fast)"),
         ({"task": "embed", "precision": "fp32"}, "ok", {"task": "embed", "precision": "fp32"}, None),
         (None, "ok", {"task": "both", "precision": "fp32", "top_k": 5}, None),  # a run that left no record: not redone
         ({"task": "embed", "precision": "fp32"}, "unreadable", {"task": "both", "precision": "fp32", "top_k": 5}, None),
@@ -160,15 +163,19 @@ def test_model_settings_of_runs_come_from_their_started_records(tmp_path):
     for run_id, text in {
         "r-both": json.dumps({"run_id": "r-both", "job": job}),
         "r-embed": json.dumps({"job": {"model": {"task": "embed", "top_k": 5, "precision": "auto"}}}),
+        "r-fast": json.dumps({"job": {"model": {"task": "embed", "top_k": 5, "precision": "auto", "resize": "fast"}}}),
         "r-cut": '{"job": {"mod',  # cut short by a crash
         "r-other": json.dumps({"something": "else"}),
     }.items():
         (runs / run_id).mkdir(parents=True)
         (runs / run_id / "started.json").write_text(text)
-    found = run_results_settings(str(tmp_path / "out"), StorageConfig(), {"r-both", "r-embed", "r-cut", "r-other", "r-gone"})
+    runs = {"r-both", "r-embed", "r-fast", "r-cut", "r-other", "r-gone"}
+    found = run_results_settings(str(tmp_path / "out"), StorageConfig(), runs)
     assert found == {
-        "r-both": {"task": "both", "top_k": 3, "precision": "bf16"},
-        "r-embed": {"task": "embed", "precision": "auto"},  # top_k makes no difference without labels
+        # runs from before model.resize resized exactly
+        "r-both": {"task": "both", "top_k": 3, "precision": "bf16", "resize": "exact"},
+        "r-embed": {"task": "embed", "precision": "auto", "resize": "exact"},  # top_k makes no difference without labels
+        "r-fast": {"task": "embed", "precision": "auto", "resize": "fast"},
     }
 
 
@@ -790,7 +797,7 @@ def test_later_nights_retry_failures_follow_the_model_and_settle_deleted_files(t
     assert_exact(tmp_path, {"a", "c", "junk", "d", "e"})
 
 
-def test_task_top_k_and_precision_changes_redo_the_ok_rows(tmp_path, seeded_weights, ray_local):
+def test_task_top_k_precision_and_resize_changes_redo_the_ok_rows(tmp_path, seeded_weights, ray_local):
     lib = tmp_path / "lib"
     lib.mkdir()
     a = media.write_video(lib / "a.mp4", num_frames=20, fps=10).path
@@ -817,17 +824,24 @@ def test_task_top_k_and_precision_changes_redo_the_ok_rows(tmp_path, seeded_weig
     again = run(tmp_path, seeded_weights, model__task="both")
     assert again.summary["videos"] == 0 and again.summary["changes"]["unchanged"] == 2
 
+    # model.resize: fast reaches the decoders: the row is redone, its embedding a little off the exact one
+    exact_embedding = np.array(rows["a"]["embedding"])
+    fast = run(tmp_path, seeded_weights, model__task="both", model__resize="fast")
+    assert fast.summary["reasons"] == {"model settings changed (resize exact -> fast)": 1}
+    fast_embedding = np.array(assert_exact(tmp_path, {"a", "junk"})["a"]["embedding"])
+    assert 0.99 < float(exact_embedding @ fast_embedding) < 1.0 - 1e-7
+
     # The record of the run that made row a, damaged: its settings are unknown, so a change of
     # top_k cannot be seen. Before, that was silent; now check and the run say so.
     from vidbatch.preflight import preflight
 
-    (tmp_path / "out" / "_runs" / both.run_id / "started.json").write_text('{"job": {"mod')
+    (tmp_path / "out" / "_runs" / fast.run_id / "started.json").write_text('{"job": {"mod')
     raw = job_dict(tmp_path, seeded_weights)
     raw["model"].update(task="both", top_k=3)
     seen = preflight(parse_job(raw))
     assert seen.to_process == 0
     text = "\n".join(seen.lines())
-    assert f"WARNING: 1 ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({both.run_id})" in text
+    assert f"WARNING: 1 ok rows come from runs whose _runs/<run_id>/started.json is gone or unreadable ({fast.run_id})" in text
 
 
 def test_changed_manifest_columns_reach_kept_rows_without_decoding(tmp_path, seeded_weights, ray_local):

@@ -162,7 +162,7 @@ def decode_settings(raw: dict[str, Any], resize: int) -> DecodeSettings:
     from vidbatch.video_task import DecodeSettings
 
     job = parse_job(raw)
-    spec = PreprocessSpec(resize_size=resize, crop_size=224)
+    spec = PreprocessSpec(resize_size=resize, crop_size=224, resize=job.model.resize)  # as the pipeline's decoders
     return DecodeSettings(sampling=job.sampling, limits=job.limits, storage=job.storage, spec=spec, threads=1)
 
 

@@ -27,6 +27,7 @@ Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 SamplingMode = Literal["fps", "uniform", "keyframes"]
 Task = Literal["embed", "classify", "both"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+ResizeMethod = Literal["exact", "fast"]  # vidbatch.preprocess says what each does
 CompileMode = Literal["auto", "on", "off"]  # vidbatch.model_compile says when each compiles
 
 
@@ -125,12 +126,17 @@ class ModelConfig(_Frozen):
     # The classifier's class names: a text file (path or URI), one name per line in the fc's order.
     # None: torchvision's names for its weights, ImageNet's for a 1000-class file, else class_0, ...
     categories: str | None = None
+    # How a sampled frame becomes the model's input: "exact" is torchvision's recipe for the weights
+    # (PIL's antialiased resize), bit for bit; "fast" resizes in FFmpeg's swscale while converting
+    # from YUV, ~3x cheaper per sampled frame, with pixels a few levels off the recipe's.
+    resize: ResizeMethod = "exact"
 
     def results_settings(self) -> dict[str, Any]:
         """The settings besides arch and weights (those make `model_id`) that change what an ok row
-        holds: which results it has (task), how many labels (top_k, when there are labels) and the
-        precision its numbers were computed in. A nightly run redoes the rows made otherwise."""
-        settings: dict[str, Any] = {"task": self.task, "precision": self.precision}
+        holds: which results it has (task), how many labels (top_k, when there are labels), the
+        precision its numbers were computed in and how its frames were resized. A nightly run
+        redoes the rows made otherwise."""
+        settings: dict[str, Any] = {"task": self.task, "precision": self.precision, "resize": self.resize}
         if self.task != "embed":
             settings["top_k"] = self.top_k
         return settings

@@ -28,8 +28,8 @@ from vidbatch.decode_start import start_at_first_frame
 from vidbatch.decode_targeted import targeted_samples
 from vidbatch.errors import VideoError
 from vidbatch.media_kinds import cut_short_iso, read_head, sniff
-from vidbatch.orientation import frame_orientation
-from vidbatch.preprocess import PreprocessSpec, to_model_input
+from vidbatch.orientation import Orientation, frame_orientation
+from vidbatch.preprocess import PreprocessSpec, crop_resized, resized_size, to_model_input
 from vidbatch.sampling.clips import clip_index_of, clip_window
 
 # Demuxers a video library needs. Anything else (HLS/DASH playlists, concat lists,
@@ -161,13 +161,26 @@ def _group(
             # A frame on screen at several targets (a still, a low-rate video) is converted once.
             if facts.orientation is None:  # once per video, as ffmpeg reads it (see frame_orientation)
                 facts.orientation = frame_orientation(frame)
-            converted = (frame, to_model_input(facts.orientation.apply(frame.to_ndarray(format="rgb24")), spec))
+            converted = (frame, model_input(frame, facts.orientation, spec))
         frames.append(converted[1])
     if current is not None:
         # The samples are exhausted: a sampler that read the whole stream has set its end. Uniform's
         # video ends where its times were spread to, even when the stream ends a rounding before it.
         end = facts.end_s if facts.end_s is not None and facts.spread_s is None else info.start_s + info.duration_s
         yield _clip(current, pts_list, frames, info, clip_len_s, end)
+
+
+def model_input(frame: Any, orientation: Orientation, spec: PreprocessSpec) -> np.ndarray:
+    """A decoded frame -> its upright crop x crop x 3 uint8 model input, resized as `spec.resize` says."""
+    if spec.resize == "exact":
+        return to_model_input(orientation.apply(frame.to_ndarray(format="rgb24")), spec)
+    # fast: swscale scales while it converts from YUV, so the full-size RGB picture is never made.
+    # The size is the recipe's for the upright picture, given in the stored picture's axes.
+    upright_w, upright_h = (frame.height, frame.width) if orientation.swaps_sides else (frame.width, frame.height)
+    new_w, new_h = resized_size(upright_w, upright_h, spec.resize_size)
+    stored_w, stored_h = (new_h, new_w) if orientation.swaps_sides else (new_w, new_h)
+    rgb = frame.reformat(width=stored_w, height=stored_h, format="rgb24", interpolation="BILINEAR").to_ndarray()
+    return crop_resized(orientation.apply(rgb), spec)
 
 
 def _clip(

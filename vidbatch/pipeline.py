@@ -368,6 +368,7 @@ def _build_dataset(ray: Any, config: JobConfig, to_process: pa.Table, weights: R
                 "storage": config.storage,
                 "resize_size": spec.resize_size,
                 "crop_size": spec.crop_size,
+                "resize": config.model.resize,
                 "threads": sizing["decode_threads"],
                 # absolute as the driver sees them: a worker's current directory is another one
                 "allowed_roots": tuple(os.path.abspath(root) for root in config.inputs.allowed_roots),

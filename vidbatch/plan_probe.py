@@ -332,7 +332,7 @@ def _time_decode(probe: VideoProbe, config: JobConfig, budget_s: float) -> Decod
     from vidbatch.preprocess import PreprocessSpec
     from vidbatch.storage import open_source, stat_video
 
-    spec = PreprocessSpec(resize_size=_resize_for(config.model), crop_size=224)
+    spec = PreprocessSpec(resize_size=_resize_for(config.model), crop_size=224, resize=config.model.resize)
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
     covered, frames = 0.0, 0

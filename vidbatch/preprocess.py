@@ -3,6 +3,11 @@
 Mirrors torchvision's ImageNet eval recipe on PIL images (Resize of the short side with
 bilinear/antialias, then CenterCrop), so that only `crop x crop x 3` uint8 frames travel
 to the model actors.  Normalisation (mean/std) happens next to the model, on its device.
+
+`resize="fast"` (model.resize) leaves the resize to FFmpeg's swscale, during the conversion from
+YUV (vidbatch.decode); only the crop is done here (`crop_resized`). Same sizes and crop box as
+the recipe; swscale's bilinear filter and chroma handling put pixels a few levels off PIL's
+(docs/performance.md has the measured figures).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from vidbatch.config import ResizeMethod
+
 
 @dataclass(frozen=True)
 class PreprocessSpec:
@@ -19,6 +26,7 @@ class PreprocessSpec:
     crop_size: int = 224
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resize: ResizeMethod = "exact"
 
     def __post_init__(self) -> None:
         if self.crop_size > self.resize_size:
@@ -49,3 +57,12 @@ def to_model_input(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     cropped = image.crop(center_crop_box(image.width, image.height, spec.crop_size))
     return np.ascontiguousarray(np.asarray(cropped, dtype=np.uint8))
+
+
+def crop_resized(rgb: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """An upright HxWx3 uint8 frame already resized to the recipe's size -> its centre crop, contiguous."""
+    height, width = rgb.shape[:2]
+    if (width, height) != resized_size(width, height, spec.resize_size):
+        raise ValueError(f"expected a frame resized to short side {spec.resize_size}, got {width}x{height}")
+    left, top, right, bottom = center_crop_box(width, height, spec.crop_size)
+    return np.ascontiguousarray(rgb[top:bottom, left:right])

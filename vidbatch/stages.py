@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vidbatch.config import CompileMode, LimitsConfig, Precision, SamplingConfig, StorageConfig
+from vidbatch.config import CompileMode, LimitsConfig, Precision, ResizeMethod, SamplingConfig, StorageConfig
 from vidbatch.video_task import EMBEDDED, DecodeSettings, decode_video
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class DecodeStage:
         storage: StorageConfig,
         resize_size: int,
         crop_size: int,
+        resize: ResizeMethod = "exact",
         threads: int = 0,
         allowed_roots: tuple[str, ...] = (),
     ) -> None:
@@ -45,7 +46,7 @@ class DecodeStage:
             sampling=sampling,
             limits=limits,
             storage=storage,
-            spec=PreprocessSpec(resize_size=resize_size, crop_size=crop_size),
+            spec=PreprocessSpec(resize_size=resize_size, crop_size=crop_size, resize=resize),
             threads=threads,
             allowed_roots=allowed_roots,
         )

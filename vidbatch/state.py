@@ -229,7 +229,8 @@ def results_settings_of(records: dict[str, dict[str, Any]]) -> dict[str, dict[st
         try:
             model = record["job"]["model"]
             settings[run_id] = ModelConfig(
-                task=model["task"], top_k=model["top_k"], precision=model["precision"]
+                # a run from before `resize` existed resized exactly
+                task=model["task"], top_k=model["top_k"], precision=model["precision"], resize=model.get("resize", "exact")
             ).results_settings()
         except (ValueError, KeyError, TypeError):  # written by another tool: unknown
             continue
