@@ -28,6 +28,7 @@ from vidbatch.config import DECODE_REVISION, StorageConfig, parse_job
 from vidbatch.incremental import OLDER_DECODING, OLDER_DECODING_FAILED, PriorVideo, decide
 from vidbatch.pipeline import run_job
 from vidbatch.state import load_prior, run_results_settings
+from vidbatch.summary_text import summary_text
 
 # --- the decision, as a pure function ---------------------------------------------------
 
@@ -827,7 +828,8 @@ def test_task_top_k_precision_and_resize_changes_redo_the_ok_rows(tmp_path, seed
     # model.resize: fast reaches the decoders: the row is redone, its embedding a little off the exact one
     exact_embedding = np.array(rows["a"]["embedding"])
     fast = run(tmp_path, seeded_weights, model__task="both", model__resize="fast")
-    assert fast.summary["reasons"] == {"model settings changed (resize exact -> fast)": 1}
+    assert fast.summary["reasons"] == {"model settings changed (resize exact -> fast)": 1} and fast.summary["resize"] == "fast"
+    assert "frames resized by swscale (model.resize: fast)" in summary_text(fast.summary, str(tmp_path / "out"))
     fast_embedding = np.array(assert_exact(tmp_path, {"a", "junk"})["a"]["embedding"])
     assert 0.99 < float(exact_embedding @ fast_embedding) < 1.0 - 1e-7
 

@@ -35,6 +35,7 @@ def build_summary(
         "weights_note": "seeded random init: embeddings and labels are NOT meaningful" if weights.untrained else weights.note,
         "weights_sha256": weights.sha256,
         "sampling_id": config.sampling.sampling_id(),
+        "resize": config.model.resize,  # the rows do not say how their frames were resized; the summary does
         "manifest_rows": plan.manifest_rows,
         "duplicate_ids": plan.duplicates,
         "videos": tally.videos,

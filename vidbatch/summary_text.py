@@ -52,7 +52,8 @@ def summary_text(summary: dict, uri: str) -> str:
         f"  new {changes.get('new', 0)}, changed {changes.get('changed', 0)}, retried {changes.get('retried', 0)}, "
         f"removed {changes.get('removed', 0)}, unchanged {changes.get('unchanged', 0)}{_refreshed(changes)}",
         f"  clips {summary['clips']}, frames {summary['frames']}, video hours {summary['video_hours']:.4f}"
-        + (f"; the model ran in {' and '.join(summary['model_precision'])}" if summary.get("model_precision") else ""),
+        + (f"; the model ran in {' and '.join(summary['model_precision'])}" if summary.get("model_precision") else "")
+        + ("; frames resized by swscale (model.resize: fast)" if summary.get("resize") == "fast" else ""),
         *_table_line(summary),
         *([f"  {rewrote}"] if (rewrote := rewritten_line(summary)) else []),
         f"  wall {summary['wall_time_s']:.1f}s, {summary['throughput']['videos_per_s']} videos/s, "
