@@ -24,7 +24,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/mypy vidbatch
 
 # Two pytest workers (pytest-xdist), each with its own local Ray: the suite mostly waits for
-# processes to start (Ray, each run's actors importing torch), so two halve its wall time on
+# processes to start (Ray, each run's actors importing torch), so two cut its wall time by a third on
 # 2 cores. Whole files go to one worker (--dist loadfile): module fixtures such as test_cluster's
 # two-node cluster start once. `make test PYTEST_WORKERS=0` runs it in one process.
 PYTEST_WORKERS ?= 2
