@@ -155,14 +155,14 @@ def _decode_warmup(_: int) -> None:
     time.sleep(0.2)
 
 
-def decode_settings(raw: dict[str, Any], resize: int) -> DecodeSettings:
+def decode_settings(raw: dict[str, Any], resize_size: int) -> DecodeSettings:
     """The decode stage's settings for the bench's job: one FFmpeg thread, frames cut to 224x224."""
     from vidbatch.config import parse_job
     from vidbatch.preprocess import PreprocessSpec
     from vidbatch.video_task import DecodeSettings
 
     job = parse_job(raw)
-    spec = PreprocessSpec(resize_size=resize, crop_size=224, resize=job.model.resize)  # as the pipeline's decoders
+    spec = PreprocessSpec(resize_size=resize_size, crop_size=224, resize=job.model.resize)  # as the pipeline's decoders
     return DecodeSettings(sampling=job.sampling, limits=job.limits, storage=job.storage, spec=spec, threads=1)
 
 

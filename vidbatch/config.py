@@ -542,7 +542,7 @@ def _describe(err: Any, *, in_storage: bool = False, origins: _Origins | None = 
 
 
 def _described(err: Any, *, in_storage: bool) -> str:
-    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    where = dotted(err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
         return f"unknown key {where!r}"
     if err["type"] == "missing":

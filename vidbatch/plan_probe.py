@@ -205,12 +205,8 @@ def make_plan(
         frames = sum(p.frames for p in report.decode_probes)
         report.frames_per_video_s = frames / max(video_s, 1e-9)
         report.cpu_contention = sum(p.wall_s for p in report.decode_probes) / max(cpu, 1e-9)
-        probes = {p.video_id: p for p in report.probed}
-        by_size: dict[str, list[DecodeProbe]] = {}  # smallest frame size first
-        for t in sorted(report.decode_probes, key=lambda t: _pixels(probes[t.video_id])):
-            by_size.setdefault(_size(probes[t.video_id]), []).append(t)
-        for size, at_size in by_size.items():
-            report.decode_sizes[size] = sum(t.video_seconds for t in at_size) / max(sum(t.cpu_s for t in at_size), 1e-9)
+        by_size = _timed_by_size(report.probed, report.decode_probes)  # smallest frame size first
+        report.decode_sizes = {size: video / max(cpu_s, 1e-9) for (_, size), (cpu_s, video) in by_size.items()}
         # Over the probed videos' sizes and durations, not only the timed ones' (a 480p + 1080p manifest)
         report.decode_video_s_per_core = decode_rate_for_mix(report.probed, report.decode_probes) or video_s / max(cpu, 1e-9)
 
@@ -240,17 +236,25 @@ def pick_decode_probes(decodable: list[VideoProbe], wanted: int) -> list[VideoPr
     return [ranked[i] for i in picks] + [p for i, p in enumerate(ranked) if i not in picks]
 
 
+def _timed_by_size(probed: list[VideoProbe], timed: list[DecodeProbe]) -> dict[tuple[int, str], tuple[float, float]]:
+    """The timed decodes' (cpu_s, video_s), summed per frame size (pixels, "WxH"), the smallest first."""
+    by_id = {p.video_id: p for p in probed}
+    sums: dict[tuple[int, str], tuple[float, float]] = {}
+    for t in timed:
+        p = by_id.get(t.video_id)
+        key = (_pixels(p), _size(p)) if p else (0, "?")
+        cpu, video = sums.get(key, (0.0, 0.0))
+        sums[key] = (cpu + t.cpu_s, video + t.video_seconds)
+    return dict(sorted(sums.items()))
+
+
 def decode_rate_for_mix(probed: list[VideoProbe], timed: list[DecodeProbe]) -> float | None:
     """Video-seconds per core-second over the probed videos: each probed video's duration at the decode cost
     timed on the video nearest it in frame size (pixels). None when nothing is timed or has a duration."""
-    by_id = {p.video_id: p for p in probed}
-    costs: dict[int, list[float]] = {}  # pixels -> [cpu_s, video_s]
-    for t in timed:
-        p = by_id.get(t.video_id)
-        px = _pixels(p) if p else 0
-        acc = costs.setdefault(px, [0.0, 0.0])
-        acc[0] += t.cpu_s
-        acc[1] += t.video_seconds
+    costs: dict[int, tuple[float, float]] = {}  # pixels -> (cpu_s, video_s): sizes of equal pixels pooled
+    for (px, _), (cpu, video) in _timed_by_size(probed, timed).items():
+        pooled = costs.get(px, (0.0, 0.0))
+        costs[px] = (pooled[0] + cpu, pooled[1] + video)
     if not costs:
         return None
     per_video_s = {px: cpu / max(video, 1e-9) for px, (cpu, video) in costs.items()}
